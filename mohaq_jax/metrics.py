@@ -1,0 +1,118 @@
+"""Error metrics: frame error rate and phone error rate, vectorized in JAX.
+
+Phone error rate (PER) as in TIMIT practice (Lee & Hon 1989): frame labels are folded
+to the 39 scoring phones, repeated labels are collapsed into one phone, and the
+Levenshtein distance between the hypothesis and reference phone sequences is divided
+by the reference length. Everything has fixed shapes (sequences are compacted into
+``(T,)`` arrays padded with -1) so it runs inside ``jit`` and ``vmap``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def compact(values: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Moves the kept entries to the front, in order; pads with -1.
+
+    Args:
+      values: int ``(T,)``.
+      keep: bool ``(T,)``.
+
+    Returns:
+      ``(out (T,), count)``.
+    """
+    n_time = values.shape[0]
+    pos = jnp.cumsum(keep.astype(jnp.int32)) - 1
+    target = jnp.where(keep, pos, n_time)
+    out = jnp.full((n_time,), -1, values.dtype).at[target].set(values, mode="drop")
+    return out, jnp.sum(keep.astype(jnp.int32))
+
+
+def collapse(labels: jax.Array, length: jax.Array, fold: jax.Array):
+    """Phone sequence of one utterance's frame labels.
+
+    Args:
+      labels: int ``(T,)`` training-class labels per frame (-1 allowed at padding).
+      length: valid frames.
+      fold: int ``(n_classes,)`` class -> scoring phone, -1 = not scored.
+
+    Returns:
+      ``(sequence (T,), count)``: folded labels with runs merged, padded with -1.
+    """
+    n_time = labels.shape[0]
+    folded = jnp.where(labels >= 0, fold[jnp.maximum(labels, 0)], -1)
+    valid = (jnp.arange(n_time) < length) & (folded >= 0)
+    seq, n = compact(folded, valid)
+    prev = jnp.concatenate([jnp.full((1,), -1, seq.dtype), seq[:-1]])
+    return compact(seq, (jnp.arange(n_time) < n) & (seq != prev))
+
+
+def levenshtein(hyp: jax.Array, n_hyp: jax.Array, ref: jax.Array, n_ref: jax.Array):
+    """Edit distance between ``hyp[:n_hyp]`` and ``ref[:n_ref]`` (fixed shapes).
+
+    Row-by-row dynamic programming; the insertion recurrence inside a row,
+    ``d[j] = min(t[j], d[j-1] + 1)``, is solved at once with a cumulative minimum:
+    ``d[j] = j + cummin_k<=j (t[k] - k)``.
+
+    Args:
+      hyp: int ``(T,)``; n_hyp: its length. ref: int ``(S,)``; n_ref: its length.
+
+    Returns:
+      int32 scalar distance.
+    """
+    cols = jnp.arange(ref.shape[0] + 1, dtype=jnp.int32)
+    row0 = cols
+
+    def step(row, inputs):
+        i, h = inputs
+        sub = row[:-1] + (h != ref).astype(jnp.int32)
+        dele = row[1:] + 1
+        t = jnp.concatenate([jnp.reshape(i + 1, (1,)), jnp.minimum(sub, dele)])
+        new = jax.lax.cummin(t - cols) + cols
+        return jnp.where(i < n_hyp, new, row), None
+
+    rows = jnp.arange(hyp.shape[0], dtype=jnp.int32)
+    last, _ = jax.lax.scan(step, row0, (rows, hyp))
+    return last[n_ref]
+
+
+def utterance_phone_errors(pred, labels, length, fold):
+    """(edit distance, reference phone count) of one utterance."""
+    hyp, n_hyp = collapse(pred, length, fold)
+    ref, n_ref = collapse(labels, length, fold)
+    return levenshtein(hyp, n_hyp, ref, n_ref), n_ref
+
+
+def phone_error_rate(pred, labels, lengths, fold):
+    """Per-utterance phone errors of a batch.
+
+    Args:
+      pred: int ``(B, T)`` predicted training classes.
+      labels: int ``(B, T)`` reference classes, -1 at padding.
+      lengths: int ``(B,)``.
+      fold: int ``(n_classes,)`` class -> scoring phone (-1 = not scored).
+
+    Returns:
+      ``(errors (B,), ref_len (B,))``; PER = ``errors.sum() / ref_len.sum()``.
+    """
+    fold = jnp.asarray(fold, jnp.int32)
+    return jax.vmap(utterance_phone_errors, (0, 0, 0, None))(
+        jnp.asarray(pred, jnp.int32), jnp.asarray(labels, jnp.int32), lengths, fold
+    )
+
+
+def frame_errors(pred, labels, lengths):
+    """(misclassified frames, valid frames) per utterance, ``(B,)`` each."""
+    valid = (jnp.arange(labels.shape[1])[None, :] < lengths[:, None]) & (labels >= 0)
+    wrong = (pred != labels) & valid
+    return jnp.sum(wrong, axis=1), jnp.sum(valid, axis=1)
+
+
+def masked_cross_entropy(logits, labels, lengths):
+    """(summed cross-entropy, valid frames) per utterance; padding masked out."""
+    valid = (jnp.arange(labels.shape[1])[None, :] < lengths[:, None]) & (labels >= 0)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(valid, nll, 0.0), axis=1), jnp.sum(valid, axis=1)

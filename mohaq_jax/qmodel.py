@@ -1,0 +1,152 @@
+"""Calibration and the fake-quantized forward pass of the acoustic model.
+
+MOHAQ (Rashed et al. 2021, Sec. III) evaluates a genome by post-training fake
+quantization: every layer's weight and input activation is quantized at the genome's
+bits, with clipping values calibrated once. Clipping values are tabulated for *every*
+supported bit-width (``quantize.BIT_OPTIONS``) so that a traced bit-width simply indexes
+the table: one compiled program serves all genomes, and MSE-optimal clipping (which
+depends on the bit-width) costs nothing per genome.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mohaq_jax import quantize
+from mohaq_jax.models.sru import AcousticModel, ModelConfig, layer_specs
+
+
+@struct.dataclass
+class Calibration:
+    """Clipping tables of a float model.
+
+    Attributes:
+      w_clip: per layer (forward order), ``(n_bit_options,)`` for per-tensor scales or
+        ``(n_bit_options, out_channels)`` for per-channel scales.
+      a_clip: activation clips, ``(n_layers, n_bit_options)`` (per-tensor).
+    """
+
+    w_clip: tuple[jax.Array, ...]
+    a_clip: jax.Array  # shape=(n_layers, n_bit_options), float32
+
+
+def _kernels(params: dict, config: ModelConfig) -> list[jax.Array]:
+    return [params[spec.name]["kernel"] for spec in layer_specs(config)]
+
+
+def capture_inputs(params, config: ModelConfig, features, lengths) -> list[jax.Array]:
+    """Float inputs of every quantizable layer on a batch (valid frames only).
+
+    Args:
+      params: float params.
+      config: model config.
+      features: ``(B, T, F)``; lengths: ``(B,)``.
+
+    Returns:
+      One ``(n_valid_frames, n_in)`` array per layer, forward order.
+    """
+    model = AcousticModel(config)
+
+    def one(feats, length):
+        _, state = model.apply(
+            {"params": params}, feats, length, capture=True, mutable=["intermediates"]
+        )
+        return state["intermediates"]
+
+    inter = jax.vmap(one)(features, lengths)
+    valid = jnp.arange(features.shape[1])[None, :] < lengths[:, None]
+    flat_valid = valid.reshape(-1)
+    out = []
+    for spec in layer_specs(config):
+        x = inter[f"{spec.name}_act"]["input"][0]  # (B, T, n_in)
+        x = x.reshape(-1, x.shape[-1])
+        out.append(x[flat_valid])
+    return out
+
+
+def calibrate(
+    params: dict,
+    config: ModelConfig,
+    features: jax.Array,
+    lengths: jax.Array,
+    weight_method: str = "mse",
+    act_method: str = "mse",
+    per_channel: bool = True,
+) -> Calibration:
+    """Calibrates clipping values for weights and activations once.
+
+    Args:
+      params: float params of :class:`AcousticModel`.
+      config: its config.
+      features: calibration batch ``(B, T, F)``; lengths ``(B,)``.
+      weight_method: ``"max"`` or ``"mse"``.
+      act_method: ``"max"`` or ``"mse"``.
+      per_channel: one weight scale per output channel (else per tensor).
+
+    Returns:
+      The :class:`Calibration` tables.
+    """
+    if weight_method not in ("max", "mse") or act_method not in ("max", "mse"):
+        raise ValueError("calibration methods must be 'max' or 'mse'")
+    axis = -1 if per_channel else None
+    w_clip = tuple(
+        quantize.clip_table(k, weight_method, axis) for k in _kernels(params, config)
+    )
+    inputs = capture_inputs(params, config, features, lengths)
+    a_clip = jnp.stack([quantize.clip_table(x, act_method, None) for x in inputs])
+    return Calibration(w_clip=w_clip, a_clip=a_clip)
+
+
+def quantize_kernel(kernel, bits, w_clip_table) -> jax.Array:
+    """Fake-quantizes one kernel at ``bits`` with its calibrated clip (STE gradient)."""
+    return quantize.fake_quant(kernel, bits, w_clip_table[quantize.bits_index(bits)])
+
+
+def quantize_params(params, config: ModelConfig, bits_w, calib: Calibration) -> dict:
+    """Params with every weight site fake-quantized at ``bits_w`` (``(n_layers,)``)."""
+    new = dict(params)
+    for i, spec in enumerate(layer_specs(config)):
+        layer = dict(new[spec.name])
+        layer["kernel"] = quantize_kernel(layer["kernel"], bits_w[i], calib.w_clip[i])
+        new[spec.name] = layer
+    return new
+
+
+def act_clips(calib: Calibration, bits_a) -> jax.Array:
+    """Activation clip of each layer at its bits, ``(n_layers,)``."""
+    idx = quantize.bits_index(bits_a)
+    return calib.a_clip[jnp.arange(calib.a_clip.shape[0]), idx]
+
+
+def apply_quantized(
+    params,
+    config: ModelConfig,
+    calib: Calibration,
+    bits_w,
+    bits_a,
+    features,
+    length,
+    train: bool = False,
+    rngs=None,
+) -> jax.Array:
+    """Logits of one utterance with weights and activations fake-quantized.
+
+    Args:
+      params: float params (weights are quantized here, with the STE).
+      config: model config.
+      calib: clipping tables.
+      bits_w, bits_a: int ``(n_layers,)`` bits per layer (``FLOAT_BITS`` = float).
+      features: ``(T, F)``; length: valid frames.
+      train: dropout on.
+      rngs: flax rngs for dropout.
+
+    Returns:
+      Logits ``(T, n_classes)``.
+    """
+    qparams = quantize_params(params, config, bits_w, calib)
+    return AcousticModel(config).apply(
+        {"params": qparams}, features, length, bits_a, act_clips(calib, bits_a),
+        train=train, rngs=rngs,
+    )
