@@ -1,0 +1,271 @@
+"""What every hardware cost model shares: per-layer arrays, memory size, platforms.
+
+A cost model is a pure function of per-layer bit-widths and the model's own layers
+(:func:`mohaq_jax.models.sru.layer_specs`): parameter counts, MACs per frame, biases.
+No layer size is typed into this package. A :class:`Platform` bundles a frozen spec of
+constants with such a function and turns it into a cost function of ONE genome of a
+:class:`~mohaq_jax.genome.GenomeSpace`, after checking at the Python boundary that the
+space can only produce bit-widths the platform runs. Callers ``jax.vmap`` it over the
+population.
+
+Every objective is named with its direction: ``speedup`` is maximized (a time ratio
+over the platform's 16-bit baseline), ``energy_pj`` (per frame) and ``memory_mb`` are
+minimized; the NSGA-II side negates ``speedup``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from mohaq_jax.genome import GenomeSpace
+from mohaq_jax.models.sru import LayerSpec
+
+#: Bytes per MB in the MOHAQ authors' memory formula (``/ 8 / 1024 / 1024``).
+BITS_PER_MB = 8 * 2**20
+
+CostFn = Callable[[jax.Array], dict[str, jax.Array]]
+
+
+@struct.dataclass
+class LayerArrays:
+    """The quantizable layers of a model as arrays, forward order (one entry a layer).
+
+    Built from :class:`~mohaq_jax.models.sru.LayerSpec` by :func:`layer_arrays`; a
+    custom model or genome space can fill it from its own counts.
+    """
+
+    n_in: np.ndarray  # shape=(n_layers,), int32: matmul input features
+    n_out: np.ndarray  # shape=(n_layers,), int32: kernel output columns
+    n_weights: np.ndarray  # shape=(n_layers,), float32: kernel parameters
+    macs: np.ndarray  # shape=(n_layers,), float32: multiply-accumulates per frame
+    n_bias: np.ndarray  # shape=(n_layers,), float32: biases (SRU b_f, b_r; fc bias)
+    n_vector: np.ndarray  # shape=(n_layers,), float32: SRU recurrent vectors v_f, v_r
+    names: tuple[str, ...] = struct.field(pytree_node=False)
+    kinds: tuple[str, ...] = struct.field(pytree_node=False)  # "sru" | "proj" | "fc"
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.names)
+
+
+def layer_arrays(layers: Sequence[LayerSpec]) -> LayerArrays:
+    """Per-layer counts of the model's quantizable layers, as arrays.
+
+    Counts are float32 (exact below 2**24 per layer) so that sums of bits times
+    parameters of large models do not overflow int32.
+    """
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("a cost model needs at least one layer")
+
+    def col(attr, dtype):
+        return np.asarray([getattr(layer, attr) for layer in layers], dtype)
+
+    return LayerArrays(
+        n_in=col("n_in", np.int32),
+        n_out=col("n_out", np.int32),
+        n_weights=col("n_weights", np.float32),
+        macs=col("macs_per_frame", np.float32),
+        n_bias=col("n_bias", np.float32),
+        n_vector=col("n_vector", np.float32),
+        names=tuple(layer.name for layer in layers),
+        kinds=tuple(layer.kind for layer in layers),
+    )
+
+
+def fixed_params(
+    layers: LayerArrays, bias_kinds: Sequence[str], count_vectors: bool
+) -> np.ndarray:
+    """Parameters kept at a fixed (16-bit) precision per layer, shape ``(n_layers,)``.
+
+    The MOHAQ authors' memory formula counts 8 800 biases for the paper model: the SRU
+    biases b_f, b_r (``LayerSpec.n_bias`` of the 4 SRU layers, 4 x 2 x 2 x 550). It
+    leaves out the output-layer bias and the SRU vectors v_f, v_r; ``bias_kinds`` and
+    ``count_vectors`` let a spec count them too.
+    """
+    in_kinds = np.asarray([kind in tuple(bias_kinds) for kind in layers.kinds])
+    params = np.where(in_kinds, np.asarray(layers.n_bias), 0.0)
+    if count_vectors:
+        params = params + np.asarray(layers.n_vector)
+    return params.astype(np.float32)
+
+
+def stored_bits(
+    bits_w: jax.Array,
+    layers: LayerArrays,
+    bias_kinds: Sequence[str] = ("sru",),
+    bias_bits: int = 16,
+    count_vectors: bool = False,
+) -> jax.Array:
+    """Bits of the stored model: Σ weight bits x weights + fixed params x bias bits.
+
+    Args:
+      bits_w: weight bits per layer, ``(n_layers,)``.
+      layers: from :func:`layer_arrays`.
+      bias_kinds: layer kinds whose biases count (the authors: SRU only).
+      bias_bits: precision of the biases (the authors: 16).
+      count_vectors: also count the SRU vectors v_f, v_r at ``bias_bits``.
+
+    Returns:
+      float32 scalar.
+    """
+    bits_w = jnp.asarray(bits_w, jnp.float32)
+    weight_bits = jnp.sum(bits_w * jnp.asarray(layers.n_weights))
+    fixed = float(np.sum(fixed_params(layers, bias_kinds, count_vectors))) * bias_bits
+    return weight_bits + jnp.float32(fixed)
+
+
+def memory_mb(bits: jax.Array) -> jax.Array:
+    """Stored bits in MB as the authors count them: ``bits / 8 / 2**20``."""
+    return bits / jnp.float32(BITS_PER_MB)
+
+
+def amdahl_speedup(macs: jax.Array, speedup_per_layer: jax.Array) -> jax.Array:
+    """Time ratio of the whole model: Σ MACs / Σ (MACs / speedup_i)."""
+    return jnp.sum(macs) / jnp.sum(macs / speedup_per_layer)
+
+
+def mac_weighted_speedup(macs: jax.Array, speedup_per_layer: jax.Array) -> jax.Array:
+    """MAC-weighted mean of per-layer speedups, Σ MACs_i speedup_i / Σ MACs_i.
+
+    What the MOHAQ authors' code reports (it overstates the time ratio whenever layers
+    differ); their code divides by 5 637 500 (METHOD.md) while their own per-layer MAC
+    counts sum to 5 549 500, so their printed value is ours times 5 549 500 / 5 637 500.
+    """
+    return jnp.sum(macs * speedup_per_layer) / jnp.sum(macs)
+
+
+def table_lookup(bits: jax.Array, keys: Sequence[int], values: Sequence[float]) -> jax.Array:
+    """``values[keys.index(b)]`` for each ``b`` in ``bits`` (traceable; 0 if absent)."""
+    bits = jnp.asarray(bits, jnp.int32)
+    keys_arr = jnp.asarray(np.asarray(keys, np.int32))
+    values_arr = jnp.asarray(np.asarray(values, np.float32))
+    hit = bits[..., None] == keys_arr.reshape((1,) * bits.ndim + (-1,))
+    return jnp.sum(jnp.where(hit, values_arr, jnp.float32(0.0)), axis=-1)
+
+
+def check_bits_supported(
+    bits, supported: Sequence[int], platform: str, what: str, names: Sequence[str] = ()
+) -> np.ndarray:
+    """Raises a ValueError naming the layer if a bit-width is not one the platform runs.
+
+    Call at the Python boundary (outside jit) on concrete bits.
+    """
+    arr = np.asarray(bits)
+    bad = ~np.isin(arr, np.asarray(supported))
+    if np.any(bad):
+        i = int(np.argwhere(bad.reshape(-1))[0][0])
+        where = f" (layer {names[i]})" if i < len(names) else f" at index {i}"
+        raise ValueError(
+            f"platform {platform!r} cannot run {int(arr.reshape(-1)[i])}-bit {what}"
+            f"{where}; it supports {tuple(supported)}"
+        )
+    return arr.astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Platform:
+    """An accelerator: constants, supported bit-widths and a pure cost function.
+
+    Attributes:
+      name: registry name.
+      space_name: the genome space searched on it (``mohaq_jax.genome.SPACES``).
+      spec: frozen dataclass of constants, each field citing its source.
+      costs: ``costs(bits_w, bits_a, layers, spec) -> dict`` of scalar arrays, pure
+        and jittable, one genome's per-layer bits.
+      weight_bits: bit-widths the platform runs for weights.
+      act_bits: bit-widths the platform runs for input activations.
+      memory_limit_mb: the memory constraint used for the paper's model (MB);
+        a search may pass its own.
+      description: one line for listings.
+    """
+
+    name: str
+    space_name: str
+    spec: Any
+    costs: Callable[..., dict[str, jax.Array]]
+    weight_bits: tuple[int, ...]
+    act_bits: tuple[int, ...]
+    memory_limit_mb: float
+    description: str = ""
+
+    def check_space(self, space: GenomeSpace) -> None:
+        """Raises ValueError if ``space`` can produce bits this platform cannot run."""
+        names = [layer.name for layer in space.layers]
+        for which, supported, what in (
+            ("w", self.weight_bits, "weights"),
+            ("a", self.act_bits, "activations"),
+        ):
+            for name, values in zip(names, space.layer_values(which), strict=True):
+                bad = [v for v in values if v not in supported]
+                if bad:
+                    raise ValueError(
+                        f"genome space {space.name!r} can give layer {name} {bad[0]}-bit "
+                        f"{what}, which platform {self.name!r} cannot run (it supports "
+                        f"{supported}); search it with the {self.space_name!r} space"
+                    )
+
+    def check_bits(self, bits_w, bits_a, names: Sequence[str] = ()) -> None:
+        """Checks concrete per-layer bits at the Python boundary."""
+        check_bits_supported(bits_w, self.weight_bits, self.name, "weights", names)
+        check_bits_supported(bits_a, self.act_bits, self.name, "activations", names)
+
+    def make_cost_fn(self, space: GenomeSpace) -> CostFn:
+        """Cost function of ONE genome of ``space`` (int levels, ``(n_genes,)``).
+
+        Validates ``space`` against the platform here, outside jit. The returned
+        function is pure and jittable; ``jax.vmap`` it over a population. It raises a
+        ValueError at trace time if the genome's shape is not ``(space.n_genes,)``.
+
+        Returns:
+          ``cost(genome) -> dict[str, jax.Array]`` of float32 scalars.
+        """
+        self.check_space(space)
+        layers = layer_arrays(space.layers)
+        spec, costs = self.spec, self.costs
+
+        def cost(genome: jax.Array) -> dict[str, jax.Array]:
+            genome = jnp.asarray(genome)
+            if genome.shape != (space.n_genes,):
+                raise ValueError(
+                    f"platform {self.name!r} with space {space.name!r} takes one genome "
+                    f"of shape ({space.n_genes},), got {genome.shape}; vmap over a "
+                    "population"
+                )
+            bits_w, bits_a = space.decode(genome)
+            return costs(bits_w, bits_a, layers, spec)
+
+        return cost
+
+    def evaluate(self, space: GenomeSpace, genomes) -> dict[str, np.ndarray]:
+        """Costs of a population at the Python boundary (validated, vmapped, jitted).
+
+        Args:
+          space: the genome space the genomes belong to.
+          genomes: int ``(pop, n_genes)`` or ``(n_genes,)``.
+
+        Returns:
+          dict of numpy arrays, shape ``(pop,)`` (or scalars for one genome).
+        """
+        genomes = space.validate(genomes)
+        cost = self.make_cost_fn(space)
+        fn = jax.jit(jax.vmap(cost) if genomes.ndim == 2 else cost)
+        return {k: np.asarray(v) for k, v in fn(jnp.asarray(genomes)).items()}
+
+    def memory_constraint(
+        self, memory: jax.Array, limit_mb: float | None = None
+    ) -> jax.Array:
+        """Normalized constraint ``(memory - limit) / limit``; feasible when <= 0.
+
+        The authors' form (``g1 = (mem_size - 6) / 6``); ``limit_mb`` defaults to
+        :attr:`memory_limit_mb`.
+        """
+        limit = self.memory_limit_mb if limit_mb is None else limit_mb
+        return (memory - jnp.float32(limit)) / jnp.float32(limit)
