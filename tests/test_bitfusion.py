@@ -54,7 +54,9 @@ def test_cycles_match_the_simulator_formula_at_pmax_16(bits):
 @given(st.lists(st.sampled_from([2, 4, 8]), min_size=16, max_size=16))
 def test_cycles_match_the_simulator_at_its_released_pmax_8(bits):
     w, a = np.asarray(bits[:8]), np.asarray(bits[8:])
-    cycles, _ = bitfusion.layer_cycles(jnp.asarray(w), jnp.asarray(a), ARRAYS, bitfusion.SPEC)
+    cycles, _ = bitfusion.layer_cycles(
+        jnp.asarray(w), jnp.asarray(a), ARRAYS, bitfusion.SPEC
+    )
     expected = [
         _simulator_cycles(s.n_in, s.n_out, int(ai), int(wi), pmax=8)
         for s, wi, ai in zip(LAYERS, w, a, strict=True)
@@ -125,7 +127,9 @@ def test_mixed_by_hand():
 
 def test_formula_speedup_caps_at_64():
     np.testing.assert_allclose(
-        bitfusion.formula_speedup(jnp.asarray([16, 8, 2, 2, 16]), jnp.asarray([16, 8, 2, 4, 2])),
+        bitfusion.formula_speedup(
+            jnp.asarray([16, 8, 2, 2, 16]), jnp.asarray([16, 8, 2, 4, 2])
+        ),
         [1.0, 4.0, 64.0, 32.0, 8.0],
     )
 
@@ -137,7 +141,9 @@ def test_larger_frame_batch_only_cuts_weight_traffic():
     large = bitfusion.costs(bits, bits, ARRAYS, spec)
     # DRAM weight bits 88 792 000 / 100 -> / 1 000, at 15 pJ per bit.
     saved = 88_792_000 * (1 / 100 - 1 / 1_000) * (15 + 0.029)
-    np.testing.assert_allclose(small["energy_pj"] - large["energy_pj"], saved, rtol=1e-4)
+    np.testing.assert_allclose(
+        small["energy_pj"] - large["energy_pj"], saved, rtol=1e-4
+    )
     np.testing.assert_allclose(small["cycles"], large["cycles"])
 
 

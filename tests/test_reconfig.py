@@ -1,6 +1,7 @@
 """2-4-bit reconfigurable PE model: energy table, extra-bit index, compression."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +22,9 @@ UNIT = dataclasses.replace(reconfig.SPEC, mac4_energy_pj=1.0, weight_mem_pj_per_
 def test_default_table_relative_to_uniform_4():
     # e(w, a) = 0.25 + 0.75 w a / 16: 4 x 4 -> 1, 2 x 2 -> 0.4375, 5 x 4 -> 1.1875,
     # 3 x 2 -> 0.25 + 0.75 x 6 / 16 = 0.53125.
-    e = reconfig.mac_energy_rel(jnp.asarray([4, 2, 5, 3]), jnp.asarray([4, 2, 4, 2]),
-                                reconfig.SPEC)
+    e = reconfig.mac_energy_rel(
+        jnp.asarray([4, 2, 5, 3]), jnp.asarray([4, 2, 4, 2]), reconfig.SPEC
+    )
     np.testing.assert_allclose(e, [1.0, 0.4375, 1.1875, 0.53125], rtol=1e-6)
 
 
@@ -41,8 +43,9 @@ def test_default_table_relative_to_uniform_4():
     ],
 )
 def test_index_bits(testcase_name, n, f, expected):
-    np.testing.assert_allclose(reconfig.index_bits(jnp.float32(n), jnp.float32(f)),
-                               expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        reconfig.index_bits(jnp.float32(n), jnp.float32(f)), expected, rtol=1e-6
+    )
 
 
 def test_two_layers_by_hand():
@@ -86,11 +89,16 @@ def test_measured_fractions_per_layer_reach_the_cost():
     plain = jax.jit(reconfig.PLATFORM.make_cost_fn(space))
     g = jnp.asarray(space.uniform(3))
     assert float(cost(g)["energy_pj"]) > float(plain(g)["energy_pj"])
-    assert float(cost(g)["compression_vs_uniform4"]) < float(plain(g)["compression_vs_uniform4"])
+    assert float(cost(g)["compression_vs_uniform4"]) < float(
+        plain(g)["compression_vs_uniform4"]
+    )
     with pytest.raises(ValueError, match="one value per layer"):
         reconfig.PLATFORM.make_cost_fn(space, extra_fraction=frac[:3])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         reconfig.PLATFORM.make_cost_fn(space, extra_fraction=frac + 1.0)
+
+
+_jit_costs = jax.jit(functools.partial(reconfig.costs, spec=reconfig.SPEC))
 
 
 @settings(max_examples=30, deadline=None)
@@ -106,8 +114,13 @@ def test_fewer_bits_or_fewer_extra_weights_never_cost_more(w, a, f, layer, f_low
     macs = jnp.asarray([300.0, 5_000.0, 64.0])
 
     def run(w_, a_, f_):
-        return reconfig.costs(n, macs, jnp.asarray(w_), jnp.asarray(a_),
-                              jnp.asarray(f_, jnp.float32), reconfig.SPEC)
+        return _jit_costs(
+            n,
+            macs,
+            jnp.asarray(w_),
+            jnp.asarray(a_),
+            jnp.asarray(f_, jnp.float32),
+        )
 
     base = run(w, a, f)
     w_low = list(w)
@@ -116,7 +129,9 @@ def test_fewer_bits_or_fewer_extra_weights_never_cost_more(w, a, f, layer, f_low
     f_less[layer] = min(f_low, f[layer])
     for lower in (run(w_low, a, f), run(w, [2] * 3, f), run(w, a, f_less)):
         assert float(lower["energy_pj"]) <= float(base["energy_pj"]) * (1 + 1e-6)
-        assert float(lower["weight_bits_total"]) <= float(base["weight_bits_total"]) * (1 + 1e-6)
+        assert float(lower["weight_bits_total"]) <= float(base["weight_bits_total"]) * (
+            1 + 1e-6
+        )
 
 
 def test_rejects_spaces_outside_2_to_4_bits():

@@ -22,16 +22,24 @@ CASES = [
         # + 88 932 800 x 0.08 = 9 245 467 + 7 114 624 = 16 360 091 pJ.
         "all_16",
         [16] * 8,
-        dict(speedup=1.0, speedup_mac_weighted=1.0, memory_mb=10.601616,
-             energy_pj=16_360_091.0),
+        dict(
+            speedup=1.0,
+            speedup_mac_weighted=1.0,
+            memory_mb=10.601616,
+            energy_pj=16_360_091.0,
+        ),
     ),
     (
         # bits = 4 x 5 549 500 + 140 800 = 22 338 800 -> 2.662992 MB; energy =
         # 5 549 500 x 0.613 / 4 + 22 338 800 x 0.08 = 850 460.875 + 1 787 104.
         "all_4",
         [4] * 8,
-        dict(speedup=4.0, speedup_mac_weighted=4.0, memory_mb=2.662992,
-             energy_pj=2_637_564.875),
+        dict(
+            speedup=4.0,
+            speedup_mac_weighted=4.0,
+            memory_mb=2.662992,
+            energy_pj=2_637_564.875,
+        ),
     ),
     (
         # sru1 16, sru2-4 4, proj 8, fc 8.
@@ -46,8 +54,12 @@ CASES = [
         #      + 35 006 400 x 0.08 = 2 107 892.6 + 2 800 512 = 4 908 404.6 pJ
         "mixed",
         [16, 4, 4, 4, 8, 8, 8, 8],
-        dict(speedup=2.546694, speedup_mac_weighted=2.899703, memory_mb=4.173088,
-             energy_pj=4_908_404.6),
+        dict(
+            speedup=2.546694,
+            speedup_mac_weighted=2.899703,
+            memory_mb=4.173088,
+            energy_pj=4_908_404.6,
+        ),
     ),
 ]
 
@@ -68,9 +80,22 @@ def _authors(bits8):
     energy = {16: 1.666, 8: 1.084 / 2, 4: 0.613 / 4}
     macs = [75900, 844800, 844800, 844800, 281600, 281600, 281600, 2094400]
     x = bits8
-    mem = (x[0] * 75900 + x[1] * 844800 + x[2] * 844800 + x[3] * 844800
-           + x[4] * 281600 + x[5] * 281600 + x[6] * 281600 + x[7] * 2094400
-           + 8800 * 16) / 8 / 1024 / 1024
+    mem = (
+        (
+            x[0] * 75900
+            + x[1] * 844800
+            + x[2] * 844800
+            + x[3] * 844800
+            + x[4] * 281600
+            + x[5] * 281600
+            + x[6] * 281600
+            + x[7] * 2094400
+            + 8800 * 16
+        )
+        / 8
+        / 1024
+        / 1024
+    )
     f2 = sum(m * speed[b] for m, b in zip(macs, x, strict=True)) / 5549500
     f3 = mem * 8 * 1024 * 1024 * 0.08 + sum(
         m * energy[b] for m, b in zip(macs, x, strict=True)
@@ -82,9 +107,19 @@ def _authors(bits8):
 @given(st.lists(st.sampled_from([4, 8, 16]), min_size=8, max_size=8))
 def test_matches_the_authors_hard_coded_formulas(bits):
     # The SiLago space orders genes as the authors' 8 chromosomes.
-    assert SPACE.gene_names == ("sru1", "sru2", "sru3", "sru4", "proj1", "proj2",
-                                "proj3", "fc")
-    out = COST(jnp.asarray(SPACE.encode(dict(zip(SPACE.gene_names, bits, strict=True)))))
+    assert SPACE.gene_names == (
+        "sru1",
+        "sru2",
+        "sru3",
+        "sru4",
+        "proj1",
+        "proj2",
+        "proj3",
+        "fc",
+    )
+    out = COST(
+        jnp.asarray(SPACE.encode(dict(zip(SPACE.gene_names, bits, strict=True))))
+    )
     for key, value in _authors(bits).items():
         np.testing.assert_allclose(out[key], value, rtol=2e-6, err_msg=key)
 
@@ -102,15 +137,18 @@ def test_untied_bits_run_at_the_wider_mode():
     bits_a = jnp.asarray([16] + [4] * 7, jnp.int32)
     out = silago.costs(bits_w, bits_a, layers, silago.SPEC)
     # sru1 runs at 16 bits: time = 75 900 + (5 549 500 - 75 900) / 4.
-    np.testing.assert_allclose(out["speedup"], 5_549_500 / (75_900 + 5_473_600 / 4),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out["speedup"], 5_549_500 / (75_900 + 5_473_600 / 4), rtol=1e-6
+    )
     # ... but its weights are stored at 4 bits.
     np.testing.assert_allclose(out["memory_mb"], 2.662992, rtol=1e-6)
 
 
 def test_counting_more_biases_is_a_spec_choice():
     spec = silago.SiLagoSpec(bias_kinds=("sru", "fc"), count_vectors=True)
-    out = silago.costs(jnp.full(8, 16), jnp.full(8, 16), base.layer_arrays(LAYERS), spec)
+    out = silago.costs(
+        jnp.full(8, 16), jnp.full(8, 16), base.layer_arrays(LAYERS), spec
+    )
     # + 1 904 fc biases + 8 800 SRU vectors, at 16 bits.
     bits = 16 * 5_549_500 + 16 * (8_800 + 1_904 + 8_800)
     np.testing.assert_allclose(out["memory_mb"], bits / 8 / 2**20, rtol=1e-6)

@@ -142,7 +142,9 @@ def mac_weighted_speedup(macs: jax.Array, speedup_per_layer: jax.Array) -> jax.A
     return jnp.sum(macs * speedup_per_layer) / jnp.sum(macs)
 
 
-def table_lookup(bits: jax.Array, keys: Sequence[int], values: Sequence[float]) -> jax.Array:
+def table_lookup(
+    bits: jax.Array, keys: Sequence[int], values: Sequence[float]
+) -> jax.Array:
     """``values[keys.index(b)]`` for each ``b`` in ``bits`` (traceable; 0 if absent)."""
     bits = jnp.asarray(bits, jnp.int32)
     keys_arr = jnp.asarray(np.asarray(keys, np.int32))
@@ -207,9 +209,10 @@ class Platform:
                 bad = [v for v in values if v not in supported]
                 if bad:
                     raise ValueError(
-                        f"genome space {space.name!r} can give layer {name} {bad[0]}-bit "
-                        f"{what}, which platform {self.name!r} cannot run (it supports "
-                        f"{supported}); search it with the {self.space_name!r} space"
+                        f"genome space {space.name!r} can give layer {name} "
+                        f"{bad[0]}-bit {what}, which platform {self.name!r} cannot run "
+                        f"(it supports {supported}); search it with the "
+                        f"{self.space_name!r} space"
                     )
 
     def check_bits(self, bits_w, bits_a, names: Sequence[str] = ()) -> None:
@@ -235,9 +238,9 @@ class Platform:
             genome = jnp.asarray(genome)
             if genome.shape != (space.n_genes,):
                 raise ValueError(
-                    f"platform {self.name!r} with space {space.name!r} takes one genome "
-                    f"of shape ({space.n_genes},), got {genome.shape}; vmap over a "
-                    "population"
+                    f"platform {self.name!r} with space {space.name!r} takes one "
+                    f"genome of shape ({space.n_genes},), got {genome.shape}; "
+                    "vmap over a population"
                 )
             bits_w, bits_a = space.decode(genome)
             return costs(bits_w, bits_a, layers, spec)

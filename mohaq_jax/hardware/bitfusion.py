@@ -172,7 +172,9 @@ def costs(
     wf, af = w.astype(jnp.float32), a.astype(jnp.float32)
     n_in = jnp.asarray(layers.n_in).astype(jnp.float32)
     n_out = jnp.asarray(layers.n_out).astype(jnp.float32)
-    oc_tiles = jnp.asarray(_ceil_div(np.asarray(layers.n_out), spec.n_cols), jnp.float32)
+    oc_tiles = jnp.asarray(
+        _ceil_div(np.asarray(layers.n_out), spec.n_cols), jnp.float32
+    )
     weight_bits = wf * jnp.asarray(layers.n_weights)  # (n_layers,)
     input_bits = af * n_in
     psum_bits = n_out * ic_tiles.astype(jnp.float32) * jnp.float32(spec.psum_bits)
@@ -188,7 +190,9 @@ def costs(
     )
     dram_bits = jnp.sum(weight_bits / batch + input_bits + n_out * spec.output_bits)
     energy_dram = dram_bits * jnp.float32(spec.dram_pj_per_bit)
-    stored = base.stored_bits(w, layers, spec.bias_kinds, spec.bias_bits, spec.count_vectors)
+    stored = base.stored_bits(
+        w, layers, spec.bias_kinds, spec.bias_bits, spec.count_vectors
+    )
     speedup_cycles = cycles16 / cycles
     return {
         "speedup": speedup_cycles,

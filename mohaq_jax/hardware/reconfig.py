@@ -8,7 +8,7 @@ compression than uniform 4 bits (VGG-9, CIFAR-10) and 1.29x energy saving of its
 accelerator; its per-MAC energy table is not public in the project's material, so the
 table here is a documented model, expressed relative to a uniform 4-bit PE.
 
-Per layer with ``n`` weights, ``MACs`` per frame, bits ``w``/``a`` and extra share ``f``:
+Per layer with ``n`` weights, ``MACs`` per frame, bits ``w``/``a``, extra share ``f``:
 
 * MAC energy = MACs x [(1 - f) e(w, a) + f e(w + 1, a)] x ``mac4_energy_pj``, with
   ``e`` the table :attr:`ReconfigSpec.mac_energy_rel` (1.0 at 4 x 4 bits);
@@ -39,7 +39,9 @@ from mohaq_jax.hardware import base
 BITS = (2, 3, 4)
 
 
-def _default_mac_energy_rel(fixed_fraction: float = 0.25) -> tuple[tuple[float, ...], ...]:
+def _default_mac_energy_rel(
+    fixed_fraction: float = 0.25,
+) -> tuple[tuple[float, ...], ...]:
     """e(w, a) = fixed + (1 - fixed) w a / 16 for w in 2..5, a in 2..4.
 
     A bit-decomposed multiplier's switching energy scales with the partial products
@@ -78,11 +80,16 @@ class ReconfigSpec:
     def __post_init__(self):
         table = np.asarray(self.mac_energy_rel, np.float64)
         if table.shape != (len(self.table_w_bits), len(self.table_a_bits)):
-            raise ValueError("mac_energy_rel must be (len(table_w_bits), len(table_a_bits))")
+            raise ValueError(
+                "mac_energy_rel must be (len(table_w_bits), len(table_a_bits))"
+            )
         if np.any(np.diff(table, axis=0) < 0) or np.any(np.diff(table, axis=1) < 0):
             raise ValueError("mac_energy_rel must not decrease with more bits")
         for b in self.bits:
-            if b not in self.table_a_bits or b + self.extra_bits not in self.table_w_bits:
+            if (
+                b not in self.table_a_bits
+                or b + self.extra_bits not in self.table_w_bits
+            ):
                 raise ValueError(f"mac_energy_rel does not cover {b}-bit operands")
 
 
@@ -99,7 +106,9 @@ def index_bits(n_weights: jax.Array, extra_fraction: jax.Array) -> jax.Array:
     return jnp.minimum(n, sparse)
 
 
-def mac_energy_rel(bits_w: jax.Array, bits_a: jax.Array, spec: ReconfigSpec) -> jax.Array:
+def mac_energy_rel(
+    bits_w: jax.Array, bits_a: jax.Array, spec: ReconfigSpec
+) -> jax.Array:
     """Energy per MAC relative to 4 x 4 bits, looked up per layer (traceable)."""
     w = jnp.asarray(bits_w, jnp.int32)
     a = jnp.asarray(bits_a, jnp.int32)
@@ -145,7 +154,9 @@ def costs(
     e_mac = jnp.sum(macs * ((1.0 - f) * e_base + f * e_extra)) * spec.mac4_energy_pj
 
     idx_bits = index_bits(n, f)
-    weight_bits = jnp.sum(n * w.astype(jnp.float32) + f * n * spec.extra_bits + idx_bits)
+    weight_bits = jnp.sum(
+        n * w.astype(jnp.float32) + f * n * spec.extra_bits + idx_bits
+    )
     e_mem = weight_bits * jnp.float32(spec.weight_mem_pj_per_bit)
 
     uniform4_bits = 4.0 * jnp.sum(n)
@@ -193,7 +204,7 @@ def layer_costs(
 
 
 def reconfig_space(layers) -> genome_lib.GenomeSpace:
-    """Separate weight and activation genes over 2, 3, 4 bits (gene order as Bitfusion)."""
+    """Separate weight and activation genes over 2, 3, 4 bits (Bitfusion gene order)."""
     return genome_lib.separate_space(layers, BITS, "reconfig")
 
 
@@ -216,7 +227,9 @@ class ReconfigPlatform(base.Platform):
             spec = self.spec
             platform = dataclasses.replace(
                 self,
-                costs=lambda bw, ba, layers, _spec: layer_costs(bw, ba, layers, spec, frac),
+                costs=lambda bw, ba, layers, _spec: layer_costs(
+                    bw, ba, layers, spec, frac
+                ),
             )
             return base.Platform.make_cost_fn(platform, space)
         return base.Platform.make_cost_fn(self, space)
