@@ -49,7 +49,9 @@ def test_pad_to(split):
 
 def test_iterate_covers_each_utterance_once(split):
     seen = []
-    for batch in iterate_batches(split, 3, rng=np.random.default_rng(1), pad_multiple=16):
+    for batch in iterate_batches(
+        split, 3, rng=np.random.default_rng(1), pad_multiple=16
+    ):
         assert batch.features.shape[1] % 16 == 0
         for row, length in enumerate(batch.lengths):
             # identify utterances by their (unique) lengths
@@ -71,9 +73,16 @@ def test_drop_remainder(split):
 
 def test_shuffling_depends_on_rng(split):
     orders = {
-        tuple(tuple(b.lengths) for b in iterate_batches(split, 2, np.random.default_rng(s)))
+        tuple(
+            tuple(b.lengths)
+            for b in iterate_batches(split, 2, np.random.default_rng(s))
+        )
         for s in range(6)
     }
     assert len(orders) > 1
-    again = [tuple(b.lengths) for b in iterate_batches(split, 2, np.random.default_rng(3))]
-    assert again == [tuple(b.lengths) for b in iterate_batches(split, 2, np.random.default_rng(3))]
+    again = [
+        tuple(b.lengths) for b in iterate_batches(split, 2, np.random.default_rng(3))
+    ]
+    assert again == [
+        tuple(b.lengths) for b in iterate_batches(split, 2, np.random.default_rng(3))
+    ]

@@ -21,7 +21,9 @@ def reference_log_mel(signal, config):
     imel = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)  # noqa: E731
     top = config.sample_rate / 2 if config.fmax is None else config.fmax
     lo, hi = mel(config.fmin), mel(top)
-    edges = [imel(lo + (hi - lo) * i / (config.n_mels + 1)) for i in range(config.n_mels + 2)]
+    edges = [
+        imel(lo + (hi - lo) * i / (config.n_mels + 1)) for i in range(config.n_mels + 2)
+    ]
     n_bins = n_fft // 2 + 1
     weights = np.zeros((config.n_mels, n_bins))
     for m in range(config.n_mels):
@@ -46,7 +48,9 @@ def reference_log_mel(signal, config):
 def chirp_signal():
     rng = np.random.default_rng(0)
     t = np.arange(4000) / 16000
-    return 3000 * np.sin(2 * np.pi * (300 + 2000 * t) * t) + 200 * rng.standard_normal(t.size)
+    return 3000 * np.sin(2 * np.pi * (300 + 2000 * t) * t) + 200 * rng.standard_normal(
+        t.size
+    )
 
 
 @pytest.mark.parametrize("n_mels", [23, 40])
@@ -84,8 +88,13 @@ def test_deltas_of_a_ramp_are_its_slope():
 
 
 @pytest.mark.parametrize(
-    "kwargs, expected", [({}, 69), ({"n_mels": 40}, 120), ({"delta_deltas": False}, 46),
-                         ({"deltas": False, "delta_deltas": False}, 23)],
+    "kwargs, expected",
+    [
+        ({}, 69),
+        ({"n_mels": 40}, 120),
+        ({"delta_deltas": False}, 46),
+        ({"deltas": False, "delta_deltas": False}, 23),
+    ],
 )
 def test_n_features(kwargs, expected, chirp_signal):
     config = FeatureConfig(**kwargs)

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from mohaq_jax.data.phones import (
-    FOLD_61_TO_39, PHONES_39, PHONES_61, fold_61_to_39, fold_table,
+    FOLD_61_TO_39,
+    PHONES_39,
+    PHONES_61,
+    fold_61_to_39,
+    fold_table,
 )
 
 
@@ -17,14 +21,36 @@ def test_inventory_sizes():
 @pytest.mark.parametrize(
     "phone, expected",
     [
-        ("ao", "aa"), ("aa", "aa"),
-        ("ax", "ah"), ("ax-h", "ah"), ("ah", "ah"),
-        ("axr", "er"), ("er", "er"),
-        ("hv", "hh"), ("ix", "ih"), ("el", "l"), ("em", "m"),
-        ("en", "n"), ("nx", "n"), ("eng", "ng"), ("zh", "sh"), ("ux", "uw"),
-        ("pcl", "sil"), ("bcl", "sil"), ("tcl", "sil"), ("dcl", "sil"),
-        ("kcl", "sil"), ("gcl", "sil"), ("h#", "sil"), ("pau", "sil"), ("epi", "sil"),
-        ("dx", "dx"), ("jh", "jh"), ("oy", "oy"), ("th", "th"), ("y", "y"),
+        ("ao", "aa"),
+        ("aa", "aa"),
+        ("ax", "ah"),
+        ("ax-h", "ah"),
+        ("ah", "ah"),
+        ("axr", "er"),
+        ("er", "er"),
+        ("hv", "hh"),
+        ("ix", "ih"),
+        ("el", "l"),
+        ("em", "m"),
+        ("en", "n"),
+        ("nx", "n"),
+        ("eng", "ng"),
+        ("zh", "sh"),
+        ("ux", "uw"),
+        ("pcl", "sil"),
+        ("bcl", "sil"),
+        ("tcl", "sil"),
+        ("dcl", "sil"),
+        ("kcl", "sil"),
+        ("gcl", "sil"),
+        ("h#", "sil"),
+        ("pau", "sil"),
+        ("epi", "sil"),
+        ("dx", "dx"),
+        ("jh", "jh"),
+        ("oy", "oy"),
+        ("th", "th"),
+        ("y", "y"),
         ("q", None),
     ],
 )

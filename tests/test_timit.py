@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from mohaq_jax.data import PHONES_61, FeatureConfig, load_corpus, load_timit
+from mohaq_jax.data import PHONES_61, FeatureConfig, load_corpus, load_timit, timit
 from mohaq_jax.data import features as F
-from mohaq_jax.data import timit
 
 RATE = 16000
 
@@ -36,8 +35,13 @@ def sphere_bytes(samples, byte_format="01", coding="pcm", count=None):
 
 
 # Segments of every synthetic utterance: (start, end, label), 16 kHz samples.
-SEGMENTS = [(0, 2000, "h#"), (2000, 4500, "aa"), (4500, 5200, "q"),
-            (5200, 7000, "s"), (7000, 8000, "h#")]
+SEGMENTS = [
+    (0, 2000, "h#"),
+    (2000, 4500, "aa"),
+    (4500, 5200, "q"),
+    (5200, 7000, "s"),
+    (7000, 8000, "h#"),
+]
 
 
 def utterance_audio(seed):
@@ -65,8 +69,12 @@ def write_utterance(directory, name, seed, upper=True, riff=False):
 
 
 LAYOUT = {  # speaker -> (TRAIN|TEST, region)
-    "fcjf0": ("TRAIN", "DR1"), "mdpk0": ("TRAIN", "DR2"), "mrws0": ("TRAIN", "DR1"),
-    "faks0": ("TEST", "DR1"), "mdab0": ("TEST", "DR1"), "mwbt0": ("TEST", "DR1"),
+    "fcjf0": ("TRAIN", "DR1"),
+    "mdpk0": ("TRAIN", "DR2"),
+    "mrws0": ("TRAIN", "DR1"),
+    "faks0": ("TEST", "DR1"),
+    "mdab0": ("TEST", "DR1"),
+    "mwbt0": ("TEST", "DR1"),
     "fadg0": ("TEST", "DR4"),  # dev
     "mabc0": ("TEST", "DR3"),  # a test speaker on neither list: left out
 }
@@ -79,7 +87,9 @@ def ldc_dir(tmp_path):
     for index, (speaker, (part, region)) in enumerate(sorted(LAYOUT.items())):
         speaker_dir = root / part / region / speaker.upper()
         for k, name in enumerate(("si1", "sx2", "sa1")):
-            audio[f"{speaker}_{name}"] = write_utterance(speaker_dir, name, 10 * index + k)
+            audio[f"{speaker}_{name}"] = write_utterance(
+                speaker_dir, name, 10 * index + k
+            )
     return root, audio
 
 
@@ -177,8 +187,13 @@ def test_partial_copy_names_missing_speakers(ldc_dir, tmp_path):
 def test_partial_copy_loads(ldc_dir, tmp_path):
     root, audio = ldc_dir
     config = FeatureConfig(normalize=False)
-    corpus = load_corpus("timit", timit_dir=root, feature_config=config,
-                         cache_dir=tmp_path / "cache", allow_partial=True)
+    corpus = load_corpus(
+        "timit",
+        timit_dir=root,
+        feature_config=config,
+        cache_dir=tmp_path / "cache",
+        allow_partial=True,
+    )
     assert corpus.name == "timit" and not corpus.synthetic
     assert corpus.classes == PHONES_61 and corpus.n_classes == 61
     assert corpus.fold39[PHONES_61.index("q")] == -1
@@ -195,7 +210,9 @@ def test_partial_copy_loads(ldc_dir, tmp_path):
     centres = np.arange(expected.shape[0]) * 160 + 200
     in_range = centres < 8000
     labels = [next(p for s, e, p in SEGMENTS if s <= c < e) for c in centres[in_range]]
-    np.testing.assert_allclose(corpus.dev.features[index], expected[in_range], rtol=1e-6)
+    np.testing.assert_allclose(
+        corpus.dev.features[index], expected[in_range], rtol=1e-6
+    )
     assert [PHONES_61[i] for i in corpus.dev.labels[index]] == labels
     assert corpus.dev.labels[index].dtype == np.int32
 
@@ -208,11 +225,16 @@ def test_cache_is_reused_and_atomic(ldc_dir, tmp_path):
     assert len(files) == 1 and files[0].endswith(".npz")  # no temp file left
     second = load_timit(root, cache_dir=cache, allow_partial=True)
     assert second.settings == first.settings
-    for a, b in zip(first.train.features, second.train.features):
+    for a, b in zip(first.train.features, second.train.features, strict=True):
         np.testing.assert_array_equal(a, b)
     # normalized per speaker: zero mean over each speaker's frames
-    frames = np.concatenate([f for f, s in zip(first.train.features, first.train.speakers)
-                             if s == "fcjf0"])
+    frames = np.concatenate(
+        [
+            f
+            for f, s in zip(first.train.features, first.train.speakers, strict=True)
+            if s == "fcjf0"
+        ]
+    )
     np.testing.assert_allclose(frames.mean(0), 0, atol=1e-4)
     # other settings get another cache file
     load_timit(root, FeatureConfig(n_mels=40), cache_dir=cache, allow_partial=True)
@@ -245,7 +267,12 @@ def fake_utterances(train_speakers, test_speakers):
 def test_full_copy_with_wrong_speakers_is_an_error():
     train = [f"mtr{i:03d}" for i in range(462)]
     others = [f"mte{i:03d}" for i in range(168 - 74)]
-    test = list(timit.DEV_SPEAKERS) + list(timit.CORE_TEST_SPEAKERS)[:-1] + others + ["mzzz9"]
+    test = (
+        list(timit.DEV_SPEAKERS)
+        + list(timit.CORE_TEST_SPEAKERS)[:-1]
+        + others
+        + ["mzzz9"]
+    )
     with pytest.raises(timit.TimitError, match="all 630 speakers.*fmld0"):
         timit.assign_splits("ldc", fake_utterances(train, test))
 
@@ -260,7 +287,9 @@ def test_full_copy_standard_recipe():
 
 def test_listed_speaker_under_train_is_an_error():
     with pytest.raises(timit.TimitError, match="under TRAIN: mdab0"):
-        timit.assign_splits("ldc", fake_utterances(["mdab0", "fcjf0"], []), allow_partial=True)
+        timit.assign_splits(
+            "ldc", fake_utterances(["mdab0", "fcjf0"], []), allow_partial=True
+        )
 
 
 def test_nltk_layout(tmp_path):
@@ -268,7 +297,9 @@ def test_nltk_layout(tmp_path):
     speakers = ["dr1-fvmh0", "dr1-mcpm0", "dr2-faem0", "dr2-marc0", "dr3-falk0"]
     for index, speaker in enumerate(speakers):
         for k, name in enumerate(("sa1", "si1573", "sx123")):
-            write_utterance(root / speaker, name, 3 * index + k, upper=False, riff=index % 2 == 0)
+            write_utterance(
+                root / speaker, name, 3 * index + k, upper=False, riff=index % 2 == 0
+            )
     (root / "spkrinfo.txt").write_text("; speaker table\n")
     with pytest.raises(timit.TimitError, match="nltk layout"):
         load_timit(root, cache_dir=tmp_path / "cache")

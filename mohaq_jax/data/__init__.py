@@ -21,8 +21,21 @@ def load_corpus(name: str, **kwargs) -> Corpus:
 
 
 __all__ = [
-    "Batch", "Corpus", "DATASETS", "EspeakUnavailableError", "FOLD_61_TO_39",
-    "FeatureConfig", "PAD_LABEL", "PHONES_39", "PHONES_61", "Split", "TimitError",
-    "default_cache_dir", "iterate_batches", "load_corpus", "load_espeak",
-    "load_timit", "pad_batch",
+    "Batch",
+    "Corpus",
+    "DATASETS",
+    "EspeakUnavailableError",
+    "FOLD_61_TO_39",
+    "FeatureConfig",
+    "PAD_LABEL",
+    "PHONES_39",
+    "PHONES_61",
+    "Split",
+    "TimitError",
+    "default_cache_dir",
+    "iterate_batches",
+    "load_corpus",
+    "load_espeak",
+    "load_timit",
+    "pad_batch",
 ]

@@ -6,7 +6,8 @@ batch time lengths are rounded up to a multiple so jitted steps see few shapes.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,7 +46,9 @@ def pad_batch(split: Split, indices: Sequence[int], pad_to: int | None = None) -
     longest = int(lengths.max()) if len(indices) else 0
     time = longest if pad_to is None else int(pad_to)
     if time < longest:
-        raise ValueError(f"pad_to={pad_to} is shorter than the longest utterance ({longest})")
+        raise ValueError(
+            f"pad_to={pad_to} is shorter than the longest utterance ({longest})"
+        )
     n_features = split.features[indices[0]].shape[1] if indices else 0
     features = np.zeros((len(indices), time, n_features), dtype=np.float32)
     labels = np.full((len(indices), time), PAD_LABEL, dtype=np.int32)

@@ -31,10 +31,17 @@ class Split:
     utt_ids: list[str]  # unique id of each utterance
 
     def __post_init__(self):
-        lengths = {len(self.features), len(self.labels), len(self.speakers), len(self.utt_ids)}
+        lengths = {
+            len(self.features),
+            len(self.labels),
+            len(self.speakers),
+            len(self.utt_ids),
+        }
         if len(lengths) != 1:
             raise ValueError("features, labels, speakers and utt_ids differ in length")
-        for utt_id, feats, labs in zip(self.utt_ids, self.features, self.labels):
+        for utt_id, feats, labs in zip(
+            self.utt_ids, self.features, self.labels, strict=True
+        ):
             if feats.ndim != 2 or labs.shape != (feats.shape[0],):
                 raise ValueError(
                     f"utterance {utt_id}: features {feats.shape} vs labels {labs.shape}"
@@ -82,7 +89,9 @@ def default_cache_dir() -> pathlib.Path:
 
 def settings_hash(settings: dict[str, Any]) -> str:
     """A short stable hash of JSON-able settings (the cache key)."""
-    blob = json.dumps({"cache_version": CACHE_VERSION, **settings}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"cache_version": CACHE_VERSION, **settings}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -99,7 +108,8 @@ def save_splits(path: pathlib.Path, splits: dict[str, Split]) -> None:
         n_feat = split.features[0].shape[1] if len(split) else 0
         arrays[f"{name}/lengths"] = lengths
         arrays[f"{name}/features"] = (
-            np.concatenate(split.features, axis=0) if len(split)
+            np.concatenate(split.features, axis=0)
+            if len(split)
             else np.zeros((0, n_feat), np.float32)
         )
         arrays[f"{name}/labels"] = (
@@ -127,8 +137,12 @@ def load_splits(path: pathlib.Path, names=("train", "dev", "test")) -> dict[str,
             bounds = np.cumsum(np.concatenate([[0], data[f"{name}/lengths"]]))
             features, labels = data[f"{name}/features"], data[f"{name}/labels"]
             out[name] = Split(
-                features=[features[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-                labels=[labels[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+                features=[
+                    features[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+                ],
+                labels=[
+                    labels[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+                ],
                 speakers=[str(s) for s in data[f"{name}/speakers"]],
                 utt_ids=[str(u) for u in data[f"{name}/utt_ids"]],
             )

@@ -51,38 +51,109 @@ GENERATOR_VERSION = 1
 #: Pauses become 'sil'. Unknown mnemonics are an error, never dropped.
 ESPEAK_TO_TIMIT39: dict[str, tuple[str, ...]] = {
     # pauses
-    "_": ("sil",), "_:": ("sil",), "_!": ("sil",), "_|": ("sil",), "_^_": ("sil",),
+    "_": ("sil",),
+    "_:": ("sil",),
+    "_!": ("sil",),
+    "_|": ("sil",),
+    "_^_": ("sil",),
     # stops, flap, affricates
-    "p": ("p",), "b": ("b",), "t": ("t",), "d": ("d",), "k": ("k",), "g": ("g",),
-    "t#": ("dx",), "d#": ("dx",), "t2": ("t",), "?": ("t",),  # en-us glottal stop is an allophone of t
-    "tS": ("ch",), "dZ": ("jh",),
+    "p": ("p",),
+    "b": ("b",),
+    "t": ("t",),
+    "d": ("d",),
+    "k": ("k",),
+    "g": ("g",),
+    "t#": ("dx",),
+    "d#": ("dx",),
+    "t2": ("t",),
+    "?": ("t",),  # en-us glottal stop is an allophone of t
+    "tS": ("ch",),
+    "dZ": ("jh",),
     # fricatives (TIMIT zh folds into sh)
-    "f": ("f",), "v": ("v",), "T": ("th",), "D": ("dh",), "s": ("s",), "z": ("z",),
-    "S": ("sh",), "Z": ("sh",), "h": ("hh",), "x": ("k",),
+    "f": ("f",),
+    "v": ("v",),
+    "T": ("th",),
+    "D": ("dh",),
+    "s": ("s",),
+    "z": ("z",),
+    "S": ("sh",),
+    "Z": ("sh",),
+    "h": ("hh",),
+    "x": ("k",),
     # nasals (syllabic n / m fold onto n / m)
-    "m": ("m",), "n": ("n",), "N": ("ng",), "n-": ("n",), "m-": ("m",),
+    "m": ("m",),
+    "n": ("n",),
+    "N": ("ng",),
+    "n-": ("n",),
+    "m-": ("m",),
     # liquids and glides
-    "l": ("l",), "l#": ("l",), "l/": ("l",), "l/2": ("l",), "r": ("r",), "r-": ("r",), "r/": ("r",),
-    "j": ("y",), "w": ("w",), "W": ("w",),
+    "l": ("l",),
+    "l#": ("l",),
+    "l/": ("l",),
+    "l/2": ("l",),
+    "r": ("r",),
+    "r-": ("r",),
+    "r/": ("r",),
+    "j": ("y",),
+    "w": ("w",),
+    "W": ("w",),
     ";": ("y",),  # the engine's linking glide between i and a following vowel
     # monophthongs
-    "i": ("iy",), "i:": ("iy",), "I": ("ih",), "I2": ("ih",), "I#": ("ih",),
-    "e": ("eh",), "E": ("eh",), "a": ("ae",), "aa": ("ae",), "a#": ("ae",),
-    "A:": ("aa",), "A": ("aa",), "0": ("aa",), "O:": ("aa",), "O": ("aa",), "O2": ("aa",),
-    "V": ("ah",), "@": ("ah",), "@2": ("ah",), "@5": ("ah",), "@-": ("ah",),
-    "U": ("uh",), "u:": ("uw",), "u": ("uw",),
-    "3": ("er",), "3:": ("er",), "@r": ("er",),
+    "i": ("iy",),
+    "i:": ("iy",),
+    "I": ("ih",),
+    "I2": ("ih",),
+    "I#": ("ih",),
+    "e": ("eh",),
+    "E": ("eh",),
+    "a": ("ae",),
+    "aa": ("ae",),
+    "a#": ("ae",),
+    "A:": ("aa",),
+    "A": ("aa",),
+    "0": ("aa",),
+    "O:": ("aa",),
+    "O": ("aa",),
+    "O2": ("aa",),
+    "V": ("ah",),
+    "@": ("ah",),
+    "@2": ("ah",),
+    "@5": ("ah",),
+    "@-": ("ah",),
+    "U": ("uh",),
+    "u:": ("uw",),
+    "u": ("uw",),
+    "3": ("er",),
+    "3:": ("er",),
+    "@r": ("er",),
     # diphthongs TIMIT keeps
-    "aI": ("ay",), "aU": ("aw",), "eI": ("ey",), "oU": ("ow",), "OI": ("oy",),
-    "aI2": ("ay",), "aI3": ("ay",),
+    "aI": ("ay",),
+    "aU": ("aw",),
+    "eI": ("ey",),
+    "oU": ("ow",),
+    "OI": ("oy",),
+    "aI2": ("ay",),
+    "aI3": ("ay",),
     # r-coloured / centring diphthongs, triphthongs, syllabic l
-    "A@": ("aa", "r"), "O@": ("aa", "r"), "o@": ("ow", "r"), "0@": ("aa", "r"),
-    "e@": ("eh", "r"), "i@": ("ih", "r"), "i@3": ("ih", "r"), "U@": ("uh", "r"),
-    "aI@": ("ay", "er"), "aI@3": ("ay", "er"), "aU@": ("aw", "er"),
+    "A@": ("aa", "r"),
+    "O@": ("aa", "r"),
+    "o@": ("ow", "r"),
+    "0@": ("aa", "r"),
+    "e@": ("eh", "r"),
+    "i@": ("ih", "r"),
+    "i@3": ("ih", "r"),
+    "U@": ("uh", "r"),
+    "aI@": ("ay", "er"),
+    "aI@3": ("ay", "er"),
+    "aU@": ("aw", "er"),
     "@L": ("ah", "l"),
 }
 
 _STRESS_MARKS = "'," + "=%"
+
+
+class UnknownPhonemeError(ValueError):
+    """An eSpeak phoneme mnemonic without a TIMIT mapping."""
 
 
 def map_phoneme(mnemonic: str) -> tuple[str, ...]:
@@ -95,13 +166,17 @@ def map_phoneme(mnemonic: str) -> tuple[str, ...]:
       One or two labels from PHONES_39.
 
     Raises:
-      KeyError: the mnemonic is not in ESPEAK_TO_TIMIT39 (message names it).
+      UnknownPhonemeError: the mnemonic is not in ESPEAK_TO_TIMIT39 (the message
+        names it).
     """
     bare = mnemonic.strip(_STRESS_MARKS) or mnemonic
     try:
         return ESPEAK_TO_TIMIT39[bare]
     except KeyError:
-        raise KeyError(f"eSpeak phoneme {mnemonic!r} has no TIMIT mapping") from None
+        raise UnknownPhonemeError(
+            f"eSpeak phoneme {mnemonic!r} has no TIMIT mapping; "
+            "add it to ESPEAK_TO_TIMIT39"
+        ) from None
 
 
 # ------------------------------------------------------------------- the engine
@@ -115,7 +190,11 @@ ESPEAK_RATE, ESPEAK_PITCH, ESPEAK_RANGE, ESPEAK_WORDGAP = 1, 3, 4, 7
 
 
 class _EventId(ctypes.Union):
-    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+    _fields_ = [
+        ("number", ctypes.c_int),
+        ("name", ctypes.c_char_p),
+        ("string", ctypes.c_char * 8),
+    ]
 
 
 class _Event(ctypes.Structure):
@@ -180,24 +259,43 @@ class Engine:
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         lib = self.lib
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
         lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.argtypes = [
+            ctypes.POINTER(ctypes.c_char_p),
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
         lib.espeak_Info.restype = ctypes.c_char_p
         with _LOCK:
             self.sample_rate = lib.espeak_Initialize(
-                AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(),
+                AUDIO_OUTPUT_SYNCHRONOUS,
+                0,
+                self.data_path.encode(),
                 ESPEAK_INITIALIZE_PHONEME_EVENTS,
             )
             if self.sample_rate <= 0:
-                raise _unavailable(f"espeak_Initialize failed with data at {self.data_path}")
+                raise _unavailable(
+                    f"espeak_Initialize failed with data at {self.data_path}"
+                )
             self._chunks: list[np.ndarray] = []
             self._events: list[tuple[int, str]] = []
             self._callback = _CALLBACK(self._collect)  # keep a reference: C holds it
@@ -229,13 +327,21 @@ class Engine:
             pointer = ctypes.pointer(buffer)
             words = []
             while buffer.value:
-                out = self.lib.espeak_TextToPhonemes(pointer, ESPEAK_CHARS_UTF8, ord("|") << 8)
+                out = self.lib.espeak_TextToPhonemes(
+                    pointer, ESPEAK_CHARS_UTF8, ord("|") << 8
+                )
                 for word in (out or b"").decode("utf-8", "replace").split():
                     words.append([p for p in word.split("|") if p])
             return words
 
     def synthesize(
-        self, text: str, voice: str, rate: int, pitch: int, pitch_range: int, word_gap: int
+        self,
+        text: str,
+        voice: str,
+        rate: int,
+        pitch: int,
+        pitch_range: int,
+        word_gap: int,
     ) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """Speaks one sentence.
 
@@ -254,8 +360,10 @@ class Engine:
             if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ValueError(f"eSpeak has no voice {voice!r}")
             for parameter, value in (
-                (ESPEAK_RATE, rate), (ESPEAK_PITCH, pitch),
-                (ESPEAK_RANGE, pitch_range), (ESPEAK_WORDGAP, word_gap),
+                (ESPEAK_RATE, rate),
+                (ESPEAK_PITCH, pitch),
+                (ESPEAK_RANGE, pitch_range),
+                (ESPEAK_WORDGAP, word_gap),
             ):
                 self.lib.espeak_SetParameter(parameter, int(value), 0)
             self._chunks, self._events = [], []
@@ -265,7 +373,9 @@ class Engine:
             )
             if status != 0:
                 raise RuntimeError(f"espeak_Synth failed ({status}) on {text!r}")
-            samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+            samples = (
+                np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+            )
             return samples, list(self._events)
 
 
@@ -293,7 +403,9 @@ def dictionary_words(data_path: str | os.PathLike) -> list[str]:
             raw = blob[position + 2 : position + 2 + (word_byte & 0x3F)]
             if word_byte & 0x40:
                 bits, n_bits = int.from_bytes(raw, "big"), 8 * len(raw)
-                codes = [(bits >> (n_bits - 6 * (i + 1))) & 0x3F for i in range(n_bits // 6)]
+                codes = [
+                    (bits >> (n_bits - 6 * (i + 1))) & 0x3F for i in range(n_bits // 6)
+                ]
                 while codes and codes[-1] == 0:
                     codes.pop()
                 if codes and all(1 <= c <= 26 for c in codes):
@@ -307,11 +419,45 @@ def dictionary_words(data_path: str | os.PathLike) -> list[str]:
     )
 
 
-_DETERMINERS = ("the", "a", "this", "that", "some", "every", "my", "our", "their", "one")
-_PREPOSITIONS = ("in", "on", "near", "under", "with", "from", "after", "before", "over", "behind")
+_DETERMINERS = (
+    "the",
+    "a",
+    "this",
+    "that",
+    "some",
+    "every",
+    "my",
+    "our",
+    "their",
+    "one",
+)
+_PREPOSITIONS = (
+    "in",
+    "on",
+    "near",
+    "under",
+    "with",
+    "from",
+    "after",
+    "before",
+    "over",
+    "behind",
+)
 _CONJUNCTIONS = ("and", "but", "while", "because", "so")
 _AUXILIARIES = ("was", "is", "will be", "had been", "might be")
-_ADJECTIVE_ENDINGS = ("ous", "ful", "ive", "able", "ible", "al", "ic", "ent", "ant", "less", "ish")
+_ADJECTIVE_ENDINGS = (
+    "ous",
+    "ful",
+    "ive",
+    "able",
+    "ible",
+    "al",
+    "ic",
+    "ent",
+    "ant",
+    "less",
+    "ish",
+)
 
 #: Sentence templates; upper-case slots are filled from the word classes.
 _TEMPLATES = (
@@ -328,7 +474,13 @@ _TEMPLATES = (
 
 def word_classes(words: list[str]) -> dict[str, list[str]]:
     """Sorts words into rough grammatical slots by their endings."""
-    classes: dict[str, list[str]] = {"NOUN": [], "ADJ": [], "ADV": [], "VERBED": [], "VERBING": []}
+    classes: dict[str, list[str]] = {
+        "NOUN": [],
+        "ADJ": [],
+        "ADV": [],
+        "VERBED": [],
+        "VERBING": [],
+    }
     for word in words:
         if word.endswith("ing") and len(word) > 5:
             classes["VERBING"].append(word)
@@ -346,8 +498,11 @@ def word_classes(words: list[str]) -> dict[str, list[str]]:
 def make_sentence(rng: np.random.Generator, classes: dict[str, list[str]]) -> str:
     """One sentence from a random template with random words."""
     slots = {
-        "DET": _DETERMINERS, "PREP": _PREPOSITIONS, "CONJ": _CONJUNCTIONS,
-        "AUX": _AUXILIARIES, **classes,
+        "DET": _DETERMINERS,
+        "PREP": _PREPOSITIONS,
+        "CONJ": _CONJUNCTIONS,
+        "AUX": _AUXILIARIES,
+        **classes,
     }
     template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
     words = []
@@ -394,7 +549,9 @@ SIZES = {
 }
 
 
-def make_speakers(rng: np.random.Generator, size: EspeakSize) -> dict[str, list[Speaker]]:
+def make_speakers(
+    rng: np.random.Generator, size: EspeakSize
+) -> dict[str, list[Speaker]]:
     """Draws the speakers of each split (test speakers use TEST_VARIANTS)."""
     out = {}
     for split, count, variants in (
@@ -405,7 +562,8 @@ def make_speakers(rng: np.random.Generator, size: EspeakSize) -> dict[str, list[
         out[split] = [
             Speaker(
                 speaker_id=f"{split}{index:02d}",
-                voice="en-us+" + variants[(index + rng.integers(len(variants))) % len(variants)],
+                voice="en-us+"
+                + variants[(index + rng.integers(len(variants))) % len(variants)],
                 rate=int(rng.integers(135, 200)),
                 pitch=int(rng.integers(25, 75)),
                 pitch_range=int(rng.integers(20, 90)),
@@ -437,9 +595,13 @@ def room_impulse_response(rng: np.random.Generator, sample_rate: int) -> np.ndar
     return tail
 
 
-def degrade(rng: np.random.Generator, speech: np.ndarray, sample_rate: int) -> np.ndarray:
+def degrade(
+    rng: np.random.Generator, speech: np.ndarray, sample_rate: int
+) -> np.ndarray:
     """Reverberates speech and adds white or brown-ish noise at 0..20 dB SNR."""
-    wet = scipy.signal.fftconvolve(speech, room_impulse_response(rng, sample_rate))[: speech.shape[0]]
+    wet = scipy.signal.fftconvolve(speech, room_impulse_response(rng, sample_rate))[
+        : speech.shape[0]
+    ]
     noise = rng.standard_normal(wet.shape[0])
     if rng.uniform() < 0.5:  # low-passed noise, like fans and traffic
         noise = scipy.signal.lfilter([1.0], [1.0, -0.95], noise)
@@ -453,8 +615,12 @@ def degrade(rng: np.random.Generator, speech: np.ndarray, sample_rate: int) -> n
 
 
 def utterance(
-    engine: Engine, speaker: Speaker, text: str, rng: np.random.Generator,
-    config: features_lib.FeatureConfig, degrade_audio: bool = True,
+    engine: Engine,
+    speaker: Speaker,
+    text: str,
+    rng: np.random.Generator,
+    config: features_lib.FeatureConfig,
+    degrade_audio: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Synthesizes, resamples, degrades and labels one sentence.
 
@@ -463,7 +629,12 @@ def utterance(
       PHONES_39).
     """
     samples, events = engine.synthesize(
-        text, speaker.voice, speaker.rate, speaker.pitch, speaker.pitch_range, speaker.word_gap
+        text,
+        speaker.voice,
+        speaker.rate,
+        speaker.pitch,
+        speaker.pitch_range,
+        speaker.word_gap,
     )
     if not events:
         raise RuntimeError(f"eSpeak gave no phoneme events for {text!r}")
@@ -472,7 +643,7 @@ def utterance(
     names = ["_"] + [name for _, name in events]
     ends = starts[1:] + [samples.shape[0]]
     seg_starts, seg_ends, seg_labels = [], [], []
-    for start, end, name in zip(starts, ends, names):
+    for start, end, name in zip(starts, ends, names, strict=True):
         labels = map_phoneme(name)
         if end <= start:
             continue
@@ -490,15 +661,25 @@ def utterance(
     lead = int(rng.uniform(0.05, 0.25) * config.sample_rate)
     trail = int(rng.uniform(0.05, 0.25) * config.sample_rate)
     audio = np.concatenate([np.zeros(lead), audio, np.zeros(trail)])
-    seg_starts = [lead + s * ratio for s in seg_starts]
-    seg_ends = [lead + e * ratio for e in seg_ends]
-    seg_starts[0], seg_ends[-1] = 0.0, float(audio.shape[0])
+    silence = PHONES_39.index("sil")
+    seg_starts = (
+        [0.0] + [lead + s * ratio for s in seg_starts] + [audio.shape[0] - trail]
+    )
+    seg_ends = (
+        [float(lead)] + [lead + e * ratio for e in seg_ends] + [float(audio.shape[0])]
+    )
+    seg_labels = [silence] + seg_labels + [silence]
     if degrade_audio:
-        audio = degrade(rng, audio * (3000.0 / (np.abs(audio).max() + 1e-9)), config.sample_rate)
+        audio = degrade(
+            rng, audio * (3000.0 / (np.abs(audio).max() + 1e-9)), config.sample_rate
+        )
     feats = features_lib.compute_features(audio, config)
     frame_labels = features_lib.frame_labels(
-        np.round(seg_starts).astype(np.int64), np.round(seg_ends).astype(np.int64),
-        np.array(seg_labels, np.int32), feats.shape[0], config,
+        np.round(seg_starts).astype(np.int64),
+        np.round(seg_ends).astype(np.int64),
+        np.array(seg_labels, np.int32),
+        feats.shape[0],
+        config,
     )
     keep = int(np.sum(frame_labels >= 0))
     return feats[:keep], frame_labels[:keep]
@@ -510,19 +691,20 @@ def usable_words(engine: Engine) -> list[str]:
     # One call per word: long texts overflow the engine's buffers.
     pronunciations = [sum(engine.phonemes(word), []) for word in words]
     kept = []
-    for word, phones in zip(words, pronunciations):
+    for word, phones in zip(words, pronunciations, strict=True):
         try:
             for phone in phones:
                 map_phoneme(phone)
-        except KeyError:
+        except UnknownPhonemeError:
             continue
         kept.append(word)
     return kept
 
 
 def generate_espeak(
-    seed: int = 0, size: str = "default",
-    feature_config: features_lib.FeatureConfig = features_lib.FeatureConfig(),
+    seed: int = 0,
+    size: str = "default",
+    feature_config: features_lib.FeatureConfig = features_lib.DEFAULT_CONFIG,
     degrade_audio: bool = True,
 ) -> dict[str, corpus_lib.Split]:
     """Generates the three splits (no caching; see load_espeak)."""
@@ -535,15 +717,21 @@ def generate_espeak(
     speakers = make_speakers(np.random.default_rng(root.spawn(1)[0]), sizes)
     splits = {}
     for split_index, split in enumerate(("train", "dev", "test")):
-        n_sentences = sizes.train_sentences if split == "train" else sizes.eval_sentences
+        n_sentences = (
+            sizes.train_sentences if split == "train" else sizes.eval_sentences
+        )
         feats, labels, speaker_ids, utt_ids = [], [], [], []
         for speaker_index, speaker in enumerate(speakers[split]):
             for sentence in range(n_sentences):
-                rng = np.random.default_rng([seed, split_index, speaker_index, sentence])
+                rng = np.random.default_rng(
+                    [seed, split_index, speaker_index, sentence]
+                )
                 text = make_sentence(rng, classes)
-                f, l = utterance(engine, speaker, text, rng, feature_config, degrade_audio)
-                feats.append(f)
-                labels.append(l)
+                feats_one, labels_one = utterance(
+                    engine, speaker, text, rng, feature_config, degrade_audio
+                )
+                feats.append(feats_one)
+                labels.append(labels_one)
                 speaker_ids.append(speaker.speaker_id)
                 utt_ids.append(f"{speaker.speaker_id}_s{sentence:03d}")
         if feature_config.normalize:
@@ -555,7 +743,7 @@ def generate_espeak(
 def load_espeak(
     seed: int = 0,
     size: str = "default",
-    feature_config: features_lib.FeatureConfig = features_lib.FeatureConfig(),
+    feature_config: features_lib.FeatureConfig = features_lib.DEFAULT_CONFIG,
     cache_dir: os.PathLike | str | None = None,
     degrade_audio: bool = True,
     verbose: bool = False,
@@ -588,7 +776,11 @@ def load_espeak(
         "generator_version": GENERATOR_VERSION,
         "feature_config": dataclasses.asdict(feature_config),
     }
-    cache_root = pathlib.Path(cache_dir) if cache_dir is not None else corpus_lib.default_cache_dir()
+    cache_root = (
+        pathlib.Path(cache_dir)
+        if cache_dir is not None
+        else corpus_lib.default_cache_dir()
+    )
     cache_path = cache_root / f"espeak-{size}-{corpus_lib.settings_hash(settings)}.npz"
     if cache_path.exists():
         splits = corpus_lib.load_splits(cache_path)
@@ -597,7 +789,10 @@ def load_espeak(
         splits = generate_espeak(seed, size, feature_config, degrade_audio)
         corpus_lib.save_splits(cache_path, splits)
         if verbose:
-            print(f"eSpeak corpus generated in {time.time() - started:.1f}s -> {cache_path}")
+            print(
+                f"eSpeak corpus generated in {time.time() - started:.1f}s "
+                f"-> {cache_path}"
+            )
     return corpus_lib.Corpus(
         name="espeak",
         train=splits["train"],

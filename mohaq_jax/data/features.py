@@ -108,7 +108,9 @@ def log_mel(signal: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """
     signal = np.asarray(signal, dtype=np.float64)
     if config.preemphasis:
-        signal = np.concatenate([signal[:1], signal[1:] - config.preemphasis * signal[:-1]])
+        signal = np.concatenate(
+            [signal[:1], signal[1:] - config.preemphasis * signal[:-1]]
+        )
     n_frames = num_frames(signal.shape[0], config)
     if n_frames == 0:
         return np.zeros((0, config.n_mels), dtype=np.float32)
@@ -134,12 +136,19 @@ def deltas(features: np.ndarray, window: int = 2) -> np.ndarray:
     """
     if features.shape[0] == 0:
         return features.copy()
-    padded = np.pad(features.astype(np.float64), ((window, window), (0, 0)), mode="edge")
+    padded = np.pad(
+        features.astype(np.float64), ((window, window), (0, 0)), mode="edge"
+    )
     length = features.shape[0]
     total = np.zeros(features.shape, dtype=np.float64)
     for n in range(1, window + 1):
-        total += n * (padded[window + n : window + n + length] - padded[window - n : window - n + length])
-    return (total / (2 * sum(n * n for n in range(1, window + 1)))).astype(features.dtype)
+        total += n * (
+            padded[window + n : window + n + length]
+            - padded[window - n : window - n + length]
+        )
+    return (total / (2 * sum(n * n for n in range(1, window + 1)))).astype(
+        features.dtype
+    )
 
 
 def compute_features(signal: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -180,7 +189,9 @@ def normalize_per_speaker(
     normalized: list[np.ndarray] = [np.empty(0)] * len(features)
     for speaker in sorted(set(speakers)):
         members = [i for i, s in enumerate(speakers) if s == speaker]
-        stacked = np.concatenate([features[i] for i in members], axis=0).astype(np.float64)
+        stacked = np.concatenate([features[i] for i in members], axis=0).astype(
+            np.float64
+        )
         mean = stacked.mean(axis=0)
         std = stacked.std(axis=0) + eps
         for i in members:
@@ -189,7 +200,10 @@ def normalize_per_speaker(
 
 
 def frame_labels(
-    starts: np.ndarray, ends: np.ndarray, labels: np.ndarray, n_frames: int,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    labels: np.ndarray,
+    n_frames: int,
     config: FeatureConfig,
 ) -> np.ndarray:
     """The label of the segment holding each frame's centre sample.
@@ -215,3 +229,7 @@ def frame_labels(
     inside = segment < len(ends)
     out[inside] = np.asarray(labels, dtype=np.int32)[segment[inside]]
     return out
+
+
+#: The default front end (frozen, so safe as a default argument).
+DEFAULT_CONFIG = FeatureConfig()

@@ -20,7 +20,7 @@ import os
 import pathlib
 import re
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -30,25 +30,84 @@ from mohaq_jax.data.phones import FOLD_61_TO_39, PHONES_61
 
 #: The 24 speakers of the core test set (two male, one female per dialect region).
 CORE_TEST_SPEAKERS: tuple[str, ...] = (
-    "mdab0", "mwbt0", "felc0",  # DR1
-    "mtas1", "mwew0", "fpas0",  # DR2
-    "mjmp0", "mlnt0", "fpkt0",  # DR3
-    "mlll0", "mtls0", "fjlm0",  # DR4
-    "mbpm0", "mklt0", "fnlp0",  # DR5
-    "mcmj0", "mjdh0", "fmgd0",  # DR6
-    "mgrt0", "mnjm0", "fdhc0",  # DR7
-    "mjln0", "mpam0", "fmld0",  # DR8
+    "mdab0",
+    "mwbt0",
+    "felc0",  # DR1
+    "mtas1",
+    "mwew0",
+    "fpas0",  # DR2
+    "mjmp0",
+    "mlnt0",
+    "fpkt0",  # DR3
+    "mlll0",
+    "mtls0",
+    "fjlm0",  # DR4
+    "mbpm0",
+    "mklt0",
+    "fnlp0",  # DR5
+    "mcmj0",
+    "mjdh0",
+    "fmgd0",  # DR6
+    "mgrt0",
+    "mnjm0",
+    "fdhc0",  # DR7
+    "mjln0",
+    "mpam0",
+    "fmld0",  # DR8
 )
 
 #: The 50 development speakers, Kaldi egs/timit/s5/conf/dev_spk.list (same order).
 DEV_SPEAKERS: tuple[str, ...] = (
-    "faks0", "fdac1", "fjem0", "mgwt0", "mjar0", "mmdb1", "mmdm2", "mpdf0",
-    "fcmh0", "fkms0", "mbdg0", "mbwm0", "mcsh0", "fadg0", "fdms0", "fedw0",
-    "mgjf0", "mglb0", "mrtk0", "mtaa0", "mtdt0", "mthc0", "mwjg0", "fnmr0",
-    "frew0", "fsem0", "mbns0", "mmjr0", "mdls0", "mdlf0", "mdvc0", "mers0",
-    "fmah0", "fdrw0", "mrcs0", "mrjm4", "fcal1", "mmwh0", "fjsj0", "majc0",
-    "mjsw0", "mreb0", "fgjd0", "fjmg0", "mroa0", "mteb0", "mjfc0", "mrjr0",
-    "fmml0", "mrws1",
+    "faks0",
+    "fdac1",
+    "fjem0",
+    "mgwt0",
+    "mjar0",
+    "mmdb1",
+    "mmdm2",
+    "mpdf0",
+    "fcmh0",
+    "fkms0",
+    "mbdg0",
+    "mbwm0",
+    "mcsh0",
+    "fadg0",
+    "fdms0",
+    "fedw0",
+    "mgjf0",
+    "mglb0",
+    "mrtk0",
+    "mtaa0",
+    "mtdt0",
+    "mthc0",
+    "mwjg0",
+    "fnmr0",
+    "frew0",
+    "fsem0",
+    "mbns0",
+    "mmjr0",
+    "mdls0",
+    "mdlf0",
+    "mdvc0",
+    "mers0",
+    "fmah0",
+    "fdrw0",
+    "mrcs0",
+    "mrjm4",
+    "fcal1",
+    "mmwh0",
+    "fjsj0",
+    "majc0",
+    "mjsw0",
+    "mreb0",
+    "fgjd0",
+    "fjmg0",
+    "mroa0",
+    "mteb0",
+    "mjfc0",
+    "mrjr0",
+    "fmml0",
+    "mrws1",
 )
 
 #: Speakers in a complete LDC copy: TRAIN and TEST directories.
@@ -102,7 +161,9 @@ def parse_sphere_header(header: bytes, path: os.PathLike | str = "<bytes>") -> d
     except (IndexError, ValueError):
         raise TimitError(f"{path}: SPHERE header size line is malformed") from None
     if len(header) < header_size:
-        raise TimitError(f"{path}: truncated SPHERE header ({len(header)} < {header_size} bytes)")
+        raise TimitError(
+            f"{path}: truncated SPHERE header ({len(header)} < {header_size} bytes)"
+        )
     fields: dict = {"header_size": header_size}
     for raw in header[:header_size].split(b"\n")[2:]:
         line = raw.decode("ascii", errors="replace").strip()
@@ -226,11 +287,15 @@ def read_phn(
             continue
         parts = line.split()
         if len(parts) != 3:
-            raise TimitError(f"{path}:{number}: expected 'start end phone', got {line!r}")
+            raise TimitError(
+                f"{path}:{number}: expected 'start end phone', got {line!r}"
+            )
         try:
             start, end = int(parts[0]), int(parts[1])
         except ValueError:
-            raise TimitError(f"{path}:{number}: non-integer times in {line!r}") from None
+            raise TimitError(
+                f"{path}:{number}: non-integer times in {line!r}"
+            ) from None
         label = parts[2].lower()
         if label not in PHONES_61:
             raise TimitError(f"{path}:{number}: unknown phone label {parts[2]!r}")
@@ -314,8 +379,14 @@ def discover(timit_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
     """
     root = pathlib.Path(timit_dir).expanduser()
     if not root.is_dir():
-        raise TimitError(f"TIMIT directory {root} does not exist (or is not a directory)")
-    nltk_dirs = [e for e in sorted(root.iterdir()) if e.is_dir() and _NLTK_SPEAKER_DIR.match(e.name)]
+        raise TimitError(
+            f"TIMIT directory {root} does not exist (or is not a directory)"
+        )
+    nltk_dirs = [
+        e
+        for e in sorted(root.iterdir())
+        if e.is_dir() and _NLTK_SPEAKER_DIR.match(e.name)
+    ]
     if nltk_dirs:
         utterances = []
         for entry in nltk_dirs:
@@ -375,7 +446,8 @@ def assign_splits(
         misplaced = sorted(listed & train_dir)
         if misplaced:
             raise TimitError(
-                "speakers of the dev/core-test lists found under TRAIN: " + " ".join(misplaced)
+                "speakers of the dev/core-test lists found under TRAIN: "
+                + " ".join(misplaced)
             )
     missing_dev = [s for s in DEV_SPEAKERS if s not in present]
     missing_core = [s for s in CORE_TEST_SPEAKERS if s not in present]
@@ -408,10 +480,14 @@ def assign_splits(
         if not chosen:
             if len(train) < 3:
                 raise TimitError(
-                    f"too few speakers to build a {name} set: {' '.join(sorted(present))}"
+                    f"too few speakers to build a {name} set: "
+                    + " ".join(sorted(present))
                 )
             n_take = max(1, round(0.15 * len(train)))
-            picks = [train[i] for i in np.linspace(0, len(train) - 1, n_take).round().astype(int)]
+            picks = [
+                train[i]
+                for i in np.linspace(0, len(train) - 1, n_take).round().astype(int)
+            ]
             chosen.extend(sorted(set(picks)))
             train = [s for s in train if s not in chosen]
     return {"train": train, "dev": sorted(dev), "test": sorted(test)}
@@ -432,11 +508,15 @@ def utterance_features(
     """
     samples, rate = read_audio(utt.wav)
     if rate != config.sample_rate:
-        raise TimitError(f"{utt.wav}: sample rate {rate} Hz, expected {config.sample_rate}")
+        raise TimitError(
+            f"{utt.wav}: sample rate {rate} Hz, expected {config.sample_rate}"
+        )
     starts, ends, labels = read_phn(utt.phn, samples.shape[0])
     feats = features_lib.compute_features(samples, config)
     indices = np.array([PHONES_61.index(p) for p in labels], dtype=np.int32)
-    frame_labels = features_lib.frame_labels(starts, ends, indices, feats.shape[0], config)
+    frame_labels = features_lib.frame_labels(
+        starts, ends, indices, feats.shape[0], config
+    )
     keep = int(np.sum(frame_labels >= 0))  # labels are -1 only at the end
     return feats[:keep], frame_labels[:keep]
 
@@ -452,7 +532,7 @@ def _fingerprint(utterances: Iterable[Utterance]) -> str:
 
 def load_timit(
     timit_dir: os.PathLike | str | None = None,
-    feature_config: features_lib.FeatureConfig = features_lib.FeatureConfig(),
+    feature_config: features_lib.FeatureConfig = features_lib.DEFAULT_CONFIG,
     cache_dir: os.PathLike | str | None = None,
     allow_partial: bool = False,
     verbose: bool = False,
@@ -479,7 +559,8 @@ def load_timit(
         timit_dir = find_nltk_timit()
         if timit_dir is None:
             raise TimitError(
-                "no TIMIT directory given and no NLTK TIMIT sample found; pass --timit-dir"
+                "no TIMIT directory given and no NLTK TIMIT sample found; "
+                "pass --timit-dir"
             )
     layout, utterances = discover(timit_dir)
     speakers_by_split = assign_splits(layout, utterances, allow_partial)
@@ -492,7 +573,11 @@ def load_timit(
         "speakers": {k: len(v) for k, v in speakers_by_split.items()},
         "files": _fingerprint(utterances),
     }
-    cache_root = pathlib.Path(cache_dir) if cache_dir is not None else corpus_lib.default_cache_dir()
+    cache_root = (
+        pathlib.Path(cache_dir)
+        if cache_dir is not None
+        else corpus_lib.default_cache_dir()
+    )
     cache_path = cache_root / f"timit-{corpus_lib.settings_hash(settings)}.npz"
     if cache_path.exists():
         splits = corpus_lib.load_splits(cache_path)
@@ -501,16 +586,31 @@ def load_timit(
         splits = {}
         for name, speakers in speakers_by_split.items():
             chosen = [u for u in utterances if u.speaker in set(speakers)]
-            feats, labels = zip(*(utterance_features(u, feature_config) for u in chosen)) if chosen else ((), ())
+            feats, labels = (
+                zip(
+                    *(utterance_features(u, feature_config) for u in chosen),
+                    strict=True,
+                )
+                if chosen
+                else ((), ())
+            )
             feats = list(feats)
             if feature_config.normalize and feats:
-                feats = features_lib.normalize_per_speaker(feats, [u.speaker for u in chosen])
+                feats = features_lib.normalize_per_speaker(
+                    feats, [u.speaker for u in chosen]
+                )
             splits[name] = corpus_lib.Split(
-                feats, list(labels), [u.speaker for u in chosen], [u.utt_id for u in chosen]
+                feats,
+                list(labels),
+                [u.speaker for u in chosen],
+                [u.utt_id for u in chosen],
             )
         corpus_lib.save_splits(cache_path, splits)
         if verbose:
-            print(f"TIMIT features computed in {time.time() - started:.1f}s -> {cache_path}")
+            print(
+                f"TIMIT features computed in {time.time() - started:.1f}s "
+                f"-> {cache_path}"
+            )
     return corpus_lib.Corpus(
         name="timit",
         train=splits["train"],
@@ -530,8 +630,10 @@ def find_nltk_timit() -> pathlib.Path | None:
     candidates = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
     candidates += [
         str(pathlib.Path.home() / "nltk_data"),
-        "/usr/share/nltk_data", "/usr/local/share/nltk_data",
-        "/usr/lib/nltk_data", "/usr/local/lib/nltk_data",
+        "/usr/share/nltk_data",
+        "/usr/local/share/nltk_data",
+        "/usr/lib/nltk_data",
+        "/usr/local/lib/nltk_data",
     ]
     for base in candidates:
         path = pathlib.Path(base) / "corpora" / "timit"
