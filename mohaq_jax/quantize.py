@@ -96,7 +96,7 @@ def fake_quant(x: jax.Array, bits: jax.Array, clip: jax.Array) -> jax.Array:
       The quantized tensor, same shape and dtype as ``x``. Its gradient with respect to
       ``x`` is 1 where ``|x| <= clip`` and 0 elsewhere.
     """
-    clip = jnp.asarray(clip, x.dtype)
+    clip = jnp.broadcast_to(jnp.asarray(clip, x.dtype), x.shape)
     x_clipped = jnp.clip(x, -clip, clip)
     q = _quantize_clipped(x_clipped, bits, clip)
     q_ste = x_clipped + jax.lax.stop_gradient(q - x_clipped)
