@@ -27,6 +27,7 @@ from a checkpoint repeats the uninterrupted run exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -260,6 +261,46 @@ def _rates(counts) -> dict:
     }
 
 
+def _as_key(fold39) -> tuple:
+    return tuple(int(c) for c in np.asarray(fold39).reshape(-1))
+
+
+# jit caches compiled code per function object, so the jitted functions are kept per
+# (static structure) here: fits and QAT calls with the same model reuse one compilation.
+@functools.lru_cache(maxsize=32)
+def _jitted_counts(config: ModelConfig, fold39: tuple) -> Callable:
+    return jax.jit(make_error_counts(config, np.asarray(fold39, np.int32)))
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_step(config: ModelConfig, grad_clip: float, weight_decay: float):
+    # Only the update rule matters here; the learning rate is read from the state.
+    optimizer = make_optimizer(TrainConfig(grad_clip=grad_clip, weight_decay=weight_decay))
+    return jax.jit(make_step(config, optimizer), donate_argnums=(0, 1))
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_qat(config: ModelConfig, grad_clip: float, weight_decay: float,
+                fold39: tuple):
+    optimizer = make_optimizer(TrainConfig(grad_clip=grad_clip, weight_decay=weight_decay))
+    step = make_step(config, optimizer)
+
+    def masked_step(params, opt_state, active, batch, key, bits_w, bits_a, calib):
+        new_p, new_o, loss = step(params, opt_state, batch, key, bits_w, bits_a, calib)
+        return (_where_tree(active, new_p, params), _where_tree(active, new_o, opt_state),
+                loss)
+
+    vstep = jax.jit(
+        jax.vmap(masked_step, in_axes=(0, 0, 0, None, None, 0, 0, None)),
+        donate_argnums=(0, 1),
+    )
+    vcounts = jax.jit(jax.vmap(
+        make_error_counts(config, np.asarray(fold39, np.int32)),
+        in_axes=(0, None, 0, 0, None),
+    ))
+    return vstep, vcounts
+
+
 def evaluate(
     params,
     config: ModelConfig,
@@ -276,7 +317,7 @@ def evaluate(
     Returns:
       ``{"per": float, "fer": float}``.
     """
-    counts = jax.jit(make_error_counts(config, fold39))
+    counts = _jitted_counts(config, _as_key(fold39))
     total = np.zeros(4, np.int64)
     for batch in eval_batches(split, batch_size, pad_multiple):
         total += np.asarray(counts(params, batch, bits_w, bits_a, calib))
@@ -377,9 +418,9 @@ def fit(
         history = list(meta["history"])
         resumed_from = int(state.epoch)
 
-    optimizer = make_optimizer(train_config)
-    step_fn = jax.jit(make_step(model_config, optimizer), donate_argnums=(0, 1))
-    counts_fn = jax.jit(make_error_counts(model_config, corpus.fold39))
+    step_fn = _jitted_step(model_config, train_config.grad_clip,
+                           train_config.weight_decay)
+    counts_fn = _jitted_counts(model_config, _as_key(corpus.fold39))
     key_train = jax.random.split(jax.random.key(train_config.seed))[1]
     dev_batches = eval_batches(
         corpus.dev, train_config.eval_batch_size, train_config.pad_multiple
@@ -630,19 +671,8 @@ def qat_finetune(
     k = bits_w.shape[0]
     tc = dataclasses.replace(train_config, lr=lr, epochs=epochs)
     optimizer = make_optimizer(tc)
-    step = make_step(config, optimizer)
-
-    def masked_step(params, opt_state, active, batch, key, bw, ba, calib):
-        new_p, new_o, loss = step(params, opt_state, batch, key, bw, ba, calib)
-        return _where_tree(active, new_p, params), _where_tree(active, new_o, opt_state), loss
-
-    vstep = jax.jit(
-        jax.vmap(masked_step, in_axes=(0, 0, 0, None, None, 0, 0, None)),
-        donate_argnums=(0, 1),
-    )
-    vcounts = jax.jit(jax.vmap(
-        make_error_counts(config, corpus.fold39), in_axes=(0, None, 0, 0, None)
-    ))
+    vstep, vcounts = _jitted_qat(config, tc.grad_clip, tc.weight_decay,
+                                 _as_key(corpus.fold39))
     dev_batches = eval_batches(corpus.dev, tc.eval_batch_size, tc.pad_multiple)
 
     def dev_per(stacked):

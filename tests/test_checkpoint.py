@@ -1,0 +1,89 @@
+"""Tests of mohaq_jax.checkpoint: round trip, determinism, atomic writes, refusal."""
+
+import os
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mohaq_jax import checkpoint
+
+
+def _state():
+    params = {"fc": {"kernel": jnp.arange(6.0).reshape(2, 3), "bias": jnp.ones(3)}}
+    opt_state = optax.adam(1e-3).init(params)
+    return {"params": params, "opt_state": opt_state, "step": jnp.asarray(7, jnp.int32)}
+
+
+META = {"model_config": {"hidden": 8, "n_layers": 1}, "data_settings": {"name": "x"}}
+
+
+def test_round_trip_with_target(tmp_path):
+    state = _state()
+    path = tmp_path / "sub" / "ckpt.msgpack"
+    checkpoint.save(path, state, META)
+    restored, meta = checkpoint.load(path, target=state)
+    chex.assert_trees_all_equal(restored, state)
+    assert isinstance(restored["opt_state"][0], optax.ScaleByAdamState)
+    assert meta["model_config"] == META["model_config"]
+    assert meta["format"] == checkpoint.FORMAT
+    assert checkpoint.read_meta(path) == meta
+
+
+def test_round_trip_without_target_gives_nested_dicts(tmp_path):
+    path = tmp_path / "ckpt.msgpack"
+    checkpoint.save(path, _state(), META)
+    restored, _ = checkpoint.load(path)
+    np.testing.assert_array_equal(restored["params"]["fc"]["kernel"],
+                                  np.arange(6.0).reshape(2, 3))
+
+
+def test_bytes_are_deterministic():
+    meta_a = {"b": 1, "a": [1, 2]}
+    meta_b = {"a": [1, 2], "b": 1}  # same content, other insertion order
+    assert checkpoint.to_bytes(_state(), meta_a) == checkpoint.to_bytes(_state(), meta_b)
+
+
+def test_atomic_write_leaves_no_temp_files_and_replaces(tmp_path):
+    path = tmp_path / "ckpt.msgpack"
+    checkpoint.save(path, _state(), {"v": 1})
+    checkpoint.save(path, _state(), {"v": 2})
+    assert os.listdir(tmp_path) == ["ckpt.msgpack"]
+    assert checkpoint.read_meta(path)["v"] == 2
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "ckpt.msgpack"
+    checkpoint.save(path, _state(), {"v": 1})
+    with pytest.raises(TypeError):
+        checkpoint.save(path, _state(), {"v": object()})  # not JSON-able
+    assert checkpoint.read_meta(path)["v"] == 1
+    assert os.listdir(tmp_path) == ["ckpt.msgpack"]
+
+
+def test_mismatch_names_every_differing_field():
+    meta = {"model_config": {"hidden": 8, "n_layers": 1}, "data_settings": {"name": "x"}}
+    want = {"model_config": {"hidden": 16, "n_layers": 1}, "data_settings": {"name": "y"}}
+    with pytest.raises(checkpoint.CheckpointMismatch) as err:
+        checkpoint.check_compatible(meta, want, "some/path")
+    text = str(err.value)
+    assert "model_config.hidden: checkpoint=8 requested=16" in text
+    assert "data_settings.name: checkpoint='x' requested='y'" in text
+    assert "n_layers" not in text
+    assert "some/path" in text
+
+
+def test_tuples_and_lists_compare_equal():
+    checkpoint.check_compatible(
+        {"data_settings": {"classes": ["a", "b"]}},
+        {"data_settings": {"classes": ("a", "b")}},
+    )
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "junk.msgpack"
+    path.write_bytes(b"\x93\x01\x02\x03")
+    with pytest.raises(ValueError, match="not a mohaq_jax checkpoint"):
+        checkpoint.read_meta(path)
