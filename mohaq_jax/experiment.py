@@ -231,10 +231,11 @@ def run_mohaq(
     max_error = args.max_error if args.max_error is not None else float_dev + args.error_margin
     memory_limit = (args.memory_limit_mb if args.memory_limit_mb is not None
                     else default_memory_limit(platform, space, cfg))
+    memory_limit = float(memory_limit) if np.isfinite(memory_limit) else None
     search_config = mohaq.SearchConfig(
         objectives=tuple(objectives), maximize=tuple(maximize), pop_size=args.pop,
         n_offspring=args.offspring, n_generations=args.generations, seed=args.seed,
-        max_error=float(max_error), memory_limit_mb=float(memory_limit),
+        max_error=float(max_error), memory_limit_mb=memory_limit,
         error_metric=args.error_metric, budget=args.budget,
     )
     ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)

@@ -225,11 +225,31 @@ def wide_space(layers: Sequence[LayerSpec]) -> GenomeSpace:
     return separate_space(layers, quantize.BIT_OPTIONS, "wide")
 
 
+def weights_space(layers: Sequence[LayerSpec], act_bits: int = 16) -> GenomeSpace:
+    """One weight gene per layer over 2-16 bits; activations fixed at ``act_bits``.
+
+    The space of the compression experiment (post-training weight compression).
+    """
+    layers = tuple(layers)
+    order = _by_kind(layers)
+    gene_of_layer = {layer: g for g, layer in enumerate(order)}
+    n = len(order)
+    return GenomeSpace(
+        name="weights",
+        layers=layers,
+        gene_names=tuple(f"w_{layers[i].name}" for i in order) + ("a_all",),
+        gene_values=tuple(quantize.BIT_OPTIONS[:-1] for _ in order) + ((act_bits,),),
+        w_gene=tuple(gene_of_layer[i] for i in range(len(layers))),
+        a_gene=(n,) * len(layers),
+    )
+
+
 #: name -> factory(layers) -> GenomeSpace
 SPACES: dict[str, Callable[[Sequence[LayerSpec]], GenomeSpace]] = {
     "silago": silago_space,
     "bitfusion": bitfusion_space,
     "wide": wide_space,
+    "weights": weights_space,
 }
 
 

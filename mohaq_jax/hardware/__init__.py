@@ -12,7 +12,7 @@ dataclass, a pure ``costs(bits_w, bits_a, layers, spec) -> dict`` and a
 
 from __future__ import annotations
 
-from mohaq_jax.hardware import bitfusion, reconfig, silago
+from mohaq_jax.hardware import bitfusion, memory, reconfig, silago
 from mohaq_jax.hardware.base import (
     LayerArrays,
     Platform,
@@ -27,6 +27,7 @@ from mohaq_jax.hardware.base import (
 PLATFORMS: dict[str, Platform] = {
     "silago": silago.PLATFORM,
     "bitfusion": bitfusion.PLATFORM,
+    "memory": memory.PLATFORM,
 }
 
 

@@ -1,0 +1,65 @@
+"""Model size only: the "platform" of the compression experiment.
+
+MOHAQ (Rashed et al. 2021, Sec. V-A) first asks how far post-training quantization
+compresses the SRU without a significant error increase (their answer: 8x). This
+platform has no arithmetic model: it reports the stored size of a genome's weights
+(the authors' memory formula, biases at 16 bits) and its compression over float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from mohaq_jax.hardware import base
+from mohaq_jax.quantize import BIT_OPTIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySpec:
+    """How the stored model is counted."""
+
+    # Layer kinds whose biases are stored (at bias_bits); the authors count SRU biases.
+    bias_kinds: tuple[str, ...] = ("sru",)
+    # Precision of stored biases (the authors' formula: 16 bits).
+    bias_bits: int = 16
+    # Whether the SRU vectors v_f, v_r are counted with the biases (the authors: no).
+    count_vectors: bool = False
+    # Reference precision of "no compression" (float32 weights and biases).
+    float_bits: int = 32
+
+
+def costs(bits_w, bits_a, layers: base.LayerArrays, spec: MemorySpec):
+    """Stored size of one genome: ``memory_mb`` (minimize), ``compression`` (x, maximize).
+
+    ``speedup`` is reported as 1 (no arithmetic model) so generic code can rely on it.
+    """
+    del bits_a
+    bits = base.stored_bits(bits_w, layers, spec.bias_kinds, spec.bias_bits,
+                            spec.count_vectors)
+    float_bits = base.stored_bits(
+        jnp.full_like(jnp.asarray(bits_w, jnp.float32), spec.float_bits), layers,
+        spec.bias_kinds, spec.float_bits, spec.count_vectors,
+    )
+    return {
+        "memory_mb": base.memory_mb(bits),
+        "compression": float_bits / bits,
+        "speedup": jnp.float32(1.0),
+    }
+
+
+SPEC = MemorySpec()
+
+#: Size-only platform for the compression experiment; no memory limit by default
+#: (the limit is the paper model's float32 size, i.e. no constraint).
+PLATFORM = base.Platform(
+    name="memory",
+    space_name="weights",
+    spec=SPEC,
+    costs=costs,
+    weight_bits=BIT_OPTIONS[:-1],
+    act_bits=BIT_OPTIONS,
+    memory_limit_mb=float("inf"),
+    description="stored model size (weights at their bits, biases at 16 bits)",
+)

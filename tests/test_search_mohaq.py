@@ -1,0 +1,129 @@
+"""The MOHAQ search driver: caching, constraints, resume == uninterrupted, outputs."""
+
+import csv
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mohaq_jax import evaluate, genome, hardware, qmodel
+from mohaq_jax.models import sru
+from mohaq_jax.search import mohaq, report
+
+
+@pytest.fixture(scope="module")
+def problem_parts():
+    cfg = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
+    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
+    params = sru.init_params(k_p, cfg)
+    feats = jax.random.normal(k_x, (3, 12, 5))
+    lengths = jnp.asarray([12, 9, 6], jnp.int32)
+    labels = jnp.repeat(jax.random.randint(k_y, (3, 4), 0, 6), 3, axis=1)
+    labels = jnp.where(jnp.arange(12)[None] < lengths[:, None], labels, -1)
+    calib = qmodel.calibrate(params, cfg, feats, lengths)
+    space = genome.silago_space(sru.layer_specs(cfg))
+    return cfg, params, calib, space, (feats, labels, lengths)
+
+
+def make_problem(parts, **overrides):
+    cfg, params, calib, space, batch = parts
+    settings = dict(pop_size=6, n_offspring=3, n_generations=4, seed=1, max_error=10.0,
+                    memory_limit_mb=1.0)
+    settings.update(overrides)
+    config = mohaq.SearchConfig(**settings)
+    evaluator = evaluate.PopulationEvaluator(
+        cfg, space, np.arange(6), params, calib, chunk_size=3, pop_size=3
+    )
+    cost_fn = hardware.get_platform("silago").make_cost_fn(space)
+    return mohaq.QuantizationProblem(
+        evaluator, cost_fn, batch, config, ideal=[0.0, -4.0, 0.0], nadir=[10.0, -1.0, 1e5]
+    )
+
+
+def test_cache_skips_known_genomes(problem_parts):
+    problem = make_problem(problem_parts)
+    g = np.asarray([[0, 1, 2, 0, 1], [2, 2, 2, 2, 2]])
+    first = problem.evaluate(g)
+    assert problem.n_evaluated == 2
+    again = problem.evaluate(g[::-1])
+    assert problem.n_evaluated == 2
+    np.testing.assert_array_equal(again["error"], first["error"][::-1])
+
+
+def test_fitness_constraints_by_hand(problem_parts):
+    problem = make_problem(problem_parts, max_error=0.5, memory_limit_mb=2.0)
+    results = {"error": np.asarray([0.25, 0.75]), "speedup": np.asarray([2.0, 4.0]),
+               "energy_pj": np.asarray([5e4, 1e4]), "memory_mb": np.asarray([1.0, 3.0])}
+    objectives, constraints = problem.fitness(results)
+    # error 0.25 -> 0.25/10; -speedup -2 -> (-2 + 4)/3; energy 5e4 -> 0.5
+    np.testing.assert_allclose(objectives[0], [0.025, 2 / 3, 0.5], rtol=1e-6)
+    # memory (1-2)/2 = -0.5, error (0.25-0.5)/0.5 = -0.5; second: 0.5 and 0.5
+    np.testing.assert_allclose(constraints, [[-0.5, -0.5], [0.5, 0.5]], rtol=1e-6)
+
+
+def test_resume_gives_same_front_as_uninterrupted(problem_parts, tmp_path):
+    full = mohaq.run_search(make_problem(problem_parts), tmp_path / "a", progress=False)
+    crashed = mohaq.run_search(make_problem(problem_parts), tmp_path / "b", progress=False,
+                               stop_after=2)
+    assert crashed.history[-1]["generation"] == 2
+    fresh_problem = make_problem(problem_parts)
+    resumed = mohaq.run_search(fresh_problem, tmp_path / "b", resume=True, progress=False)
+    assert resumed.resumed
+    # only the generations after the crash were evaluated again
+    assert fresh_problem.n_evaluated == len(full.genomes)
+    assert len(crashed.genomes) < len(full.genomes)
+    np.testing.assert_array_equal(resumed.genomes, full.genomes)
+    np.testing.assert_array_equal(resumed.front, full.front)
+    np.testing.assert_allclose(resumed.metrics["error"], full.metrics["error"])
+    assert [h["generation"] for h in resumed.history] == list(range(5))
+
+
+def test_resume_refuses_other_settings(problem_parts, tmp_path):
+    mohaq.run_search(make_problem(problem_parts), tmp_path, progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="seed"):
+        mohaq.run_search(make_problem(problem_parts, seed=2), tmp_path, resume=True,
+                         progress=False)
+
+
+def test_front_is_feasible_and_nondominated(problem_parts):
+    result = mohaq.run_search(make_problem(problem_parts, memory_limit_mb=0.01),
+                              None, progress=False)
+    assert len(result.genomes) == 6 + 4 * 3
+    assert len({g.tobytes() for g in result.genomes}) == len(result.genomes)
+    m = result.metrics
+    pts = np.stack([m["error"], -m["speedup"], m["energy_pj"]], 1)
+    for i in np.flatnonzero(result.front):
+        assert result.feasible[i] and m["memory_mb"][i] <= 0.01
+        others = pts[result.feasible]
+        dominated = np.all(others <= pts[i], 1) & np.any(others < pts[i], 1)
+        assert not dominated.any()
+
+
+def test_outputs_written(problem_parts, tmp_path):
+    _, _, _, space, batch = problem_parts
+    problem = make_problem(problem_parts)
+    result = mohaq.run_search(problem, tmp_path, progress=False)
+    front = np.flatnonzero(result.front)
+    test = problem.errors(result.genomes[front], batch)
+    paths = report.write_outputs(
+        str(tmp_path), space, result, ("error", "speedup", "energy_pj"),
+        {"error": test["phone_error"]},
+        [{"name": "float32", "dev_error": 0.5, "test_error": 0.6}],
+        {"seed": 1}, notice="SYNTHETIC", title="t",
+    )
+    with open(paths["pareto.csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(front) > 0
+    with open(paths["archive.csv"]) as f:
+        assert len(list(csv.DictReader(f))) == len(result.genomes)
+    doc = json.load(open(paths["pareto.json"]))
+    assert doc["notice"] == "SYNTHETIC" and len(doc["solutions"]) == len(front)
+    assert "sru1" in doc["solutions"][0]["layers"]
+    text = open(paths["report.md"]).read()
+    assert "SYNTHETIC" in text and "Pareto set" in text
+    for name in ("hypervolume.png", "pareto_error_vs_speedup.png"):
+        assert os.path.getsize(tmp_path / name) > 1000
+    assert len(os.listdir(tmp_path / "configs")) == len(front)
