@@ -58,7 +58,9 @@ def test_matches_pymoo(n_obj, grid):
         else:
             # Points near a front, so that many are non-dominated.
             raw = rng.random((n, n_obj))
-            points = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
+            points = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(
+                np.float32
+            )
             points += 0.05 * rng.random((n, n_obj)).astype(np.float32)
         ref = points.max(axis=0) * 0.9 + 0.1
         mask = rng.random(n) < 0.8

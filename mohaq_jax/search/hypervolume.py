@@ -33,7 +33,8 @@ def _prepare(points, ref, mask):
     ref = jnp.asarray(ref, jnp.float32)
     if points.ndim != 2 or ref.shape != points.shape[-1:]:
         raise ValueError(
-            f"points must be (n, n_obj) and ref (n_obj,), got {points.shape} and {ref.shape}"
+            f"points must be (n, n_obj) and ref (n_obj,), "
+            f"got {points.shape} and {ref.shape}"
         )
     valid = jnp.all(points < ref[None, :], axis=1)
     if mask is not None:
@@ -78,8 +79,8 @@ def hypervolume_3d(points: jax.Array, ref: jax.Array, mask: jax.Array | None = N
     points, ref, _ = _prepare(points, ref, mask)
     n = points.shape[0]
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
-    # Slice k lies between the k-th and (k+1)-th smallest z; the points below it are those
-    # of z-rank <= k.
+    # Slice k lies between the k-th and (k+1)-th smallest z; the points below it are
+    # those of z-rank <= k.
     z_order = jnp.argsort(z, stable=True)
     z_rank = jnp.zeros(n, jnp.int32).at[z_order].set(jnp.arange(n, dtype=jnp.int32))
     zs = z[z_order]
@@ -118,4 +119,6 @@ def hypervolume(points: jax.Array, ref: jax.Array, mask: jax.Array | None = None
         return hypervolume_2d(points, ref, mask)
     if n_obj == 3:
         return hypervolume_3d(points, ref, mask)
-    raise NotImplementedError(f"exact hypervolume implemented for 1-3 objectives, not {n_obj}")
+    raise NotImplementedError(
+        f"exact hypervolume implemented for 1-3 objectives, not {n_obj}"
+    )
