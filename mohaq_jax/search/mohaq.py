@@ -104,6 +104,7 @@ class QuantizationProblem:
         if np.any(self.nadir <= self.ideal):
             raise ValueError(f"nadir {self.nadir} must exceed ideal {self.ideal} per objective")
         self.n_evaluated = 0  # genomes actually run (cache misses)
+        self.changed = False  # whether the last update() changed earlier scores
 
     def costs(self, genomes) -> dict[str, np.ndarray]:
         """Hardware costs of a population (no error evaluation)."""
@@ -139,6 +140,22 @@ class QuantizationProblem:
             self.n_evaluated += len(missing)
         names = self.cache[keys[0]].keys()
         return {k: np.asarray([self.cache[key][k] for key in keys], np.float32) for k in names}
+
+    # Hooks for problems whose scores change during the search (beacons).
+    def update(self, genomes, results) -> bool:
+        """Called with each evaluated population; True if earlier scores changed."""
+        del genomes, results
+        return False
+
+    def extra_state(self):
+        """Arrays to checkpoint with the search (None: nothing)."""
+        return None
+
+    def extra_meta(self) -> dict:
+        return {}
+
+    def restore_extra(self, tree, meta) -> None:
+        del tree, meta
 
     def fitness(self, results: dict[str, np.ndarray]) -> tuple[jax.Array, jax.Array]:
         """(normalized minimized objectives ``(n, n_obj)``, constraints ``(n, 2)``).
@@ -200,13 +217,18 @@ def _save(path, state, problem, generation, history, seconds, config):
         "genomes": np.stack([np.frombuffer(k, np.int32) for k in keys]),
         "values": np.asarray([[problem.cache[k][n] for n in names] for k in keys], np.float64),
     }
+    extra = problem.extra_state()
     meta = {
+        **problem.extra_meta(),
         "generation": generation, "history": history, "seconds": seconds,
         "search_config": config.to_dict(), "space": problem.space.name,
         "gene_names": list(problem.space.gene_names), "cache_names": names,
         "n_evaluated": problem.n_evaluated,
     }
-    checkpoint.save(path, {"state": state, "cache": cache}, meta)
+    tree = {"state": state, "cache": cache}
+    if extra is not None:
+        tree["extra"] = extra
+    checkpoint.save(path, tree, meta)
 
 
 def run_search(
@@ -250,11 +272,14 @@ def run_search(
             {"search_config": meta["search_config"], "space": {"name": meta["space"]}},
             {"search_config": cfg.to_dict(), "space": {"name": space.name}}, path,
         )
-        saved, meta = checkpoint.load(
-            path, {"state": _state_template(strategy, n_obj), "cache": {
-                "genomes": np.zeros(0), "values": np.zeros(0)}},
-        )
+        template = {"state": _state_template(strategy, n_obj), "cache": {
+            "genomes": np.zeros(0), "values": np.zeros(0)}}
+        if problem.extra_state() is not None:
+            template["extra"] = problem.extra_state()
+        saved, meta = checkpoint.load(path, template)
         state = jax.tree.map(jnp.asarray, saved["state"])
+        if "extra" in template:
+            problem.restore_extra(saved["extra"], meta)
         names = meta["cache_names"]
         for g, vals in zip(saved["cache"]["genomes"], saved["cache"]["values"], strict=True):
             problem.cache[np.asarray(g, np.int32).tobytes()] = {
@@ -268,7 +293,7 @@ def run_search(
     if state is None:
         key_sample, key_init = jax.random.split(jax.random.fold_in(key, 0))
         population = strategy.sample(key_sample)
-        fitness = problem.fitness(problem.evaluate(np.asarray(population)))
+        fitness = problem.fitness(_evaluate_and_update(problem, np.asarray(population)))
         state = jax.jit(strategy.init)(key_init, population, fitness, params)
         history.append(_history_row(state, params, strategy, problem, 0, t0, seconds_before))
         if path is not None:
@@ -285,7 +310,15 @@ def run_search(
         t_gen = time.perf_counter()
         key_ask, key_tell = jax.random.split(jax.random.fold_in(key, generation))
         offspring, state = ask(key_ask, state, params)
-        fitness = problem.fitness(problem.evaluate(np.asarray(offspring)))
+        fitness = problem.fitness(_evaluate_and_update(problem, np.asarray(offspring)))
+        if problem.changed:
+            # Beacons made since the last generation re-score the survivors too.
+            objectives, constraints = problem.fitness(
+                problem.evaluate(np.asarray(state.population))
+            )
+            state = state.replace(
+                objectives=objectives, violation=nsga2.total_violation(constraints)
+            )
         state, _ = tell(key_tell, offspring, fitness, state, params)
         row = _history_row(state, params, strategy, problem, generation, t0, seconds_before)
         row["evals_per_s"] = cfg.n_offspring / max(time.perf_counter() - t_gen, 1e-9)
@@ -298,6 +331,14 @@ def run_search(
             break
     bar.close()
     return _result(state, problem, history, resumed)
+
+
+def _evaluate_and_update(problem, genomes):
+    results = problem.evaluate(genomes)
+    problem.changed = problem.update(genomes, results)
+    if problem.changed:
+        results = problem.evaluate(genomes)
+    return results
 
 
 def _history_row(state, params, strategy, problem, generation, t0, seconds_before) -> dict:

@@ -1,0 +1,319 @@
+"""Beacon-based search (MOHAQ, Rashed et al. 2021, Sec. IV-D).
+
+Post-training quantization misjudges aggressive genomes that a short
+quantization-aware retraining would rescue, and retraining every candidate is far too
+slow. A few selected genomes, *beacons*, are retrained (QAT with the straight-through
+estimator, :func:`mohaq_jax.train.qat_finetune`, all new beacons of a generation at
+once with ``vmap``); every other promising candidate is also evaluated on the retrained
+weights of its nearest beacon, and its error is the minimum of the two. The float
+model is beacon 0.
+
+* Distance: ``sum |level(candidate) - level(beacon)|`` over the chosen genes (the
+  authors: the weight genes of the 16-gene Bitfusion genome), threshold 5.
+* Promising (who consults, and who may become, a beacon): configurable bounds on PTQ
+  error, speedup and memory (the authors' Bitfusion run: error < 30 %, speedup > 10,
+  memory < 2 MB).
+* A promising candidate with no beacon within the threshold becomes a new beacon, up to
+  a budget; candidates a new beacon covers are re-evaluated.
+
+Evaluation with beacons stays one batched pass: the beacons' params are stacked
+``(capacity, ...)`` (unused slots hold the float params, so shapes never change), each
+genome carries the index of its beacon, and the evaluated function gathers that
+beacon's params and its quantized kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mohaq_jax import evaluate as evaluate_lib
+from mohaq_jax import train
+from mohaq_jax.genome import GenomeSpace
+from mohaq_jax.search.mohaq import QuantizationProblem
+
+
+@dataclasses.dataclass(frozen=True)
+class BeaconConfig:
+    """Beacon policy (defaults follow the authors' code where it states one)."""
+
+    threshold: int = 5  # max level distance to use a beacon (authors: 5)
+    genes: str = "weights"  # genes the distance counts: "weights" (authors) or "all"
+    max_beacons: int = 4  # retrained beacons besides the float model (the budget)
+    per_generation: int = 2  # new beacons retrained at most per generation
+    max_ptq_error: float | None = None  # promising: PTQ error below this (None: any)
+    min_speedup: float | None = None  # promising: speedup above this (None: any)
+    require_memory: bool = True  # promising: memory constraint satisfied
+    epochs: int = 3  # QAT epochs per beacon (authors: about 20 on TIMIT)
+    lr: float = 5e-4  # QAT learning rate
+
+    def __post_init__(self):
+        if self.genes not in ("weights", "all"):
+            raise ValueError("BeaconConfig.genes must be 'weights' or 'all'")
+        if self.threshold < 0 or self.max_beacons < 0 or self.per_generation < 1:
+            raise ValueError("need threshold >= 0, max_beacons >= 0, per_generation >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def distance_mask(space: GenomeSpace, genes: str) -> np.ndarray:
+    """Bool ``(n_genes,)``: the genes a beacon distance counts."""
+    if genes == "all":
+        return np.ones(space.n_genes, bool)
+    mask = np.zeros(space.n_genes, bool)
+    mask[list(space.w_gene)] = True
+    return mask
+
+
+def level_distance(genomes, beacons, mask) -> jax.Array:
+    """``(n, b)`` sums of absolute level differences over the masked genes."""
+    diff = jnp.abs(genomes[:, None, :].astype(jnp.int32) - beacons[None, :, :].astype(jnp.int32))
+    return jnp.sum(jnp.where(jnp.asarray(mask)[None, None, :], diff, 0), axis=-1)
+
+
+def nearest_beacon(genomes, beacon_genomes, n_beacons, mask, threshold):
+    """Index (1-based slot) of each genome's nearest beacon within ``threshold``.
+
+    Args:
+      genomes: int ``(n, n_genes)``.
+      beacon_genomes: int ``(capacity, n_genes)``; slot 0 is the float model (never a
+        neighbour), slots ``1..n_beacons`` are beacons.
+      n_beacons: filled slots after slot 0.
+      mask: genes counted.
+      threshold: largest distance that still uses a beacon.
+
+    Returns:
+      ``(index (n,), distance (n,))``; index 0 means "no beacon near enough".
+      Ties go to the earliest beacon.
+    """
+    dist = level_distance(jnp.asarray(genomes), jnp.asarray(beacon_genomes), mask)
+    slots = jnp.arange(beacon_genomes.shape[0])
+    usable = (slots >= 1) & (slots <= n_beacons)
+    dist = jnp.where(usable[None, :], dist, jnp.iinfo(jnp.int32).max)
+    best = jnp.argmin(dist, axis=1)
+    best_dist = jnp.min(dist, axis=1)
+    return jnp.where(best_dist <= threshold, best, 0), best_dist
+
+
+def make_beacon_eval(config, space: GenomeSpace, fold, chunk_size: int | None = 2):
+    """Jitted ``evaluate(stacked_params, calib, genomes, beacon_index, batch)``.
+
+    ``stacked_params`` leaves are ``(capacity, ...)``; genome ``i`` is evaluated with
+    the params of slot ``beacon_index[i]`` (weights quantized once per (beacon, site,
+    bits) into tables, then gathered). Returns :class:`~mohaq_jax.evaluate.PopulationMetrics`.
+    """
+    fold = jnp.asarray(np.asarray(fold, np.int32))
+
+    def evaluate(stacked, calib, genomes, beacon_index, batch):
+        tables = jax.vmap(lambda p: evaluate_lib.weight_tables(p, calib, space))(stacked)
+
+        def one(args):
+            genome, index = args
+            params = jax.tree.map(lambda leaf: leaf[index], stacked)
+            own_tables = tuple(t[index] for t in tables)
+            return evaluate_lib.evaluate_genome(
+                params, own_tables, calib, genome, batch, config=config, space=space,
+                fold=fold,
+            )
+
+        if chunk_size is None:
+            sums = jax.vmap(one)((genomes, beacon_index))
+        else:
+            sums = jax.lax.map(one, (genomes, beacon_index), batch_size=chunk_size)
+        return _metrics(sums)
+
+    return jax.jit(evaluate)
+
+
+def _metrics(sums) -> evaluate_lib.PopulationMetrics:
+    loss_sum, n_frames, wrong, edits, n_phones = sums
+    n_frames_f = jnp.maximum(n_frames, 1).astype(jnp.float32)
+    return evaluate_lib.PopulationMetrics(
+        loss=loss_sum / n_frames_f,
+        frame_error=wrong.astype(jnp.float32) / n_frames_f,
+        phone_error=edits.astype(jnp.float32) / jnp.maximum(n_phones, 1).astype(jnp.float32),
+        phone_edits=edits,
+        n_phones=n_phones,
+    )
+
+
+class BeaconProblem(QuantizationProblem):
+    """A :class:`QuantizationProblem` whose errors see retrained beacons.
+
+    Metrics per genome: ``ptq_error`` (float weights, post-training quantized),
+    ``beacon`` (slot of the beacon used, 0 = none), ``beacon_error`` (error on that
+    beacon's weights; equals ``ptq_error`` when none), ``error`` = the minimum, the
+    searched objective.
+
+    Args:
+      problem_args: as :class:`QuantizationProblem`.
+      beacon_config: the policy.
+      corpus: data for QAT (train split) and its early stopping (dev split).
+      train_config: training settings for QAT.
+      progress: progress bars while retraining.
+    """
+
+    def __init__(self, evaluator, cost_fn, batch, config, ideal=None, nadir=None, *,
+                 beacon_config: BeaconConfig, corpus, train_config=None, progress=False):
+        super().__init__(evaluator, cost_fn, batch, config, ideal, nadir)
+        self.beacon_config = beacon_config
+        self.corpus = corpus
+        self.train_config = train_config or train.TrainConfig()
+        self.progress = progress
+        capacity = beacon_config.max_beacons + 1
+        self.mask = distance_mask(self.space, beacon_config.genes)
+        self.beacon_genomes = np.zeros((capacity, self.space.n_genes), np.int32)
+        self.n_beacons = 0
+        float_params = evaluator.params
+        self.stacked = jax.tree.map(
+            lambda leaf: jnp.broadcast_to(leaf, (capacity,) + leaf.shape), float_params
+        )
+        self.beacon_info: list[dict] = []
+        self._beacon_eval = make_beacon_eval(
+            evaluator.config, self.space, evaluator.fold, evaluator.chunk_size
+        )
+
+    # ---- evaluation --------------------------------------------------------------
+    def assign(self, genomes) -> tuple[np.ndarray, np.ndarray]:
+        index, dist = nearest_beacon(
+            genomes, self.beacon_genomes, self.n_beacons, self.mask,
+            self.beacon_config.threshold,
+        )
+        return np.asarray(index), np.asarray(dist)
+
+    def promising(self, results) -> np.ndarray:
+        cfg, bc = self.config, self.beacon_config
+        ok = np.ones(len(results["ptq_error"]), bool)
+        if bc.max_ptq_error is not None:
+            ok &= results["ptq_error"] < bc.max_ptq_error
+        if bc.min_speedup is not None:
+            ok &= results["speedup"] > bc.min_speedup
+        if bc.require_memory and cfg.memory_limit_mb is not None:
+            ok &= results["memory_mb"] <= cfg.memory_limit_mb
+        return ok
+
+    def beacon_errors(self, genomes, index, batch=None) -> np.ndarray:
+        """Error of each genome on the params of beacon slot ``index[i]``."""
+        size = self.evaluator.pop_size or len(genomes)
+        out = []
+        for i in range(0, len(genomes), size):
+            g, idx = genomes[i:i + size], index[i:i + size]
+            pad = -len(g) % size
+            g = np.concatenate([g, np.repeat(g[:1], pad, 0)])
+            idx = np.concatenate([idx, np.repeat(idx[:1], pad, 0)])
+            res = self._beacon_eval(
+                self.stacked, self.evaluator.calib, jnp.asarray(g), jnp.asarray(idx, jnp.int32),
+                self.batch if batch is None else batch,
+            )
+            out.append(np.asarray(getattr(res, self.config.error_metric))[: len(g) - pad])
+        return np.concatenate(out)
+
+    def evaluate(self, genomes) -> dict[str, np.ndarray]:
+        genomes = self.space.validate(genomes)
+        keys = [g.tobytes() for g in genomes]
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in self.cache}.values())
+        if missing:
+            todo = genomes[missing]
+            res = {**self.errors(todo), **self.costs(todo)}
+            res["ptq_error"] = res[self.config.error_metric]
+            res["error"] = res["ptq_error"]
+            res["beacon"] = np.zeros(len(todo), np.float32)
+            res["beacon_error"] = res["ptq_error"]
+            for j, i in enumerate(missing):
+                self.cache[keys[i]] = {k: float(v[j]) for k, v in res.items()}
+            self.n_evaluated += len(missing)
+        self._refresh(genomes, keys)
+        names = self.cache[keys[0]].keys()
+        return {k: np.asarray([self.cache[key][k] for key in keys], np.float32) for k in names}
+
+    def _refresh(self, genomes, keys) -> None:
+        """Recomputes beacon errors of genomes whose nearest promising beacon changed."""
+        if self.n_beacons == 0:
+            return
+        cached = {k: np.asarray([self.cache[key][k] for key in keys])
+                  for k in ("ptq_error", "speedup", "memory_mb", "beacon")}
+        index, _ = self.assign(genomes)
+        index = np.where(self.promising(cached), index, 0)
+        stale = np.flatnonzero(index != cached["beacon"])
+        if not len(stale):
+            return
+        fresh = self.beacon_errors(genomes[stale], index[stale])
+        for j, i in enumerate(stale):
+            entry = self.cache[keys[i]]
+            entry["beacon"] = float(index[i])
+            entry["beacon_error"] = float(fresh[j]) if index[i] else entry["ptq_error"]
+            entry["error"] = min(entry["ptq_error"], entry["beacon_error"])
+
+    # ---- the policy --------------------------------------------------------------
+    def update(self, genomes, results) -> bool:
+        """Creates beacons from promising, uncovered genomes; True if any was made."""
+        bc = self.beacon_config
+        room = min(bc.per_generation, bc.max_beacons - self.n_beacons)
+        if room <= 0:
+            return False
+        genomes = self.space.validate(genomes)
+        index, _ = self.assign(genomes)
+        candidates = np.flatnonzero(self.promising(results) & (index == 0))
+        candidates = candidates[np.argsort(results["ptq_error"][candidates], kind="stable")]
+        chosen: list[int] = []
+        for c in candidates:
+            near = [
+                int(np.sum(np.abs(genomes[c] - genomes[o])[self.mask])) <= bc.threshold
+                for o in chosen
+            ]
+            if not any(near):
+                chosen.append(int(c))
+            if len(chosen) == room:
+                break
+        if not chosen:
+            return False
+        self.add_beacons(genomes[chosen])
+        return True
+
+    def add_beacons(self, genomes) -> None:
+        """Retrains ``genomes`` (batched QAT) and stores them as beacons."""
+        genomes = self.space.validate(genomes)
+        bits_w, bits_a = jax.vmap(self.space.decode)(jnp.asarray(genomes))
+        params, info = train.qat_finetune(
+            self.evaluator.params, self.evaluator.config, self.evaluator.calib,
+            np.asarray(bits_w), np.asarray(bits_a), self.corpus,
+            epochs=self.beacon_config.epochs, lr=self.beacon_config.lr,
+            train_config=self.train_config, progress=self.progress,
+        )
+        for j, g in enumerate(genomes):
+            slot = self.n_beacons + 1
+            self.beacon_genomes[slot] = g
+            self.stacked = jax.tree.map(
+                lambda s, p, j=j, slot=slot: s.at[slot].set(p[j]), self.stacked, params
+            )
+            self.beacon_info.append({
+                "slot": slot, "genome": [int(v) for v in g],
+                "ptq_dev_per": float(info["ptq_dev_per"][j]),
+                "qat_dev_per": float(info["dev_per"][j]),
+                "epochs": int(info["epochs_run"][j]),
+            })
+            self.n_beacons += 1
+
+    # ---- checkpointing -----------------------------------------------------------
+    def extra_state(self):
+        return {"genomes": self.beacon_genomes, "params": self.stacked,
+                "count": np.int32(self.n_beacons)}
+
+    def extra_meta(self) -> dict:
+        return {"beacons": self.beacon_info, "beacon_config": self.beacon_config.to_dict()}
+
+    def restore_extra(self, tree, meta) -> None:
+        self.beacon_genomes = np.asarray(tree["genomes"], np.int32)
+        self.stacked = jax.tree.map(jnp.asarray, tree["params"])
+        self.n_beacons = int(tree["count"])
+        self.beacon_info = list(meta.get("beacons", []))
+
+
+__all__ = [
+    "BeaconConfig", "BeaconProblem", "distance_mask", "level_distance",
+    "make_beacon_eval", "nearest_beacon",
+]
