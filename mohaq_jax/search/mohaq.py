@@ -165,7 +165,7 @@ class QuantizationProblem:
         """
         cfg = self.config
         raw = nsga2.objectives_from(results, cfg.objectives, cfg.maximize)
-        objectives = (raw - self.ideal) / (self.nadir - self.ideal)
+        objectives = (raw - self.ideal[None]) / (self.nadir - self.ideal)[None]
         error = jnp.asarray(results["error"], jnp.float32)
         g_err = (error - cfg.max_error) / jnp.float32(cfg.max_error)
         if cfg.memory_limit_mb is None:
