@@ -1,0 +1,165 @@
+"""VGG-9-style CNN (6 conv + 3 FC) with fake-quantized layer inputs.
+
+The CIFAR-10 network of Kim et al. (IEEE TNNLS 2021, switching-aware mixed precision):
+three blocks of two 3x3 convolutions (same padding, ReLU) each followed by 2x2 max
+pooling, then three fully connected layers. The widths are config fields; the
+defaults are scaled down so the model trains in seconds on 8x8 digits upsampled to
+16x16 (:func:`digits_config`), and :func:`cifar_config` gives the wider CIFAR variant.
+There is no batch normalization (it would add running statistics to the QAT loop).
+
+As in :mod:`mohaq_jax.models.sru`, the model is written for one example ``(H, W, C)``
+(callers vmap), every quantizable layer fake-quantizes its *input activation* with the
+bit-width and clip passed in as arrays, and its *weight* is quantized by the caller,
+which replaces the kernel leaves of the params tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mohaq_jax import quantize
+
+
+@dataclasses.dataclass(frozen=True)
+class VGGConfig:
+    """Static structure of the VGG (hashable, closed over by jit)."""
+
+    image_size: int = 16  # input height = width (divisible by 8: three 2x2 poolings)
+    channels: int = 1  # input channels (1 grey, 3 RGB)
+    n_classes: int = 10  # output classes
+    conv_widths: tuple[int, ...] = (16, 16, 32, 32, 64, 64)  # six 3x3 conv layers
+    fc_widths: tuple[int, ...] = (128, 128)  # hidden FC layers before the output layer
+
+    def __post_init__(self):
+        if len(self.conv_widths) != 6 or len(self.fc_widths) != 2:
+            raise ValueError("VGG-9 has 6 conv widths and 2 hidden FC widths")
+        if self.image_size % 8 or self.image_size < 8:
+            raise ValueError("image_size must be a positive multiple of 8")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def digits_config() -> VGGConfig:
+    """Small VGG-9 for the 16x16 upsampled scikit-learn digits."""
+    return VGGConfig()
+
+
+def cifar_config() -> VGGConfig:
+    """VGG-9 for CIFAR-10 (32x32x3), widths halved from the common 64..256 / 1024."""
+    return VGGConfig(image_size=32, channels=3, n_classes=10,
+                     conv_widths=(32, 32, 64, 64, 128, 128), fc_widths=(512, 512))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One quantizable layer: its params name, size and MACs per image."""
+
+    name: str  # "conv1".."conv6", "fc1".."fc3": also the key of its params
+    kind: str  # "conv" | "fc"
+    n_in: int  # input channels (conv) or features (fc)
+    n_out: int  # output channels or features
+    kernel_size: int  # 3 for conv, 1 for fc
+    out_pixels: int  # output positions (H x W for conv, 1 for fc)
+
+    @property
+    def n_weights(self) -> int:
+        return self.kernel_size * self.kernel_size * self.n_in * self.n_out
+
+    @property
+    def macs_per_frame(self) -> int:
+        """MACs per image (named as the SRU's per-frame count, for cost models)."""
+        return self.n_weights * self.out_pixels
+
+
+def layer_specs(config: VGGConfig) -> tuple[LayerSpec, ...]:
+    """The nine quantizable layers in forward order."""
+    specs, size, c_in = [], config.image_size, config.channels
+    for i, width in enumerate(config.conv_widths):
+        specs.append(LayerSpec(f"conv{i + 1}", "conv", c_in, width, 3, size * size))
+        c_in = width
+        if i % 2 == 1:
+            size //= 2
+    n_in = size * size * c_in
+    for i, width in enumerate(config.fc_widths + (config.n_classes,)):
+        specs.append(LayerSpec(f"fc{i + 1}", "fc", n_in, width, 1, 1))
+        n_in = width
+    return tuple(specs)
+
+
+def kernel_paths(config: VGGConfig) -> Sequence[tuple[str, str]]:
+    """Params paths of the weight sites, in :func:`layer_specs` order."""
+    return tuple((spec.name, "kernel") for spec in layer_specs(config))
+
+
+class VGG(nn.Module):
+    """VGG-9 for one image ``(H, W, C)``; returns logits ``(n_classes,)``.
+
+    ``act_bits``/``act_clip`` (``(9,)``, :func:`layer_specs` order) fake-quantize every
+    layer's input; ``capture=True`` sows the inputs under ``intermediates``.
+    """
+
+    config: VGGConfig
+
+    @nn.compact
+    def __call__(self, image, act_bits=None, act_clip=None, capture=False):
+        cfg = self.config
+        x = image
+        index = 0
+
+        def act(x, name):
+            nonlocal index
+            if capture:
+                self.sow("intermediates", f"{name}_input", x)
+            if act_bits is not None:
+                x = quantize.fake_quant(x, act_bits[index], act_clip[index])
+            index += 1
+            return x
+
+        for i, width in enumerate(cfg.conv_widths):
+            name = f"conv{i + 1}"
+            x = nn.Conv(width, (3, 3), padding="SAME", name=name)(act(x, name))
+            x = nn.relu(x)
+            if i % 2 == 1:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(-1)
+        n_fc = len(cfg.fc_widths) + 1
+        for i, width in enumerate(cfg.fc_widths + (cfg.n_classes,)):
+            name = f"fc{i + 1}"
+            x = nn.Dense(width, name=name)(act(x, name))
+            if i < n_fc - 1:
+                x = nn.relu(x)
+        return x
+
+
+def init_params(key: jax.Array, config: VGGConfig) -> dict:
+    """Initial float params of :class:`VGG` (a plain nested dict)."""
+    image = jnp.zeros((config.image_size, config.image_size, config.channels),
+                      jnp.float32)
+    return VGG(config).init(key, image)["params"]
+
+
+def apply_batch(params, config: VGGConfig, images, act_bits=None, act_clip=None):
+    """Logits ``(B, n_classes)`` of images ``(B, H, W, C)`` (vmap over the batch)."""
+    model = VGG(config)
+    return jax.vmap(
+        lambda im: model.apply({"params": params}, im, act_bits, act_clip)
+    )(images)
+
+
+def capture_inputs(params, config: VGGConfig, images) -> list[jax.Array]:
+    """Float inputs of every quantizable layer on a batch, flattened per layer."""
+    model = VGG(config)
+
+    def one(im):
+        _, state = model.apply({"params": params}, im, capture=True,
+                               mutable=["intermediates"])
+        return state["intermediates"]
+
+    inter = jax.vmap(one)(images)
+    return [inter[f"{s.name}_input"][0].reshape(-1) for s in layer_specs(config)]

@@ -1,0 +1,175 @@
+"""Switching-aware retraining of the SRU acoustic model (Kim et al. 2021 on MOHAQ's SRU).
+
+The weight sites are the kernels of :func:`mohaq_jax.models.sru.layer_specs`; their
+clipping values come from the MOHAQ calibration tables (:mod:`mohaq_jax.qmodel`) at
+the base bits and stay fixed, as in :func:`mohaq_jax.train.qat_finetune`. Activations
+are fake-quantized by the model at ``bits_a`` exactly as in MOHAQ's QAT. The loss is
+:func:`mohaq_jax.train.make_loss`, called with already-quantized kernels and float
+weight bits (``FLOAT_BITS`` makes the model's own weight quantizer an identity), and
+batches and dropout keys follow :func:`mohaq_jax.train.qat_finetune` (batch order of
+epoch ``e`` from ``numpy.random.default_rng((seed, e))``, dropout key of step ``s``
+from ``fold_in(split(key(seed))[1], s)``).
+
+:func:`switching_finetune` takes the inputs of :func:`~mohaq_jax.train.qat_finetune`
+(params, config, calib, genome bits, corpus), so it can retrain beacons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mohaq_jax import qmodel, quantize, train
+from mohaq_jax.data.batching import iterate_batches
+from mohaq_jax.models.sru import ModelConfig, kernel_paths, layer_specs
+from mohaq_jax.retrain import switching
+
+
+def weight_grid(params, config: ModelConfig, calib: qmodel.Calibration, bits_w
+                ) -> switching.WeightGrid:
+    """The base grid of the SRU kernels at ``bits_w`` with the calibrated clips."""
+    bits = quantize.check_bits(bits_w, "bits_w")
+    idx = np.asarray(quantize.bits_index(jnp.asarray(bits)))
+    clips = [calib.w_clip[i][idx[i]] for i in range(len(bits))]
+    kernels = switching.site_kernels(params, kernel_paths(config))
+    return switching.make_grid(kernels, bits, clips)
+
+
+def float_bits(config: ModelConfig) -> jax.Array:
+    """``FLOAT_BITS`` for every layer: the model leaves the kernels as they are."""
+    return jnp.full((len(layer_specs(config)),), quantize.FLOAT_BITS, jnp.int32)
+
+
+def make_loss(config: ModelConfig):
+    """``loss(qparams, batch, key, aux=(bits_a, calib))`` for :func:`switching.make_step`."""
+    loss = train.make_loss(config)
+    fbits = float_bits(config)
+
+    def loss_fn(qparams, batch, key, aux):
+        bits_a, calib = aux
+        return loss(qparams, batch, key, fbits, bits_a, calib)
+
+    return loss_fn
+
+
+def quantized_params(params, config: ModelConfig, wgrid: switching.WeightGrid,
+                     grid: str = "nested"):
+    """Params with the kernels on their mixed grid; evaluate them with float weight
+    bits (:func:`float_bits`) and the genome's activation bits."""
+    return switching.quantize_sites(params, kernel_paths(config), wgrid, grid)
+
+
+def _batches_fn(corpus, tc: train.TrainConfig):
+    def batches(epoch):
+        rng = np.random.default_rng((tc.seed, epoch))
+        for batch in iterate_batches(corpus.train, tc.batch_size, rng, tc.pad_multiple):
+            yield train.pad_rows(batch, tc.batch_size)
+
+    return batches
+
+
+def switching_finetune(
+    params,
+    config: ModelConfig,
+    calib: qmodel.Calibration,
+    bits_w,
+    bits_a,
+    corpus,
+    switching_config: switching.SwitchingConfig = switching.SwitchingConfig(),
+    lr: float = 5e-4,
+    train_config: train.TrainConfig = train.TrainConfig(),
+    split: str = "dev",
+    progress: bool = False,
+) -> tuple[Any, dict]:
+    """Switching-aware mixed-precision retraining of one or ``k`` genomes.
+
+    Args:
+      params: float params (unstacked).
+      config: model config.
+      calib: clipping tables of the float model.
+      bits_w: int ``(n_layers,)`` or ``(k, n_layers)`` base weight bits (< 32).
+      bits_a: activation bits, same shape.
+      corpus: training data (``train`` split) and the split used for the error.
+      switching_config: schedule, selection rule, LR damping.
+      lr: Adam learning rate (constant).
+      train_config: batch size, gradient clipping, weight decay, seed.
+      split: split whose phone error rate is reported after every epoch.
+      progress: tqdm bar.
+
+    Returns:
+      ``(params, info)``. For one genome: the latent params, and info with ``grid``
+      (the :class:`~switching.WeightGrid` with the extra-bit masks),
+      ``quantized_params`` (kernels on the mixed grid: evaluate them with
+      ``bits_w = float_bits(config)`` and the genome's ``bits_a``), ``per``/``fer``
+      on ``split``, ``history``, switch counts and ``compression`` (storage and
+      reconfigurable-accelerator energy, :func:`switching.compression`). For ``k``
+      genomes (2-D bits, as :func:`~mohaq_jax.train.qat_finetune`): params stacked on
+      a leading axis, ``info["genomes"]`` the list of per-genome infos and
+      ``info["dev_per"]`` ``(k,)``.
+    """
+    bits_w_np = quantize.check_bits(bits_w, "bits_w")
+    bits_a_np = quantize.check_bits(bits_a, "bits_a")
+    if bits_w_np.shape != bits_a_np.shape:
+        raise ValueError(f"bits_w {bits_w_np.shape} and bits_a {bits_a_np.shape} differ")
+    if bits_w_np.ndim == 2:
+        outs = [
+            switching_finetune(params, config, calib, bw, ba, corpus, switching_config,
+                               lr, train_config, split, progress)
+            for bw, ba in zip(bits_w_np, bits_a_np, strict=True)
+        ]
+        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
+        infos = [o[1] for o in outs]
+        return stacked, {"genomes": infos,
+                         "dev_per": np.asarray([i["per"] for i in infos])}
+    train._check_sizes(corpus, config)
+    tc = dataclasses.replace(train_config, lr=lr)
+    paths = kernel_paths(config)
+    wgrid = weight_grid(params, config, calib, bits_w_np)
+    aux = (jnp.asarray(bits_a_np), calib)
+    counts_fn = train._jitted_counts(config, train._as_key(corpus.fold39))
+    fbits = float_bits(config)
+    eval_split = corpus.splits()[split]
+    eval_batches = train.eval_batches(eval_split, tc.eval_batch_size, tc.pad_multiple)
+
+    def rates(qparams):
+        total = sum(np.asarray(counts_fn(qparams, b, fbits, aux[0], calib), np.int64)
+                    for b in eval_batches)
+        return train._rates(total)
+
+    key = jax.random.split(jax.random.key(tc.seed))[1]
+    new_params, wgrid, info = switching.retrain(
+        params, paths, wgrid, make_loss(config), aux, train.make_optimizer(tc),
+        _batches_fn(corpus, tc), key, switching_config,
+        evaluate=lambda q: rates(q)["per"], progress=progress,
+        desc=f"switching QAT w{bits_w_np.tolist()}",
+    )
+    qparams = quantized_params(new_params, config, wgrid, switching_config.grid)
+    final = rates(qparams)
+    specs = layer_specs(config)
+    info.update(
+        grid=wgrid,
+        quantized_params=qparams,
+        per=final["per"],
+        fer=final["fer"],
+        compression=switching.compression(
+            [s.n_weights for s in specs], bits_w_np, info["extra_counts"],
+            bits_a=bits_a_np, macs=[s.macs_per_frame for s in specs]),
+    )
+    return new_params, info
+
+
+def uniform_qat(params, config, calib, bits_w, bits_a, corpus, epochs: int,
+                lr: float = 5e-4, train_config: train.TrainConfig = train.TrainConfig(),
+                split: str = "dev", progress: bool = False):
+    """Plain uniform QAT in the same loop (no extra bits, no LR damping)."""
+    return switching_finetune(params, config, calib, bits_w, bits_a, corpus,
+                              switching.uniform_config(epochs), lr, train_config,
+                              split, progress)
+
+
+__all__ = ["float_bits", "make_loss", "quantized_params", "switching_finetune",
+           "uniform_qat", "weight_grid"]
