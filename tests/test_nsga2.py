@@ -236,6 +236,7 @@ def test_offspring_never_repeat_archive_until_space_exhausted(key):
         first = offspring[:n_unique]
         assert len(set(first)) == n_unique and not set(first) & archived
         assert set(offspring) - archived == set(first)
+        assert n_unique <= 12 - len(archived)
         if generation == 1:  # 8 of the 12 genomes are still unseen
             assert n_unique == 3
         state, _ = tell(
@@ -245,10 +246,10 @@ def test_offspring_never_repeat_archive_until_space_exhausted(key):
             state,
             params,
         )
-    # 12 genomes in all: the archive is full and no ask can find new ones any more.
+    # The archive stops at its capacity; evaluations keep being counted.
     genomes, _, _, valid = nsga2.archive(state)
     assert int(state.archive_count) == 12 and bool(np.all(np.asarray(valid)))
-    assert int(state.n_evaluations) == 4 + 3 * 4 and n_unique <= 1
+    assert int(state.n_evaluations) == 4 + 3 * 4
 
 
 def test_constraints_survival_and_metrics(key):
@@ -288,7 +289,7 @@ def test_constraints_survival_and_metrics(key):
 # Whole searches against pymoo's NSGA-II, same settings and budget
 # --------------------------------------------------------------------------------------
 
-POP, N_OFFSPRING, SEEDS = 40, 10, 5
+POP, N_OFFSPRING, SEEDS = 40, 10, 10
 LEVELS = 32  # 10 genes, 32 levels each, mapped to [0, 1]
 
 
@@ -388,15 +389,16 @@ def _hypervolumes(fronts, ref):
 
 
 def _assert_not_worse(name, ours, theirs):
-    """Median HV of ours >= pymoo's, up to two standard errors of pymoo's 5 seeds.
+    """Median HV of ours >= pymoo's, up to two standard errors of the difference.
 
-    Both are the same algorithm, so the medians differ by seed noise (on 20 seeds the
-    ZDT1-3 medians agree within 1 %, with a spread of about 10 % between seeds).
+    Both are the same algorithm, so the medians differ by seed noise: between seeds the
+    HV spreads by about 10 % at this budget, while on 20 seeds the ZDT1-3 medians of
+    the two agree within 1 %.
     """
-    slack = 2.0 * np.std(theirs) / np.sqrt(len(theirs))
+    slack = 2.0 * np.sqrt((np.var(ours) + np.var(theirs)) / len(theirs))
     print(
-        f"{name}: median HV ours {np.median(ours):.4f}, pymoo {np.median(theirs):.4f} "
-        f"(allowed shortfall {slack:.4f})"
+        f"{name}: median HV over {len(ours)} seeds: ours {np.median(ours):.4f}, "
+        f"pymoo {np.median(theirs):.4f} (allowed shortfall {slack:.4f})"
     )
     assert np.median(ours) >= np.median(theirs) - slack, name
 
@@ -413,7 +415,7 @@ def test_benchmark_evaluations_match_pymoo():
 
 
 def test_benchmarks_hypervolume_not_worse_than_pymoo():
-    """ZDT1-3 and DTLZ2, pop 40, 10 offspring, 30 generations, 5 seeds each."""
+    """ZDT1-3 and DTLZ2, pop 40, 10 offspring, 30 generations, 10 seeds each."""
     n_generations = 30
     strategy = nsga2.NSGA2(POP, N_OFFSPRING, np.full(10, LEVELS - 1))
     params = strategy.default_params.replace(
