@@ -80,7 +80,7 @@ def _read_doc(path: str | os.PathLike) -> dict:
 
 
 def read_meta(path: str | os.PathLike) -> dict:
-    """The ``meta`` document of a checkpoint (without restoring the arrays' structure)."""
+    """The ``meta`` document of a checkpoint (the arrays are not restored)."""
     meta = json.loads(_read_doc(path)["meta"])
     if meta.get("format") != FORMAT:
         raise ValueError(

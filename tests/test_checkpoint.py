@@ -43,7 +43,9 @@ def test_round_trip_without_target_gives_nested_dicts(tmp_path):
 def test_bytes_are_deterministic():
     meta_a = {"b": 1, "a": [1, 2]}
     meta_b = {"a": [1, 2], "b": 1}  # same content, other insertion order
-    assert checkpoint.to_bytes(_state(), meta_a) == checkpoint.to_bytes(_state(), meta_b)
+    assert checkpoint.to_bytes(_state(), meta_a) == checkpoint.to_bytes(
+        _state(), meta_b
+    )
 
 
 def test_atomic_write_leaves_no_temp_files_and_replaces(tmp_path):
@@ -64,8 +66,10 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 
 
 def test_mismatch_names_every_differing_field():
-    meta = {"model_config": {"hidden": 8, "n_layers": 1}, "data_settings": {"name": "x"}}
-    want = {"model_config": {"hidden": 16, "n_layers": 1}, "data_settings": {"name": "y"}}
+    meta = {"model_config": {"hidden": 8, "n_layers": 1},
+            "data_settings": {"name": "x"}}
+    want = {"model_config": {"hidden": 16, "n_layers": 1},
+            "data_settings": {"name": "y"}}
     with pytest.raises(checkpoint.CheckpointMismatch) as err:
         checkpoint.check_compatible(meta, want, "some/path")
     text = str(err.value)
