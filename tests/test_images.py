@@ -34,8 +34,11 @@ def test_load_cifar10_tiny_fake(tmp_path):
     root.mkdir()
     rng = np.random.default_rng(0)
     for i in (1, 2):
-        _write_batch(root / f"data_batch_{i}", rng.integers(0, 256, (4, 3072), np.uint8),
-                     [i, i, i, i])
+        _write_batch(
+            root / f"data_batch_{i}",
+            rng.integers(0, 256, (4, 3072), np.uint8),
+            [i, i, i, i],
+        )
     _write_batch(root / "test_batch", np.full((3, 3072), 255, np.uint8), [0, 1, 2])
     data = images.load_images("cifar10", cifar_dir=tmp_path, n_dev=2)
     assert (len(data.train), len(data.dev), len(data.test)) == (6, 2, 3)
@@ -60,8 +63,9 @@ def test_digits_default():
 
 
 def test_iterate_image_batches_drops_partial():
-    split = images.ImageSplit(np.zeros((10, 8, 8, 1), np.float32), np.arange(10,
-                                                                             dtype=np.int32))
+    split = images.ImageSplit(
+        np.zeros((10, 8, 8, 1), np.float32), np.arange(10, dtype=np.int32)
+    )
     batches = list(images.iterate_image_batches(split, 4, np.random.default_rng(0)))
     assert len(batches) == 2 and all(b[0].shape == (4, 8, 8, 1) for b in batches)
     seen = np.concatenate([b[1] for b in batches])

@@ -13,8 +13,7 @@ from mohaq_jax.data.batching import Batch
 from mohaq_jax.models.sru import ModelConfig, init_params, kernel_paths
 from mohaq_jax.retrain import speech, switching
 
-
-# ----------------------------------------------------------------------------- quantizer
+# -------------------------------------------------------------------------- quantizer
 
 
 def _numpy_mixed(w, bits, clip, extra, grid):
@@ -25,7 +24,7 @@ def _numpy_mixed(w, bits, clip, extra, grid):
     if grid == "nested":
         level_max = np.where(extra, 2 * qmax, qmax)
     else:
-        level_max = np.where(extra, 2.0 ** bits - 1, qmax)
+        level_max = np.where(extra, 2.0**bits - 1, qmax)
     step = clip / level_max
     wc = np.clip(w, -clip, clip)
     return np.clip(np.round(wc / step), -level_max, level_max) * step
@@ -65,37 +64,46 @@ def test_no_extra_equals_fake_quant(key):
     np.testing.assert_array_equal(np.asarray(g1), np.asarray(g2))
 
 
-# ----------------------------------------------------------------------------- counting
+# --------------------------------------------------------------------------- counting
 
 
 def test_switch_counting_hand_trajectory():
     # Base grid: 3 bits, clip 3 -> step 1, levels -3..3.
-    trajectory = np.asarray([
-        # w0 oscillates 0 <-> 1; w1 jumps by two levels; w2 stays; w3 goes up stepwise
-        [0.4, 0.2, 0.1, 0.0],
-        [0.6, 2.2, 0.2, 1.0],
-        [0.4, 0.1, 0.3, 2.0],
-        [0.6, 0.2, 0.4, 3.0],
-        [1.6, 0.3, 0.1, 9.0],  # w0 1 -> 2 counts; w3 stays clipped at 3
-        [0.4, 0.2, 0.2, 2.0],  # w0 2 -> 0 does not count (jump of 2)
-    ], np.float32)
+    trajectory = np.asarray(
+        [
+            # w0 oscillates 0 <-> 1; w1 jumps two levels; w2 stays; w3 climbs
+            [0.4, 0.2, 0.1, 0.0],
+            [0.6, 2.2, 0.2, 1.0],
+            [0.4, 0.1, 0.3, 2.0],
+            [0.6, 0.2, 0.4, 3.0],
+            [1.6, 0.3, 0.1, 9.0],  # w0 1 -> 2 counts; w3 stays clipped at 3
+            [0.4, 0.2, 0.2, 2.0],  # w0 2 -> 0 does not count (jump of 2)
+        ],
+        np.float32,
+    )
     track = [True, True, True, True, True, False]  # last step outside the window
     trajectory = np.concatenate([trajectory, [[0.6, 0.2, 0.2, 2.0]]])
     track.append(True)
     wgrid = switching.make_grid([jnp.zeros(4)], [3], [jnp.float32(3.0)])
     state = switching.init_switches([jnp.asarray(trajectory[0])], wgrid)
     for w, on in zip(trajectory[1:], track[1:], strict=True):
-        lv = [switching.levels(jnp.asarray(w), wgrid.bits[0], wgrid.clips[0],
-                               wgrid.extra[0])]
+        lv = [
+            switching.levels(
+                jnp.asarray(w), wgrid.bits[0], wgrid.clips[0], wgrid.extra[0]
+            )
+        ]
         state = switching.count_switches(state, lv, jnp.asarray(on))
     # w0: 0->1, 1->0, 0->1, 1->2 (4), 2->0 (no), [untracked], 0->1 (+1) = 5
-    # w1: 0->2 no, 2->0 no, rest 0 = 0; w2: 0; w3: 0->1->2->3 (3), 3->3, 3->2 (untracked)
+    # w1: 0->2 no, 2->0 no = 0; w2: 0; w3: 0->1->2->3 (3), 3->3, 3->2 (untracked)
     np.testing.assert_array_equal(np.asarray(state.counts[0]), [5, 0, 0, 3])
     assert int(state.steps_counted) == 5
 
 
 def test_select_extra_threshold_and_top_fraction():
-    counts = (jnp.asarray([[0, 3], [5, 1]], jnp.int32), jnp.asarray([3, 0, 2], jnp.int32))
+    counts = (
+        jnp.asarray([[0, 3], [5, 1]], jnp.int32),
+        jnp.asarray([3, 0, 2], jnp.int32),
+    )
     by_thr = switching.select_extra(counts, switch_threshold=3)
     np.testing.assert_array_equal(np.asarray(by_thr[0]), [[False, True], [True, False]])
     np.testing.assert_array_equal(np.asarray(by_thr[1]), [True, False, False])
@@ -114,29 +122,35 @@ def test_select_extra_threshold_and_top_fraction():
         switching.select_extra(counts)
 
 
-# ----------------------------------------------------------------------------- LR scale
+# ------------------------------------------------------------------------- LR scale
 
 
 def test_threshold_lr_scale_hand_cases():
     # step 0.5, clip 1.5: thresholds at +-0.25, +-0.75, +-1.25; band 0.1 step = 0.05.
-    params = {"w": jnp.asarray([0.0, 0.24, 0.26, 0.31, -0.74, 1.26, 1.45, 3.0]),
-              "b": jnp.asarray([0.25])}
-    grid = {"w": (jnp.float32(0.5), jnp.float32(1.5)),
-            "b": (jnp.float32(0.0), jnp.float32(0.0))}  # unquantized leaf
+    params = {
+        "w": jnp.asarray([0.0, 0.24, 0.26, 0.31, -0.74, 1.26, 1.45, 3.0]),
+        "b": jnp.asarray([0.25]),
+    }
+    grid = {
+        "w": (jnp.float32(0.5), jnp.float32(1.5)),
+        "b": (jnp.float32(0.0), jnp.float32(0.0)),
+    }  # unquantized leaf
     updates = jax.tree_util.tree_map(jnp.ones_like, params)
     tx = switching.threshold_lr_scale(band=0.1, scale=0.25)
     state = tx.init(params)
     out, state = tx.update(updates, state, params, grid=grid)
-    np.testing.assert_allclose(np.asarray(out["w"]),
-                               [1, 0.25, 0.25, 1, 0.25, 0.25, 1, 1])
+    np.testing.assert_allclose(
+        np.asarray(out["w"]), [1, 0.25, 0.25, 1, 0.25, 0.25, 1, 1]
+    )
     np.testing.assert_allclose(np.asarray(out["b"]), [1.0])
     np.testing.assert_allclose(float(state.near_fraction), 4 / 8)
     # In a chain after Adam it scales Adam's step; without grid it does nothing.
     chain = optax.chain(optax.sgd(1.0), tx)
     s = chain.init(params)
     out2, _ = chain.update(updates, s, params, grid=grid)
-    np.testing.assert_allclose(np.asarray(out2["w"]),
-                               -np.asarray([1, 0.25, 0.25, 1, 0.25, 0.25, 1, 1]))
+    np.testing.assert_allclose(
+        np.asarray(out2["w"]), -np.asarray([1, 0.25, 0.25, 1, 0.25, 0.25, 1, 1])
+    )
     out3, _ = chain.update(updates, s, params)
     np.testing.assert_allclose(np.asarray(out3["w"]), -np.ones(8))
 
@@ -150,13 +164,13 @@ def test_step_tree_uses_the_extra_grid():
     assert float(tree["bias"][0]) == 0.0
 
 
-# ----------------------------------------------------------------------------- storage
+# ---------------------------------------------------------------------------- storage
 
 
 def test_compression_hand_case():
     # Two sites of 1024 weights at 3 bits; site 0 has 10 extra-bit weights.
     # Index of site 0: min(flag 1024, sparse 10 x ceil(log2 1024) = 100) = 100 bits.
-    # Bits: 3 x 2048 + 10 + 100 = 6254. vs uniform 4: 8192 / 6254; vs float: 65536 / 6254.
+    # Bits: 3 x 2048 + 10 + 100 = 6254; vs uniform 4: 8192 / 6254; vs float 65536 / 6254
     out = switching.compression([1024, 1024], [3, 3], [10, 0], bits_a=[4, 4])
     assert out["weight_bits_total"] == pytest.approx(6254)
     assert out["index_bits_total"] == pytest.approx(100)
@@ -177,10 +191,11 @@ def test_compression_hand_case():
     assert off["compression_vs_uniform4"] == pytest.approx(0.5)
 
 
-# ----------------------------------------------------------------------------- QAT loop
+# ------------------------------------------------------------------------- QAT loop
 
-CONFIG = ModelConfig(n_features=5, n_classes=4, hidden=4, n_layers=1,
-                     bidirectional=False, dropout=0.1)
+CONFIG = ModelConfig(
+    n_features=5, n_classes=4, hidden=4, n_layers=1, bidirectional=False, dropout=0.1
+)
 
 
 def _batches(n_batches, seed=0):
@@ -199,8 +214,10 @@ def _setup(key):
     params = init_params(key, CONFIG)
     # Max-abs weight clips per channel, activation clip 2 at every width (cheap).
     calib = qmodel.Calibration(
-        w_clip=tuple(quantize.clip_table(params[p][k], "max", -1)
-                     for p, k in kernel_paths(CONFIG)),
+        w_clip=tuple(
+            quantize.clip_table(params[p][k], "max", -1)
+            for p, k in kernel_paths(CONFIG)
+        ),
         a_clip=jnp.full((len(kernel_paths(CONFIG)), len(quantize.BIT_OPTIONS)), 2.0),
     )
     return params, calib
@@ -222,17 +239,37 @@ def test_nothing_selected_equals_plain_uniform_qat(key):
     n = 0
     for _ in range(2):
         for b in batches:
-            ref, opt_state, _ = ref_step(ref, opt_state, b, jax.random.fold_in(key_drop, n),
-                                         jnp.asarray(bits_w), bits_a, calib)
+            ref, opt_state, _ = ref_step(
+                ref,
+                opt_state,
+                b,
+                jax.random.fold_in(key_drop, n),
+                jnp.asarray(bits_w),
+                bits_a,
+                calib,
+            )
             n += 1
 
-    config = switching.SwitchingConfig(warmup_epochs=1, window_epochs=1,
-                                       retrain_epochs=1, switch_threshold=10**6,
-                                       top_fraction=None, lr_band=0.0)
+    config = switching.SwitchingConfig(
+        warmup_epochs=1,
+        window_epochs=1,
+        retrain_epochs=1,
+        switch_threshold=10**6,
+        top_fraction=None,
+        lr_band=0.0,
+    )
     wgrid = speech.weight_grid(params, CONFIG, calib, bits_w)
     got, wgrid_out, info = switching.retrain(
-        params, kernel_paths(CONFIG), wgrid, speech.make_loss(CONFIG), (bits_a, calib),
-        train.make_optimizer(tc), lambda epoch: iter(batches), key_drop, config)
+        params,
+        kernel_paths(CONFIG),
+        wgrid,
+        speech.make_loss(CONFIG),
+        (bits_a, calib),
+        train.make_optimizer(tc),
+        lambda epoch: iter(batches),
+        key_drop,
+        config,
+    )
     assert info["extra_counts"] == [0, 0]
     assert sum(int(np.sum(c)) for c in info["window_counts"]) > 0  # it did switch
     chex.assert_trees_all_equal(got, ref)
@@ -243,13 +280,22 @@ def test_selection_changes_the_grid(key):
     bits_w = np.asarray([3, 3], np.int32)
     bits_a = jnp.asarray([4, 4], jnp.int32)
     batches = _batches(3)
-    config = switching.SwitchingConfig(warmup_epochs=2, window_epochs=1,
-                                       retrain_epochs=1, top_fraction=0.2)
+    config = switching.SwitchingConfig(
+        warmup_epochs=2, window_epochs=1, retrain_epochs=1, top_fraction=0.2
+    )
     tc = train.TrainConfig(lr=5e-2)
     wgrid = speech.weight_grid(params, CONFIG, calib, bits_w)
     got, wgrid_out, info = switching.retrain(
-        params, kernel_paths(CONFIG), wgrid, speech.make_loss(CONFIG), (bits_a, calib),
-        train.make_optimizer(tc), lambda epoch: iter(batches), jax.random.key(1), config)
+        params,
+        kernel_paths(CONFIG),
+        wgrid,
+        speech.make_loss(CONFIG),
+        (bits_a, calib),
+        train.make_optimizer(tc),
+        lambda epoch: iter(batches),
+        jax.random.key(1),
+        config,
+    )
     n_total = sum(info["n_weights"])
     n_extra = sum(info["extra_counts"])
     assert 0 < n_extra <= int(0.2 * n_total)

@@ -8,30 +8,48 @@ import pytest
 
 from mohaq_jax.models import vgg
 
-TINY = vgg.VGGConfig(image_size=8, channels=2, n_classes=3,
-                     conv_widths=(2, 2, 3, 3, 4, 4), fc_widths=(5, 5))
+TINY = vgg.VGGConfig(
+    image_size=8,
+    channels=2,
+    n_classes=3,
+    conv_widths=(2, 2, 3, 3, 4, 4),
+    fc_widths=(5, 5),
+)
 
 
 def test_forward_shape_single_and_batch(key):
     params = jax.jit(vgg.init_params, static_argnums=1)(key, TINY)
     image = jax.random.uniform(key, (8, 8, 2))
-    one = jax.eval_shape(lambda p, x: vgg.VGG(TINY).apply({"params": p}, x), params,
-                         image)
+    one = jax.eval_shape(
+        lambda p, x: vgg.VGG(TINY).apply({"params": p}, x), params, image
+    )
     chex.assert_shape(one, (3,))
     batch = jax.jit(vgg.apply_batch, static_argnums=1)
     chex.assert_shape(batch(params, TINY, jnp.stack([image] * 4)), (4, 3))
     # digits default: 16x16x1 -> 10 classes (shapes only, nothing compiled)
     cfg = vgg.digits_config()
     p = jax.eval_shape(lambda k: vgg.init_params(k, cfg), key)
-    out = jax.eval_shape(lambda p, x: vgg.apply_batch(p, cfg, x), p,
-                         jax.ShapeDtypeStruct((2, 16, 16, 1), jnp.float32))
+    out = jax.eval_shape(
+        lambda p, x: vgg.apply_batch(p, cfg, x),
+        p,
+        jax.ShapeDtypeStruct((2, 16, 16, 1), jnp.float32),
+    )
     chex.assert_shape(out, (2, 10))
 
 
 def test_layer_specs_hand_counts(key):
     specs = vgg.layer_specs(TINY)
-    assert [s.name for s in specs] == ["conv1", "conv2", "conv3", "conv4", "conv5",
-                                      "conv6", "fc1", "fc2", "fc3"]
+    assert [s.name for s in specs] == [
+        "conv1",
+        "conv2",
+        "conv3",
+        "conv4",
+        "conv5",
+        "conv6",
+        "fc1",
+        "fc2",
+        "fc3",
+    ]
     # conv1: 3x3x2x2 = 36 weights at 8x8 = 64 positions; conv3 at 4x4; conv5 at 2x2
     assert (specs[0].n_weights, specs[0].macs_per_frame) == (36, 36 * 64)
     assert (specs[2].n_weights, specs[2].macs_per_frame) == (54, 54 * 16)
@@ -54,7 +72,8 @@ def test_quantized_forward_and_capture(key):
     float_out = apply(params, TINY, images, jnp.full((9,), 32, jnp.int32), clips)
     np.testing.assert_array_equal(
         np.asarray(jax.jit(vgg.apply_batch, static_argnums=1)(params, TINY, images)),
-        np.asarray(float_out))
+        np.asarray(float_out),
+    )
     q = apply(params, TINY, images, jnp.full((9,), 2, jnp.int32), clips)
     assert not np.allclose(np.asarray(q), np.asarray(float_out))
 

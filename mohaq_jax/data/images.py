@@ -22,8 +22,18 @@ from typing import Any
 
 import numpy as np
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                   "horse", "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 @dataclasses.dataclass
@@ -33,7 +43,9 @@ class ImageSplit:
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"images {self.images.shape} vs labels {self.labels.shape}")
+            raise ValueError(
+                f"images {self.images.shape} vs labels {self.labels.shape}"
+            )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -93,8 +105,9 @@ def _cifar_root(cifar_dir) -> pathlib.Path:
     )
 
 
-def load_cifar10(cifar_dir, n_dev: int = 5000, max_train: int | None = None
-                 ) -> ImageDataset:
+def load_cifar10(
+    cifar_dir, n_dev: int = 5000, max_train: int | None = None
+) -> ImageDataset:
     """CIFAR-10 from its python batches.
 
     Args:
@@ -125,12 +138,17 @@ def load_cifar10(cifar_dir, n_dev: int = 5000, max_train: int | None = None
     return ImageDataset(
         name="cifar10",
         train=split(train_x, train_y),
-        dev=split(images[len(labels) - n_dev:], labels[len(labels) - n_dev:]),
+        dev=split(images[len(labels) - n_dev :], labels[len(labels) - n_dev :]),
         test=split(test_images, test_labels),
         classes=CIFAR10_CLASSES,
         notice="CIFAR-10 (Krizhevsky, 2009), as in Kim et al. 2021.",
-        settings={"dataset": "cifar10", "dir": str(root), "n_dev": n_dev,
-                  "max_train": max_train, "batches": names},
+        settings={
+            "dataset": "cifar10",
+            "dir": str(root),
+            "n_dev": n_dev,
+            "max_train": max_train,
+            "batches": names,
+        },
     )
 
 
@@ -165,8 +183,8 @@ def load_digits(image_size: int = 16, seed: int = 0) -> ImageDataset:
         idx = rng.permutation(np.flatnonzero(labels == c))
         n_train, n_dev = int(round(0.6 * len(idx))), int(round(0.2 * len(idx)))
         parts["train"].append(idx[:n_train])
-        parts["dev"].append(idx[n_train:n_train + n_dev])
-        parts["test"].append(idx[n_train + n_dev:])
+        parts["dev"].append(idx[n_train : n_train + n_dev])
+        parts["test"].append(idx[n_train + n_dev :])
     splits = {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
     return ImageDataset(
         name="digits",
@@ -174,9 +192,11 @@ def load_digits(image_size: int = 16, seed: int = 0) -> ImageDataset:
         dev=ImageSplit(images[splits["dev"]], labels[splits["dev"]]),
         test=ImageSplit(images[splits["test"]], labels[splits["test"]]),
         classes=tuple(str(c) for c in range(10)),
-        notice=("scikit-learn's 8x8 handwritten digits (UCI), upsampled to "
-                f"{image_size}x{image_size}: a small real image set, NOT CIFAR-10; "
-                "accuracies are not comparable to the paper's CIFAR-10 results."),
+        notice=(
+            "scikit-learn's 8x8 handwritten digits (UCI), upsampled to "
+            f"{image_size}x{image_size}: a small real image set, NOT CIFAR-10; "
+            "accuracies are not comparable to the paper's CIFAR-10 results."
+        ),
         settings={"dataset": "digits", "image_size": image_size, "seed": seed},
     )
 
@@ -187,7 +207,9 @@ IMAGE_DATASETS = {"digits": load_digits, "cifar10": load_cifar10}
 def load_images(name: str, **kwargs) -> ImageDataset:
     """Loads an image data set by registry name."""
     if name not in IMAGE_DATASETS:
-        raise ValueError(f"unknown image data set {name!r}; one of {sorted(IMAGE_DATASETS)}")
+        raise ValueError(
+            f"unknown image data set {name!r}; one of {sorted(IMAGE_DATASETS)}"
+        )
     return IMAGE_DATASETS[name](**kwargs)
 
 
@@ -196,5 +218,5 @@ def iterate_image_batches(split: ImageSplit, batch_size: int, rng: np.random.Gen
     so every step has one shape."""
     order = rng.permutation(len(split))
     for start in range(0, len(order) - batch_size + 1, batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         yield split.images[idx], split.labels[idx]

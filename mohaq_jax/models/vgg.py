@@ -52,8 +52,13 @@ def digits_config() -> VGGConfig:
 
 def cifar_config() -> VGGConfig:
     """VGG-9 for CIFAR-10 (32x32x3), widths halved from the common 64..256 / 1024."""
-    return VGGConfig(image_size=32, channels=3, n_classes=10,
-                     conv_widths=(32, 32, 64, 64, 128, 128), fc_widths=(512, 512))
+    return VGGConfig(
+        image_size=32,
+        channels=3,
+        n_classes=10,
+        conv_widths=(32, 32, 64, 64, 128, 128),
+        fc_widths=(512, 512),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,17 +144,18 @@ class VGG(nn.Module):
 
 def init_params(key: jax.Array, config: VGGConfig) -> dict:
     """Initial float params of :class:`VGG` (a plain nested dict)."""
-    image = jnp.zeros((config.image_size, config.image_size, config.channels),
-                      jnp.float32)
+    image = jnp.zeros(
+        (config.image_size, config.image_size, config.channels), jnp.float32
+    )
     return VGG(config).init(key, image)["params"]
 
 
 def apply_batch(params, config: VGGConfig, images, act_bits=None, act_clip=None):
     """Logits ``(B, n_classes)`` of images ``(B, H, W, C)`` (vmap over the batch)."""
     model = VGG(config)
-    return jax.vmap(
-        lambda im: model.apply({"params": params}, im, act_bits, act_clip)
-    )(images)
+    return jax.vmap(lambda im: model.apply({"params": params}, im, act_bits, act_clip))(
+        images
+    )
 
 
 def capture_inputs(params, config: VGGConfig, images) -> list[jax.Array]:
@@ -157,8 +163,9 @@ def capture_inputs(params, config: VGGConfig, images) -> list[jax.Array]:
     model = VGG(config)
 
     def one(im):
-        _, state = model.apply({"params": params}, im, capture=True,
-                               mutable=["intermediates"])
+        _, state = model.apply(
+            {"params": params}, im, capture=True, mutable=["intermediates"]
+        )
         return state["intermediates"]
 
     inter = jax.vmap(one)(images)

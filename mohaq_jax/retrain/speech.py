@@ -1,4 +1,4 @@
-"""Switching-aware retraining of the SRU acoustic model (Kim et al. 2021 on MOHAQ's SRU).
+"""Switching-aware retraining of MOHAQ's SRU acoustic model (Kim et al. 2021).
 
 The weight sites are the kernels of :func:`mohaq_jax.models.sru.layer_specs`; their
 clipping values come from the MOHAQ calibration tables (:mod:`mohaq_jax.qmodel`) at
@@ -28,9 +28,13 @@ from mohaq_jax.data.batching import iterate_batches
 from mohaq_jax.models.sru import ModelConfig, kernel_paths, layer_specs
 from mohaq_jax.retrain import switching
 
+_DEFAULT_SWITCHING = switching.SwitchingConfig()
+_DEFAULT_TRAIN = train.TrainConfig()
 
-def weight_grid(params, config: ModelConfig, calib: qmodel.Calibration, bits_w
-                ) -> switching.WeightGrid:
+
+def weight_grid(
+    params, config: ModelConfig, calib: qmodel.Calibration, bits_w
+) -> switching.WeightGrid:
     """The base grid of the SRU kernels at ``bits_w`` with the calibrated clips."""
     bits = quantize.check_bits(bits_w, "bits_w")
     idx = np.asarray(quantize.bits_index(jnp.asarray(bits)))
@@ -45,7 +49,8 @@ def float_bits(config: ModelConfig) -> jax.Array:
 
 
 def make_loss(config: ModelConfig):
-    """``loss(qparams, batch, key, aux=(bits_a, calib))`` for :func:`switching.make_step`."""
+    """``loss(qparams, batch, key, aux=(bits_a, calib))`` for
+    :func:`switching.make_step`."""
     loss = train.make_loss(config)
     fbits = float_bits(config)
 
@@ -56,8 +61,9 @@ def make_loss(config: ModelConfig):
     return loss_fn
 
 
-def quantized_params(params, config: ModelConfig, wgrid: switching.WeightGrid,
-                     grid: str = "nested"):
+def quantized_params(
+    params, config: ModelConfig, wgrid: switching.WeightGrid, grid: str = "nested"
+):
     """Params with the kernels on their mixed grid; evaluate them with float weight
     bits (:func:`float_bits`) and the genome's activation bits."""
     return switching.quantize_sites(params, kernel_paths(config), wgrid, grid)
@@ -79,9 +85,9 @@ def switching_finetune(
     bits_w,
     bits_a,
     corpus,
-    switching_config: switching.SwitchingConfig = switching.SwitchingConfig(),
+    switching_config: switching.SwitchingConfig = _DEFAULT_SWITCHING,
     lr: float = 5e-4,
-    train_config: train.TrainConfig = train.TrainConfig(),
+    train_config: train.TrainConfig = _DEFAULT_TRAIN,
     split: str = "dev",
     progress: bool = False,
 ) -> tuple[Any, dict]:
@@ -114,17 +120,34 @@ def switching_finetune(
     bits_w_np = quantize.check_bits(bits_w, "bits_w")
     bits_a_np = quantize.check_bits(bits_a, "bits_a")
     if bits_w_np.shape != bits_a_np.shape:
-        raise ValueError(f"bits_w {bits_w_np.shape} and bits_a {bits_a_np.shape} differ")
+        raise ValueError(
+            f"bits_w {bits_w_np.shape} and bits_a {bits_a_np.shape} differ"
+        )
     if bits_w_np.ndim == 2:
         outs = [
-            switching_finetune(params, config, calib, bw, ba, corpus, switching_config,
-                               lr, train_config, split, progress)
+            switching_finetune(
+                params,
+                config,
+                calib,
+                bw,
+                ba,
+                corpus,
+                switching_config,
+                lr,
+                train_config,
+                split,
+                progress,
+            )
             for bw, ba in zip(bits_w_np, bits_a_np, strict=True)
         ]
-        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
+        stacked = jax.tree_util.tree_map(
+            lambda *xs: jnp.stack(xs), *[o[0] for o in outs]
+        )
         infos = [o[1] for o in outs]
-        return stacked, {"genomes": infos,
-                         "dev_per": np.asarray([i["per"] for i in infos])}
+        return stacked, {
+            "genomes": infos,
+            "dev_per": np.asarray([i["per"] for i in infos]),
+        }
     train._check_sizes(corpus, config)
     tc = dataclasses.replace(train_config, lr=lr)
     paths = kernel_paths(config)
@@ -136,15 +159,25 @@ def switching_finetune(
     eval_batches = train.eval_batches(eval_split, tc.eval_batch_size, tc.pad_multiple)
 
     def rates(qparams):
-        total = sum(np.asarray(counts_fn(qparams, b, fbits, aux[0], calib), np.int64)
-                    for b in eval_batches)
+        total = sum(
+            np.asarray(counts_fn(qparams, b, fbits, aux[0], calib), np.int64)
+            for b in eval_batches
+        )
         return train._rates(total)
 
     key = jax.random.split(jax.random.key(tc.seed))[1]
     new_params, wgrid, info = switching.retrain(
-        params, paths, wgrid, make_loss(config), aux, train.make_optimizer(tc),
-        _batches_fn(corpus, tc), key, switching_config,
-        evaluate=lambda q: rates(q)["per"], progress=progress,
+        params,
+        paths,
+        wgrid,
+        make_loss(config),
+        aux,
+        train.make_optimizer(tc),
+        _batches_fn(corpus, tc),
+        key,
+        switching_config,
+        evaluate=lambda q: rates(q)["per"],
+        progress=progress,
         desc=f"switching QAT w{bits_w_np.tolist()}",
     )
     qparams = quantized_params(new_params, config, wgrid, switching_config.grid)
@@ -156,20 +189,50 @@ def switching_finetune(
         per=final["per"],
         fer=final["fer"],
         compression=switching.compression(
-            [s.n_weights for s in specs], bits_w_np, info["extra_counts"],
-            bits_a=bits_a_np, macs=[s.macs_per_frame for s in specs]),
+            [s.n_weights for s in specs],
+            bits_w_np,
+            info["extra_counts"],
+            bits_a=bits_a_np,
+            macs=[s.macs_per_frame for s in specs],
+        ),
     )
     return new_params, info
 
 
-def uniform_qat(params, config, calib, bits_w, bits_a, corpus, epochs: int,
-                lr: float = 5e-4, train_config: train.TrainConfig = train.TrainConfig(),
-                split: str = "dev", progress: bool = False):
+def uniform_qat(
+    params,
+    config,
+    calib,
+    bits_w,
+    bits_a,
+    corpus,
+    epochs: int,
+    lr: float = 5e-4,
+    train_config: train.TrainConfig = _DEFAULT_TRAIN,
+    split: str = "dev",
+    progress: bool = False,
+):
     """Plain uniform QAT in the same loop (no extra bits, no LR damping)."""
-    return switching_finetune(params, config, calib, bits_w, bits_a, corpus,
-                              switching.uniform_config(epochs), lr, train_config,
-                              split, progress)
+    return switching_finetune(
+        params,
+        config,
+        calib,
+        bits_w,
+        bits_a,
+        corpus,
+        switching.uniform_config(epochs),
+        lr,
+        train_config,
+        split,
+        progress,
+    )
 
 
-__all__ = ["float_bits", "make_loss", "quantized_params", "switching_finetune",
-           "uniform_qat", "weight_grid"]
+__all__ = [
+    "float_bits",
+    "make_loss",
+    "quantized_params",
+    "switching_finetune",
+    "uniform_qat",
+    "weight_grid",
+]

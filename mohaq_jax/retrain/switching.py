@@ -96,8 +96,10 @@ def make_grid(kernels: Sequence[jax.Array], bits, clips) -> WeightGrid:
     """
     bits = quantize.check_bits(bits, "bits_w")
     if bits.shape != (len(kernels),):
-        raise ValueError(f"need one weight bit-width per site ({len(kernels)}), "
-                         f"got shape {bits.shape}")
+        raise ValueError(
+            f"need one weight bit-width per site ({len(kernels)}), "
+            f"got shape {bits.shape}"
+        )
     if np.any(bits >= quantize.FLOAT_BITS):
         raise ValueError("switching-aware retraining needs quantized sites (bits < 32)")
     return WeightGrid(
@@ -127,8 +129,10 @@ def grid_params(bits, clip, extra, grid: str = "nested"):
         extra.shape,
     )
     qmax = quantize.qmax(bits)
-    qmax_extra = 2.0 * qmax if grid == "nested" else quantize.qmax(
-        jnp.asarray(bits, jnp.int32) + 1
+    qmax_extra = (
+        2.0 * qmax
+        if grid == "nested"
+        else quantize.qmax(jnp.asarray(bits, jnp.int32) + 1)
     )
     level_max = jnp.where(extra, qmax_extra, qmax)
     return clip / level_max, level_max
@@ -185,18 +189,25 @@ def site_kernels(params, paths: Sequence[Path]) -> list[jax.Array]:
     return [get_path(params, p) for p in paths]
 
 
-def quantize_sites(params, paths: Sequence[Path], wgrid: WeightGrid,
-                   grid: str = "nested"):
+def quantize_sites(
+    params, paths: Sequence[Path], wgrid: WeightGrid, grid: str = "nested"
+):
     """Params with every weight site fake-quantized on its mixed grid (STE)."""
     for i, path in enumerate(paths):
         kernel = get_path(params, path)
-        params = set_path(params, path, mixed_fake_quant(
-            kernel, wgrid.bits[i], wgrid.clips[i], wgrid.extra[i], grid))
+        params = set_path(
+            params,
+            path,
+            mixed_fake_quant(
+                kernel, wgrid.bits[i], wgrid.clips[i], wgrid.extra[i], grid
+            ),
+        )
     return params
 
 
-def step_tree(params, paths: Sequence[Path], wgrid: WeightGrid, grid: str = "nested",
-              enabled=True):
+def step_tree(
+    params, paths: Sequence[Path], wgrid: WeightGrid, grid: str = "nested", enabled=True
+):
     """Per-weight ``(step, clip)`` pairs as a pytree like ``params``.
 
     This is the ``grid`` argument of :func:`threshold_lr_scale`. Unquantized leaves
@@ -260,8 +271,9 @@ def count_switches(state: SwitchState, new_levels, track) -> SwitchState:
     )
 
 
-def select_extra(counts, switch_threshold: int | None = None,
-                 top_fraction: float | None = None) -> tuple[jax.Array, ...]:
+def select_extra(
+    counts, switch_threshold: int | None = None, top_fraction: float | None = None
+) -> tuple[jax.Array, ...]:
     """Extra-bit masks from switch counts.
 
     Args:
@@ -285,12 +297,15 @@ def select_extra(counts, switch_threshold: int | None = None,
     flat = jnp.concatenate([c.reshape(-1) for c in counts])
     n_pick = int(np.floor(top_fraction * flat.shape[0]))
     order = jnp.argsort(-flat, stable=True)
-    rank = jnp.zeros(flat.shape, jnp.int32).at[order].set(
-        jnp.arange(flat.shape[0], dtype=jnp.int32))
+    rank = (
+        jnp.zeros(flat.shape, jnp.int32)
+        .at[order]
+        .set(jnp.arange(flat.shape[0], dtype=jnp.int32))
+    )
     chosen = (rank < n_pick) & (flat >= 1)
     out, start = [], 0
     for c in counts:
-        out.append(chosen[start:start + c.size].reshape(c.shape))
+        out.append(chosen[start : start + c.size].reshape(c.shape))
         start += c.size
     return tuple(out)
 
@@ -319,8 +334,9 @@ def near_threshold(w, step, clip, band) -> jax.Array:
     return (step > 0) & (dist < band)
 
 
-def threshold_lr_scale(band: float = 0.1, scale: float = 0.1
-                       ) -> optax.GradientTransformationExtraArgs:
+def threshold_lr_scale(
+    band: float = 0.1, scale: float = 0.1
+) -> optax.GradientTransformationExtraArgs:
     """Multiplies the update of weights near a quantization threshold by ``scale``.
 
     Chain it after the optimizer (``optax.chain(adam, threshold_lr_scale(...))``): the
@@ -354,13 +370,15 @@ def threshold_lr_scale(band: float = 0.1, scale: float = 0.1
         if params is None:
             raise ValueError("threshold_lr_scale needs the current params")
         near = jax.tree_util.tree_map(
-            lambda w, g: near_threshold(w, g[0], g[1], band), params, grid)
+            lambda w, g: near_threshold(w, g[0], g[1], band), params, grid
+        )
         new = jax.tree_util.tree_map(
-            lambda u, m: jnp.where(m, u * jnp.asarray(scale, u.dtype), u),
-            updates, near)
+            lambda u, m: jnp.where(m, u * jnp.asarray(scale, u.dtype), u), updates, near
+        )
         leaves_near = jax.tree_util.tree_leaves(near)
         leaves_step = jax.tree_util.tree_leaves(
-            jax.tree_util.tree_map(lambda w, g: g[0], params, grid))
+            jax.tree_util.tree_map(lambda w, g: g[0], params, grid)
+        )
         n_near = sum(jnp.sum(m) for m in leaves_near)
         n_quant = sum(
             jnp.sum(jnp.broadcast_to(s > 0, m.shape))
@@ -375,8 +393,14 @@ def threshold_lr_scale(band: float = 0.1, scale: float = 0.1
 # ----------------------------------------------------------------------------- storage
 
 
-def compression(n_weights, bits_w, extra_counts, bits_a=None,
-                macs=None, spec: reconfig.ReconfigSpec = reconfig.SPEC) -> dict:
+def compression(
+    n_weights,
+    bits_w,
+    extra_counts,
+    bits_a=None,
+    macs=None,
+    spec: reconfig.ReconfigSpec = reconfig.SPEC,
+) -> dict:
     """Storage (and, with ``macs``/``bits_a``, energy) of a mixed configuration.
 
     Encoding: per site ``n b`` base bits + one bit per extra-bit weight + the index
@@ -402,13 +426,24 @@ def compression(n_weights, bits_w, extra_counts, bits_a=None,
     extra = np.asarray(extra_counts, np.float64)
     frac = extra / np.maximum(n, 1.0)
     bits_w = np.asarray(bits_w, np.int32)
-    bits_a = np.full(n.shape, 4, np.int32) if bits_a is None else np.asarray(
-        bits_a, np.int32)
+    bits_a = (
+        np.full(n.shape, 4, np.int32)
+        if bits_a is None
+        else np.asarray(bits_a, np.int32)
+    )
     macs = n if macs is None else np.asarray(macs, np.float64)
     # The PE model covers only its own widths; outside them only storage is reported.
-    on_pe = bool(np.all(np.isin(bits_w, spec.bits)) and np.all(np.isin(bits_a, spec.bits)))
-    out = reconfig.costs(n, macs, bits_w if on_pe else np.full(n.shape, 4, np.int32),
-                         bits_a if on_pe else np.full(n.shape, 4, np.int32), frac, spec)
+    on_pe = bool(
+        np.all(np.isin(bits_w, spec.bits)) and np.all(np.isin(bits_a, spec.bits))
+    )
+    out = reconfig.costs(
+        n,
+        macs,
+        bits_w if on_pe else np.full(n.shape, 4, np.int32),
+        bits_a if on_pe else np.full(n.shape, 4, np.int32),
+        frac,
+        spec,
+    )
     res = {k: float(v) for k, v in out.items()}
     if not on_pe:
         index = float(np.sum(np.asarray(reconfig.index_bits(n, frac))))
@@ -464,12 +499,22 @@ class SwitchingConfig:
 
 def uniform_config(epochs: int) -> SwitchingConfig:
     """Plain uniform QAT in the same loop: no extra bits, no LR damping."""
-    return SwitchingConfig(warmup_epochs=epochs, window_epochs=0, retrain_epochs=0,
-                           switch_threshold=None, top_fraction=0.0, lr_band=0.0)
+    return SwitchingConfig(
+        warmup_epochs=epochs,
+        window_epochs=0,
+        retrain_epochs=0,
+        switch_threshold=None,
+        top_fraction=0.0,
+        lr_band=0.0,
+    )
 
 
-def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
-              paths: Sequence[Path], grid: str = "nested") -> Callable:
+def make_step(
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    paths: Sequence[Path],
+    grid: str = "nested",
+) -> Callable:
     """The pure switching-aware QAT step (jit it where it is called).
 
     Args:
@@ -500,14 +545,18 @@ def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
         with jax.numpy_dtype_promotion("standard"):
             if extra_args:
                 updates, opt_state = optimizer.update(
-                    grads, opt_state, params,
-                    grid=step_tree(params, paths, wgrid, grid, damp))
+                    grads,
+                    opt_state,
+                    params,
+                    grid=step_tree(params, paths, wgrid, grid, damp),
+                )
             else:
                 updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         new_levels = [
-            levels(get_path(params, p), wgrid.bits[i], wgrid.clips[i], wgrid.extra[i],
-                   grid)
+            levels(
+                get_path(params, p), wgrid.bits[i], wgrid.clips[i], wgrid.extra[i], grid
+            )
             for i, p in enumerate(paths)
         ]
         switches = count_switches(switches, new_levels, track)
@@ -563,9 +612,14 @@ def retrain(
     """
     paths = tuple(tuple(p) for p in paths)
     damp = config.lr_band > 0
-    opt = (optax.chain(optimizer, threshold_lr_scale(config.lr_band, config.lr_scale))
-           if damp else optimizer)
-    step_fn = jax.jit(make_step(loss_fn, opt, paths, config.grid), donate_argnums=(0, 1))
+    opt = (
+        optax.chain(optimizer, threshold_lr_scale(config.lr_band, config.lr_scale))
+        if damp
+        else optimizer
+    )
+    step_fn = jax.jit(
+        make_step(loss_fn, opt, paths, config.grid), donate_argnums=(0, 1)
+    )
     opt_state = opt.init(params)
     params = jax.tree_util.tree_map(jnp.copy, params)
     switches = init_switches(site_kernels(params, paths), wgrid, config.grid)
@@ -576,34 +630,51 @@ def retrain(
         if epoch == config.warmup_epochs:
             window_counts = [np.asarray(c) for c in switches.counts]
             window_steps = int(switches.steps_counted)
-            masks = select_extra(switches.counts, config.switch_threshold,
-                                 config.top_fraction)
+            masks = select_extra(
+                switches.counts, config.switch_threshold, config.top_fraction
+            )
             wgrid = wgrid.replace(extra=tuple(masks))
             switches = init_switches(site_kernels(params, paths), wgrid, config.grid)
         warm = epoch < config.warmup_epochs
         phase = "warmup" if warm else "mixed"
         track = jnp.asarray(
-            (not warm) or epoch >= config.warmup_epochs - config.window_epochs)
+            (not warm) or epoch >= config.warmup_epochs - config.window_epochs
+        )
         damp_now = jnp.asarray((not warm) or config.damp_warmup)
         losses = []
         for batch in batches(epoch):
             key_step = jax.random.fold_in(key, n_step)
             params, opt_state, switches, loss = step_fn(
-                params, opt_state, switches, batch, key_step, wgrid, aux, track,
-                damp_now)
+                params,
+                opt_state,
+                switches,
+                batch,
+                key_step,
+                wgrid,
+                aux,
+                track,
+                damp_now,
+            )
             losses.append(loss)
             n_step += 1
             bar.update(1)
-        record = {"epoch": epoch + 1, "phase": phase,
-                  "loss": float(np.mean(jax.device_get(losses))) if losses else None}
+        record = {
+            "epoch": epoch + 1,
+            "phase": phase,
+            "loss": float(np.mean(jax.device_get(losses))) if losses else None,
+        }
         if damp:
             record["near_fraction"] = float(opt_state[1].near_fraction)
         if evaluate is not None:
-            record["error"] = float(evaluate(quantize_sites(params, paths, wgrid,
-                                                           config.grid)))
+            record["error"] = float(
+                evaluate(quantize_sites(params, paths, wgrid, config.grid))
+            )
         history.append(record)
-        bar.set_postfix(phase=phase, loss=f"{record['loss']:.3f}",
-                        err=f"{record.get('error', float('nan')):.3f}")
+        bar.set_postfix(
+            phase=phase,
+            loss=f"{record['loss']:.3f}",
+            err=f"{record.get('error', float('nan')):.3f}",
+        )
     bar.close()
     if window_counts is None:  # no mixed phase
         window_counts = [np.asarray(c) for c in switches.counts]

@@ -47,8 +47,9 @@ class ActCalibration:
     a_clip: jax.Array
 
 
-def loss_fn(params, config: vgg.VGGConfig, images, labels, act_bits=None,
-            act_clip=None) -> jax.Array:
+def loss_fn(
+    params, config: vgg.VGGConfig, images, labels, act_bits=None, act_clip=None
+) -> jax.Array:
     """Mean softmax cross-entropy of a batch."""
     logits = vgg.apply_batch(params, config, images, act_bits, act_clip)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
@@ -56,31 +57,45 @@ def loss_fn(params, config: vgg.VGGConfig, images, labels, act_bits=None,
 
 @functools.lru_cache(maxsize=16)
 def _predict_fn(config: vgg.VGGConfig):
-    return jax.jit(lambda p, x, bits, clip: jnp.argmax(
-        vgg.apply_batch(p, config, x, bits, clip), axis=-1))
+    return jax.jit(
+        lambda p, x, bits, clip: jnp.argmax(
+            vgg.apply_batch(p, config, x, bits, clip), axis=-1
+        )
+    )
 
 
-def error_rate(params, config: vgg.VGGConfig, split: ImageSplit, act_bits=None,
-               act_clip=None, batch_size: int = 512) -> float:
+def error_rate(
+    params,
+    config: vgg.VGGConfig,
+    split: ImageSplit,
+    act_bits=None,
+    act_clip=None,
+    batch_size: int = 512,
+) -> float:
     """Classification error of (already weight-quantized) params on a split."""
     predict = _predict_fn(config)
     wrong = 0
     for start in range(0, len(split), batch_size):
-        x = jnp.asarray(split.images[start:start + batch_size])
+        x = jnp.asarray(split.images[start : start + batch_size])
         pred = np.asarray(predict(params, x, act_bits, act_clip))
-        wrong += int(np.sum(pred != split.labels[start:start + batch_size]))
+        wrong += int(np.sum(pred != split.labels[start : start + batch_size]))
     return wrong / max(len(split), 1)
 
 
-def fit(data: ImageDataset, config: vgg.VGGConfig, tc: ImageTrainConfig,
-        progress: bool = True) -> tuple[dict, dict]:
+def fit(
+    data: ImageDataset,
+    config: vgg.VGGConfig,
+    tc: ImageTrainConfig,
+    progress: bool = True,
+) -> tuple[dict, dict]:
     """Float training; returns ``(params, info)`` with the dev error per epoch."""
     key_init = jax.random.split(jax.random.key(tc.seed))[0]
     params = vgg.init_params(key_init, config)
     n_steps = tc.epochs * (len(data.train) // tc.batch_size)
     parts = [optax.clip_by_global_norm(tc.grad_clip)] if tc.grad_clip > 0 else []
-    optimizer = optax.chain(*parts, optax.adam(optax.cosine_decay_schedule(tc.lr,
-                                                                           n_steps)))
+    optimizer = optax.chain(
+        *parts, optax.adam(optax.cosine_decay_schedule(tc.lr, n_steps))
+    )
     opt_state = optimizer.init(params)
 
     @jax.jit
@@ -95,21 +110,28 @@ def fit(data: ImageDataset, config: vgg.VGGConfig, tc: ImageTrainConfig,
         rng = np.random.default_rng((tc.seed, epoch))
         losses = []
         for images, labels in iterate_image_batches(data.train, tc.batch_size, rng):
-            params, opt_state, loss = step(params, opt_state, jnp.asarray(images),
-                                           jnp.asarray(labels))
+            params, opt_state, loss = step(
+                params, opt_state, jnp.asarray(images), jnp.asarray(labels)
+            )
             losses.append(loss)
-        history.append({"epoch": epoch + 1,
-                        "loss": float(np.mean(jax.device_get(losses))),
-                        "dev_error": error_rate(params, config, data.dev)})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(jax.device_get(losses))),
+                "dev_error": error_rate(params, config, data.dev),
+            }
+        )
     return params, {"history": history, "seconds": time.perf_counter() - started}
 
 
-def calibrate(params, config: vgg.VGGConfig, images, method: str = "mse"
-              ) -> ActCalibration:
+def calibrate(
+    params, config: vgg.VGGConfig, images, method: str = "mse"
+) -> ActCalibration:
     """Activation clips of every layer for every bit-width on a calibration batch."""
     inputs = vgg.capture_inputs(params, config, jnp.asarray(images))
     return ActCalibration(
-        a_clip=jnp.stack([quantize.clip_table(x, method, None) for x in inputs]))
+        a_clip=jnp.stack([quantize.clip_table(x, method, None) for x in inputs])
+    )
 
 
 def act_clips(calib: ActCalibration, bits_a) -> jax.Array:
@@ -117,24 +139,35 @@ def act_clips(calib: ActCalibration, bits_a) -> jax.Array:
     return calib.a_clip[jnp.arange(calib.a_clip.shape[0]), idx]
 
 
-def weight_grid(params, config: vgg.VGGConfig, bits_w, method: str = "mse"
-                ) -> switching.WeightGrid:
+def weight_grid(
+    params, config: vgg.VGGConfig, bits_w, method: str = "mse"
+) -> switching.WeightGrid:
     """Base grid: per-output-channel weight clips at ``bits_w``."""
     bits = quantize.check_bits(bits_w, "bits_w")
     kernels = switching.site_kernels(params, vgg.kernel_paths(config))
     clips = [
-        quantize.max_abs(k, -1) if method == "max"
+        quantize.max_abs(k, -1)
+        if method == "max"
         else quantize.mse_clip(k, jnp.asarray(b), -1)
         for k, b in zip(kernels, bits, strict=True)
     ]
     return switching.make_grid(kernels, bits, clips)
 
 
-def switching_finetune(params, config: vgg.VGGConfig, calib: ActCalibration, bits_w,
-                       bits_a, data: ImageDataset,
-                       switching_config: switching.SwitchingConfig,
-                       lr: float = 5e-4, batch_size: int = 64, grad_clip: float = 5.0,
-                       seed: int = 0, progress: bool = False) -> tuple[dict, dict]:
+def switching_finetune(
+    params,
+    config: vgg.VGGConfig,
+    calib: ActCalibration,
+    bits_w,
+    bits_a,
+    data: ImageDataset,
+    switching_config: switching.SwitchingConfig,
+    lr: float = 5e-4,
+    batch_size: int = 64,
+    grad_clip: float = 5.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[dict, dict]:
     """Switching-aware retraining of the VGG at base bits ``bits_w`` ``(9,)``.
 
     Returns:
@@ -160,9 +193,17 @@ def switching_finetune(params, config: vgg.VGGConfig, calib: ActCalibration, bit
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
     optimizer = optax.chain(*parts, optax.adam(lr))
     new_params, wgrid, info = switching.retrain(
-        params, paths, wgrid, loss, aux, optimizer, batches,
-        jax.random.key(seed), switching_config,
-        evaluate=lambda q: error_rate(q, config, data.dev, *aux), progress=progress,
+        params,
+        paths,
+        wgrid,
+        loss,
+        aux,
+        optimizer,
+        batches,
+        jax.random.key(seed),
+        switching_config,
+        evaluate=lambda q: error_rate(q, config, data.dev, *aux),
+        progress=progress,
         desc=f"switching QAT w{int(bits_w[0])}",
     )
     qparams = switching.quantize_sites(new_params, paths, wgrid, switching_config.grid)
@@ -173,7 +214,11 @@ def switching_finetune(params, config: vgg.VGGConfig, calib: ActCalibration, bit
         dev_error=error_rate(qparams, config, data.dev, *aux),
         test_error=error_rate(qparams, config, data.test, *aux),
         compression=switching.compression(
-            [s.n_weights for s in specs], bits_w, info["extra_counts"], bits_a=bits_a,
-            macs=[s.macs_per_frame for s in specs]),
+            [s.n_weights for s in specs],
+            bits_w,
+            info["extra_counts"],
+            bits_a=bits_a,
+            macs=[s.macs_per_frame for s in specs],
+        ),
     )
     return new_params, info
