@@ -27,10 +27,10 @@ def dtlz2(genome: jax.Array) -> jax.Array:
     """DTLZ2, 3 minimized objectives, of one genome of levels in 0..31."""
     x = genome.astype(jnp.float32) / (LEVELS - 1.0)
     g = jnp.sum((x[2:] - 0.5) ** 2)
-    a, b = x[0] * jnp.pi / 2.0, x[1] * jnp.pi / 2.0
-    return (1.0 + g) * jnp.stack(
-        [jnp.cos(a) * jnp.cos(b), jnp.cos(a) * jnp.sin(b), jnp.sin(a)]
-    )
+    # cos(t pi/2) as sin((1 - t) pi/2), exactly 0 at t = 1 in float32.
+    sin_a, cos_a = jnp.sin(x[0] * jnp.pi / 2.0), jnp.sin((1.0 - x[0]) * jnp.pi / 2.0)
+    sin_b, cos_b = jnp.sin(x[1] * jnp.pi / 2.0), jnp.sin((1.0 - x[1]) * jnp.pi / 2.0)
+    return (1.0 + g) * jnp.stack([cos_a * cos_b, cos_a * sin_b, sin_a])
 
 
 def time_ours(pop_size: int, n_steps: int, n_warmup: int) -> float:
@@ -48,7 +48,9 @@ def time_ours(pop_size: int, n_steps: int, n_warmup: int) -> float:
     def step(state, key):
         key_ask, key_tell = jax.random.split(key)
         offspring, state = strategy.ask(key_ask, state, params)
-        state, _ = strategy.tell(key_tell, offspring, evaluate(offspring), state, params)
+        state, _ = strategy.tell(
+            key_tell, offspring, evaluate(offspring), state, params
+        )
         return state
 
     key = jax.random.key(0)
@@ -91,7 +93,10 @@ def time_pymoo(pop_size: int, n_steps: int, n_warmup: int) -> float:
         eliminate_duplicates=True,
     )
     algorithm.setup(
-        Discretized(), termination=get_termination("n_gen", 10**6), seed=0, verbose=False
+        Discretized(),
+        termination=get_termination("n_gen", 10**6),
+        seed=0,
+        verbose=False,
     )
     algorithm.next()  # initial population
     for _ in range(n_warmup):

@@ -309,10 +309,18 @@ def _benchmark(problem_id, genome):
 
     def dtlz2():
         g = jnp.sum((x[2:] - 0.5) ** 2)
-        a, b = x[0] * jnp.pi / 2.0, x[1] * jnp.pi / 2.0
-        return (1.0 + g) * jnp.stack(
-            [jnp.cos(a) * jnp.cos(b), jnp.cos(a) * jnp.sin(b), jnp.sin(a)]
+        # cos(t pi/2) as sin((1 - t) pi/2): float32 cos(pi/2) is -4e-8, and those
+        # negative objectives make bad extreme points look non-dominated (pymoo's own
+        # NSGA-II loses 2.5 % HV on DTLZ2 when fed such float32 values).
+        sin_a, cos_a = (
+            jnp.sin(x[0] * jnp.pi / 2.0),
+            jnp.sin((1.0 - x[0]) * jnp.pi / 2.0),
         )
+        sin_b, cos_b = (
+            jnp.sin(x[1] * jnp.pi / 2.0),
+            jnp.sin((1.0 - x[1]) * jnp.pi / 2.0),
+        )
+        return (1.0 + g) * jnp.stack([cos_a * cos_b, cos_a * sin_b, sin_a])
 
     return jax.lax.switch(
         problem_id,

@@ -830,9 +830,15 @@ class NSGA2:
           ``n_unique_offspring`` set.
         """
         key_mate, key_random = jax.random.split(key)
-        # pool_rounds rounds of pymoo's mating drawn as one larger mating.
+        # pool_rounds rounds of pymoo's mating drawn as one larger mating, then put in
+        # pymoo's order: round by round, each round's first children, then its second.
         candidates = self._mate(
             key_mate, state, params, self.pool_rounds * self._n_matings
+        )
+        candidates = (
+            candidates.reshape(2, self.pool_rounds, self._n_matings, self.n_genes)
+            .transpose(1, 0, 2, 3)
+            .reshape(-1, self.n_genes)
         )
         fallback = _uniform_levels(
             key_random, (self.n_offspring, self.n_genes), self._upper_f()
