@@ -116,3 +116,51 @@ def masked_cross_entropy(logits, labels, lengths):
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(valid, nll, 0.0), axis=1), jnp.sum(valid, axis=1)
+
+
+#: Frames averaged (centered) over log-posteriors before the phone sequence is read
+#: off the framewise argmax. Without any decoding, a frame classifier's argmax
+#: flickers inside a phone and every flicker is an inserted phone; a short median or
+#: mean filter over posteriors is the usual remedy for framewise phone recognition.
+#: 1 disables it. Frame error always uses the raw argmax.
+PER_SMOOTHING = 7
+
+
+def smoothed_predictions(logits, lengths, window: int = PER_SMOOTHING) -> jax.Array:
+    """Argmax of log-posteriors averaged over ``window`` frames (valid frames only).
+
+    Args:
+      logits: ``(B, T, C)``; lengths: ``(B,)``; window: odd number of frames.
+
+    Returns:
+      int32 ``(B, T)``.
+    """
+    if window <= 1:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    half = window // 2
+    n_time = logits.shape[1]
+    t = jnp.arange(n_time)
+    valid = t[None, :] < lengths[:, None]
+    logp = jnp.where(valid[..., None], jax.nn.log_softmax(logits, axis=-1), 0.0)
+    csum = jnp.concatenate([jnp.zeros_like(logp[:, :1]), jnp.cumsum(logp, axis=1)], axis=1)
+    hi = jnp.minimum(t[None, :] + half + 1, jnp.maximum(lengths[:, None], 1))
+    lo = jnp.minimum(jnp.maximum(t[None, :] - half, 0), hi - 1)
+    total = (jnp.take_along_axis(csum, hi[..., None], axis=1)
+             - jnp.take_along_axis(csum, lo[..., None], axis=1))
+    return jnp.argmax(total, axis=-1).astype(jnp.int32)
+
+
+def error_counts(logits, labels, lengths, fold, window: int = PER_SMOOTHING):
+    """Summed counts of a batch: ``(loss_sum, n_frames, frame_wrong, phone_edits, n_phones)``.
+
+    The single place where model outputs become error counts, for the population
+    evaluator, training and QAT alike.
+    """
+    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    loss_sum, n_frames = masked_cross_entropy(logits, labels, lengths)
+    wrong, _ = frame_errors(pred, labels, lengths)
+    edits, n_phones = phone_error_rate(
+        smoothed_predictions(logits, lengths, window), labels, lengths, fold
+    )
+    return (jnp.sum(loss_sum), jnp.sum(n_frames), jnp.sum(wrong), jnp.sum(edits),
+            jnp.sum(n_phones))

@@ -263,14 +263,17 @@ def make_error_counts(config: ModelConfig, fold39) -> Callable:
     The four counts are (phone errors, reference phones, frame errors, valid frames)
     summed over the batch; PER and frame error rate are ratios of them.
     """
-    predict = make_predict(config)
+    logits_fn = _logits_fn(config)
     fold = jnp.asarray(fold39, jnp.int32)
 
     def counts(params, batch, bits_w=None, bits_a=None, calib=None):
-        pred = predict(params, batch.features, batch.lengths, bits_w, bits_a, calib)
-        errs, refs = metrics.phone_error_rate(pred, batch.labels, batch.lengths, fold)
-        wrong, valid = metrics.frame_errors(pred, batch.labels, batch.lengths)
-        return jnp.stack([jnp.sum(errs), jnp.sum(refs), jnp.sum(wrong), jnp.sum(valid)])
+        logits = jax.vmap(
+            lambda f, n: logits_fn(params, f, n, bits_w, bits_a, calib, False, None)
+        )(batch.features, batch.lengths)
+        _, valid, wrong, errs, refs = metrics.error_counts(
+            logits, batch.labels, batch.lengths, fold
+        )
+        return jnp.stack([errs, refs, wrong, valid])
 
     return counts
 

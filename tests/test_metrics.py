@@ -70,3 +70,32 @@ def test_frame_errors_and_cross_entropy():
     assert int(n[0]) == 2
     wrong, valid = metrics.frame_errors(jnp.asarray([[0, 1, 1]]), labels, jnp.asarray([3]))
     assert (int(wrong[0]), int(valid[0])) == (1, 2)
+
+
+def numpy_smoothed(logits, length, window):
+    logp = logits - np.log(np.sum(np.exp(logits), -1, keepdims=True))
+    half = window // 2
+    out = []
+    for t in range(logits.shape[0]):
+        lo, hi = max(0, t - half), min(length, t + half + 1)
+        lo = min(lo, hi - 1)
+        out.append(int(np.argmax(logp[lo:hi].sum(0))))
+    return np.asarray(out)
+
+
+def test_smoothed_predictions_match_numpy_and_remove_flicker():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(3, 15, 4)).astype(np.float32)
+    lengths = np.asarray([15, 9, 1])
+    for window in (1, 3, 7):
+        got = np.asarray(metrics.smoothed_predictions(jnp.asarray(logits),
+                                                      jnp.asarray(lengths), window))
+        for b in range(3):
+            n = lengths[b]
+            np.testing.assert_array_equal(got[b, :n], numpy_smoothed(logits[b], n, window)[:n])
+    # a one-frame flicker inside a long phone (an inserted phone) is smoothed away
+    flick = np.full((1, 12, 2), [2.0, 0.0], np.float32)
+    flick[0, 6] = [0.0, 2.0]
+    raw = metrics.smoothed_predictions(jnp.asarray(flick), jnp.asarray([12]), 1)
+    smooth = metrics.smoothed_predictions(jnp.asarray(flick), jnp.asarray([12]), 3)
+    assert int(raw[0, 6]) == 1 and int(smooth[0, 6]) == 0
