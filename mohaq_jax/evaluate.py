@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax import metrics, quantize
+from mohaq_jax import metrics, quantize, sharding
 from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.models.sru import ModelConfig, _sru_layout, layer_specs
 from mohaq_jax.qmodel import Calibration, act_clips
@@ -274,8 +275,26 @@ def evaluate_genome(
     )
 
 
+def _pad_utterances(batch, multiple: int):
+    """Pads a batch with empty utterances (length 0: no frames, no phones, no errors)."""
+    features, labels, lengths = batch
+    n = features.shape[0]
+    extra = -(-n // multiple) * multiple - n
+    if extra == 0:
+        return batch
+    return (
+        jnp.concatenate([features, jnp.zeros((extra,) + features.shape[1:], features.dtype)]),
+        jnp.concatenate([labels, jnp.full((extra,) + labels.shape[1:], -1, labels.dtype)]),
+        jnp.concatenate([lengths, jnp.zeros((extra,), lengths.dtype)]),
+    )
+
+
 def make_population_eval(
-    config: ModelConfig, space: GenomeSpace, fold, chunk_size: int | None = 2
+    config: ModelConfig,
+    space: GenomeSpace,
+    fold,
+    chunk_size: int | None = 2,
+    mesh=None,
 ):
     """Builds the jitted population evaluator.
 
@@ -284,17 +303,21 @@ def make_population_eval(
       space: genome space (static).
       fold: int ``(n_classes,)`` class -> scoring phone (-1 = not scored).
       chunk_size: genomes evaluated together by ``lax.map``; ``None`` = one ``vmap``
-        over the whole population.
+        over the whole population (per device).
+      mesh: optional :func:`mohaq_jax.sharding.population_mesh`; the population is
+        split over its ``pop`` axis (padded to a multiple, padding dropped) and the
+        batch over its ``batch`` axis. ``None`` = one device.
 
     Returns:
       ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> PopulationMetrics``,
       jitted; it compiles once per (population, batch) shape.
     """
     fold = np.asarray(fold, np.int32)
-
     n_combos = len(first_stage_combos(space, config))
+    n_batch_shards = sharding.mesh_size(mesh, sharding.BATCH)
 
-    def evaluate(params, calib, genomes, batch):
+    def population_sums(params, calib, genomes, batch):
+        """Per-genome metric sums, ``(pop,)`` each, for the genomes and data given."""
         tables = weight_tables(params, calib, space)
         first = None
         if n_combos < genomes.shape[0]:
@@ -310,7 +333,17 @@ def make_population_eval(
             sums = jax.vmap(fn)(genomes)
         else:
             sums = jax.lax.map(fn, genomes, batch_size=chunk_size)
-        loss_sum, n_frames, wrong, edits, n_phones = sums
+        if n_batch_shards > 1:
+            sums = jax.lax.psum(sums, sharding.BATCH)
+        return sums
+
+    sums_fn = sharding.shard_population(
+        population_sums, mesh, in_axes=(None, None, 0, sharding.BATCH),
+    )
+
+    def evaluate(params, calib, genomes, batch):
+        batch = _pad_utterances(batch, n_batch_shards)
+        loss_sum, n_frames, wrong, edits, n_phones = sums_fn(params, calib, genomes, batch)
         n_frames_f = jnp.maximum(n_frames, 1).astype(jnp.float32)
         return PopulationMetrics(
             loss=loss_sum / n_frames_f,
@@ -360,9 +393,12 @@ class PopulationEvaluator:
     calib: Calibration
     chunk_size: int | None = 2
     pop_size: int | None = None  # fixed padded size; default: first call's size
+    mesh: Any = None  # sharding.population_mesh(...) to split the population; None = 1 device
 
     def __post_init__(self):
-        self._eval = make_population_eval(self.config, self.space, self.fold, self.chunk_size)
+        self._eval = make_population_eval(
+            self.config, self.space, self.fold, self.chunk_size, self.mesh
+        )
 
     def __call__(self, genomes, batch, params=None) -> dict[str, np.ndarray]:
         """Evaluates a population on a batch; returns numpy arrays of shape ``(pop,)``."""
@@ -373,7 +409,8 @@ class PopulationEvaluator:
         unique, inverse = np.unique(genomes, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         size = self.pop_size or len(genomes)
-        multiple = self.chunk_size or 1
+        # Every device gets a whole number of chunks.
+        multiple = (self.chunk_size or 1) * sharding.mesh_size(self.mesh)
         size = max(size, len(unique))
         size = -(-size // multiple) * multiple
         padded = np.concatenate([unique, np.repeat(unique[:1], size - len(unique), 0)])
@@ -381,4 +418,6 @@ class PopulationEvaluator:
             self.params if params is None else params, self.calib, jnp.asarray(padded),
             tuple(jnp.asarray(x) for x in batch),
         )
-        return {k: np.asarray(v)[: len(unique)][inverse] for k, v in out.__dict__.items()}
+        return {
+            k: sharding.to_host(v)[: len(unique)][inverse] for k, v in out.__dict__.items()
+        }
