@@ -38,8 +38,11 @@ from mohaq_jax.models import sru
 def build(args):
     """Model, params, calibration, data and population of the benchmark."""
     config = sru.ModelConfig(
-        n_features=args.features, n_classes=args.classes, hidden=args.hidden,
-        n_layers=args.layers, bidirectional=not args.unidirectional,
+        n_features=args.features,
+        n_classes=args.classes,
+        hidden=args.hidden,
+        n_layers=args.layers,
+        bidirectional=not args.unidirectional,
     )
     key_p, key_x, key_y, key_g = jax.random.split(jax.random.key(args.seed), 4)
     params = sru.init_params(key_p, config)
@@ -50,13 +53,16 @@ def build(args):
     )
     labels = jnp.repeat(
         jax.random.randint(key_y, (args.batch, args.frames // 5 + 1), 0, args.classes),
-        5, axis=1,
+        5,
+        axis=1,
     )[:, : args.frames]
     labels = jnp.where(jnp.arange(args.frames)[None] < lengths[:, None], labels, -1)
     calib = qmodel.calibrate(params, config, feats, lengths, "max", "max")
     space = genome.get_space(args.space, sru.layer_specs(config))
     rng = np.random.default_rng(args.seed)
-    genomes = jnp.asarray(rng.integers(0, space.upper + 1, (args.pop, space.n_genes)), jnp.int32)
+    genomes = jnp.asarray(
+        rng.integers(0, space.upper + 1, (args.pop, space.n_genes)), jnp.int32
+    )
     fold = np.arange(args.classes, dtype=np.int32)
     return config, params, calib, space, (feats, labels, lengths), genomes, fold
 
@@ -102,7 +108,12 @@ def torch_anchor(config, params, calib, space, batch, genomes, n_genomes: int):
             return x
         levels = 2.0 ** (bits - 1) - 1
         step = clip / levels
-        return torch.clamp(torch.round(torch.clamp(x, -clip, clip) / step), -levels, levels) * step
+        return (
+            torch.clamp(
+                torch.round(torch.clamp(x, -clip, clip) / step), -levels, levels
+            )
+            * step
+        )
 
     def forward(g):
         bits = space.bits_table[np.arange(space.n_genes), g]
@@ -112,10 +123,16 @@ def torch_anchor(config, params, calib, space, batch, genomes, n_genomes: int):
             layer = p_np[specs[site].name]
             kernel = torch.from_numpy(tables[site][g[space.w_gene[site]]])
             ba = int(bits[space.a_gene[site]])
-            xq = fq(x, ba, float(a_clip[site, list(qmodel.quantize.BIT_OPTIONS).index(ba)]))
+            xq = fq(
+                x, ba, float(a_clip[site, list(qmodel.quantize.BIT_OPTIONS).index(ba)])
+            )
             k = kernel.shape[1] // (d * h)
             u = (xq @ kernel).reshape(x.shape[0], x.shape[1], d, k, h)
-            skip = u[:, :, :, 3] * scale_x if k == 4 else x.reshape(u.shape[:3] + (h,)) * scale_x
+            skip = (
+                u[:, :, :, 3] * scale_x
+                if k == 4
+                else x.reshape(u.shape[:3] + (h,)) * scale_x
+            )
             v = torch.from_numpy(layer["v"])
             b = torch.from_numpy(layer["bias"])
             out = torch.zeros(x.shape[0], x.shape[1], d, h)
@@ -135,7 +152,9 @@ def torch_anchor(config, params, calib, space, batch, genomes, n_genomes: int):
         ba = int(bits[space.a_gene[site]])
         xq = fq(x, ba, float(a_clip[site, list(qmodel.quantize.BIT_OPTIONS).index(ba)]))
         fc = p_np["fc"]
-        logits = xq @ torch.from_numpy(tables[site][g[space.w_gene[site]]]) + torch.from_numpy(fc["bias"])
+        logits = xq @ torch.from_numpy(
+            tables[site][g[space.w_gene[site]]]
+        ) + torch.from_numpy(fc["bias"])
         return logits.argmax(-1)
 
     genomes = np.asarray(genomes)
@@ -150,10 +169,17 @@ def torch_anchor(config, params, calib, space, batch, genomes, n_genomes: int):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pop", type=int, default=64, help="population size")
-    parser.add_argument("--chunks", default="1,2,4,8,16,full",
-                        help="chunk sizes of the curve; 'full' = one vmap")
-    parser.add_argument("--devices", type=int, default=0,
-                        help="also time the sharded evaluator on 1, 2, 4 .. N devices")
+    parser.add_argument(
+        "--chunks",
+        default="1,2,4,8,16,full",
+        help="chunk sizes of the curve; 'full' = one vmap",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=0,
+        help="also time the sharded evaluator on 1, 2, 4 .. N devices",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--space", default="bitfusion", help="genome space")
@@ -164,28 +190,43 @@ def main(argv=None):
     parser.add_argument("--unidirectional", action="store_true")
     parser.add_argument("--batch", type=int, default=8, help="utterances")
     parser.add_argument("--frames", type=int, default=200, help="padded frames")
-    parser.add_argument("--loop-genomes", type=int, default=16,
-                        help="genomes timed per loop round (the loop's rate is per genome)")
-    parser.add_argument("--torch", type=int, default=2, metavar="N",
-                        help="genomes for the PyTorch-eager anchor (0 = skip)")
+    parser.add_argument(
+        "--loop-genomes",
+        type=int,
+        default=16,
+        help="genomes timed per loop round (the loop's rate is per genome)",
+    )
+    parser.add_argument(
+        "--torch",
+        type=int,
+        default=2,
+        metavar="N",
+        help="genomes for the PyTorch-eager anchor (0 = skip)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     config, params, calib, space, batch, genomes, fold = build(args)
     dev = jax.devices()[0]
     flops = flops_per_genome(config, batch)
-    print(f"device: {dev.platform} / {dev.device_kind} x{jax.device_count()}, "
-          f"jax {jax.__version__}")
-    print(f"model: {config.n_layers} x {'bi' if config.bidirectional else 'uni'}SRU "
-          f"{config.hidden}, {config.n_features} features, {config.n_classes} classes; "
-          f"data {args.batch} utt x {args.frames} frames; space {args.space}; pop {args.pop}")
+    print(
+        f"device: {dev.platform} / {dev.device_kind} x{jax.device_count()}, "
+        f"jax {jax.__version__}"
+    )
+    print(
+        f"model: {config.n_layers} x {'bi' if config.bidirectional else 'uni'}SRU "
+        f"{config.hidden}, {config.n_features} features, {config.n_classes} classes; "
+        f"data {args.batch} utt x {args.frames} frames; space {args.space}; pop {args.pop}"
+    )
     print(f"matmul work per genome: {flops / 1e9:.3f} GFLOP")
 
     # (b) the loop: the same evaluate_genome, jitted once for one genome.
     tables = jax.jit(evaluate.weight_tables, static_argnums=2)(params, calib, space)
-    one = jax.jit(functools.partial(
-        evaluate.evaluate_genome, config=config, space=space, fold=jnp.asarray(fold)
-    ))
+    one = jax.jit(
+        functools.partial(
+            evaluate.evaluate_genome, config=config, space=space, fold=jnp.asarray(fold)
+        )
+    )
     loop_genomes = genomes[: args.loop_genomes]
 
     def loop():
@@ -198,13 +239,21 @@ def main(argv=None):
     a1 = jax.random.normal(kx, (n_rows, config.output_size))
     w1 = jax.random.normal(kx, (config.output_size, 3 * config.output_size))
     a2 = jax.random.normal(kx, (1024, 1024))
-    fns = {"loop": loop, "dot_model": lambda: dot(a1, w1), "dot_1024": lambda: dot(a2, a2)}
-    dot_flops = {"dot_model": 2.0 * a1.shape[0] * a1.shape[1] * w1.shape[1],
-                 "dot_1024": 2.0 * 1024**3}
+    fns = {
+        "loop": loop,
+        "dot_model": lambda: dot(a1, w1),
+        "dot_1024": lambda: dot(a2, a2),
+    }
+    dot_flops = {
+        "dot_model": 2.0 * a1.shape[0] * a1.shape[1] * w1.shape[1],
+        "dot_1024": 2.0 * 1024**3,
+    }
     chunks = [None if c == "full" else int(c) for c in args.chunks.split(",")]
     for c in chunks:
         ev = evaluate.make_population_eval(config, space, fold, chunk_size=c)
-        fns[f"chunk={c or 'full'}"] = functools.partial(ev, params, calib, genomes, batch)
+        fns[f"chunk={c or 'full'}"] = functools.partial(
+            ev, params, calib, genomes, batch
+        )
     t = interleaved(fns, args.repeats)
 
     peak = max(dot_flops[k] / t[k] for k in dot_flops)
@@ -214,24 +263,35 @@ def main(argv=None):
     rate = curve[best_chunk]
     results = {
         "device": f"{dev.platform}/{dev.device_kind}",
-        "pop": args.pop, "gflop_per_genome": flops / 1e9,
-        "batched_genomes_per_s": rate, "best_chunk": best_chunk,
-        "loop_genomes_per_s": loop_rate, "ratio": rate / loop_rate,
+        "pop": args.pop,
+        "gflop_per_genome": flops / 1e9,
+        "batched_genomes_per_s": rate,
+        "best_chunk": best_chunk,
+        "loop_genomes_per_s": loop_rate,
+        "ratio": rate / loop_rate,
         "dot_peak_gflops": peak / 1e9,
         "dot_gflops": {k: dot_flops[k] / t[k] / 1e9 for k in dot_flops},
-        "batched_gflops": rate * flops / 1e9, "share_of_peak": rate * flops / peak,
+        "batched_gflops": rate * flops / 1e9,
+        "share_of_peak": rate * flops / peak,
         "loop_share_of_peak": loop_rate * flops / peak,
-        "chunk_curve": {k: {"genomes_per_s": v, "ratio": v / loop_rate}
-                        for k, v in curve.items()},
+        "chunk_curve": {
+            k: {"genomes_per_s": v, "ratio": v / loop_rate} for k, v in curve.items()
+        },
     }
     print(f"(a) batched pass (chunk {best_chunk}): {rate:8.1f} genomes/s")
     print(f"(b) jitted per-genome loop:      {loop_rate:8.1f} genomes/s")
     print(f"(c) ratio batched / loop:        {rate / loop_rate:8.2f} x")
-    print(f"(d) batched {rate * flops / 1e9:.1f} GFLOP/s = {100 * rate * flops / peak:.0f} % "
-          f"of jnp.dot peak {peak / 1e9:.1f} GFLOP/s "
-          f"(loop: {100 * loop_rate * flops / peak:.0f} %)")
-    print("(e) chunk curve:  " + "  ".join(
-        f"{k}: {v:.1f} g/s ({v / loop_rate:.2f}x)" for k, v in curve.items()))
+    print(
+        f"(d) batched {rate * flops / 1e9:.1f} GFLOP/s = {100 * rate * flops / peak:.0f} % "
+        f"of jnp.dot peak {peak / 1e9:.1f} GFLOP/s "
+        f"(loop: {100 * loop_rate * flops / peak:.0f} %)"
+    )
+    print(
+        "(e) chunk curve:  "
+        + "  ".join(
+            f"{k}: {v:.1f} g/s ({v / loop_rate:.2f}x)" for k, v in curve.items()
+        )
+    )
 
     if args.torch:
         sec = torch_anchor(config, params, calib, space, batch, genomes, args.torch)
@@ -239,9 +299,11 @@ def main(argv=None):
             print("torch anchor: skipped (torch not installed; pip install torch)")
         else:
             results["torch_eager_genomes_per_s"] = 1.0 / sec
-            print(f"torch eager anchor (forward only, one genome at a time, "
-                  f"{args.torch} genomes): {1.0 / sec:.2f} genomes/s; batched JAX is "
-                  f"{rate * sec:.0f}x faster")
+            print(
+                f"torch eager anchor (forward only, one genome at a time, "
+                f"{args.torch} genomes): {1.0 / sec:.2f} genomes/s; batched JAX is "
+                f"{rate * sec:.0f}x faster"
+            )
 
     if args.devices:
         n_max = min(args.devices, jax.device_count())
@@ -255,13 +317,17 @@ def main(argv=None):
         t = interleaved(fns, args.repeats)
         results["scaling"] = {str(n): args.pop / t[n] for n in counts}
         if dev.platform == "cpu":
-            print("device scaling (forced host devices share the same cores: a functional "
-                  "check, not a speed-up measurement):")
+            print(
+                "device scaling (forced host devices share the same cores: a functional "
+                "check, not a speed-up measurement):"
+            )
         else:
             print("device scaling:")
         for n in counts:
-            print(f"  {n:3d} devices: {args.pop / t[n]:8.1f} genomes/s "
-                  f"({t[counts[0]] / t[n]:.2f}x of 1 device)")
+            print(
+                f"  {n:3d} devices: {args.pop / t[n]:8.1f} genomes/s "
+                f"({t[counts[0]] / t[n]:.2f}x of 1 device)"
+            )
 
     if args.json:
         with open(args.json, "w") as f:

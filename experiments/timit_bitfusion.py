@@ -16,12 +16,18 @@ MAXIMIZE = ("speedup",)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     experiment.add_common_args(parser, {"out": "runs/timit_bitfusion"})
     args = parser.parse_args(argv)
-    return experiment.run_mohaq(args, "bitfusion", OBJECTIVES, MAXIMIZE,
-                                title="MOHAQ on Bitfusion (inference-only search)")
+    return experiment.run_mohaq(
+        args,
+        "bitfusion",
+        OBJECTIVES,
+        MAXIMIZE,
+        title="MOHAQ on Bitfusion (inference-only search)",
+    )
 
 
 if __name__ == "__main__":

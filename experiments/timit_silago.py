@@ -12,17 +12,27 @@ import argparse
 
 from mohaq_jax import experiment
 
-OBJECTIVES = ("error", "speedup", "energy_pj")  # error and energy minimized, speedup maximized
+OBJECTIVES = (
+    "error",
+    "speedup",
+    "energy_pj",
+)  # error and energy minimized, speedup maximized
 MAXIMIZE = ("speedup",)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     experiment.add_common_args(parser, {"out": "runs/timit_silago"})
     args = parser.parse_args(argv)
-    return experiment.run_mohaq(args, "silago", OBJECTIVES, MAXIMIZE,
-                                title="MOHAQ on SiLago (inference-only search)")
+    return experiment.run_mohaq(
+        args,
+        "silago",
+        OBJECTIVES,
+        MAXIMIZE,
+        title="MOHAQ on SiLago (inference-only search)",
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,23 @@ class PopulationMetrics:
     n_phones: jax.Array  # summed reference phone count, int32
 
 
-def weight_tables(params, calib: Calibration, space: GenomeSpace) -> tuple[jax.Array, ...]:
+def metrics_from_sums(sums) -> PopulationMetrics:
+    """Rates from per-genome ``(loss_sum, n_frames, frame_wrong, edits, n_phones)``."""
+    loss_sum, n_frames, wrong, edits, n_phones = sums
+    n_frames_f = jnp.maximum(n_frames, 1).astype(jnp.float32)
+    return PopulationMetrics(
+        loss=loss_sum / n_frames_f,
+        frame_error=wrong.astype(jnp.float32) / n_frames_f,
+        phone_error=edits.astype(jnp.float32)
+        / jnp.maximum(n_phones, 1).astype(jnp.float32),
+        phone_edits=edits,
+        n_phones=n_phones,
+    )
+
+
+def weight_tables(
+    params, calib: Calibration, space: GenomeSpace
+) -> tuple[jax.Array, ...]:
     """Each layer's kernel quantized at every bit value its weight gene allows.
 
     Returns:
@@ -123,13 +139,16 @@ def _sru_time_major(config: ModelConfig, layer, x_mm, x_cell, valid):
     kernel = layer["kernel"]
     k = kernel.shape[-1] // (d * h)
     u = (x_mm @ kernel).reshape(n_time, n_batch, d, k, h)
-    scale_x = math.sqrt(1.0 + 2.0 * math.exp(config.highway_bias)) if config.rescale else 1.0
+    scale_x = (
+        math.sqrt(1.0 + 2.0 * math.exp(config.highway_bias)) if config.rescale else 1.0
+    )
     if k == 4:
         skip = u[:, :, :, 3] * scale_x
     elif x_cell.shape[-1] == config.output_size:
         skip = x_cell.reshape(n_time, n_batch, d, h) * scale_x
     else:
         skip = None
+
     def directions(a):
         """Forward direction as is, backward direction reversed in time."""
         if d == 1:
@@ -137,7 +156,9 @@ def _sru_time_major(config: ModelConfig, layer, x_mm, x_cell, valid):
         return jnp.stack([a[:, :, 0], jnp.flip(a[:, :, 1], axis=0)], axis=2)
 
     v, b = layer["v"], layer["bias"]  # (dirs, 2, hidden)
-    mask = directions(jnp.broadcast_to(valid[:, :, None, None], (n_time, n_batch, d, 1)))
+    mask = directions(
+        jnp.broadcast_to(valid[:, :, None, None], (n_time, n_batch, d, 1))
+    )
     u = directions(u[:, :, :, :3])
     # Only the forget gate and the cell state are sequential; the reset gate and the
     # output are computed for all frames at once after the scan (same arithmetic).
@@ -147,7 +168,9 @@ def _sru_time_major(config: ModelConfig, layer, x_mm, x_cell, valid):
 
     def step(carry, t):
         c_prev, c_seq = carry
-        f = jax.nn.sigmoid(jax.lax.dynamic_index_in_dim(gate_f, t, 0, False) + v_f * c_prev)
+        f = jax.nn.sigmoid(
+            jax.lax.dynamic_index_in_dim(gate_f, t, 0, False) + v_f * c_prev
+        )
         c = f * c_prev + (1.0 - f) * jax.lax.dynamic_index_in_dim(x_tilde, t, 0, False)
         # Zero state on padding frames: the reversed direction starts clean.
         c = jnp.where(jax.lax.dynamic_index_in_dim(mask, t, 0, False), c, 0.0)
@@ -156,9 +179,13 @@ def _sru_time_major(config: ModelConfig, layer, x_mm, x_cell, valid):
     # Indexing by t (not scanning over xs) keeps a vmapped population axis in front,
     # so batching the scan inserts no transposes.
     c0 = jnp.zeros((n_batch, d, h), u.dtype)
-    (_, c_seq), _ = jax.lax.scan(step, (c0, jnp.zeros_like(x_tilde)), jnp.arange(n_time))
+    (_, c_seq), _ = jax.lax.scan(
+        step, (c0, jnp.zeros_like(x_tilde)), jnp.arange(n_time)
+    )
     c_prev = jnp.concatenate([jnp.zeros_like(c_seq[:1]), c_seq[:-1]])
-    r = jax.nn.sigmoid(u[:, :, :, 2] + v[None, None, :, 1] * c_prev + b[None, None, :, 1])
+    r = jax.nn.sigmoid(
+        u[:, :, :, 2] + v[None, None, :, 1] * c_prev + b[None, None, :, 1]
+    )
     h_seq = r * c_seq if skip is None else r * c_seq + (1.0 - r) * directions(skip)
     h_seq = jnp.where(mask, h_seq, 0.0)
     return directions(h_seq).reshape(n_time, n_batch, d * h)
@@ -180,7 +207,9 @@ def _run_stage(config, stage: _Stage, qparams, bits_a, clips, x, valid):
 def _stage_genes(space: GenomeSpace, stage: _Stage) -> tuple[int, ...]:
     """Genes that decide a stage's output (its sites' weight and activation genes)."""
     sites = [s for s in (stage.proj_site, stage.sru_site) if s is not None]
-    return tuple(sorted({space.w_gene[s] for s in sites} | {space.a_gene[s] for s in sites}))
+    return tuple(
+        sorted({space.w_gene[s] for s in sites} | {space.a_gene[s] for s in sites})
+    )
 
 
 def first_stage_combos(space: GenomeSpace, config: ModelConfig) -> np.ndarray:
@@ -227,7 +256,9 @@ def first_stage_outputs(params, tables, calib, batch, *, config, space) -> jax.A
     def one(combo):
         _, bits_a = space.decode(combo)
         qparams = genome_params(params, tables, space, combo)
-        return _run_stage(config, stage, qparams, bits_a, act_clips(calib, bits_a), x, valid)
+        return _run_stage(
+            config, stage, qparams, bits_a, act_clips(calib, bits_a), x, valid
+        )
 
     combos = jnp.asarray(first_stage_combos(space, config))
     return jax.lax.map(one, combos)
@@ -265,14 +296,7 @@ def evaluate_genome(
     logits = jnp.swapaxes(x @ fc["kernel"] + fc["bias"][None, None], 0, 1)  # (B, T, C)
 
     features, labels, lengths = batch
-    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    loss_sum, n_frames = metrics.masked_cross_entropy(logits, labels, lengths)
-    wrong, _ = metrics.frame_errors(pred, labels, lengths)
-    edits, n_phones = metrics.phone_error_rate(pred, labels, lengths, fold)
-    return (
-        jnp.sum(loss_sum), jnp.sum(n_frames), jnp.sum(wrong), jnp.sum(edits),
-        jnp.sum(n_phones),
-    )
+    return metrics.error_counts(logits, labels, lengths, fold)
 
 
 def _pad_utterances(batch, multiple: int):
@@ -283,8 +307,12 @@ def _pad_utterances(batch, multiple: int):
     if extra == 0:
         return batch
     return (
-        jnp.concatenate([features, jnp.zeros((extra,) + features.shape[1:], features.dtype)]),
-        jnp.concatenate([labels, jnp.full((extra,) + labels.shape[1:], -1, labels.dtype)]),
+        jnp.concatenate(
+            [features, jnp.zeros((extra,) + features.shape[1:], features.dtype)]
+        ),
+        jnp.concatenate(
+            [labels, jnp.full((extra,) + labels.shape[1:], -1, labels.dtype)]
+        ),
         jnp.concatenate([lengths, jnp.zeros((extra,), lengths.dtype)]),
     )
 
@@ -326,8 +354,15 @@ def make_population_eval(
                 params, tables, calib, batch, config=config, space=space
             )
         fn = functools.partial(
-            evaluate_genome, params, tables, calib, batch=batch, config=config,
-            space=space, fold=jnp.asarray(fold), first=first,
+            evaluate_genome,
+            params,
+            tables,
+            calib,
+            batch=batch,
+            config=config,
+            space=space,
+            fold=jnp.asarray(fold),
+            first=first,
         )
         if chunk_size is None:
             sums = jax.vmap(fn)(genomes)
@@ -338,21 +373,14 @@ def make_population_eval(
         return sums
 
     sums_fn = sharding.shard_population(
-        population_sums, mesh, in_axes=(None, None, 0, sharding.BATCH),
+        population_sums,
+        mesh,
+        in_axes=(None, None, 0, sharding.BATCH),
     )
 
     def evaluate(params, calib, genomes, batch):
         batch = _pad_utterances(batch, n_batch_shards)
-        loss_sum, n_frames, wrong, edits, n_phones = sums_fn(params, calib, genomes, batch)
-        n_frames_f = jnp.maximum(n_frames, 1).astype(jnp.float32)
-        return PopulationMetrics(
-            loss=loss_sum / n_frames_f,
-            frame_error=wrong.astype(jnp.float32) / n_frames_f,
-            phone_error=edits.astype(jnp.float32)
-            / jnp.maximum(n_phones, 1).astype(jnp.float32),
-            phone_edits=edits,
-            n_phones=n_phones,
-        )
+        return metrics_from_sums(sums_fn(params, calib, genomes, batch))
 
     return jax.jit(evaluate)
 
@@ -361,7 +389,9 @@ def check_batch(batch) -> None:
     """Rejects a batch with NaN/inf features or inconsistent shapes, naming the problem."""
     features, labels, lengths = (np.asarray(x) for x in batch)
     if features.ndim != 3:
-        raise ValueError(f"features must be (batch, time, features), got {features.shape}")
+        raise ValueError(
+            f"features must be (batch, time, features), got {features.shape}"
+        )
     if labels.shape != features.shape[:2] or lengths.shape != features.shape[:1]:
         raise ValueError(
             f"labels {labels.shape} / lengths {lengths.shape} do not match features "
@@ -393,7 +423,9 @@ class PopulationEvaluator:
     calib: Calibration
     chunk_size: int | None = 2
     pop_size: int | None = None  # fixed padded size; default: first call's size
-    mesh: Any = None  # sharding.population_mesh(...) to split the population; None = 1 device
+    mesh: Any = (
+        None  # sharding.population_mesh(...) to split the population; None = 1 device
+    )
 
     def __post_init__(self):
         self._eval = make_population_eval(
@@ -415,9 +447,12 @@ class PopulationEvaluator:
         size = -(-size // multiple) * multiple
         padded = np.concatenate([unique, np.repeat(unique[:1], size - len(unique), 0)])
         out = self._eval(
-            self.params if params is None else params, self.calib, jnp.asarray(padded),
+            self.params if params is None else params,
+            self.calib,
+            jnp.asarray(padded),
             tuple(jnp.asarray(x) for x in batch),
         )
         return {
-            k: sharding.to_host(v)[: len(unique)][inverse] for k, v in out.__dict__.items()
+            k: sharding.to_host(v)[: len(unique)][inverse]
+            for k, v in out.__dict__.items()
         }

@@ -59,7 +59,9 @@ class GenomeSpace:
         for name, values in zip(self.gene_names, self.gene_values, strict=True):
             quantize.check_bits(values, f"allowed values of gene {name}")
             if list(values) != sorted(set(values)):
-                raise ValueError(f"allowed values of gene {name} must be ascending, unique")
+                raise ValueError(
+                    f"allowed values of gene {name} must be ascending, unique"
+                )
         if len(self.w_gene) != len(self.layers) or len(self.a_gene) != len(self.layers):
             raise ValueError("w_gene and a_gene need one gene index per layer")
         if not all(0 <= g < n for g in self.w_gene + self.a_gene):
@@ -112,8 +114,14 @@ class GenomeSpace:
                 f"(genes {', '.join(self.gene_names)}), got shape {arr.shape}"
             )
         if arr.dtype.kind not in "iu":
-            if arr.dtype.kind != "f" or np.any(~np.isfinite(arr)) or np.any(arr != np.round(arr)):
-                raise ValueError(f"genomes must hold integer levels, got dtype {arr.dtype}")
+            if (
+                arr.dtype.kind != "f"
+                or np.any(~np.isfinite(arr))
+                or np.any(arr != np.round(arr))
+            ):
+                raise ValueError(
+                    f"genomes must hold integer levels, got dtype {arr.dtype}"
+                )
         arr2 = arr.reshape(-1, self.n_genes).astype(np.int64)
         bad = (arr2 < 0) | (arr2 > self.upper)
         if np.any(bad):
@@ -145,11 +153,15 @@ class GenomeSpace:
     def encode(self, bits: dict[str, int]) -> np.ndarray:
         """Genome from bits per gene name (``{"w_sru1": 8, ...}``)."""
         genome = np.zeros(self.n_genes, np.int32)
-        for i, (name, values) in enumerate(zip(self.gene_names, self.gene_values, strict=True)):
+        for i, (name, values) in enumerate(
+            zip(self.gene_names, self.gene_values, strict=True)
+        ):
             if name not in bits:
                 raise ValueError(f"no bits given for gene {name}")
             if bits[name] not in values:
-                raise ValueError(f"gene {name} cannot take {bits[name]} bits; allowed {values}")
+                raise ValueError(
+                    f"gene {name} cannot take {bits[name]} bits; allowed {values}"
+                )
             genome[i] = values.index(bits[name])
         return genome
 
@@ -169,10 +181,14 @@ class GenomeSpace:
 
 def _by_kind(layers: Sequence[LayerSpec]) -> list[int]:
     """Layer indices grouped by kind (sru, proj, fc), forward order within a kind."""
-    return sorted(range(len(layers)), key=lambda i: (_KIND_ORDER.index(layers[i].kind), i))
+    return sorted(
+        range(len(layers)), key=lambda i: (_KIND_ORDER.index(layers[i].kind), i)
+    )
 
 
-def tied_space(layers: Sequence[LayerSpec], values: Sequence[int], name: str) -> GenomeSpace:
+def tied_space(
+    layers: Sequence[LayerSpec], values: Sequence[int], name: str
+) -> GenomeSpace:
     """One gene per layer driving both its weight and activation bits."""
     layers = tuple(layers)
     order = _by_kind(layers)

@@ -142,11 +142,14 @@ def smoothed_predictions(logits, lengths, window: int = PER_SMOOTHING) -> jax.Ar
     t = jnp.arange(n_time)
     valid = t[None, :] < lengths[:, None]
     logp = jnp.where(valid[..., None], jax.nn.log_softmax(logits, axis=-1), 0.0)
-    csum = jnp.concatenate([jnp.zeros_like(logp[:, :1]), jnp.cumsum(logp, axis=1)], axis=1)
+    csum = jnp.concatenate(
+        [jnp.zeros_like(logp[:, :1]), jnp.cumsum(logp, axis=1)], axis=1
+    )
     hi = jnp.minimum(t[None, :] + half + 1, jnp.maximum(lengths[:, None], 1))
     lo = jnp.minimum(jnp.maximum(t[None, :] - half, 0), hi - 1)
-    total = (jnp.take_along_axis(csum, hi[..., None], axis=1)
-             - jnp.take_along_axis(csum, lo[..., None], axis=1))
+    total = jnp.take_along_axis(csum, hi[..., None], axis=1) - jnp.take_along_axis(
+        csum, lo[..., None], axis=1
+    )
     return jnp.argmax(total, axis=-1).astype(jnp.int32)
 
 
@@ -162,5 +165,10 @@ def error_counts(logits, labels, lengths, fold, window: int = PER_SMOOTHING):
     edits, n_phones = phone_error_rate(
         smoothed_predictions(logits, lengths, window), labels, lengths, fold
     )
-    return (jnp.sum(loss_sum), jnp.sum(n_frames), jnp.sum(wrong), jnp.sum(edits),
-            jnp.sum(n_phones))
+    return (
+        jnp.sum(loss_sum),
+        jnp.sum(n_frames),
+        jnp.sum(wrong),
+        jnp.sum(edits),
+        jnp.sum(n_phones),
+    )

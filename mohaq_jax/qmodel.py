@@ -147,6 +147,11 @@ def apply_quantized(
     """
     qparams = quantize_params(params, config, bits_w, calib)
     return AcousticModel(config).apply(
-        {"params": qparams}, features, length, bits_a, act_clips(calib, bits_a),
-        train=train, rngs=rngs,
+        {"params": qparams},
+        features,
+        length,
+        bits_a,
+        act_clips(calib, bits_a),
+        train=train,
+        rngs=rngs,
     )

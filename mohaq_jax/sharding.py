@@ -88,7 +88,9 @@ def _leading(tree, in_axes) -> int:
         for leaf in jax.tree_util.tree_leaves(sub)
     }
     if len(sizes) != 1:
-        raise ValueError(f"population arguments disagree on their leading size: {sizes}")
+        raise ValueError(
+            f"population arguments disagree on their leading size: {sizes}"
+        )
     return sizes.pop()
 
 
@@ -130,15 +132,17 @@ def shard_population(
     n_shards = mesh_size(mesh, axis_name)
     in_specs = tuple(_spec(a, axis_name) for a in in_axes)
     out_specs = jax.tree_util.tree_map(lambda a: _spec(a, axis_name), out_axes)
-    mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
-                           check_vma=False)
+    mapped = jax.shard_map(
+        fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+    )
 
     def sharded(*args):
         if len(args) != len(in_axes):
             raise TypeError(f"expected {len(in_axes)} arguments, got {len(args)}")
         n = _leading(args, in_axes)
         args = tuple(
-            jax.tree_util.tree_map(lambda x: pad_rows(x, n_shards), arg) if axis == 0
+            jax.tree_util.tree_map(lambda x: pad_rows(x, n_shards), arg)
+            if axis == 0
             else arg
             for axis, arg in zip(in_axes, args, strict=True)
         )
@@ -204,11 +208,22 @@ def describe(mesh: Mesh | None) -> str:
         return f"1 device ({jax.devices()[0].device_kind})"
     shape = ", ".join(f"{k}={v}" for k, v in mesh.shape.items())
     kind = mesh.devices.flat[0].device_kind
-    return f"{mesh.size} devices ({kind}), mesh {shape}, {jax.process_count()} process(es)"
+    return (
+        f"{mesh.size} devices ({kind}), mesh {shape}, {jax.process_count()} process(es)"
+    )
 
 
 __all__ = [
-    "BATCH", "POP", "describe", "initialize_distributed", "is_main_process", "mesh_size",
-    "pad_rows", "population_mesh", "population_sharding", "replicated", "shard_population",
+    "BATCH",
+    "POP",
+    "describe",
+    "initialize_distributed",
+    "is_main_process",
+    "mesh_size",
+    "pad_rows",
+    "population_mesh",
+    "population_sharding",
+    "replicated",
+    "shard_population",
     "to_host",
 ]

@@ -54,15 +54,21 @@ BASELINE_FILE = "baseline.msgpack"
 #: when the cores are shared), and the default TrainConfig (12 epochs) reaches dev PER
 #: 0.58 / frame error 0.235 (test 0.77 / 0.28) in about 3 minutes. Dropout 0.25 beat
 #: 0.1 there (dev PER 0.60 vs 0.68 after 12 epochs).
-BASELINE_MODEL = {"hidden": 128, "n_layers": 2, "n_proj": 0, "dropout": 0.25,
-                  "bidirectional": True}
+BASELINE_MODEL = {
+    "hidden": 128,
+    "n_layers": 2,
+    "n_proj": 0,
+    "dropout": 0.25,
+    "bidirectional": True,
+}
 
 
 def baseline_model_config(corpus, **overrides) -> ModelConfig:
     """The default baseline structure for a corpus, with fields overridden by name."""
     fields = {**BASELINE_MODEL, **overrides}
-    return ModelConfig(n_features=corpus.n_features, n_classes=corpus.n_classes,
-                       **fields)
+    return ModelConfig(
+        n_features=corpus.n_features, n_classes=corpus.n_classes, **fields
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,15 +92,22 @@ class TrainConfig:
     monitor: str = "fer"
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "lr_halving_patience", "eval_every",
-                     "pad_multiple", "eval_batch_size"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "lr_halving_patience",
+            "eval_every",
+            "pad_multiple",
+            "eval_batch_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
         if not self.lr > 0:
             raise ValueError("TrainConfig.lr must be > 0")
         if self.monitor not in ("fer", "per"):
-            raise ValueError(f"TrainConfig.monitor must be 'fer' or 'per', "
-                             f"got {self.monitor!r}")
+            raise ValueError(
+                f"TrainConfig.monitor must be 'fer' or 'per', got {self.monitor!r}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -158,7 +171,14 @@ def _logits_fn(config: ModelConfig):
                 {"params": params}, features, length, train=train, rngs=rngs
             )
         return qmodel.apply_quantized(
-            params, config, calib, bits_w, bits_a, features, length, train=train,
+            params,
+            config,
+            calib,
+            bits_w,
+            bits_a,
+            features,
+            length,
+            train=train,
             rngs=rngs,
         )
 
@@ -282,9 +302,11 @@ def _rates(counts) -> dict:
     counts = np.asarray(counts, np.int64)
     return {
         "per": float(counts[..., 0].sum() / max(counts[..., 1].sum(), 1))
-        if counts.ndim == 1 else counts[..., 0] / np.maximum(counts[..., 1], 1),
+        if counts.ndim == 1
+        else counts[..., 0] / np.maximum(counts[..., 1], 1),
         "fer": float(counts[..., 2].sum() / max(counts[..., 3].sum(), 1))
-        if counts.ndim == 1 else counts[..., 2] / np.maximum(counts[..., 3], 1),
+        if counts.ndim == 1
+        else counts[..., 2] / np.maximum(counts[..., 3], 1),
     }
 
 
@@ -309,8 +331,9 @@ def _jitted_step(config: ModelConfig, grad_clip: float, weight_decay: float):
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_qat(config: ModelConfig, grad_clip: float, weight_decay: float,
-                fold39: tuple):
+def _jitted_qat(
+    config: ModelConfig, grad_clip: float, weight_decay: float, fold39: tuple
+):
     optimizer = make_optimizer(
         TrainConfig(grad_clip=grad_clip, weight_decay=weight_decay)
     )
@@ -318,17 +341,22 @@ def _jitted_qat(config: ModelConfig, grad_clip: float, weight_decay: float,
 
     def masked_step(params, opt_state, active, batch, key, bits_w, bits_a, calib):
         new_p, new_o, loss = step(params, opt_state, batch, key, bits_w, bits_a, calib)
-        return (_where_tree(active, new_p, params),
-                _where_tree(active, new_o, opt_state), loss)
+        return (
+            _where_tree(active, new_p, params),
+            _where_tree(active, new_o, opt_state),
+            loss,
+        )
 
     vstep = jax.jit(
         jax.vmap(masked_step, in_axes=(0, 0, 0, None, None, 0, 0, None)),
         donate_argnums=(0, 1),
     )
-    vcounts = jax.jit(jax.vmap(
-        make_error_counts(config, np.asarray(fold39, np.int32)),
-        in_axes=(0, None, 0, 0, None),
-    ))
+    vcounts = jax.jit(
+        jax.vmap(
+            make_error_counts(config, np.asarray(fold39, np.int32)),
+            in_axes=(0, None, 0, 0, None),
+        )
+    )
     return vstep, vcounts
 
 
@@ -376,7 +404,8 @@ def _meta_sections(corpus, model_config, train_config) -> dict:
 
 def _check_sizes(corpus, model_config: ModelConfig) -> None:
     if (model_config.n_features, model_config.n_classes) != (
-        corpus.n_features, corpus.n_classes
+        corpus.n_features,
+        corpus.n_classes,
     ):
         raise ValueError(
             f"model expects {model_config.n_features} features / "
@@ -454,16 +483,19 @@ def fit(
         resumed_from, finished = int(state.epoch), bool(meta["finished"])
         best_rates = meta["best_dev_rates"]
 
-    step_fn = _jitted_step(model_config, train_config.grad_clip,
-                           train_config.weight_decay)
+    step_fn = _jitted_step(
+        model_config, train_config.grad_clip, train_config.weight_decay
+    )
     counts_fn = _jitted_counts(model_config, _as_key(corpus.fold39))
     key_train = jax.random.split(jax.random.key(train_config.seed))[1]
     dev_batches = eval_batches(
         corpus.dev, train_config.eval_batch_size, train_config.pad_multiple
     )
     n_batches = -(-len(corpus.train) // train_config.batch_size)
-    last = train_config.epochs if until_epoch is None else min(
-        until_epoch, train_config.epochs
+    last = (
+        train_config.epochs
+        if until_epoch is None
+        else min(until_epoch, train_config.epochs)
     )
     started = time.perf_counter()
     params, opt_state, step = state.params, state.opt_state, int(state.step)
@@ -479,8 +511,10 @@ def fit(
         rng = _epoch_rng(train_config.seed, epoch)
         losses = []
         bar = tqdm(
-            total=n_batches, desc=f"epoch {epoch + 1}/{train_config.epochs}",
-            disable=not progress, leave=False,
+            total=n_batches,
+            desc=f"epoch {epoch + 1}/{train_config.epochs}",
+            disable=not progress,
+            leave=False,
         )
         for batch in iterate_batches(
             corpus.train, train_config.batch_size, rng, train_config.pad_multiple
@@ -492,17 +526,19 @@ def fit(
             step += 1
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}",
-                                dev_per=f"{best_rates['per']:.3f}")
+                bar.set_postfix(
+                    loss=f"{float(loss):.3f}", dev_per=f"{best_rates['per']:.3f}"
+                )
         bar.close()
         epoch += 1
         lr = float(learning_rate(opt_state))
-        record = {"epoch": epoch, "loss": float(np.mean(jax.device_get(losses))),
-                  "lr": lr}
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(jax.device_get(losses))),
+            "lr": lr,
+        }
         if epoch % train_config.eval_every == 0 or epoch == train_config.epochs:
-            total = sum(
-                np.asarray(counts_fn(params, b), np.int64) for b in dev_batches
-            )
+            total = sum(np.asarray(counts_fn(params, b), np.int64) for b in dev_batches)
             rates = _rates(total)
             record.update(dev_per=rates["per"], dev_fer=rates["fer"])
             gain = 1.0 - train_config.improvement_threshold
@@ -526,19 +562,33 @@ def fit(
         if progress:
             tqdm.write(
                 f"epoch {epoch}: loss {record['loss']:.4f} lr {record['lr']:.2e}"
-                + (f" dev PER {record['dev_per']:.4f} FER {record['dev_fer']:.4f}"
-                   if "dev_per" in record else "")
+                + (
+                    f" dev PER {record['dev_per']:.4f} FER {record['dev_fer']:.4f}"
+                    if "dev_per" in record
+                    else ""
+                )
             )
         state = TrainState(
-            params=params, opt_state=opt_state, best_params=best_params,
-            epoch=jnp.asarray(epoch, jnp.int32), step=jnp.asarray(step, jnp.int32),
+            params=params,
+            opt_state=opt_state,
+            best_params=best_params,
+            epoch=jnp.asarray(epoch, jnp.int32),
+            step=jnp.asarray(step, jnp.int32),
             bad_evals=jnp.asarray(bad_evals, jnp.int32),
         )
         if ckpt_path is not None:
-            checkpoint.save(ckpt_path, state, {
-                **sections, "kind": "baseline", "epoch": epoch, "finished": finished,
-                "best_dev_rates": best_rates, "history": history,
-            })
+            checkpoint.save(
+                ckpt_path,
+                state,
+                {
+                    **sections,
+                    "kind": "baseline",
+                    "epoch": epoch,
+                    "finished": finished,
+                    "best_dev_rates": best_rates,
+                    "history": history,
+                },
+            )
 
     info = {
         "history": history,
@@ -622,10 +672,17 @@ def get_or_train_baseline(
             info = {key: meta[key] for key in ("history", "epoch", "finished")}
             info["best_dev_per"] = meta["best_dev_rates"]["per"]
             info["best_dev_fer"] = meta["best_dev_rates"]["fer"]
-            return params, {**info, "loaded": True, "path": path, "resumed_from": None,
-                            "seconds": 0.0, "epoch_seconds": []}
-    params, info = fit(corpus, model_config, train_config, path, resume=not retrain,
-                       progress=progress)
+            return params, {
+                **info,
+                "loaded": True,
+                "path": path,
+                "resumed_from": None,
+                "seconds": 0.0,
+                "epoch_seconds": [],
+            }
+    params, info = fit(
+        corpus, model_config, train_config, path, resume=not retrain, progress=progress
+    )
     return params, {**info, "loaded": False}
 
 
@@ -715,8 +772,9 @@ def qat_finetune(
     k = bits_w.shape[0]
     tc = dataclasses.replace(train_config, lr=lr, epochs=epochs)
     optimizer = make_optimizer(tc)
-    vstep, vcounts = _jitted_qat(config, tc.grad_clip, tc.weight_decay,
-                                 _as_key(corpus.fold39))
+    vstep, vcounts = _jitted_qat(
+        config, tc.grad_clip, tc.weight_decay, _as_key(corpus.fold39)
+    )
     dev_batches = eval_batches(corpus.dev, tc.eval_batch_size, tc.pad_multiple)
 
     def dev_rates(stacked):
@@ -766,14 +824,16 @@ def qat_finetune(
         since_halving = np.where(halve, 0, since_halving)
         opt_state = set_learning_rate(opt_state, lrs)
         active = active & (since_best < patience) & (lrs >= tc.min_lr)
-        history.append({
-            "epoch": epoch + 1,
-            "loss": np.mean(np.stack(jax.device_get(losses)), axis=0).tolist(),
-            "dev_per": rates["per"].tolist(),
-            "dev_fer": rates["fer"].tolist(),
-            "lr": lrs.tolist(),
-            "active": active.tolist(),
-        })
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": np.mean(np.stack(jax.device_get(losses)), axis=0).tolist(),
+                "dev_per": rates["per"].tolist(),
+                "dev_fer": rates["fer"].tolist(),
+                "lr": lrs.tolist(),
+                "active": active.tolist(),
+            }
+        )
     info = {
         "dev_per": best["per"],
         "dev_fer": best["fer"],

@@ -36,8 +36,12 @@ def parts():
     space = genome.bitfusion_space(sru.layer_specs(cfg))
     # three "retrained" param sets: perturbations of the float params
     others = [
-        jax.tree.map(lambda a, i=i: a + 0.1 * jax.random.normal(jax.random.fold_in(k_b, i),
-                                                                a.shape), params)
+        jax.tree.map(
+            lambda a, i=i: (
+                a + 0.1 * jax.random.normal(jax.random.fold_in(k_b, i), a.shape)
+            ),
+            params,
+        )
         for i in range(3)
     ]
     return cfg, params, calib, space, (feats, labels, lengths), others
@@ -53,9 +57,10 @@ def test_batched_beacon_eval_equals_per_genome_loop(parts):
     res = fn(stacked, calib, jnp.asarray(genomes), jnp.asarray(index), batch)
     all_params = [params] + others
     for i in range(6):
-        alone = evaluate.PopulationEvaluator(cfg, space, np.arange(6), all_params[index[i]],
-                                             calib, chunk_size=None)
-        ref = alone(genomes[i:i + 1], batch)
+        alone = evaluate.PopulationEvaluator(
+            cfg, space, np.arange(6), all_params[index[i]], calib, chunk_size=None
+        )
+        ref = alone(genomes[i : i + 1], batch)
         np.testing.assert_allclose(res.loss[i], ref["loss"][0], rtol=1e-5)
         np.testing.assert_allclose(res.phone_error[i], ref["phone_error"][0], atol=1e-6)
 
@@ -69,20 +74,36 @@ def make_problem(parts, monkeypatch, calls, **bc):
         calls.append(k)
         chosen = others[len(calls) % len(others)]
         stacked = jax.tree.map(lambda a: jnp.stack([a] * k), chosen)
-        return stacked, {"dev_per": np.zeros(k), "ptq_dev_per": np.ones(k),
-                         "epochs_run": np.ones(k, int)}
+        return stacked, {
+            "dev_per": np.zeros(k),
+            "ptq_dev_per": np.ones(k),
+            "epochs_run": np.ones(k, int),
+        }
 
     monkeypatch.setattr(beacon.train, "qat_finetune", fake_qat)
-    config = mohaq.SearchConfig(objectives=("error", "speedup"), pop_size=6, n_offspring=3,
-                                n_generations=3, seed=0, max_error=10.0)
-    evaluator = evaluate.PopulationEvaluator(cfg, space, np.arange(6), params, calib,
-                                             chunk_size=3, pop_size=3)
+    config = mohaq.SearchConfig(
+        objectives=("error", "speedup"),
+        pop_size=6,
+        n_offspring=3,
+        n_generations=3,
+        seed=0,
+        max_error=10.0,
+    )
+    evaluator = evaluate.PopulationEvaluator(
+        cfg, space, np.arange(6), params, calib, chunk_size=3, pop_size=3
+    )
     cost_fn = hardware.get_platform("bitfusion").make_cost_fn(space)
     settings = dict(threshold=3, max_beacons=2, per_generation=1)
     settings.update(bc)
     return mohaq.QuantizationProblem, beacon.BeaconProblem(
-        evaluator, cost_fn, batch, config, ideal=[0.0, -64.0], nadir=[10.0, -1.0],
-        beacon_config=beacon.BeaconConfig(**settings), corpus=None,
+        evaluator,
+        cost_fn,
+        batch,
+        config,
+        ideal=[0.0, -64.0],
+        nadir=[10.0, -1.0],
+        beacon_config=beacon.BeaconConfig(**settings),
+        corpus=None,
     )
 
 
@@ -94,14 +115,17 @@ def test_policy_creates_beacons_and_takes_min_error(parts, monkeypatch):
     res = problem.evaluate(g)
     np.testing.assert_array_equal(res["beacon"], 0)
     np.testing.assert_array_equal(res["error"], res["ptq_error"])
-    assert problem.update(g, res)  # one beacon (per_generation=1), lowest PTQ error first
+    assert problem.update(
+        g, res
+    )  # one beacon (per_generation=1), lowest PTQ error first
     assert problem.n_beacons == 1 and calls == [1]
     chosen = int(np.argmin(res["ptq_error"]))
     np.testing.assert_array_equal(problem.beacon_genomes[1], g[chosen])
     after = problem.evaluate(g)
     assert after["beacon"][chosen] == 1
-    assert after["error"][chosen] == min(after["ptq_error"][chosen],
-                                         after["beacon_error"][chosen])
+    assert after["error"][chosen] == min(
+        after["ptq_error"][chosen], after["beacon_error"][chosen]
+    )
     # genomes farther than the threshold keep their PTQ error
     far = np.flatnonzero(after["beacon"] == 0)
     np.testing.assert_array_equal(after["error"][far], res["ptq_error"][far])
@@ -122,7 +146,9 @@ def test_beacons_saved_and_not_retrained_on_resume(parts, monkeypatch, tmp_path)
     made = crashed.n_beacons
     calls_b = []
     _, resumed_problem = make_problem(parts, monkeypatch, calls_b)
-    resumed = mohaq.run_search(resumed_problem, tmp_path / "b", resume=True, progress=False)
+    resumed = mohaq.run_search(
+        resumed_problem, tmp_path / "b", resume=True, progress=False
+    )
     assert resumed_problem.n_beacons >= made
     assert sum(calls_b) == resumed_problem.n_beacons - made  # old beacons not retrained
     np.testing.assert_array_equal(resumed.genomes, full.genomes)

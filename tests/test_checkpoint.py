@@ -36,8 +36,9 @@ def test_round_trip_without_target_gives_nested_dicts(tmp_path):
     path = tmp_path / "ckpt.msgpack"
     checkpoint.save(path, _state(), META)
     restored, _ = checkpoint.load(path)
-    np.testing.assert_array_equal(restored["params"]["fc"]["kernel"],
-                                  np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(
+        restored["params"]["fc"]["kernel"], np.arange(6.0).reshape(2, 3)
+    )
 
 
 def test_bytes_are_deterministic():
@@ -66,10 +67,14 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 
 
 def test_mismatch_names_every_differing_field():
-    meta = {"model_config": {"hidden": 8, "n_layers": 1},
-            "data_settings": {"name": "x"}}
-    want = {"model_config": {"hidden": 16, "n_layers": 1},
-            "data_settings": {"name": "y"}}
+    meta = {
+        "model_config": {"hidden": 8, "n_layers": 1},
+        "data_settings": {"name": "x"},
+    }
+    want = {
+        "model_config": {"hidden": 16, "n_layers": 1},
+        "data_settings": {"name": "y"},
+    }
     with pytest.raises(checkpoint.CheckpointMismatch) as err:
         checkpoint.check_compatible(meta, want, "some/path")
     text = str(err.value)

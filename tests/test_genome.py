@@ -16,8 +16,22 @@ def paper_layers():
 def test_bitfusion_gene_order_matches_paper(paper_layers):
     space = genome.bitfusion_space(paper_layers)
     assert space.gene_names == (
-        "w_sru1", "w_sru2", "w_sru3", "w_sru4", "a_sru1", "a_sru2", "a_sru3", "a_sru4",
-        "w_proj1", "w_proj2", "w_proj3", "a_proj1", "a_proj2", "a_proj3", "w_fc", "a_fc",
+        "w_sru1",
+        "w_sru2",
+        "w_sru3",
+        "w_sru4",
+        "a_sru1",
+        "a_sru2",
+        "a_sru3",
+        "a_sru4",
+        "w_proj1",
+        "w_proj2",
+        "w_proj3",
+        "a_proj1",
+        "a_proj2",
+        "a_proj3",
+        "w_fc",
+        "a_fc",
     )
     levels = np.arange(16) % 4  # gene g gets level g % 4 -> bits (2, 4, 8, 16)[g % 4]
     bits_w, bits_a = space.decode(levels)

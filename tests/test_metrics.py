@@ -37,7 +37,12 @@ def test_levenshtein_matches_python(a, b):
 
 
 def test_named_levenshtein_cases():
-    cases = [("kitten", "sitting", 3), ("", "abc", 3), ("abc", "", 3), ("flaw", "lawn", 2)]
+    cases = [
+        ("kitten", "sitting", 3),
+        ("", "abc", 3),
+        ("abc", "", 3),
+        ("flaw", "lawn", 2),
+    ]
     for a, b, expected in cases:
         assert python_levenshtein(a, b) == expected
         enc = {c: i for i, c in enumerate(sorted(set(a + b)))}
@@ -68,7 +73,9 @@ def test_frame_errors_and_cross_entropy():
     loss, n = metrics.masked_cross_entropy(logits, labels, jnp.asarray([3]))
     np.testing.assert_allclose(loss, [-np.log(0.7) - np.log(0.2)], rtol=1e-5)
     assert int(n[0]) == 2
-    wrong, valid = metrics.frame_errors(jnp.asarray([[0, 1, 1]]), labels, jnp.asarray([3]))
+    wrong, valid = metrics.frame_errors(
+        jnp.asarray([[0, 1, 1]]), labels, jnp.asarray([3])
+    )
     assert (int(wrong[0]), int(valid[0])) == (1, 2)
 
 
@@ -88,11 +95,16 @@ def test_smoothed_predictions_match_numpy_and_remove_flicker():
     logits = rng.normal(size=(3, 15, 4)).astype(np.float32)
     lengths = np.asarray([15, 9, 1])
     for window in (1, 3, 7):
-        got = np.asarray(metrics.smoothed_predictions(jnp.asarray(logits),
-                                                      jnp.asarray(lengths), window))
+        got = np.asarray(
+            metrics.smoothed_predictions(
+                jnp.asarray(logits), jnp.asarray(lengths), window
+            )
+        )
         for b in range(3):
             n = lengths[b]
-            np.testing.assert_array_equal(got[b, :n], numpy_smoothed(logits[b], n, window)[:n])
+            np.testing.assert_array_equal(
+                got[b, :n], numpy_smoothed(logits[b], n, window)[:n]
+            )
     # a one-frame flicker inside a long phone (an inserted phone) is smoothed away
     flick = np.full((1, 12, 2), [2.0, 0.0], np.float32)
     flick[0, 6] = [0.0, 2.0]

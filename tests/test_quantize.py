@@ -36,7 +36,9 @@ def numpy_fake_quant(x, bits, clip):
     ],
 )
 def test_fake_quant_named_cases(name, x, bits, clip, expected):
-    out = quantize.fake_quant(jnp.asarray(x, jnp.float32), jnp.asarray(bits), jnp.float32(clip))
+    out = quantize.fake_quant(
+        jnp.asarray(x, jnp.float32), jnp.asarray(bits), jnp.float32(clip)
+    )
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(out, numpy_fake_quant(x, bits, clip), atol=1e-6)
 
@@ -51,26 +53,36 @@ def test_levels_count_and_random_match(bits, key):
     # side than float64 does: at most one step off, and rarely.
     np.testing.assert_allclose(out, ref, atol=step * 1.001 + 1e-6)
     assert np.mean(np.abs(out - ref) < 1e-5) > 0.99
-    assert len(np.unique(np.asarray(out))) <= 2 ** bits - 1
+    assert len(np.unique(np.asarray(out))) <= 2**bits - 1
 
 
 def test_per_channel_scales():
-    kernel = jnp.asarray([[0.5, -4.0], [1.0, 2.0], [-0.2, 1.1]], jnp.float32)  # (in=3, out=2)
+    kernel = jnp.asarray(
+        [[0.5, -4.0], [1.0, 2.0], [-0.2, 1.1]], jnp.float32
+    )  # (in=3, out=2)
     clip = quantize.max_abs(kernel, channel_axis=-1)
     np.testing.assert_allclose(clip, [1.0, 4.0])
     out = quantize.fake_quant(kernel, jnp.asarray(3), clip)
     # column 0: step 1/3; column 1: step 4/3.
     expected = np.stack(
-        [numpy_fake_quant(kernel[:, 0], 3, 1.0), numpy_fake_quant(kernel[:, 1], 3, 4.0)], 1
+        [
+            numpy_fake_quant(kernel[:, 0], 3, 1.0),
+            numpy_fake_quant(kernel[:, 1], 3, 4.0),
+        ],
+        1,
     )
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
 def test_ste_gradient_identity_inside_zero_outside():
     x = jnp.asarray([-2.0, -0.7, 0.1, 0.9, 1.5], jnp.float32)
-    grad = jax.grad(lambda v: jnp.sum(quantize.fake_quant(v, jnp.asarray(4), jnp.float32(1.0))))(x)
+    grad = jax.grad(
+        lambda v: jnp.sum(quantize.fake_quant(v, jnp.asarray(4), jnp.float32(1.0)))
+    )(x)
     np.testing.assert_array_equal(grad, [0.0, 1.0, 1.0, 1.0, 0.0])
-    grad_float = jax.grad(lambda v: jnp.sum(quantize.fake_quant(v, jnp.asarray(32), 1.0)))(x)
+    grad_float = jax.grad(
+        lambda v: jnp.sum(quantize.fake_quant(v, jnp.asarray(32), 1.0))
+    )(x)
     np.testing.assert_array_equal(grad_float, np.ones(5))
 
 
@@ -84,7 +96,9 @@ def test_traced_bits_compile_once(key):
 
     for bits in (2, 4, 8, 16, 32):
         f(jnp.asarray(bits))
-    per_genome = jax.vmap(lambda b: quantize.fake_quant(x, b, 1.0))(jnp.asarray([2, 3, 4]))
+    per_genome = jax.vmap(lambda b: quantize.fake_quant(x, b, 1.0))(
+        jnp.asarray([2, 3, 4])
+    )
     chex.assert_shape(per_genome, (3, 64))
 
 
@@ -94,7 +108,9 @@ def test_mse_clip_beats_max_and_matches_brute_force(key):
         clip = quantize.mse_clip(x, jnp.asarray(bits))
         amax = float(np.max(np.abs(x)))
         errs = {
-            r: np.mean((numpy_fake_quant(np.asarray(x), bits, amax * r) - np.asarray(x)) ** 2)
+            r: np.mean(
+                (numpy_fake_quant(np.asarray(x), bits, amax * r) - np.asarray(x)) ** 2
+            )
             for r in quantize.DEFAULT_CLIP_RATIOS
         }
         best = min(errs, key=errs.get)
@@ -106,7 +122,8 @@ def test_clip_table_shapes(key):
     kernel = jax.random.normal(key, (6, 5))
     chex.assert_shape(quantize.clip_table(kernel, "max"), (len(quantize.BIT_OPTIONS),))
     chex.assert_shape(
-        quantize.clip_table(kernel, "mse", channel_axis=-1), (len(quantize.BIT_OPTIONS), 5)
+        quantize.clip_table(kernel, "mse", channel_axis=-1),
+        (len(quantize.BIT_OPTIONS), 5),
     )
     with pytest.raises(ValueError, match="unknown calibration method"):
         quantize.clip_table(kernel, "kl")

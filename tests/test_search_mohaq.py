@@ -30,8 +30,14 @@ def problem_parts():
 
 def make_problem(parts, **overrides):
     cfg, params, calib, space, batch = parts
-    settings = dict(pop_size=6, n_offspring=3, n_generations=4, seed=1, max_error=10.0,
-                    memory_limit_mb=1.0)
+    settings = dict(
+        pop_size=6,
+        n_offspring=3,
+        n_generations=4,
+        seed=1,
+        max_error=10.0,
+        memory_limit_mb=1.0,
+    )
     settings.update(overrides)
     config = mohaq.SearchConfig(**settings)
     evaluator = evaluate.PopulationEvaluator(
@@ -39,7 +45,12 @@ def make_problem(parts, **overrides):
     )
     cost_fn = hardware.get_platform("silago").make_cost_fn(space)
     return mohaq.QuantizationProblem(
-        evaluator, cost_fn, batch, config, ideal=[0.0, -4.0, 0.0], nadir=[10.0, -1.0, 1e5]
+        evaluator,
+        cost_fn,
+        batch,
+        config,
+        ideal=[0.0, -4.0, 0.0],
+        nadir=[10.0, -1.0, 1e5],
     )
 
 
@@ -55,8 +66,12 @@ def test_cache_skips_known_genomes(problem_parts):
 
 def test_fitness_constraints_by_hand(problem_parts):
     problem = make_problem(problem_parts, max_error=0.5, memory_limit_mb=2.0)
-    results = {"error": np.asarray([0.25, 0.75]), "speedup": np.asarray([2.0, 4.0]),
-               "energy_pj": np.asarray([5e4, 1e4]), "memory_mb": np.asarray([1.0, 3.0])}
+    results = {
+        "error": np.asarray([0.25, 0.75]),
+        "speedup": np.asarray([2.0, 4.0]),
+        "energy_pj": np.asarray([5e4, 1e4]),
+        "memory_mb": np.asarray([1.0, 3.0]),
+    }
     objectives, constraints = problem.fitness(results)
     # error 0.25 -> 0.25/10; -speedup -2 -> (-2 + 4)/3; energy 5e4 -> 0.5
     np.testing.assert_allclose(objectives[0], [0.025, 2 / 3, 0.5], rtol=1e-6)
@@ -66,11 +81,14 @@ def test_fitness_constraints_by_hand(problem_parts):
 
 def test_resume_gives_same_front_as_uninterrupted(problem_parts, tmp_path):
     full = mohaq.run_search(make_problem(problem_parts), tmp_path / "a", progress=False)
-    crashed = mohaq.run_search(make_problem(problem_parts), tmp_path / "b", progress=False,
-                               stop_after=2)
+    crashed = mohaq.run_search(
+        make_problem(problem_parts), tmp_path / "b", progress=False, stop_after=2
+    )
     assert crashed.history[-1]["generation"] == 2
     fresh_problem = make_problem(problem_parts)
-    resumed = mohaq.run_search(fresh_problem, tmp_path / "b", resume=True, progress=False)
+    resumed = mohaq.run_search(
+        fresh_problem, tmp_path / "b", resume=True, progress=False
+    )
     assert resumed.resumed
     # only the generations after the crash were evaluated again
     assert fresh_problem.n_evaluated == len(full.genomes)
@@ -82,15 +100,19 @@ def test_resume_gives_same_front_as_uninterrupted(problem_parts, tmp_path):
 
 
 def test_resume_refuses_other_settings(problem_parts, tmp_path):
-    mohaq.run_search(make_problem(problem_parts), tmp_path, progress=False, stop_after=1)
+    mohaq.run_search(
+        make_problem(problem_parts), tmp_path, progress=False, stop_after=1
+    )
     with pytest.raises(ValueError, match="seed"):
-        mohaq.run_search(make_problem(problem_parts, seed=2), tmp_path, resume=True,
-                         progress=False)
+        mohaq.run_search(
+            make_problem(problem_parts, seed=2), tmp_path, resume=True, progress=False
+        )
 
 
 def test_front_is_feasible_and_nondominated(problem_parts):
-    result = mohaq.run_search(make_problem(problem_parts, memory_limit_mb=0.01),
-                              None, progress=False)
+    result = mohaq.run_search(
+        make_problem(problem_parts, memory_limit_mb=0.01), None, progress=False
+    )
     assert len(result.genomes) == 6 + 4 * 3
     assert len({g.tobytes() for g in result.genomes}) == len(result.genomes)
     m = result.metrics
@@ -109,10 +131,15 @@ def test_outputs_written(problem_parts, tmp_path):
     front = np.flatnonzero(result.front)
     test = problem.errors(result.genomes[front], batch)
     paths = report.write_outputs(
-        str(tmp_path), space, result, ("error", "speedup", "energy_pj"),
+        str(tmp_path),
+        space,
+        result,
+        ("error", "speedup", "energy_pj"),
         {"error": test["phone_error"]},
         [{"name": "float32", "dev_error": 0.5, "test_error": 0.6}],
-        {"seed": 1}, notice="SYNTHETIC", title="t",
+        {"seed": 1},
+        notice="SYNTHETIC",
+        title="t",
     )
     with open(paths["pareto.csv"]) as f:
         rows = list(csv.DictReader(f))

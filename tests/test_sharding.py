@@ -32,7 +32,9 @@ def setup():
     n_b, n_t = 3, 12
     feats = jax.random.normal(k_x, (n_b, n_t, cfg.n_features))
     lengths = jnp.asarray([12, 9, 4], jnp.int32)
-    labels = jnp.repeat(jax.random.randint(k_y, (n_b, n_t // 3), 0, N_CLASSES), 3, axis=1)
+    labels = jnp.repeat(
+        jax.random.randint(k_y, (n_b, n_t // 3), 0, N_CLASSES), 3, axis=1
+    )
     labels = jnp.where(jnp.arange(n_t)[None] < lengths[:, None], labels, -1)
     calib = qmodel.calibrate(params, cfg, feats, lengths, "max", "max")
     fold = np.asarray([0, 1, 2, 2, 3, -1, 4], np.int32)
@@ -71,12 +73,27 @@ def test_on_eight_host_devices():
         XLA_FLAGS="--xla_force_host_platform_device_count=8",
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-         "-k", "eight_"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "eight_",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[
+        -2000:
+    ]
 
 
 # ------------------------------------------------------------- 8-device subprocess
@@ -92,7 +109,9 @@ def test_eight_devices_present():
 def test_eight_evaluator_equals_single_device(setup, pop):
     cfg, space, params, calib, batch, fold = setup
     rng = np.random.default_rng(pop)
-    genomes = jnp.asarray(rng.integers(0, space.upper + 1, (pop, space.n_genes)), jnp.int32)
+    genomes = jnp.asarray(
+        rng.integers(0, space.upper + 1, (pop, space.n_genes)), jnp.int32
+    )
     single = evaluate.make_population_eval(cfg, space, fold, chunk_size=1)
     mesh = sharding.population_mesh(8)
     sharded = evaluate.make_population_eval(cfg, space, fold, chunk_size=1, mesh=mesh)
@@ -111,7 +130,8 @@ def test_eight_evaluator_equals_single_device(setup, pop):
 def test_eight_batch_axis_equals_single_device(setup):
     cfg, space, params, calib, batch, fold = setup
     genomes = jnp.asarray(
-        np.random.default_rng(5).integers(0, space.upper + 1, (6, space.n_genes)), jnp.int32
+        np.random.default_rng(5).integers(0, space.upper + 1, (6, space.n_genes)),
+        jnp.int32,
     )
     ref = evaluate.make_population_eval(cfg, space, fold)(params, calib, genomes, batch)
     mesh = sharding.population_mesh(8, n_batch=2)  # 4 x 2; 3 utterances padded to 4
@@ -153,7 +173,9 @@ def test_eight_stacked_params_training_step():
 
     vstep = jax.vmap(step, in_axes=(0, 0, None, None))
     mesh = sharding.population_mesh(8)
-    sharded = jax.jit(sharding.shard_population(vstep, mesh, in_axes=(0, 0, None, None)))
+    sharded = jax.jit(
+        sharding.shard_population(vstep, mesh, in_axes=(0, 0, None, None))
+    )
     ref = jax.jit(vstep)(stacked, lrs, x, y)
     out = sharded(stacked, lrs, x, y)
     chex.assert_shape(out[1], (k,))
@@ -173,7 +195,9 @@ def test_eight_search_same_front(setup):
         def fitness(genomes):
             bits_w = jax.vmap(lambda g: space.decode(g)[0])(genomes)
             size = bits_w.astype(jnp.float32) @ sizes
-            return jnp.stack([ev(params, calib, genomes, batch).phone_error, size], axis=1)
+            return jnp.stack(
+                [ev(params, calib, genomes, batch).phone_error, size], axis=1
+            )
 
         return fitness
 

@@ -33,7 +33,7 @@ def numpy_sru_layer(x_mm, x_cell, length, p, cfg, k):
             if k == 4:
                 skip = u[3] * scale
             elif x_cell.shape[1] == n_dirs * h_size:
-                skip = x_cell[t, d * h_size:(d + 1) * h_size] * scale
+                skip = x_cell[t, d * h_size : (d + 1) * h_size] * scale
             else:
                 skip = None
             out[t, d] = r * c if skip is None else r * c + (1 - r) * skip
@@ -61,11 +61,22 @@ CONFIGS = {
         n_features=6, n_classes=5, hidden=4, n_layers=3, n_proj=3, dropout=0.0
     ),
     "uni_noproj": sru.ModelConfig(
-        n_features=8, n_classes=3, hidden=8, n_layers=2, bidirectional=False, dropout=0.0
+        n_features=8,
+        n_classes=3,
+        hidden=8,
+        n_layers=2,
+        bidirectional=False,
+        dropout=0.0,
     ),
     "bi_skipdrop_norescale": sru.ModelConfig(
-        n_features=5, n_classes=4, hidden=3, n_layers=2, skip="drop", rescale=False,
-        highway_bias=0.5, dropout=0.0,
+        n_features=5,
+        n_classes=4,
+        hidden=3,
+        n_layers=2,
+        skip="drop",
+        rescale=False,
+        highway_bias=0.5,
+        dropout=0.0,
     ),
 }
 
@@ -87,7 +98,9 @@ def test_forward_matches_numpy_with_padding(name, key):
     np.testing.assert_allclose(out[:length], ref[:length], atol=2e-5, rtol=1e-4)
     # Padding frames never change valid outputs.
     feats_junk = feats.at[length:].set(100.0)
-    out_junk = sru.AcousticModel(cfg).apply({"params": params}, feats_junk, jnp.asarray(length))
+    out_junk = sru.AcousticModel(cfg).apply(
+        {"params": params}, feats_junk, jnp.asarray(length)
+    )
     np.testing.assert_allclose(out_junk[:length], out[:length], atol=1e-6)
 
 
@@ -95,8 +108,14 @@ def test_paper_layers_match_published_macs():
     specs = sru.layer_specs(sru.paper_config())
     macs = {s.name: s.macs_per_frame for s in specs}
     assert macs == {
-        "sru1": 75_900, "proj1": 281_600, "sru2": 844_800, "proj2": 281_600,
-        "sru3": 844_800, "proj3": 281_600, "sru4": 844_800, "fc": 2_094_400,
+        "sru1": 75_900,
+        "proj1": 281_600,
+        "sru2": 844_800,
+        "proj2": 281_600,
+        "sru3": 844_800,
+        "proj3": 281_600,
+        "sru4": 844_800,
+        "fc": 2_094_400,
     }
     assert sum(s.n_bias for s in specs if s.kind == "sru") == 8_800
 

@@ -36,15 +36,22 @@ def synthetic_corpus(seed=0, n_train=48, n_dev=16, noise=0.5) -> Corpus:
         return Split(feats, labels, ["spk"] * n, [f"{tag}{i}" for i in range(n)])
 
     return Corpus(
-        name="synthetic", train=split(n_train, "tr"), dev=split(n_dev, "dv"),
-        test=split(n_dev, "te"), classes=tuple(f"c{i}" for i in range(N_CLASSES)),
-        fold39=np.arange(N_CLASSES, dtype=np.int32), n_features=N_FEATURES,
-        synthetic=True, notice="", settings={"seed": seed, "noise": noise},
+        name="synthetic",
+        train=split(n_train, "tr"),
+        dev=split(n_dev, "dv"),
+        test=split(n_dev, "te"),
+        classes=tuple(f"c{i}" for i in range(N_CLASSES)),
+        fold39=np.arange(N_CLASSES, dtype=np.int32),
+        n_features=N_FEATURES,
+        synthetic=True,
+        notice="",
+        settings={"seed": seed, "noise": noise},
     )
 
 
-MODEL = ModelConfig(n_features=N_FEATURES, n_classes=N_CLASSES, hidden=16, n_layers=1,
-                    dropout=0.1)
+MODEL = ModelConfig(
+    n_features=N_FEATURES, n_classes=N_CLASSES, hidden=16, n_layers=1, dropout=0.1
+)
 # pad_multiple=64 puts every batch at T=64 (the longest utterance has 56 frames):
 # one compilation per test.
 SHORT = train.TrainConfig(epochs=2, batch_size=8, lr=1e-2, pad_multiple=64)
@@ -60,8 +67,9 @@ def trained(corpus, tmp_path_factory):
     """A 6-epoch baseline, trained once through get_or_train_baseline."""
     folder = tmp_path_factory.mktemp("baseline")
     config = dataclasses.replace(SHORT, epochs=6)
-    params, info = train.get_or_train_baseline(corpus, MODEL, config, folder,
-                                               progress=False)
+    params, info = train.get_or_train_baseline(
+        corpus, MODEL, config, folder, progress=False
+    )
     return params, info, folder, config
 
 
@@ -102,8 +110,9 @@ def test_retrain_overwrites_a_mismatched_checkpoint(corpus, tmp_path):
     other = dataclasses.replace(one_epoch, lr=5e-3)  # same model: no new compilation
     with pytest.raises(checkpoint.CheckpointMismatch, match=r"train_config\.lr"):
         train.get_or_train_baseline(corpus, MODEL, other, tmp_path)
-    _, info = train.get_or_train_baseline(corpus, MODEL, other, tmp_path,
-                                          retrain=True, progress=False)
+    _, info = train.get_or_train_baseline(
+        corpus, MODEL, other, tmp_path, retrain=True, progress=False
+    )
     assert not info["loaded"]
     meta = checkpoint.read_meta(tmp_path / train.BASELINE_FILE)
     assert meta["train_config"]["lr"] == 5e-3
@@ -133,8 +142,9 @@ def test_resume_refuses_another_training_config(corpus, tmp_path):
 
 def test_model_and_corpus_sizes_must_agree(corpus):
     with pytest.raises(ValueError, match="features"):
-        train.fit(corpus, dataclasses.replace(MODEL, n_classes=7), SHORT,
-                  progress=False)
+        train.fit(
+            corpus, dataclasses.replace(MODEL, n_classes=7), SHORT, progress=False
+        )
 
 
 def test_learning_rate_lives_in_the_optimizer_state():
@@ -154,8 +164,9 @@ def _batch(corpus):
 def calib(corpus, trained):
     """Clipping tables of the baseline (computed once: calibration is slow to trace)."""
     batch = _batch(corpus)
-    return qmodel.calibrate(trained[0], MODEL, jnp.asarray(batch.features),
-                            jnp.asarray(batch.lengths))
+    return qmodel.calibrate(
+        trained[0], MODEL, jnp.asarray(batch.features), jnp.asarray(batch.lengths)
+    )
 
 
 def test_vmapped_step_equals_separate_steps(corpus, key, calib):
@@ -170,13 +181,15 @@ def test_vmapped_step_equals_separate_steps(corpus, key, calib):
     k_step = jax.random.key(1)
     stacked = train.stack_params(params, 2)
     vstep = jax.jit(jax.vmap(step, in_axes=(0, 0, None, None, 0, 0, None)))
-    new_p, _, losses = vstep(stacked, jax.vmap(opt.init)(stacked), batch, k_step,
-                             bits_w, bits_a, calib)
+    new_p, _, losses = vstep(
+        stacked, jax.vmap(opt.init)(stacked), batch, k_step, bits_w, bits_a, calib
+    )
     # the single-genome step traces once for every bit-width (bits are arrays)
     one = jax.jit(chex.assert_max_traces(step, n=1))
     for i in range(2):
-        p_i, _, loss_i = one(params, opt.init(params), batch, k_step, bits_w[i],
-                             bits_a[i], calib)
+        p_i, _, loss_i = one(
+            params, opt.init(params), batch, k_step, bits_w[i], bits_a[i], calib
+        )
         np.testing.assert_allclose(losses[i], loss_i, rtol=1e-5)
         chex.assert_trees_all_close(train.unstack_params(new_p, i), p_i, atol=1e-6)
     assert float(losses[0]) != pytest.approx(float(losses[1]))
@@ -194,20 +207,43 @@ def qat_case(corpus, trained, calib):
     genomes_w = np.array([[LOW_BITS_W] * n_layers, [3] * n_layers], np.int32)
     genomes_a = np.array([[LOW_BITS_A] * n_layers, [3] * n_layers], np.int32)
     config = dataclasses.replace(SHORT, lr_halving_patience=1)
-    stacked, info = train.qat_finetune(params, MODEL, calib, genomes_w, genomes_a,
-                                       corpus, epochs=3, lr=3e-3, train_config=config)
+    stacked, info = train.qat_finetune(
+        params,
+        MODEL,
+        calib,
+        genomes_w,
+        genomes_a,
+        corpus,
+        epochs=3,
+        lr=3e-3,
+        train_config=config,
+    )
     return params, calib, genomes_w, genomes_a, config, stacked, info
 
 
 def test_qat_lowers_the_low_bit_error(corpus, qat_case):
     params, calib, genomes_w, genomes_a, _, stacked, info = qat_case
     chex.assert_shape(info["dev_per"], (2,))
-    ptq = train.evaluate(params, MODEL, corpus.dev, corpus.fold39,
-                         jnp.asarray(genomes_w[0]), jnp.asarray(genomes_a[0]), calib,
-                         pad_multiple=64)
-    qat = train.evaluate(train.unstack_params(stacked, 0), MODEL, corpus.dev,
-                         corpus.fold39, jnp.asarray(genomes_w[0]),
-                         jnp.asarray(genomes_a[0]), calib, pad_multiple=64)
+    ptq = train.evaluate(
+        params,
+        MODEL,
+        corpus.dev,
+        corpus.fold39,
+        jnp.asarray(genomes_w[0]),
+        jnp.asarray(genomes_a[0]),
+        calib,
+        pad_multiple=64,
+    )
+    qat = train.evaluate(
+        train.unstack_params(stacked, 0),
+        MODEL,
+        corpus.dev,
+        corpus.fold39,
+        jnp.asarray(genomes_w[0]),
+        jnp.asarray(genomes_a[0]),
+        calib,
+        pad_multiple=64,
+    )
     assert ptq["per"] == pytest.approx(info["ptq_dev_per"][0])
     assert ptq["fer"] == pytest.approx(info["ptq_dev_fer"][0])
     assert qat["per"] == pytest.approx(info["dev_per"][0])
@@ -221,16 +257,26 @@ def test_qat_batched_equals_separate(corpus, qat_case):
     params, calib, genomes_w, genomes_a, config, stacked, info = qat_case
     for i in range(2):
         single, single_info = train.qat_finetune(
-            params, MODEL, calib, genomes_w[i : i + 1], genomes_a[i : i + 1], corpus,
-            epochs=3, lr=3e-3, train_config=config,
+            params,
+            MODEL,
+            calib,
+            genomes_w[i : i + 1],
+            genomes_a[i : i + 1],
+            corpus,
+            epochs=3,
+            lr=3e-3,
+            train_config=config,
         )
         chex.assert_trees_all_close(
-            train.unstack_params(single, 0), train.unstack_params(stacked, i),
-            atol=1e-5, rtol=1e-5,
+            train.unstack_params(single, 0),
+            train.unstack_params(stacked, i),
+            atol=1e-5,
+            rtol=1e-5,
         )
         np.testing.assert_allclose(single_info["dev_fer"], info["dev_fer"][i : i + 1])
-        np.testing.assert_array_equal(single_info["epochs_run"],
-                                      info["epochs_run"][i : i + 1])
+        np.testing.assert_array_equal(
+            single_info["epochs_run"], info["epochs_run"][i : i + 1]
+        )
 
 
 def test_qat_rejects_bad_bits(corpus, trained, calib):
@@ -245,8 +291,9 @@ def test_learns_on_tiny_espeak_corpus(tmp_path):
     majority-class rate after a few seconds of training."""
     data = pytest.importorskip("mohaq_jax.data")
     try:
-        corpus = data.load_corpus("espeak", seed=0, size="tiny",
-                                  cache_dir=tmp_path / "cache")
+        corpus = data.load_corpus(
+            "espeak", seed=0, size="tiny", cache_dir=tmp_path / "cache"
+        )
     except data.EspeakUnavailableError as err:
         pytest.skip(str(err))
     dev_labels = np.concatenate(corpus.dev.labels)

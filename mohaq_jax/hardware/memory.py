@@ -36,11 +36,15 @@ def costs(bits_w, bits_a, layers: base.LayerArrays, spec: MemorySpec):
     ``speedup`` is reported as 1 (no arithmetic model) so generic code can rely on it.
     """
     del bits_a
-    bits = base.stored_bits(bits_w, layers, spec.bias_kinds, spec.bias_bits,
-                            spec.count_vectors)
+    bits = base.stored_bits(
+        bits_w, layers, spec.bias_kinds, spec.bias_bits, spec.count_vectors
+    )
     float_bits = base.stored_bits(
-        jnp.full_like(jnp.asarray(bits_w, jnp.float32), spec.float_bits), layers,
-        spec.bias_kinds, spec.float_bits, spec.count_vectors,
+        jnp.full_like(jnp.asarray(bits_w, jnp.float32), spec.float_bits),
+        layers,
+        spec.bias_kinds,
+        spec.float_bits,
+        spec.count_vectors,
     )
     return {
         "memory_mb": base.memory_mb(bits),

@@ -60,7 +60,9 @@ class ModelConfig:
             if getattr(self, field) < 1:
                 raise ValueError(f"ModelConfig.{field} must be >= 1")
         if self.skip not in ("project", "drop"):
-            raise ValueError(f"ModelConfig.skip must be 'project' or 'drop', got {self.skip!r}")
+            raise ValueError(
+                f"ModelConfig.skip must be 'project' or 'drop', got {self.skip!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("ModelConfig.dropout must be in [0, 1)")
 
@@ -140,9 +142,16 @@ def paper_config(n_classes: int = 1904, n_features: int = 23) -> ModelConfig:
     frame), as in the authors' published MAC counts.
     """
     return ModelConfig(
-        n_features=n_features, n_classes=n_classes, hidden=550, n_layers=4,
-        bidirectional=True, n_proj=256, highway_bias=-1.0, rescale=True,
-        skip="drop", dropout=0.1,
+        n_features=n_features,
+        n_classes=n_classes,
+        hidden=550,
+        n_layers=4,
+        bidirectional=True,
+        n_proj=256,
+        highway_bias=-1.0,
+        rescale=True,
+        skip="drop",
+        dropout=0.1,
     )
 
 
@@ -221,7 +230,9 @@ class SRULayer(nn.Module):
         cfg = self.config
         h, d = cfg.hidden, cfg.n_dirs
         kernel = self.param(
-            "kernel", _uniform_init(math.sqrt(3.0 / self.n_in)), (self.n_in, d * self.k * h)
+            "kernel",
+            _uniform_init(math.sqrt(3.0 / self.n_in)),
+            (self.n_in, d * self.k * h),
         )
         v = self.param("v", _uniform_init(math.sqrt(3.0 / h) * 0.5), (d, 2, h))
 
@@ -231,7 +242,9 @@ class SRULayer(nn.Module):
         b = self.param("bias", bias_init, (d, 2, h))
         n_time = x_in.shape[0]
         u = (x_in @ kernel).reshape(n_time, d, self.k, h)
-        scale_x = math.sqrt(1.0 + 2.0 * math.exp(cfg.highway_bias)) if cfg.rescale else 1.0
+        scale_x = (
+            math.sqrt(1.0 + 2.0 * math.exp(cfg.highway_bias)) if cfg.rescale else 1.0
+        )
         if self.k == 4:
             skip = u[:, :, 3] * scale_x
         elif x_cell.shape[-1] == cfg.output_size:

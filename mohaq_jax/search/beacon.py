@@ -54,7 +54,9 @@ class BeaconConfig:
         if self.genes not in ("weights", "all"):
             raise ValueError("BeaconConfig.genes must be 'weights' or 'all'")
         if self.threshold < 0 or self.max_beacons < 0 or self.per_generation < 1:
-            raise ValueError("need threshold >= 0, max_beacons >= 0, per_generation >= 1")
+            raise ValueError(
+                "need threshold >= 0, max_beacons >= 0, per_generation >= 1"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,7 +73,9 @@ def distance_mask(space: GenomeSpace, genes: str) -> np.ndarray:
 
 def level_distance(genomes, beacons, mask) -> jax.Array:
     """``(n, b)`` sums of absolute level differences over the masked genes."""
-    diff = jnp.abs(genomes[:, None, :].astype(jnp.int32) - beacons[None, :, :].astype(jnp.int32))
+    diff = jnp.abs(
+        genomes[:, None, :].astype(jnp.int32) - beacons[None, :, :].astype(jnp.int32)
+    )
     return jnp.sum(jnp.where(jnp.asarray(mask)[None, None, :], diff, 0), axis=-1)
 
 
@@ -109,14 +113,22 @@ def make_beacon_eval(config, space: GenomeSpace, fold, chunk_size: int | None = 
     fold = jnp.asarray(np.asarray(fold, np.int32))
 
     def evaluate(stacked, calib, genomes, beacon_index, batch):
-        tables = jax.vmap(lambda p: evaluate_lib.weight_tables(p, calib, space))(stacked)
+        tables = jax.vmap(lambda p: evaluate_lib.weight_tables(p, calib, space))(
+            stacked
+        )
 
         def one(args):
             genome, index = args
             params = jax.tree.map(lambda leaf: leaf[index], stacked)
             own_tables = tuple(t[index] for t in tables)
             return evaluate_lib.evaluate_genome(
-                params, own_tables, calib, genome, batch, config=config, space=space,
+                params,
+                own_tables,
+                calib,
+                genome,
+                batch,
+                config=config,
+                space=space,
                 fold=fold,
             )
 
@@ -124,21 +136,9 @@ def make_beacon_eval(config, space: GenomeSpace, fold, chunk_size: int | None = 
             sums = jax.vmap(one)((genomes, beacon_index))
         else:
             sums = jax.lax.map(one, (genomes, beacon_index), batch_size=chunk_size)
-        return _metrics(sums)
+        return evaluate_lib.metrics_from_sums(sums)
 
     return jax.jit(evaluate)
-
-
-def _metrics(sums) -> evaluate_lib.PopulationMetrics:
-    loss_sum, n_frames, wrong, edits, n_phones = sums
-    n_frames_f = jnp.maximum(n_frames, 1).astype(jnp.float32)
-    return evaluate_lib.PopulationMetrics(
-        loss=loss_sum / n_frames_f,
-        frame_error=wrong.astype(jnp.float32) / n_frames_f,
-        phone_error=edits.astype(jnp.float32) / jnp.maximum(n_phones, 1).astype(jnp.float32),
-        phone_edits=edits,
-        n_phones=n_phones,
-    )
 
 
 class BeaconProblem(QuantizationProblem):
@@ -157,8 +157,20 @@ class BeaconProblem(QuantizationProblem):
       progress: progress bars while retraining.
     """
 
-    def __init__(self, evaluator, cost_fn, batch, config, ideal=None, nadir=None, *,
-                 beacon_config: BeaconConfig, corpus, train_config=None, progress=False):
+    def __init__(
+        self,
+        evaluator,
+        cost_fn,
+        batch,
+        config,
+        ideal=None,
+        nadir=None,
+        *,
+        beacon_config: BeaconConfig,
+        corpus,
+        train_config=None,
+        progress=False,
+    ):
         super().__init__(evaluator, cost_fn, batch, config, ideal, nadir)
         self.beacon_config = beacon_config
         self.corpus = corpus
@@ -180,7 +192,10 @@ class BeaconProblem(QuantizationProblem):
     # ---- evaluation --------------------------------------------------------------
     def assign(self, genomes) -> tuple[np.ndarray, np.ndarray]:
         index, dist = nearest_beacon(
-            genomes, self.beacon_genomes, self.n_beacons, self.mask,
+            genomes,
+            self.beacon_genomes,
+            self.n_beacons,
+            self.mask,
             self.beacon_config.threshold,
         )
         return np.asarray(index), np.asarray(dist)
@@ -201,21 +216,28 @@ class BeaconProblem(QuantizationProblem):
         size = self.evaluator.pop_size or len(genomes)
         out = []
         for i in range(0, len(genomes), size):
-            g, idx = genomes[i:i + size], index[i:i + size]
+            g, idx = genomes[i : i + size], index[i : i + size]
             pad = -len(g) % size
             g = np.concatenate([g, np.repeat(g[:1], pad, 0)])
             idx = np.concatenate([idx, np.repeat(idx[:1], pad, 0)])
             res = self._beacon_eval(
-                self.stacked, self.evaluator.calib, jnp.asarray(g), jnp.asarray(idx, jnp.int32),
+                self.stacked,
+                self.evaluator.calib,
+                jnp.asarray(g),
+                jnp.asarray(idx, jnp.int32),
                 self.batch if batch is None else batch,
             )
-            out.append(np.asarray(getattr(res, self.config.error_metric))[: len(g) - pad])
+            out.append(
+                np.asarray(getattr(res, self.config.error_metric))[: len(g) - pad]
+            )
         return np.concatenate(out)
 
     def evaluate(self, genomes) -> dict[str, np.ndarray]:
         genomes = self.space.validate(genomes)
         keys = [g.tobytes() for g in genomes]
-        missing = sorted({k: i for i, k in enumerate(keys) if k not in self.cache}.values())
+        missing = sorted(
+            {k: i for i, k in enumerate(keys) if k not in self.cache}.values()
+        )
         if missing:
             todo = genomes[missing]
             res = {**self.errors(todo), **self.costs(todo)}
@@ -228,14 +250,19 @@ class BeaconProblem(QuantizationProblem):
             self.n_evaluated += len(missing)
         self._refresh(genomes, keys)
         names = self.cache[keys[0]].keys()
-        return {k: np.asarray([self.cache[key][k] for key in keys], np.float32) for k in names}
+        return {
+            k: np.asarray([self.cache[key][k] for key in keys], np.float32)
+            for k in names
+        }
 
     def _refresh(self, genomes, keys) -> None:
         """Recomputes beacon errors of genomes whose nearest promising beacon changed."""
         if self.n_beacons == 0:
             return
-        cached = {k: np.asarray([self.cache[key][k] for key in keys])
-                  for k in ("ptq_error", "speedup", "memory_mb", "beacon")}
+        cached = {
+            k: np.asarray([self.cache[key][k] for key in keys])
+            for k in ("ptq_error", "speedup", "memory_mb", "beacon")
+        }
         index, _ = self.assign(genomes)
         index = np.where(self.promising(cached), index, 0)
         stale = np.flatnonzero(index != cached["beacon"])
@@ -258,7 +285,9 @@ class BeaconProblem(QuantizationProblem):
         genomes = self.space.validate(genomes)
         index, _ = self.assign(genomes)
         candidates = np.flatnonzero(self.promising(results) & (index == 0))
-        candidates = candidates[np.argsort(results["ptq_error"][candidates], kind="stable")]
+        candidates = candidates[
+            np.argsort(results["ptq_error"][candidates], kind="stable")
+        ]
         chosen: list[int] = []
         for c in candidates:
             near = [
@@ -279,10 +308,16 @@ class BeaconProblem(QuantizationProblem):
         genomes = self.space.validate(genomes)
         bits_w, bits_a = jax.vmap(self.space.decode)(jnp.asarray(genomes))
         params, info = train.qat_finetune(
-            self.evaluator.params, self.evaluator.config, self.evaluator.calib,
-            np.asarray(bits_w), np.asarray(bits_a), self.corpus,
-            epochs=self.beacon_config.epochs, lr=self.beacon_config.lr,
-            train_config=self.train_config, progress=self.progress,
+            self.evaluator.params,
+            self.evaluator.config,
+            self.evaluator.calib,
+            np.asarray(bits_w),
+            np.asarray(bits_a),
+            self.corpus,
+            epochs=self.beacon_config.epochs,
+            lr=self.beacon_config.lr,
+            train_config=self.train_config,
+            progress=self.progress,
         )
         for j, g in enumerate(genomes):
             slot = self.n_beacons + 1
@@ -290,21 +325,30 @@ class BeaconProblem(QuantizationProblem):
             self.stacked = jax.tree.map(
                 lambda s, p, j=j, slot=slot: s.at[slot].set(p[j]), self.stacked, params
             )
-            self.beacon_info.append({
-                "slot": slot, "genome": [int(v) for v in g],
-                "ptq_dev_per": float(info["ptq_dev_per"][j]),
-                "qat_dev_per": float(info["dev_per"][j]),
-                "epochs": int(info["epochs_run"][j]),
-            })
+            self.beacon_info.append(
+                {
+                    "slot": slot,
+                    "genome": [int(v) for v in g],
+                    "ptq_dev_per": float(info["ptq_dev_per"][j]),
+                    "qat_dev_per": float(info["dev_per"][j]),
+                    "epochs": int(info["epochs_run"][j]),
+                }
+            )
             self.n_beacons += 1
 
     # ---- checkpointing -----------------------------------------------------------
     def extra_state(self):
-        return {"genomes": self.beacon_genomes, "params": self.stacked,
-                "count": np.int32(self.n_beacons)}
+        return {
+            "genomes": self.beacon_genomes,
+            "params": self.stacked,
+            "count": np.int32(self.n_beacons),
+        }
 
     def extra_meta(self) -> dict:
-        return {"beacons": self.beacon_info, "beacon_config": self.beacon_config.to_dict()}
+        return {
+            "beacons": self.beacon_info,
+            "beacon_config": self.beacon_config.to_dict(),
+        }
 
     def restore_extra(self, tree, meta) -> None:
         self.beacon_genomes = np.asarray(tree["genomes"], np.int32)
@@ -314,6 +358,10 @@ class BeaconProblem(QuantizationProblem):
 
 
 __all__ = [
-    "BeaconConfig", "BeaconProblem", "distance_mask", "level_distance",
-    "make_beacon_eval", "nearest_beacon",
+    "BeaconConfig",
+    "BeaconProblem",
+    "distance_mask",
+    "level_distance",
+    "make_beacon_eval",
+    "nearest_beacon",
 ]

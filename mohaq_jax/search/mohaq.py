@@ -99,10 +99,20 @@ class QuantizationProblem:
         self._cost = jax.jit(jax.vmap(cost_fn))
         self.cache: dict[bytes, dict[str, float]] = {}
         n_obj = len(config.objectives)
-        self.ideal = np.zeros(n_obj, np.float32) if ideal is None else np.asarray(ideal, np.float32)
-        self.nadir = np.ones(n_obj, np.float32) if nadir is None else np.asarray(nadir, np.float32)
+        self.ideal = (
+            np.zeros(n_obj, np.float32)
+            if ideal is None
+            else np.asarray(ideal, np.float32)
+        )
+        self.nadir = (
+            np.ones(n_obj, np.float32)
+            if nadir is None
+            else np.asarray(nadir, np.float32)
+        )
         if np.any(self.nadir <= self.ideal):
-            raise ValueError(f"nadir {self.nadir} must exceed ideal {self.ideal} per objective")
+            raise ValueError(
+                f"nadir {self.nadir} must exceed ideal {self.ideal} per objective"
+            )
         self.n_evaluated = 0  # genomes actually run (cache misses)
         self.changed = False  # whether the last update() changed earlier scores
 
@@ -116,7 +126,9 @@ class QuantizationProblem:
         genomes = self.space.validate(genomes)
         size = self.evaluator.pop_size or len(genomes)
         parts = [
-            self.evaluator(genomes[i:i + size], self.batch if batch is None else batch)
+            self.evaluator(
+                genomes[i : i + size], self.batch if batch is None else batch
+            )
             for i in range(0, len(genomes), size)
         ]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -130,7 +142,9 @@ class QuantizationProblem:
         """
         genomes = self.space.validate(genomes)
         keys = [g.tobytes() for g in genomes]
-        missing = sorted({k: i for i, k in enumerate(keys) if k not in self.cache}.values())
+        missing = sorted(
+            {k: i for i, k in enumerate(keys) if k not in self.cache}.values()
+        )
         if missing:
             todo = genomes[missing]
             res = {**self.errors(todo), **self.costs(todo)}
@@ -139,7 +153,10 @@ class QuantizationProblem:
                 self.cache[keys[i]] = {k: float(v[j]) for k, v in res.items()}
             self.n_evaluated += len(missing)
         names = self.cache[keys[0]].keys()
-        return {k: np.asarray([self.cache[key][k] for key in keys], np.float32) for k in names}
+        return {
+            k: np.asarray([self.cache[key][k] for key in keys], np.float32)
+            for k in names
+        }
 
     # Hooks for problems whose scores change during the search (beacons).
     def update(self, genomes, results) -> bool:
@@ -215,14 +232,20 @@ def _save(path, state, problem, generation, history, seconds, config):
     names = sorted(next(iter(problem.cache.values())))
     cache = {
         "genomes": np.stack([np.frombuffer(k, np.int32) for k in keys]),
-        "values": np.asarray([[problem.cache[k][n] for n in names] for k in keys], np.float64),
+        "values": np.asarray(
+            [[problem.cache[k][n] for n in names] for k in keys], np.float64
+        ),
     }
     extra = problem.extra_state()
     meta = {
         **problem.extra_meta(),
-        "generation": generation, "history": history, "seconds": seconds,
-        "search_config": config.to_dict(), "space": problem.space.name,
-        "gene_names": list(problem.space.gene_names), "cache_names": names,
+        "generation": generation,
+        "history": history,
+        "seconds": seconds,
+        "search_config": config.to_dict(),
+        "space": problem.space.name,
+        "gene_names": list(problem.space.gene_names),
+        "cache_names": names,
         "n_evaluated": problem.n_evaluated,
     }
     tree = {"state": state, "cache": cache}
@@ -256,7 +279,9 @@ def run_search(
     space = problem.space
     n_obj = len(cfg.objectives)
     strategy = nsga2.NSGA2(
-        cfg.pop_size, cfg.n_offspring, space.upper,
+        cfg.pop_size,
+        cfg.n_offspring,
+        space.upper,
         archive_size=cfg.pop_size + cfg.n_generations * cfg.n_offspring,
     )
     params = strategy.default_params.replace(ref_point=jnp.ones(n_obj, jnp.float32))
@@ -270,10 +295,13 @@ def run_search(
         meta = checkpoint.read_meta(path)
         checkpoint.check_compatible(
             {"search_config": meta["search_config"], "space": {"name": meta["space"]}},
-            {"search_config": cfg.to_dict(), "space": {"name": space.name}}, path,
+            {"search_config": cfg.to_dict(), "space": {"name": space.name}},
+            path,
         )
-        template = {"state": _state_template(strategy, n_obj), "cache": {
-            "genomes": np.zeros(0), "values": np.zeros(0)}}
+        template = {
+            "state": _state_template(strategy, n_obj),
+            "cache": {"genomes": np.zeros(0), "values": np.zeros(0)},
+        }
         if problem.extra_state() is not None:
             template["extra"] = problem.extra_state()
         saved, meta = checkpoint.load(path, template)
@@ -281,7 +309,9 @@ def run_search(
         if "extra" in template:
             problem.restore_extra(saved["extra"], meta)
         names = meta["cache_names"]
-        for g, vals in zip(saved["cache"]["genomes"], saved["cache"]["values"], strict=True):
+        for g, vals in zip(
+            saved["cache"]["genomes"], saved["cache"]["values"], strict=True
+        ):
             problem.cache[np.asarray(g, np.int32).tobytes()] = {
                 n: float(v) for n, v in zip(names, vals, strict=True)
             }
@@ -295,13 +325,19 @@ def run_search(
         population = strategy.sample(key_sample)
         fitness = problem.fitness(_evaluate_and_update(problem, np.asarray(population)))
         state = jax.jit(strategy.init)(key_init, population, fitness, params)
-        history.append(_history_row(state, params, strategy, problem, 0, t0, seconds_before))
+        history.append(
+            _history_row(state, params, strategy, problem, 0, t0, seconds_before)
+        )
         if path is not None:
             _save(path, state, problem, 0, history, history[-1]["seconds"], cfg)
 
     bar = tqdm(
-        total=cfg.n_generations, initial=start, desc=f"NSGA-II {space.name}",
-        unit="gen", disable=not progress, dynamic_ncols=True,
+        total=cfg.n_generations,
+        initial=start,
+        desc=f"NSGA-II {space.name}",
+        unit="gen",
+        disable=not progress,
+        dynamic_ncols=True,
     )
     _postfix(bar, history[-1])
     for generation in range(start + 1, cfg.n_generations + 1):
@@ -320,7 +356,9 @@ def run_search(
                 objectives=objectives, violation=nsga2.total_violation(constraints)
             )
         state, _ = tell(key_tell, offspring, fitness, state, params)
-        row = _history_row(state, params, strategy, problem, generation, t0, seconds_before)
+        row = _history_row(
+            state, params, strategy, problem, generation, t0, seconds_before
+        )
         row["evals_per_s"] = cfg.n_offspring / max(time.perf_counter() - t_gen, 1e-9)
         history.append(row)
         if path is not None:
@@ -341,7 +379,9 @@ def _evaluate_and_update(problem, genomes):
     return results
 
 
-def _history_row(state, params, strategy, problem, generation, t0, seconds_before) -> dict:
+def _history_row(
+    state, params, strategy, problem, generation, t0, seconds_before
+) -> dict:
     feasible = np.asarray(state.violation) <= 0
     errors = np.asarray(state.objectives)[:, 0] * (problem.nadir[0] - problem.ideal[0])
     errors = errors + problem.ideal[0]
@@ -359,7 +399,8 @@ def _history_row(state, params, strategy, problem, generation, t0, seconds_befor
 
 def _postfix(bar, row):
     bar.set_postfix(
-        best_err=f"{row['best_error']:.4f}", hv=f"{row['hypervolume']:.4f}",
+        best_err=f"{row['best_error']:.4f}",
+        hv=f"{row['hypervolume']:.4f}",
         evals=row["n_evaluations"],
         ev_s=f"{row.get('evals_per_s', float('nan')):.1f}",
     )
@@ -375,6 +416,12 @@ def _result(state, problem, history, resumed) -> SearchResult:
     feasible = np.asarray(jnp.all(constraints <= 0, axis=1))
     front = np.asarray(nsga2.pareto_mask(objectives, jnp.asarray(feasible)))
     return SearchResult(
-        genomes=genomes, generation=generation, metrics=metrics, feasible=feasible,
-        front=front, history=history, seconds=history[-1]["seconds"], resumed=resumed,
+        genomes=genomes,
+        generation=generation,
+        metrics=metrics,
+        feasible=feasible,
+        front=front,
+        history=history,
+        seconds=history[-1]["seconds"],
+        resumed=resumed,
     )

@@ -74,15 +74,23 @@ def write_csv(path: str, rows: Sequence[dict]) -> None:
     os.replace(tmp, path)
 
 
-def plot_fronts(path_prefix: str, metrics, feasible, front, objectives, notice="") -> list[str]:
+def plot_fronts(
+    path_prefix: str, metrics, feasible, front, objectives, notice=""
+) -> list[str]:
     """One scatter plot per pair of objectives; returns the file names written."""
     files = []
     for a, b in itertools.combinations(objectives, 2):
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
         x, y = metrics[a], metrics[b]
         ax.scatter(x[~feasible], y[~feasible], s=10, c="lightgray", label="infeasible")
-        ax.scatter(x[feasible & ~front], y[feasible & ~front], s=12, c="tab:blue",
-                   alpha=0.6, label="feasible")
+        ax.scatter(
+            x[feasible & ~front],
+            y[feasible & ~front],
+            s=12,
+            c="tab:blue",
+            alpha=0.6,
+            label="feasible",
+        )
         ax.scatter(x[front], y[front], s=28, c="tab:red", label="Pareto set")
         ax.set_xlabel(OBJECTIVE_LABELS.get(a, a))
         ax.set_ylabel(OBJECTIVE_LABELS.get(b, b))
@@ -154,9 +162,14 @@ def write_outputs(
     test_err = np.asarray(test_metrics["error"]) if len(front_idx) else np.zeros(0)
 
     archive_rows = _rows(
-        space, result.genomes, result.metrics,
-        {"generation": result.generation, "feasible": result.feasible,
-         "pareto": result.front},
+        space,
+        result.genomes,
+        result.metrics,
+        {
+            "generation": result.generation,
+            "feasible": result.feasible,
+            "pareto": result.front,
+        },
     )
     paths["archive.csv"] = os.path.join(out_dir, "archive.csv")
     write_csv(paths["archive.csv"], archive_rows)
@@ -164,52 +177,81 @@ def write_outputs(
     front_metrics = {k: v[order] for k, v in result.metrics.items()}
     front_test = np.asarray([test_err[rank_of[int(i)]] for i in order], np.float32)
     pareto_rows = _rows(
-        space, result.genomes[order], front_metrics,
+        space,
+        result.genomes[order],
+        front_metrics,
         {"solution": np.arange(len(order)), "test_error": front_test},
     )
     paths["pareto.csv"] = os.path.join(out_dir, "pareto.csv")
     write_csv(paths["pareto.csv"], pareto_rows)
     doc = {
-        "notice": notice, "space": space.name, "gene_names": list(space.gene_names),
-        "objectives": list(objectives), "settings": dict(settings),
+        "notice": notice,
+        "space": space.name,
+        "gene_names": list(space.gene_names),
+        "objectives": list(objectives),
+        "settings": dict(settings),
         "baselines": list(baselines),
         "solutions": [
-            {**row, "genome": [int(v) for v in result.genomes[i]],
-             "layers": space.describe(result.genomes[i])}
+            {
+                **row,
+                "genome": [int(v) for v in result.genomes[i]],
+                "layers": space.describe(result.genomes[i]),
+            }
             for row, i in zip(pareto_rows, order, strict=True)
         ],
     }
     paths["pareto.json"] = os.path.join(out_dir, "pareto.json")
-    _write_atomic(paths["pareto.json"], json.dumps(doc, indent=1, default=_json_default))
+    _write_atomic(
+        paths["pareto.json"], json.dumps(doc, indent=1, default=_json_default)
+    )
     for n, i in enumerate(order):
         _write_atomic(
             os.path.join(out_dir, "configs", f"solution_{n}.json"),
-            json.dumps({"notice": notice, "space": space.name,
-                        "layers": space.describe(result.genomes[i])}, indent=1),
+            json.dumps(
+                {
+                    "notice": notice,
+                    "space": space.name,
+                    "layers": space.describe(result.genomes[i]),
+                },
+                indent=1,
+            ),
         )
 
     feasible = result.feasible
     plots = plot_fronts(
-        os.path.join(out_dir, "pareto"), result.metrics, feasible, result.front,
-        objectives, notice,
+        os.path.join(out_dir, "pareto"),
+        result.metrics,
+        feasible,
+        result.front,
+        objectives,
+        notice,
     )
     plot_history(os.path.join(out_dir, "hypervolume.png"), result.history)
 
     lines = [f"# {title}", ""]
     if notice:
         lines += [f"> **{notice}**", ""]
-    lines += ["## Baselines", "", "| model | dev error | test error | notes |",
-              "|---|---|---|---|"]
+    lines += [
+        "## Baselines",
+        "",
+        "| model | dev error | test error | notes |",
+        "|---|---|---|---|",
+    ]
     for b in baselines:
         lines.append(
             f"| {b['name']} | {b['dev_error']:.4f} | {b['test_error']:.4f} | "
             f"{b.get('notes', '')} |"
         )
     cols = list(objectives) + [c for c in ("memory_mb",) if c not in objectives]
-    lines += ["", f"## Pareto set ({len(order)} solutions, sorted by dev error)", "",
-              "| # | bits per layer (weights/activations) | "
-              + " | ".join(OBJECTIVE_LABELS.get(c, c) for c in cols)
-              + " | test error |", "|---" * (len(cols) + 3) + "|"]
+    lines += [
+        "",
+        f"## Pareto set ({len(order)} solutions, sorted by dev error)",
+        "",
+        "| # | bits per layer (weights/activations) | "
+        + " | ".join(OBJECTIVE_LABELS.get(c, c) for c in cols)
+        + " | test error |",
+        "|---" * (len(cols) + 3) + "|",
+    ]
     for n, i in enumerate(order):
         vals = " | ".join(_fmt(float(result.metrics[c][i])) for c in cols)
         lines.append(
@@ -218,12 +260,16 @@ def write_outputs(
         )
     last = result.history[-1]
     lines += [
-        "", "## Search", "",
+        "",
+        "## Search",
+        "",
         f"- genomes evaluated: {len(result.genomes)} ({int(feasible.sum())} feasible)",
         f"- generations: {last['generation']}, final normalized hypervolume "
         f"{last['hypervolume']:.4f}",
-        f"- run time: {result.seconds:.1f} s" + (" (resumed)" if result.resumed else ""),
-        "", "| generation | evaluations | feasible in population | best error | hypervolume |",
+        f"- run time: {result.seconds:.1f} s"
+        + (" (resumed)" if result.resumed else ""),
+        "",
+        "| generation | evaluations | feasible in population | best error | hypervolume |",
         "|---|---|---|---|---|",
     ]
     for h in result.history:
@@ -231,10 +277,19 @@ def write_outputs(
             f"| {h['generation']} | {h['n_evaluations']} | {h['n_feasible']} | "
             f"{h['best_error']:.4f} | {h['hypervolume']:.4f} |"
         )
-    lines += ["", "## Settings", "", "```json",
-              json.dumps(dict(settings), indent=1, default=_json_default), "```", ""]
+    lines += [
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(dict(settings), indent=1, default=_json_default),
+        "```",
+        "",
+    ]
     lines += list(extra_sections)
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots + ["hypervolume.png"]]
+    lines += ["", "## Plots", ""] + [
+        f"![{p}]({p})" for p in plots + ["hypervolume.png"]
+    ]
     paths["report.md"] = os.path.join(out_dir, "report.md")
     _write_atomic(paths["report.md"], "\n".join(lines) + "\n")
     return paths
