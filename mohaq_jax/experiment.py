@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax import genome as genome_lib
-from mohaq_jax import hardware, qmodel, train
+from mohaq_jax import hardware, qmodel, sharding, train
 from mohaq_jax.data import load_corpus, pad_batch
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.evaluate import PopulationEvaluator
@@ -249,6 +249,20 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: dict) -> None:
         help="Pareto solutions of the beacon search actually retrained to "
         "check the beacon estimate",
     )
+    x = parser.add_argument_group("devices")
+    x.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="devices the population is split over (a jax.sharding mesh; "
+        "all hosts' devices in a multi-host run); 1 = no sharding",
+    )
+    x.add_argument(
+        "--data-shards",
+        type=int,
+        default=1,
+        help="of --devices, how many split the data along utterances",
+    )
     o = parser.add_argument_group("output")
     o.add_argument(
         "--out",
@@ -415,6 +429,7 @@ def run_mohaq(
     comparison to ``OUT/report.md``.
     """
     t_start = time.perf_counter()
+    sharding.initialize_distributed()
     setup = prepare(args)
     if not args.beacons:
         return _search(
@@ -489,6 +504,11 @@ def _search(
     platform = hardware.get_platform(platform_name)
     space = genome_lib.get_space(platform.space_name, layer_specs(cfg))
     cost_fn = platform.make_cost_fn(space)
+    mesh = None
+    if args.devices > 1 or args.data_shards > 1:
+        mesh = sharding.population_mesh(args.devices, args.data_shards)
+        if not args.no_progress:
+            print(f"population split over {sharding.describe(mesh)}")
     evaluator = PopulationEvaluator(
         cfg,
         space,
@@ -497,6 +517,7 @@ def _search(
         setup.calib,
         chunk_size=args.chunk_size,
         pop_size=args.offspring,
+        mesh=mesh,
     )
     float_space = genome_lib.tied_space(space.layers, (32,), "float")
     float_eval = PopulationEvaluator(
@@ -544,8 +565,12 @@ def _search(
             progress=not args.no_progress,
         )
     os.makedirs(out_dir, exist_ok=True)
+    main = sharding.is_main_process()  # only host 0 writes checkpoints and files
     result = mohaq.run_search(
-        problem, out_dir, resume=args.resume, progress=not args.no_progress
+        problem,
+        out_dir if main else None,
+        resume=args.resume,
+        progress=not args.no_progress and main,
     )
     front = np.flatnonzero(result.front)
     if len(front) and beacon_config is not None:
@@ -594,18 +619,20 @@ def _search(
     if beacon_config is not None:
         settings["beacon_config"] = beacon_config.to_dict()
         extra = list(extra) + beacon_section(problem)
-    paths = report.write_outputs(
-        out_dir,
-        space,
-        result,
-        objectives,
-        {"error": test_err},
-        baselines,
-        settings,
-        notice=corpus.notice if corpus.synthetic else "",
-        title=title,
-        extra_sections=extra,
-    )
+    paths = {}
+    if main:
+        paths = report.write_outputs(
+            out_dir,
+            space,
+            result,
+            objectives,
+            {"error": test_err},
+            baselines,
+            settings,
+            notice=corpus.notice if corpus.synthetic else "",
+            title=title,
+            extra_sections=extra,
+        )
     summary = {
         "out": out_dir,
         "n_pareto": int(len(front)),

@@ -411,6 +411,11 @@ def _result(state, problem, history, resumed) -> SearchResult:
     valid = np.asarray(valid)
     genomes = np.asarray(genomes_all)[valid]
     generation = np.asarray(state.archive_generation)[valid]
+    # When a small space runs out of new genomes, ask() refills with duplicates (counted
+    # in n_unique_offspring); they were never re-evaluated (cache), so list each once.
+    _, first = np.unique(genomes, axis=0, return_index=True)
+    first = np.sort(first)
+    genomes, generation = genomes[first], generation[first]
     metrics = problem.evaluate(genomes)
     objectives, constraints = problem.fitness(metrics)
     feasible = np.asarray(jnp.all(constraints <= 0, axis=1))
