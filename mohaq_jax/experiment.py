@@ -243,6 +243,13 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: dict) -> None:
         help="promising genomes have speedup above this (default: any)",
     )
     b.add_argument(
+        "--beacon-retrain",
+        choices=("qat", "switching"),
+        default="qat",
+        help="how beacons are retrained: QAT with the straight-through estimator, or "
+        "switching-aware mixed precision (Kim et al. 2021)",
+    )
+    b.add_argument(
         "--verify-retrain",
         type=int,
         default=3,
@@ -462,6 +469,7 @@ def run_mohaq(
         max_ptq_error=args.beacon_max_ptq_error,
         min_speedup=args.beacon_min_speedup,
         epochs=args.beacon_epochs,
+        retrain=args.beacon_retrain,
     )
     with_beacons = _search(
         args,

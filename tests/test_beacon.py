@@ -152,3 +152,28 @@ def test_beacons_saved_and_not_retrained_on_resume(parts, monkeypatch, tmp_path)
     assert resumed_problem.n_beacons >= made
     assert sum(calls_b) == resumed_problem.n_beacons - made  # old beacons not retrained
     np.testing.assert_array_equal(resumed.genomes, full.genomes)
+
+
+def test_switching_retrain_option_dispatches(parts, monkeypatch):
+    from mohaq_jax.retrain import speech
+
+    cfg, params, calib, space, batch, others = parts
+    seen = []
+
+    def fake_switching(p, config, c, bits_w, bits_a, corpus, **kw):
+        """Stands in for switching-aware retraining (tested in test_switching)."""
+        seen.append((np.asarray(bits_w).shape, kw["switching_config"].retrain_epochs))
+        k = len(bits_w)
+        return jax.tree.map(lambda a: jnp.stack([a] * k), others[0]), {
+            "dev_per": np.zeros(k)
+        }
+
+    monkeypatch.setattr(speech, "switching_finetune", fake_switching)
+    _, problem = make_problem(parts, monkeypatch, [], retrain="switching", epochs=2)
+    g = np.asarray([space.uniform(2)])
+    problem.add_beacons(g)
+    assert seen == [((1, len(space.layers)), 2)]
+    leaf = jax.tree.leaves(problem.stacked)[0]
+    np.testing.assert_array_equal(leaf[1], jax.tree.leaves(others[0])[0])
+    with pytest.raises(ValueError, match="retrain"):
+        beacon.BeaconConfig(retrain="full")

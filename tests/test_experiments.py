@@ -32,8 +32,11 @@ def test_help_explains_every_flag(name, capsys):
             continue
         same_line = "  " in line.strip()
         next_line = lines[i + 1] if i + 1 < len(lines) else ""
-        continued = next_line.startswith(" " * 10) and not next_line.strip().startswith("-")
+        continued = next_line.startswith(" " * 10) and not next_line.strip().startswith(
+            "-"
+        )
         assert same_line or continued, f"{name}: no help for {line.strip()}"
+
 
 def test_tiny_end_to_end_silago(tmp_path, monkeypatch):
     monkeypatch.setenv("MOHAQ_CACHE", str(tmp_path / "cache"))
@@ -41,13 +44,37 @@ def test_tiny_end_to_end_silago(tmp_path, monkeypatch):
 
     out = tmp_path / "run"
     args = [
-        "--espeak-size", "tiny", "--hidden", "16", "--layers", "1", "--proj", "0",
-        "--epochs", "1", "--pop", "6", "--offspring", "3", "--generations", "2",
-        "--calib-utts", "4", "--out", str(out), "--no-progress",
+        "--espeak-size",
+        "tiny",
+        "--hidden",
+        "16",
+        "--layers",
+        "1",
+        "--proj",
+        "0",
+        "--epochs",
+        "1",
+        "--pop",
+        "6",
+        "--offspring",
+        "3",
+        "--generations",
+        "2",
+        "--calib-utts",
+        "4",
+        "--out",
+        str(out),
+        "--no-progress",
     ]
     summary = timit_silago.main(args)
-    for name in ("pareto.csv", "pareto.json", "archive.csv", "report.md",
-                 "hypervolume.png", "search_state.msgpack"):
+    for name in (
+        "pareto.csv",
+        "pareto.json",
+        "archive.csv",
+        "report.md",
+        "hypervolume.png",
+        "search_state.msgpack",
+    ):
         assert os.path.getsize(out / name) > 0, name
     doc = json.loads((out / "pareto.json").read_text())
     assert "NOT TIMIT" in doc["notice"]

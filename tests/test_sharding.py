@@ -66,6 +66,8 @@ def test_mesh_rejects_bad_sizes():
 
 
 def test_on_eight_host_devices():
+    if EIGHT:  # already inside the 8-device subprocess: never recurse
+        return
     env = dict(
         os.environ,
         MOHAQ_EIGHT_DEVICES="1",
@@ -77,13 +79,12 @@ def test_on_eight_host_devices():
             sys.executable,
             "-m",
             "pytest",
-            "-q",
             "-x",
             "-p",
             "no:cacheprovider",
             __file__,
             "-k",
-            "eight_",
+            "test_eight_",
         ],
         env=env,
         capture_output=True,

@@ -49,8 +49,11 @@ class BeaconConfig:
     require_memory: bool = True  # promising: memory constraint satisfied
     epochs: int = 3  # QAT epochs per beacon (authors: about 20 on TIMIT)
     lr: float = 5e-4  # QAT learning rate
+    retrain: str = "qat"  # "qat" (STE fine-tuning) or "switching" (Kim et al. 2021)
 
     def __post_init__(self):
+        if self.retrain not in ("qat", "switching"):
+            raise ValueError("BeaconConfig.retrain must be 'qat' or 'switching'")
         if self.genes not in ("weights", "all"):
             raise ValueError("BeaconConfig.genes must be 'weights' or 'all'")
         if self.threshold < 0 or self.max_beacons < 0 or self.per_generation < 1:
@@ -307,18 +310,42 @@ class BeaconProblem(QuantizationProblem):
         """Retrains ``genomes`` (batched QAT) and stores them as beacons."""
         genomes = self.space.validate(genomes)
         bits_w, bits_a = jax.vmap(self.space.decode)(jnp.asarray(genomes))
-        params, info = train.qat_finetune(
+        args = (
             self.evaluator.params,
             self.evaluator.config,
             self.evaluator.calib,
             np.asarray(bits_w),
             np.asarray(bits_a),
             self.corpus,
-            epochs=self.beacon_config.epochs,
-            lr=self.beacon_config.lr,
-            train_config=self.train_config,
-            progress=self.progress,
         )
+        if self.beacon_config.retrain == "switching":
+            # Switching-aware retraining (Kim et al. 2021): the latent weights it
+            # returns are requantized at each neighbour's own bits, as QAT beacons are.
+            from mohaq_jax.retrain import speech, switching
+
+            schedule = dataclasses.replace(
+                switching.SwitchingConfig(), retrain_epochs=self.beacon_config.epochs
+            )
+            params, info = speech.switching_finetune(
+                *args,
+                switching_config=schedule,
+                lr=self.beacon_config.lr,
+                train_config=self.train_config,
+                progress=self.progress,
+            )
+            info = {
+                "dev_per": np.asarray(info["dev_per"]),
+                "ptq_dev_per": np.full(len(genomes), np.nan),
+                "epochs_run": np.full(len(genomes), self.beacon_config.epochs),
+            }
+        else:
+            params, info = train.qat_finetune(
+                *args,
+                epochs=self.beacon_config.epochs,
+                lr=self.beacon_config.lr,
+                train_config=self.train_config,
+                progress=self.progress,
+            )
         for j, g in enumerate(genomes):
             slot = self.n_beacons + 1
             self.beacon_genomes[slot] = g
