@@ -235,28 +235,12 @@ class BeaconProblem(QuantizationProblem):
             )
         return np.concatenate(out)
 
-    def evaluate(self, genomes) -> dict[str, np.ndarray]:
-        genomes = self.space.validate(genomes)
-        keys = [g.tobytes() for g in genomes]
-        missing = sorted(
-            {k: i for i, k in enumerate(keys) if k not in self.cache}.values()
-        )
-        if missing:
-            todo = genomes[missing]
-            res = {**self.errors(todo), **self.costs(todo)}
-            res["ptq_error"] = res[self.config.error_metric]
-            res["error"] = res["ptq_error"]
-            res["beacon"] = np.zeros(len(todo), np.float32)
-            res["beacon_error"] = res["ptq_error"]
-            for j, i in enumerate(missing):
-                self.cache[keys[i]] = {k: float(v[j]) for k, v in res.items()}
-            self.n_evaluated += len(missing)
-        self._refresh(genomes, keys)
-        names = self.cache[keys[0]].keys()
-        return {
-            k: np.asarray([self.cache[key][k] for key in keys], np.float32)
-            for k in names
-        }
+    def _score(self, genomes) -> dict[str, np.ndarray]:
+        res = super()._score(genomes)
+        res["ptq_error"] = res["error"]
+        res["beacon"] = np.zeros(len(genomes), np.float32)
+        res["beacon_error"] = res["ptq_error"]
+        return res
 
     def _refresh(self, genomes, keys) -> None:
         """Recomputes beacon errors of genomes whose nearest promising beacon changed."""

@@ -146,19 +146,28 @@ class QuantizationProblem:
             {k: i for i, k in enumerate(keys) if k not in self.cache}.values()
         )
         if missing:
-            todo = genomes[missing]
-            res = {**self.errors(todo), **self.costs(todo)}
-            res["error"] = res[self.config.error_metric]
+            res = self._score(genomes[missing])
             for j, i in enumerate(missing):
                 self.cache[keys[i]] = {k: float(v[j]) for k, v in res.items()}
             self.n_evaluated += len(missing)
+        self._refresh(genomes, keys)
         names = self.cache[keys[0]].keys()
         return {
             k: np.asarray([self.cache[key][k] for key in keys], np.float32)
             for k in names
         }
 
+    def _score(self, genomes) -> dict[str, np.ndarray]:
+        """Metrics of genomes not seen before (the cache stores what this returns)."""
+        res = {**self.errors(genomes), **self.costs(genomes)}
+        res["error"] = res[self.config.error_metric]
+        return res
+
     # Hooks for problems whose scores change during the search (beacons).
+    def _refresh(self, genomes, keys) -> None:
+        """Updates cached entries of ``genomes`` (cache keys ``keys``) if stale."""
+        del genomes, keys
+
     def update(self, genomes, results) -> bool:
         """Called with each evaluated population; True if earlier scores changed."""
         del genomes, results
