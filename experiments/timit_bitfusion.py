@@ -2,32 +2,26 @@
 
 Objectives: error (dev) and -speedup; constraints: memory <= limit (the paper: 2 MB)
 and error <= limit. Energy per frame is computed for every genome and reported.
+``--beacons`` compares inference-only and beacon-based search (same seed and budget).
 
     python -m experiments.timit_bitfusion
+    python -m experiments.timit_bitfusion --beacons
     python -m experiments.timit_bitfusion --timit-dir /data/TIMIT --paper-model
 """
 
-import argparse
+from mohaq_jax import cli
+from mohaq_jax.pipeline import SearchExperiment
 
-from mohaq_jax import experiment
-
-OBJECTIVES = ("error", "speedup")
-MAXIMIZE = ("speedup",)
+EXPERIMENT = SearchExperiment(
+    platform="bitfusion",
+    objectives=("error", "speedup"),
+    maximize=("speedup",),
+    title="MOHAQ on Bitfusion (inference-only search)",
+)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    experiment.add_common_args(parser, {"out": "runs/timit_bitfusion"})
-    args = parser.parse_args(argv)
-    return experiment.run_mohaq(
-        args,
-        "bitfusion",
-        OBJECTIVES,
-        MAXIMIZE,
-        title="MOHAQ on Bitfusion (inference-only search)",
-    )
+    return cli.search_main(argv, __doc__, EXPERIMENT, out="runs/timit_bitfusion")
 
 
 if __name__ == "__main__":

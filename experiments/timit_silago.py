@@ -8,31 +8,19 @@ default (no download); ``--timit-dir`` runs it on TIMIT.
     python -m experiments.timit_silago --timit-dir /data/TIMIT --paper-model
 """
 
-import argparse
+from mohaq_jax import cli
+from mohaq_jax.pipeline import SearchExperiment
 
-from mohaq_jax import experiment
-
-OBJECTIVES = (
-    "error",
-    "speedup",
-    "energy_pj",
-)  # error and energy minimized, speedup maximized
-MAXIMIZE = ("speedup",)
+EXPERIMENT = SearchExperiment(
+    platform="silago",
+    objectives=("error", "speedup", "energy_pj"),  # error and energy minimized
+    maximize=("speedup",),
+    title="MOHAQ on SiLago (inference-only search)",
+)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    experiment.add_common_args(parser, {"out": "runs/timit_silago"})
-    args = parser.parse_args(argv)
-    return experiment.run_mohaq(
-        args,
-        "silago",
-        OBJECTIVES,
-        MAXIMIZE,
-        title="MOHAQ on SiLago (inference-only search)",
-    )
+    return cli.search_main(argv, __doc__, EXPERIMENT, out="runs/timit_silago")
 
 
 if __name__ == "__main__":

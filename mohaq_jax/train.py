@@ -526,9 +526,11 @@ def fit(
             step += 1
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix(
-                    loss=f"{float(loss):.3f}", dev_per=f"{best_rates['per']:.3f}"
-                )
+                # cli13: no "dev_per=inf" before the first dev evaluation
+                shown = {"loss": f"{float(loss):.3f}"}
+                if np.isfinite(best_rates["per"]):
+                    shown["dev_per"] = f"{best_rates['per']:.3f}"
+                bar.set_postfix(**shown)
         bar.close()
         epoch += 1
         lr = float(learning_rate(opt_state))

@@ -344,6 +344,24 @@ def _find_ldc_root(root: pathlib.Path, depth: int = 2) -> pathlib.Path | None:
     return None
 
 
+def speaker_summary(speakers, limit: int = 5) -> str:
+    """``"N (a b c d e ... (k more))"``: a long speaker list stays one short line."""
+    speakers = list(speakers)
+    if not speakers:
+        return "none"
+    shown = " ".join(speakers[:limit])
+    more = f" ... ({len(speakers) - limit} more)" if len(speakers) > limit else ""
+    return f"{len(speakers)} ({shown}{more})"
+
+
+def _count_sa(speaker_dir: pathlib.Path) -> int:
+    return sum(
+        1
+        for entry in speaker_dir.iterdir()
+        if entry.name.lower().startswith("sa") and entry.name.lower().endswith(".phn")
+    )
+
+
 def _speaker_utterances(speaker_dir: pathlib.Path, speaker: str, directory: str):
     by_stem: dict[str, dict[str, pathlib.Path]] = {}
     for entry in speaker_dir.iterdir():
@@ -399,7 +417,7 @@ def discover(timit_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
             f"{root}: no TIMIT layout found (expected TRAIN/ and TEST/ with "
             "DR1..DR8/<speaker>/<utt>.WAV|.PHN, or NLTK's dr1-<speaker>/ folders)"
         )
-    utterances = []
+    utterances, n_sa = [], 0
     for part in ("train", "test"):
         part_dir = _child(ldc_root, part)
         if part_dir is None:
@@ -409,9 +427,16 @@ def discover(timit_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
                 continue
             for speaker_dir in sorted(region.iterdir()):
                 if speaker_dir.is_dir():
+                    n_sa += _count_sa(speaker_dir)
                     utterances.extend(
                         _speaker_utterances(speaker_dir, speaker_dir.name.lower(), part)
                     )
+    if not utterances and n_sa:
+        raise TimitError(
+            f"{ldc_root}: TRAIN/TEST hold only SA1/SA2 utterances ({n_sa} .PHN files); "
+            "the standard recipe excludes the SA sentences by design (every speaker "
+            "reads the same two), so the SX and SI utterances are needed"
+        )
     if not utterances:
         raise TimitError(f"{ldc_root}: TRAIN/TEST hold no .WAV/.PHN utterances")
     return "ldc", utterances
@@ -447,7 +472,7 @@ def assign_splits(
         if misplaced:
             raise TimitError(
                 "speakers of the dev/core-test lists found under TRAIN: "
-                + " ".join(misplaced)
+                + speaker_summary(misplaced)
             )
     missing_dev = [s for s in DEV_SPEAKERS if s not in present]
     missing_core = [s for s in CORE_TEST_SPEAKERS if s not in present]
@@ -459,15 +484,16 @@ def assign_splits(
     if full and (missing_dev or missing_core):
         raise TimitError(
             "this TIMIT copy has all 630 speakers but not those of the standard lists; "
-            f"missing dev speakers: {' '.join(missing_dev) or '-'}; "
-            f"missing core test speakers: {' '.join(missing_core) or '-'}"
+            f"missing dev speakers: {speaker_summary(missing_dev)}; "
+            f"missing core test speakers: {speaker_summary(missing_core)}"
         )
     if not full and not allow_partial:
         raise TimitError(
             f"incomplete TIMIT copy ({layout} layout): {len(train_dir)} of "
             f"{N_TRAIN_SPEAKERS} training speakers; missing dev speakers: "
-            f"{' '.join(missing_dev) or '-'}; missing core test speakers: "
-            f"{' '.join(missing_core) or '-'}. Pass allow_partial=True to split "
+            f"{speaker_summary(missing_dev)}; missing core test speakers: "
+            f"{speaker_summary(missing_core)}. Add --timit-partial (in Python: "
+            "allow_partial=True) to split "
             "whatever speakers exist"
         )
     dev = sorted(s for s in present if s in DEV_SPEAKERS)
@@ -481,7 +507,7 @@ def assign_splits(
             if len(train) < 3:
                 raise TimitError(
                     f"too few speakers to build a {name} set: "
-                    + " ".join(sorted(present))
+                    + speaker_summary(sorted(present))
                 )
             n_take = max(1, round(0.15 * len(train)))
             picks = [

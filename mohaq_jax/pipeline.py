@@ -1,0 +1,430 @@
+"""The MOHAQ experiment pipeline: data -> baseline -> calibration -> search -> test.
+
+:func:`run_mohaq` prepares data, the float baseline and calibration once
+(:mod:`mohaq_jax.prepare`), builds the batched population evaluator and the platform's
+cost model, runs the NSGA-II search (checkpointed every generation), re-evaluates the
+Pareto set on the test split (with bootstrap confidence intervals,
+:mod:`mohaq_jax.bootstrap`) and hands everything to the report writers
+(:mod:`mohaq_jax.reporting`, :mod:`mohaq_jax.search.report`), which train and evaluate
+nothing. With beacons it runs an inference-only and a beacon-based search with the same
+seed and budget, retrains a few Pareto solutions to check the beacon estimates, and
+compares the two. Every function takes the :class:`~mohaq_jax.config.ExperimentConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mohaq_jax import genome as genome_lib
+from mohaq_jax import hardware, reporting, sharding, train
+from mohaq_jax.config import ExperimentConfig
+from mohaq_jax.evaluate import PopulationEvaluator
+from mohaq_jax.models.sru import layer_specs, paper_config
+from mohaq_jax.prepare import Setup, prepare, say
+from mohaq_jax.search import mohaq, report
+from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchExperiment:
+    """What an experiment script chooses: platform, objectives, extras."""
+
+    platform: str  # hardware registry name ("silago", "bitfusion", "memory")
+    objectives: tuple[str, ...]  # searched objectives, "error" first
+    maximize: tuple[str, ...] = ()  # objectives that are maximized (speedup)
+    title: str = "MOHAQ search"  # report title
+    sweep_bits: tuple[int, ...] = ()  # uniform weight-bit sweep to report (compression)
+    margin: float | None = None  # compression: largest compression within this margin
+
+
+def objective_bounds(cost_fn, space, objectives, maximize, max_error):
+    """(ideal, nadir) per objective: lowest-bit and highest-bit genomes' costs."""
+    extremes = np.stack(
+        [np.zeros(space.n_genes, np.int32), space.upper.astype(np.int32)]
+    )
+    costs = {
+        k: np.asarray(v) for k, v in jax.vmap(cost_fn)(jnp.asarray(extremes)).items()
+    }
+    ideal, nadir = [], []
+    for name in objectives:
+        if name == "error":
+            lo, hi = 0.0, max_error
+        else:
+            vals = -costs[name] if name in maximize else costs[name]
+            lo, hi = float(vals.min()), float(vals.max())
+            if hi <= lo:
+                hi = lo + 1.0
+        ideal.append(lo)
+        nadir.append(hi)
+    return np.asarray(ideal, np.float32), np.asarray(nadir, np.float32)
+
+
+def default_memory_limit(platform, space, model_config) -> float:
+    """The platform's paper limit scaled by this model's 16-bit size / the paper model's."""
+    paper_space = genome_lib.get_space(space.name, layer_specs(paper_config()))
+    paper16 = platform.evaluate(paper_space, paper_space.upper)["memory_mb"]
+    ours16 = platform.evaluate(space, space.upper)["memory_mb"]
+    return float(platform.memory_limit_mb * ours16 / paper16)
+
+
+def beacon_config(cfg: ExperimentConfig) -> BeaconConfig:
+    """The library's beacon policy from the beacon flags."""
+    b = cfg.beacons
+    return BeaconConfig(
+        threshold=b.threshold,
+        genes=b.genes,
+        max_beacons=b.max_beacons,
+        per_generation=b.per_generation,
+        max_ptq_error=b.max_ptq_error,
+        min_speedup=b.min_speedup,
+        epochs=b.epochs,
+        retrain=b.retrain,
+    )
+
+
+def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
+    """The whole MOHAQ experiment for one platform; returns a summary dict.
+
+    With ``cfg.beacons.enabled`` it runs the inference-only search in
+    ``OUT/inference_only`` and the beacon-based one in ``OUT/beacons`` (same seed and
+    budget), retrains ``--verify-retrain`` Pareto solutions of the beacon search, and
+    writes a comparison to ``OUT/report.md``.
+    """
+    t_start = time.perf_counter()
+    sharding.initialize_distributed()
+    setup = prepare(cfg)
+    out = cfg.output.out
+    if not cfg.beacons.enabled:
+        return search_one(cfg, setup, experiment, out, experiment.title, t_start)
+    plain = search_one(
+        cfg,
+        setup,
+        experiment,
+        os.path.join(out, "inference_only"),
+        f"{experiment.title}: inference-only",
+        t_start,
+    )
+    bcfg = beacon_config(cfg)
+    with_beacons = search_one(
+        cfg,
+        setup,
+        experiment,
+        os.path.join(out, "beacons"),
+        f"{experiment.title}: beacon-based",
+        t_start,
+        beacon_config=bcfg,
+    )
+    retrained = retrain_front(cfg, setup, with_beacons, bcfg)
+    comparison = reporting.compare_searches(
+        setup.corpus, plain, with_beacons, retrained
+    )
+    path = os.path.join(out, "report.md")
+    if sharding.is_main_process():
+        report._write_atomic(
+            path,
+            "\n".join(
+                [f"# {experiment.title}: inference-only vs beacon-based", ""]
+                + comparison
+            )
+            + "\n",
+        )
+    if cfg.output.progress:
+        print("\n".join(comparison[:12]))
+        print(f"-> {path}")
+    return {
+        "inference_only": plain,
+        "beacons": with_beacons,
+        "retrained": retrained,
+        "report": path,
+    }
+
+
+def retrain_front(cfg: ExperimentConfig, setup: Setup, summary: dict, bcfg) -> dict:
+    """QAT of the ``--verify-retrain`` lowest-error Pareto solutions of a search.
+
+    Returns:
+      archive index -> dev error after retraining that genome.
+    """
+    problem, result = summary["problem"], summary["result"]
+    front = np.flatnonzero(result.front)
+    order = front[np.argsort(result.metrics["error"][front], kind="stable")]
+    verify = order[: max(cfg.beacons.verify, 0)]
+    if not len(verify):
+        return {}
+    say(
+        cfg.output.progress,
+        f"retraining {len(verify)} Pareto solution(s) ({bcfg.epochs} QAT epochs) to "
+        "check the beacon estimates",
+    )
+    bits_w, bits_a = jax.vmap(problem.space.decode)(jnp.asarray(result.genomes[verify]))
+    _, info = train.qat_finetune(
+        setup.params,
+        setup.model_config,
+        setup.calib,
+        np.asarray(bits_w),
+        np.asarray(bits_a),
+        setup.corpus,
+        epochs=bcfg.epochs,
+        lr=bcfg.lr,
+        progress=cfg.output.progress,
+    )
+    return {int(i): float(e) for i, e in zip(verify, info["dev_per"], strict=True)}
+
+
+def _evaluators(cfg, setup, space):
+    corpus, model_cfg = setup.corpus, setup.model_config
+    mesh = None
+    if cfg.search.devices > 1 or cfg.search.data_shards > 1:
+        mesh = sharding.population_mesh(cfg.search.devices, cfg.search.data_shards)
+        say(cfg.output.progress, f"population split over {sharding.describe(mesh)}")
+    evaluator = PopulationEvaluator(
+        model_cfg,
+        space,
+        corpus.fold39,
+        setup.params,
+        setup.calib,
+        chunk_size=cfg.search.chunk_size,
+        pop_size=cfg.search.offspring,
+        mesh=mesh,
+    )
+    float_space = genome_lib.tied_space(space.layers, (32,), "float")
+    float_eval = PopulationEvaluator(
+        model_cfg,
+        float_space,
+        corpus.fold39,
+        setup.params,
+        setup.calib,
+        chunk_size=None,
+    )
+    return evaluator, float_eval
+
+
+def search_one(
+    cfg: ExperimentConfig,
+    setup: Setup,
+    experiment: SearchExperiment,
+    out_dir: str,
+    title: str,
+    t_start: float,
+    beacon_config: BeaconConfig | None = None,
+) -> dict:
+    """One search (inference-only, or beacon-based with ``beacon_config``) and its files."""
+    progress = cfg.output.progress
+    corpus, model_cfg, s = setup.corpus, setup.model_config, cfg.search
+    objectives, maximize = experiment.objectives, experiment.maximize
+    platform = hardware.get_platform(experiment.platform)
+    space = genome_lib.get_space(platform.space_name, layer_specs(model_cfg))
+    cost_fn = platform.make_cost_fn(space)
+    evaluator, float_eval = _evaluators(cfg, setup, space)
+    say(progress, "float model: evaluating on dev and test (compiles once)")
+    zero = np.zeros((1, float_eval.space.n_genes), np.int32)
+    float_dev = float_eval(zero, setup.dev_batch)[s.error_metric][0]
+    float_test = float_eval(zero, setup.test_batch)[s.error_metric][0]
+    max_error = s.max_error if s.max_error is not None else float_dev + s.error_margin
+    memory_limit = (
+        s.memory_limit_mb
+        if s.memory_limit_mb is not None
+        else default_memory_limit(platform, space, model_cfg)
+    )
+    memory_limit = float(memory_limit) if np.isfinite(memory_limit) else None
+    search_config = mohaq.SearchConfig(
+        objectives=tuple(objectives),
+        maximize=tuple(maximize),
+        pop_size=s.pop,
+        n_offspring=s.offspring,
+        n_generations=s.generations,
+        seed=s.seed,
+        max_error=float(max_error),
+        memory_limit_mb=memory_limit,
+        error_metric=s.error_metric,
+        budget=s.budget,
+    )
+    ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
+    if beacon_config is None:
+        problem = mohaq.QuantizationProblem(
+            evaluator, cost_fn, setup.dev_batch, search_config, ideal, nadir
+        )
+    else:
+        problem = BeaconProblem(
+            evaluator,
+            cost_fn,
+            setup.dev_batch,
+            search_config,
+            ideal,
+            nadir,
+            beacon_config=beacon_config,
+            corpus=corpus,
+            progress=progress,
+        )
+    os.makedirs(out_dir, exist_ok=True)
+    main = sharding.is_main_process()  # only host 0 writes checkpoints and files
+    state_path = os.path.join(out_dir, mohaq.STATE_FILE)
+    if cfg.output.resume and not os.path.exists(state_path):
+        say(
+            True,
+            f"--resume: no search checkpoint in {out_dir} ({mohaq.STATE_FILE}); "
+            "starting from scratch",
+        )
+    say(
+        progress,
+        f"search: NSGA-II on {platform.name}, population {s.pop}, {s.offspring} "
+        f"offspring x {s.generations} generations; the first population compiles the "
+        "evaluator",
+    )
+    result = mohaq.run_search(
+        problem,
+        out_dir if main else None,
+        resume=cfg.output.resume,
+        progress=progress and main,
+    )
+    front = np.flatnonzero(result.front)
+    say(progress, f"test split: re-evaluating {len(front)} Pareto solution(s)")
+    if len(front) and beacon_config is not None:
+        test_err = test_errors(problem, result.genomes[front], setup.test_batch)
+    elif len(front):
+        test_err = problem.errors(result.genomes[front], setup.test_batch)[
+            s.error_metric
+        ]
+    else:
+        test_err = np.zeros(0)
+    g16 = space.upper[None].astype(np.int32)
+    r16 = problem.evaluate(g16)
+    t16 = problem.errors(g16, setup.test_batch)[s.error_metric][0]
+    baselines = [
+        {
+            "name": "float32",
+            "dev_error": float(float_dev),
+            "test_error": float(float_test),
+            "notes": "no quantization",
+        },
+        {
+            "name": "all 16-bit",
+            "dev_error": float(r16["error"][0]),
+            "test_error": float(t16),
+            "notes": f"speedup {r16['speedup'][0]:.3g}, memory {r16['memory_mb'][0]:.4g} MB",
+        },
+    ]
+    settings = {
+        "platform": experiment.platform,
+        "space": space.name,
+        "data": corpus.name,
+        "synthetic_data": bool(corpus.synthetic),
+        "model_config": model_cfg.to_dict(),
+        "search_config": search_config.to_dict(),
+        "calibration": s.calib,
+        "baseline_checkpoint": setup.baseline_info.get("path"),
+        "seconds": {
+            **setup.seconds,
+            "search": result.seconds,
+            "total": time.perf_counter() - t_start,
+        },
+        "ideal": ideal.tolist(),
+        "nadir": nadir.tolist(),
+    }
+    sweep = None
+    if experiment.sweep_bits:
+        sweep = compression_sweep(problem, setup, experiment.sweep_bits)
+    extra = []
+    if sweep is not None:
+        best = best_within_margin(problem, result, setup, sweep, experiment.margin)
+        extra = reporting.compression_section(space, sweep, best, experiment.margin)
+    if beacon_config is not None:
+        settings["beacon_config"] = beacon_config.to_dict()
+        extra = list(extra) + reporting.beacon_section(problem)
+    paths = {}
+    if main:
+        paths = report.write_outputs(
+            out_dir,
+            space,
+            result,
+            objectives,
+            {"error": test_err},
+            baselines,
+            settings,
+            notice=corpus.notice if corpus.synthetic else "",
+            title=title,
+            extra_sections=extra,
+        )
+    summary = {
+        "out": out_dir,
+        "n_pareto": int(len(front)),
+        "n_evaluated": int(len(result.genomes)),
+        "files": paths,
+        "baselines": baselines,
+        "seconds": settings["seconds"],
+        "problem": problem,
+        "result": result,
+        "test_error": test_err,
+        "sweep": sweep,
+    }
+    if progress:
+        print(
+            f"\n{title}: {len(front)} Pareto solutions from {len(result.genomes)} genomes "
+            f"in {settings['seconds']['total']:.0f} s -> {out_dir}/report.md"
+        )
+        if corpus.synthetic:
+            print(corpus.notice)
+    return summary
+
+
+def test_errors(problem, genomes, batch) -> np.ndarray:
+    """Test error of genomes, with the beacon each one used on dev (min with PTQ)."""
+    metric = problem.config.error_metric
+    ptq = problem.errors(genomes, batch)[metric]
+    index = problem.evaluate(genomes)["beacon"].astype(np.int32)
+    if not np.any(index):
+        return ptq
+    beacon = problem.beacon_errors(genomes, index, batch)
+    return np.where(index > 0, np.minimum(ptq, beacon), ptq)
+
+
+def compression_sweep(problem, setup: Setup, sweep_bits) -> dict:
+    """Every weight at each of ``sweep_bits`` (activations 16-bit): dev metrics, test.
+
+    Returns:
+      ``{"bits": (k,), "genomes": (k, n_genes), "dev": {metric: (k,)}, "test": (k,)}``.
+    """
+    space = problem.space
+    genomes = np.stack(
+        [
+            space.encode({**{n: b for n in space.gene_names[:-1]}, "a_all": 16})
+            for b in sweep_bits
+        ]
+    )
+    dev = problem.evaluate(genomes)
+    test = problem.errors(genomes, setup.test_batch)[problem.config.error_metric]
+    return {
+        "bits": np.asarray(sweep_bits),
+        "genomes": genomes,
+        "dev": dev,
+        "test": test,
+    }
+
+
+def best_within_margin(
+    problem, result, setup: Setup, sweep: dict, margin
+) -> dict | None:
+    """The evaluated genome of largest compression within ``margin`` of 16-bit error."""
+    reference = float(sweep["dev"]["error"][0])  # the sweep starts at 16 bits
+    allm = result.metrics
+    ok = allm["error"] <= reference + margin
+    if not ok.any():
+        return {"reference": reference, "index": None}
+    best = int(np.flatnonzero(ok)[np.argmax(allm["compression"][ok])])
+    genome = result.genomes[best]
+    test = problem.errors(genome[None], setup.test_batch)[problem.config.error_metric]
+    return {
+        "reference": reference,
+        "index": best,
+        "genome": genome,
+        "compression": float(allm["compression"][best]),
+        "memory_mb": float(allm["memory_mb"][best]),
+        "dev_error": float(allm["error"][best]),
+        "test_error": float(test[0]),
+    }

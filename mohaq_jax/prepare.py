@@ -1,0 +1,236 @@
+"""Data, float baseline and calibration for every experiment, from one config.
+
+The float baseline's checkpoint folder is named after a digest of the model config,
+the training config and the corpus settings (:func:`baseline_dir`), so
+``experiments/train_baseline.py``, the searches and the switching experiments all load
+the same baseline for the same flags. Each phase is announced on the console (with
+``progress``) so nothing is silent for long.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+from mohaq_jax import checkpoint, qmodel, train
+from mohaq_jax.config import (
+    DataSettings,
+    ExperimentConfig,
+    ModelSettings,
+    TrainingSettings,
+    data_name,
+)
+from mohaq_jax.data import load_corpus, pad_batch
+from mohaq_jax.data.corpus import default_cache_dir
+from mohaq_jax.models.sru import ModelConfig, paper_config
+
+
+def say(progress: bool, message: str) -> None:
+    """One phase message on the console (flushed at once)."""
+    if progress:
+        print(message, flush=True)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a search needs, prepared once."""
+
+    corpus: object  # mohaq_jax.data.Corpus
+    model_config: ModelConfig
+    params: dict  # float baseline params
+    calib: qmodel.Calibration
+    dev_batch: tuple  # (features (B, T, F), labels (B, T), lengths (B,)), whole split
+    test_batch: tuple
+    baseline_info: dict  # as train.get_or_train_baseline returns it
+    seconds: dict  # phase -> wall seconds
+
+
+def model_config(model: ModelSettings, corpus) -> ModelConfig:
+    """The acoustic model's structure for a corpus."""
+    if model.paper_model:
+        return paper_config(n_classes=corpus.n_classes, n_features=corpus.n_features)
+    return ModelConfig(
+        n_features=corpus.n_features,
+        n_classes=corpus.n_classes,
+        hidden=model.hidden,
+        n_layers=model.layers,
+        bidirectional=model.bidirectional,
+        n_proj=model.proj,
+        dropout=model.dropout,
+    )
+
+
+def train_config(training: TrainingSettings) -> train.TrainConfig:
+    """Float training settings (library defaults for what the flags do not set)."""
+    return dataclasses.replace(
+        train.TrainConfig(),
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        lr=training.lr,
+        min_lr=training.min_lr,
+        grad_clip=training.grad_clip,
+        weight_decay=training.weight_decay,
+        pad_multiple=training.pad_multiple,
+        seed=training.seed,
+    )
+
+
+def load_data(data: DataSettings, progress: bool = True):
+    """The corpus the settings name (eSpeak by default, TIMIT with a directory)."""
+    name = data_name(data)
+    started = time.perf_counter()
+    if name == "timit":
+        say(progress, f"corpus: TIMIT from {data.timit_dir} (features cached)")
+        corpus = load_corpus(
+            "timit",
+            timit_dir=data.timit_dir,
+            cache_dir=data.cache_dir,
+            allow_partial=data.timit_partial,
+            verbose=progress,
+        )
+    else:
+        say(
+            progress,
+            f"corpus: synthesized eSpeak NG speech, size {data.espeak_size!r}, seed "
+            f"{data.data_seed} (generated on first use, then cached)",
+        )
+        corpus = load_corpus(
+            "espeak",
+            seed=data.data_seed,
+            size=data.espeak_size,
+            cache_dir=data.cache_dir,
+            verbose=progress,
+        )
+    say(
+        progress,
+        f"corpus: {len(corpus.train)}/{len(corpus.dev)}/{len(corpus.test)} "
+        f"train/dev/test utterances, {corpus.n_classes} classes, "
+        f"{corpus.n_features} features ({time.perf_counter() - started:.1f} s)",
+    )
+    return corpus
+
+
+def baseline_dir(cfg: ExperimentConfig, corpus, model_cfg, train_cfg) -> str:
+    """The baseline's checkpoint folder: ``--baseline-dir`` or the cache digest."""
+    if cfg.training.baseline_dir is not None:
+        return cfg.training.baseline_dir
+    ident = json.dumps(
+        [model_cfg.to_dict(), train_cfg.to_dict(), train.data_settings(corpus)],
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    cache = cfg.data.cache_dir or default_cache_dir()
+    return os.path.join(cache, "baselines", f"{corpus.name}-{digest}")
+
+
+def _announce_baseline(progress, path, retrain, train_cfg) -> None:
+    if not progress:
+        return
+    meta = None
+    if os.path.exists(path) and not retrain:
+        try:
+            meta = checkpoint.read_meta(path)
+        except Exception:  # an unreadable checkpoint is reported by the loader
+            meta = None
+    if meta is not None and meta.get("finished"):
+        say(progress, f"float baseline: loading {path}")
+    elif meta is not None:
+        say(
+            progress,
+            f"float baseline: resuming interrupted training after epoch "
+            f"{meta.get('epoch')} of at most {train_cfg.epochs} -> {path}",
+        )
+    else:
+        say(
+            progress,
+            f"float baseline: training at most {train_cfg.epochs} epochs (first epoch "
+            f"includes compilation) -> {path}",
+        )
+
+
+def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[ModelConfig, dict, dict]:
+    """The float baseline for ``cfg``: loaded if trained before, else trained.
+
+    Returns:
+      ``(model_config, params, info)``; info as
+      :func:`mohaq_jax.train.get_or_train_baseline`.
+    """
+    progress = cfg.output.progress
+    model_cfg = model_config(cfg.model, corpus)
+    train_cfg = train_config(cfg.training)
+    ckpt_dir = baseline_dir(cfg, corpus, model_cfg, train_cfg)
+    path = os.path.join(ckpt_dir, train.BASELINE_FILE)
+    _announce_baseline(progress, path, cfg.training.retrain, train_cfg)
+    params, info = train.get_or_train_baseline(
+        corpus,
+        model_cfg,
+        train_cfg,
+        ckpt_dir,
+        retrain=cfg.training.retrain,
+        progress=progress,
+    )
+    say(
+        progress,
+        f"float baseline: {info['epoch']} epochs, best dev PER "
+        f"{info['best_dev_per']:.4f}"
+        + ("" if info["loaded"] else f" (trained in {info['seconds']:.0f} s)"),
+    )
+    return model_cfg, params, info
+
+
+def calibration_batch(corpus, n_utts: int):
+    """``n_utts`` training utterances (fixed draw) padded into one batch."""
+    n_cal = min(n_utts, len(corpus.train))
+    rng = np.random.default_rng(0)
+    return pad_batch(corpus.train, rng.choice(len(corpus.train), n_cal, replace=False))
+
+
+def whole_split(split) -> tuple:
+    """A split as one padded batch (time padded to a multiple of 16)."""
+    n_time = max(len(f) for f in split.features)
+    batch = pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16)
+    return tuple(jnp.asarray(x) for x in batch)
+
+
+def prepare(cfg: ExperimentConfig) -> Setup:
+    """Data, float baseline (trained on first use), calibration, dev/test batches."""
+    progress = cfg.output.progress
+    t0 = time.perf_counter()
+    corpus = load_data(cfg.data, progress)
+    t_data = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model_cfg, params, info = get_baseline(cfg, corpus)
+    t_train = time.perf_counter() - t0
+    say(
+        progress,
+        f"calibration: {cfg.search.calib} clipping on "
+        f"{min(cfg.search.calib_utts, len(corpus.train))} training utterances",
+    )
+    t0 = time.perf_counter()
+    cal = calibration_batch(corpus, cfg.search.calib_utts)
+    calib = qmodel.calibrate(
+        params,
+        model_cfg,
+        jnp.asarray(cal.features),
+        jnp.asarray(cal.lengths),
+        weight_method=cfg.search.calib,
+        act_method=cfg.search.calib,
+    )
+    say(progress, f"calibration: done ({time.perf_counter() - t0:.1f} s)")
+    return Setup(
+        corpus=corpus,
+        model_config=model_cfg,
+        params=params,
+        calib=calib,
+        dev_batch=whole_split(corpus.dev),
+        test_batch=whole_split(corpus.test),
+        baseline_info=info,
+        seconds={"data": t_data, "baseline": t_train},
+    )
