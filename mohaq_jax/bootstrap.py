@@ -67,19 +67,18 @@ def per_utterance_counts(
     if metric not in ("phone_error", "frame_error"):
         raise ValueError(f"no per-utterance counts for metric {metric!r}")
     lengths = np.asarray(batch[2])
-    n_utts = len(lengths)
-    errors = np.zeros((len(genomes), n_utts))
-    totals = np.zeros((len(genomes), n_utts))
-    for i in range(n_utts):
+    errors, totals = [], []
+    for i in range(len(lengths)):
         res = evaluate(genomes, utterance_batch(batch, i, n_time))
         if metric == "phone_error":
-            errors[:, i] = np.asarray(res["phone_edits"], np.float64)
-            totals[:, i] = np.asarray(res["n_phones"], np.float64)
+            errors.append(np.asarray(res["phone_edits"], np.float64))
+            totals.append(np.asarray(res["n_phones"], np.float64))
         else:
             frames = float(lengths[i])
-            errors[:, i] = np.round(np.asarray(res["frame_error"], np.float64) * frames)
-            totals[:, i] = frames
-    return errors, totals
+            rate = np.asarray(res["frame_error"], np.float64)
+            errors.append(np.round(rate * frames))
+            totals.append(np.full(rate.shape, frames))
+    return np.stack(errors, axis=1), np.stack(totals, axis=1)
 
 
 def resample_indices(n_items: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -141,3 +140,42 @@ def bootstrap_intervals(
         out["diff_high"] = np.quantile(diff, 1.0 - alpha, axis=1)
         out["same_as_reference"] = (out["diff_low"] <= 0.0) & (out["diff_high"] >= 0.0)
     return out
+
+
+def split_intervals(
+    evaluate_genomes: Callable,
+    evaluate_float: Callable,
+    batch,
+    metric: str,
+    n_time: int,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict:
+    """Intervals of a set of genomes and of the float model on one split.
+
+    Args:
+      evaluate_genomes: ``batch -> dict`` of ``(g,)`` counts of the genomes (see
+        :func:`per_utterance_counts`; the genomes are bound in by the caller).
+      evaluate_float: the same for the float model, ``(1,)``.
+      batch, metric, n_time: as :func:`per_utterance_counts`.
+      n_resamples, confidence, seed: as :func:`bootstrap_intervals`.
+
+    Returns:
+      ``{"float": {rate, low, high}, "genomes": {rate, low, high, diff_low, diff_high,
+      same_as_reference}}`` of numpy arrays (``(1,)`` and ``(g,)``).
+    """
+    one = np.zeros((1, 1), np.int32)
+    ref_e, ref_t = per_utterance_counts(
+        lambda g, b: evaluate_float(b), one, batch, metric, n_time
+    )
+    err, tot = per_utterance_counts(
+        lambda g, b: evaluate_genomes(b), one, batch, metric, n_time
+    )
+    reference = (ref_e[0], ref_t[0])
+    return {
+        "float": bootstrap_intervals(ref_e, ref_t, n_resamples, confidence, seed),
+        "genomes": bootstrap_intervals(
+            err, tot, n_resamples, confidence, seed, reference=reference
+        ),
+    }

@@ -25,6 +25,12 @@ from mohaq_jax import genome as genome_lib
 from mohaq_jax import hardware, reporting, sharding, train
 from mohaq_jax.config import ExperimentConfig
 from mohaq_jax.evaluate import PopulationEvaluator
+from mohaq_jax.measure import (
+    best_within_margin,
+    compression_sweep,
+    error_intervals,
+    test_errors,
+)
 from mohaq_jax.models.sru import layer_specs, paper_config
 from mohaq_jax.prepare import Setup, prepare, say
 from mohaq_jax.search import mohaq, report
@@ -293,9 +299,18 @@ def search_one(
         ]
     else:
         test_err = np.zeros(0)
+    intervals = error_intervals(
+        cfg, setup, problem, result.genomes[front], float_eval, beacon_config
+    )
     g16 = space.upper[None].astype(np.int32)
     r16 = problem.evaluate(g16)
     t16 = problem.errors(g16, setup.test_batch)[s.error_metric][0]
+    size_only = experiment.platform in hardware.SIZE_MODELS
+    notes16 = [f"memory {r16['memory_mb'][0]:.4g} MB"]
+    if "compression" in r16:
+        notes16.append(f"compression {r16['compression'][0]:.3g}x")
+    if "speedup" in r16 and not size_only:
+        notes16.insert(0, f"speedup {r16['speedup'][0]:.3g}")
     baselines = [
         {
             "name": "float32",
@@ -307,9 +322,13 @@ def search_one(
             "name": "all 16-bit",
             "dev_error": float(r16["error"][0]),
             "test_error": float(t16),
-            "notes": f"speedup {r16['speedup'][0]:.3g}, memory {r16['memory_mb'][0]:.4g} MB",
+            "notes": ", ".join(notes16),
         },
     ]
+    if intervals is not None:
+        for split in ("dev", "test"):
+            f = intervals[split]["float"]
+            baselines[0][f"{split}_ci"] = [float(f["low"][0]), float(f["high"][0])]
     settings = {
         "platform": experiment.platform,
         "space": space.name,
@@ -350,11 +369,24 @@ def search_one(
             notice=corpus.notice if corpus.synthetic else "",
             title=title,
             extra_sections=extra,
+            details=report.Details(
+                float_dev=float(float_dev),
+                max_error=float(max_error),
+                memory_limit_mb=memory_limit,
+                error_metric=s.error_metric,
+                intervals=intervals,
+                confidence=s.confidence,
+                sweep=sweep,
+                hidden_metrics=("speedup", "speedup_mac_weighted") if size_only else (),
+            ),
         )
+    n_evaluations = int(result.history[-1]["n_evaluations"])
     summary = {
         "out": out_dir,
         "n_pareto": int(len(front)),
         "n_evaluated": int(len(result.genomes)),
+        "n_evaluations": n_evaluations,
+        "intervals": intervals,
         "files": paths,
         "baselines": baselines,
         "seconds": settings["seconds"],
@@ -365,66 +397,10 @@ def search_one(
     }
     if progress:
         print(
-            f"\n{title}: {len(front)} Pareto solutions from {len(result.genomes)} genomes "
-            f"in {settings['seconds']['total']:.0f} s -> {out_dir}/report.md"
+            f"\n{title}: {len(front)} Pareto solutions; "
+            f"{report.counts_words(n_evaluations, len(result.genomes))}, "
+            f"{settings['seconds']['total']:.0f} s in all -> {out_dir}/report.md"
         )
         if corpus.synthetic:
             print(corpus.notice)
     return summary
-
-
-def test_errors(problem, genomes, batch) -> np.ndarray:
-    """Test error of genomes, with the beacon each one used on dev (min with PTQ)."""
-    metric = problem.config.error_metric
-    ptq = problem.errors(genomes, batch)[metric]
-    index = problem.evaluate(genomes)["beacon"].astype(np.int32)
-    if not np.any(index):
-        return ptq
-    beacon = problem.beacon_errors(genomes, index, batch)
-    return np.where(index > 0, np.minimum(ptq, beacon), ptq)
-
-
-def compression_sweep(problem, setup: Setup, sweep_bits) -> dict:
-    """Every weight at each of ``sweep_bits`` (activations 16-bit): dev metrics, test.
-
-    Returns:
-      ``{"bits": (k,), "genomes": (k, n_genes), "dev": {metric: (k,)}, "test": (k,)}``.
-    """
-    space = problem.space
-    genomes = np.stack(
-        [
-            space.encode({**{n: b for n in space.gene_names[:-1]}, "a_all": 16})
-            for b in sweep_bits
-        ]
-    )
-    dev = problem.evaluate(genomes)
-    test = problem.errors(genomes, setup.test_batch)[problem.config.error_metric]
-    return {
-        "bits": np.asarray(sweep_bits),
-        "genomes": genomes,
-        "dev": dev,
-        "test": test,
-    }
-
-
-def best_within_margin(
-    problem, result, setup: Setup, sweep: dict, margin
-) -> dict | None:
-    """The evaluated genome of largest compression within ``margin`` of 16-bit error."""
-    reference = float(sweep["dev"]["error"][0])  # the sweep starts at 16 bits
-    allm = result.metrics
-    ok = allm["error"] <= reference + margin
-    if not ok.any():
-        return {"reference": reference, "index": None}
-    best = int(np.flatnonzero(ok)[np.argmax(allm["compression"][ok])])
-    genome = result.genomes[best]
-    test = problem.errors(genome[None], setup.test_batch)[problem.config.error_metric]
-    return {
-        "reference": reference,
-        "index": best,
-        "genome": genome,
-        "compression": float(allm["compression"][best]),
-        "memory_mb": float(allm["memory_mb"][best]),
-        "dev_error": float(allm["error"][best]),
-        "test_error": float(test[0]),
-    }

@@ -1,10 +1,20 @@
-"""The experiment scripts: every flag documented, and one tiny end-to-end run."""
+"""The experiment scripts: flags, early one-line errors, and a tiny end-to-end run.
 
+The tiny run's artifacts (cache, baseline, two searches with one seed) are shared by
+the module-scoped fixture ``tiny_runs``; every other end-to-end check reads them.
+"""
+
+import contextlib
+import csv
 import importlib
+import io
 import json
 import os
 
+import numpy as np
 import pytest
+
+from mohaq_jax import cli, config, prepare
 
 SCRIPTS = [
     "timit_silago",
@@ -15,64 +25,170 @@ SCRIPTS = [
     "switching_vgg",
 ]
 
+TINY_DATA = ["--espeak-size", "tiny", "--hidden", "16", "--layers", "1", "--proj", "0"]
+TINY_TRAIN = ["--epochs", "1"]
+TINY_SEARCH = ["--pop", "6", "--offspring", "3", "--generations", "2"]
+TINY_SEARCH += ["--calib-utts", "4", "--calib", "max", "--bootstrap", "200"]
+TINY_SEARCH += ["--no-progress"]
+
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_help_explains_every_flag(name, capsys):
+def test_help_explains_every_flag_and_default(name, capsys):
     module = importlib.import_module(f"experiments.{name}")
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "--out" in text or "--ckpt" in text or "--baseline" in text
-    # argparse prints an option without help text as a bare line: every option has
-    # text on its own line or an indented continuation on the next.
-    lines = text.split("options:", 1)[1].splitlines()
-    for i, line in enumerate(lines):
-        if not line.startswith("  -"):
+    assert "--out" in text or "--baseline-dir" in text
+    # every option's help (its own lines up to the next option) shows a default
+    blocks = text.split("options:", 1)[1].split("\n  -")[1:]
+    for block in blocks:
+        if block.startswith("h, --help"):
             continue
-        same_line = "  " in line.strip()
-        next_line = lines[i + 1] if i + 1 < len(lines) else ""
-        continued = next_line.startswith(" " * 10) and not next_line.strip().startswith(
-            "-"
+        assert "(default:" in " ".join(block.split()), f"{name}: -{block.split()[0]}"
+
+
+def test_one_name_per_flag_everywhere():
+    # a flag name sets one config field, and a field has one flag
+    by_flag, by_field = {}, {}
+    for flag in cli.FLAGS:
+        assert by_flag.setdefault(flag.flag, flag.target) == flag.target or (
+            flag.flag == "--seed"  # the experiment's own seed: search or retraining
         )
-        assert same_line or continued, f"{name}: no help for {line.strip()}"
+        assert by_field.setdefault(flag.target, flag.flag) == flag.flag
+    # every field of every settings dataclass has a flag (and so a --help line)
+    for section, kind in cli.SECTION_TYPES.items():
+        for field in kind.__dataclass_fields__:
+            assert f"{section}.{field}" in by_field, f"{section}.{field} has no flag"
 
 
-def test_tiny_end_to_end_silago(tmp_path, monkeypatch):
-    monkeypatch.setenv("MOHAQ_CACHE", str(tmp_path / "cache"))
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if any data, baseline or search work starts."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("work started before validation")
+
+    monkeypatch.setattr(prepare, "load_data", boom)
+    from mohaq_jax import pipeline, switching_runs
+
+    monkeypatch.setattr(pipeline, "prepare", boom)
+    monkeypatch.setattr(switching_runs, "run_sru", boom)
+
+
+@pytest.mark.parametrize(
+    "script, argv, expected",
+    [
+        ("timit_silago", ["--pop", "-5"], "--pop must be >= 2, got -5"),
+        ("timit_silago", ["--timit-dir", "/nonexistent"], "--timit-dir /nonexistent"),
+        ("timit_bitfusion", ["--chunk-size", "0"], "--chunk-size must be >= 1"),
+        ("timit_silago", ["--devices", "2", "--data-shards", "3"], "--data-shards 3"),
+        ("timit_silago", ["--model", "lstm"], "--model lstm: not available yet"),
+        ("timit_silago", ["--per", "decoded"], "--per decoded: not available yet"),
+        ("timit_silago", ["--batch-frames", "900"], "--batch-frames 900: not avail"),
+        ("timit_silago", ["--algorithm", "cmaes"], "--algorithm cmaes: not available"),
+        ("timit_silago", ["--data", "transcribed"], "--data transcribed: not avail"),
+        ("timit_compression", ["--margin", "-1"], "--margin must be >= 0.0"),
+        ("train_baseline", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        ("switching_sru", ["--runs", "u4,x9"], "--runs u4,x9: unknown run(s) x9"),
+        ("timit_silago", ["--pop", "many"], "--pop: invalid int value: 'many'"),
+        ("timit_silago", ["--calib", "best"], "--calib: invalid choice: 'best'"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line_before_any_work(
+    script, argv, expected, no_work, capsys
+):
+    module = importlib.import_module(f"experiments.{script}")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected in err and "error:" in err
+
+
+def test_out_under_a_regular_file_is_refused_early(tmp_path, no_work, capsys):
+    (tmp_path / "file").write_text("x")
     from experiments import timit_silago
 
-    out = tmp_path / "run"
-    args = [
-        "--espeak-size",
-        "tiny",
-        "--hidden",
-        "16",
-        "--layers",
-        "1",
-        "--proj",
-        "0",
-        "--epochs",
-        "1",
-        "--pop",
-        "6",
-        "--offspring",
-        "3",
-        "--generations",
-        "2",
-        "--calib-utts",
-        "4",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    summary = timit_silago.main(args)
+    with pytest.raises(SystemExit) as exit_info:
+        timit_silago.main(["--out", str(tmp_path / "file" / "run")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a file, not a folder" in err
+
+
+def test_debug_shows_the_traceback(no_work):
+    from experiments import timit_silago
+
+    with pytest.raises(config.ConfigError, match="--pop"):
+        timit_silago.main(["--pop", "-5", "--debug"])
+
+
+def test_config_is_built_from_flags_without_namespace():
+    parser = cli.build_parser("x", cli.SEARCH_SECTIONS, defaults={"--out": "o"})
+    cfg = cli.config_from_args(
+        parser.parse_args(["--pop", "8", "--unidirectional", "--no-progress"])
+    )
+    assert isinstance(cfg, config.ExperimentConfig)
+    assert cfg.search.pop == 8 and cfg.model.bidirectional is False
+    assert cfg.output.progress is False and cfg.output.out == "o"
+    # defaults live in the dataclasses: the parser shows the same values
+    assert cfg.model == config.ModelSettings(bidirectional=False)
+    with pytest.raises(AttributeError):  # frozen
+        cfg.search.pop = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two tiny SiLago searches with one seed; the second in a fresh folder with
+    --resume (nothing to resume: it must say so and start from scratch)."""
+    import jax
+
+    root = tmp_path_factory.mktemp("tiny")
+    os.environ["MOHAQ_CACHE"] = str(root / "cache")
+    from experiments import timit_silago
+
+    # The second run compiles the same programs again: a compilation cache turns
+    # that into loads (about 30 s of CPU -> 4 s).
+    saved = {
+        k: getattr(jax.config, k)
+        for k in (
+            "jax_compilation_cache_dir",
+            "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes",
+        )
+    }
+    jax.config.update("jax_compilation_cache_dir", str(root / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    try:
+        common = TINY_DATA + TINY_TRAIN + TINY_SEARCH
+        first = timit_silago.main(common + ["--out", str(root / "a")])
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            second = timit_silago.main(common + ["--out", str(root / "b"), "--resume"])
+    finally:
+        del os.environ["MOHAQ_CACHE"]
+        for k, v in saved.items():
+            jax.config.update(k, v)
+    return {
+        "root": root,
+        "first": first,
+        "second": second,
+        "second_printed": printed.getvalue(),
+    }
+
+
+def test_tiny_end_to_end_silago(tiny_runs):
+    out, summary = tiny_runs["root"] / "a", tiny_runs["first"]
     for name in (
         "pareto.csv",
         "pareto.json",
         "archive.csv",
         "report.md",
         "hypervolume.png",
+        "pareto_error_vs_speedup.png",
         "search_state.msgpack",
     ):
         assert os.path.getsize(out / name) > 0, name
@@ -80,7 +196,80 @@ def test_tiny_end_to_end_silago(tmp_path, monkeypatch):
     assert "NOT TIMIT" in doc["notice"]
     assert doc["settings"]["search_config"]["pop_size"] == 6
     assert 6 <= summary["n_evaluated"] <= 6 + 2 * 3  # a 9-genome space may run out
-    assert "NOT TIMIT" in (out / "report.md").read_text()
-    # a second run reuses the trained baseline and resumes the finished search as is
-    again = timit_silago.main(args + ["--resume"])
-    assert again["n_evaluated"] == summary["n_evaluated"]
+    assert summary["n_evaluations"] == 6 + 2 * 3
+    text = (out / "report.md").read_text()
+    assert "NOT TIMIT" in text
+    # counts said one way; constraints as text
+    assert (
+        f"{summary['n_evaluations']} evaluations ({summary['n_evaluated']} unique"
+        in (text)
+    )
+    assert "## Constraints" in text and "dev phone error <= " in text
+
+
+def test_same_seed_gives_identical_pareto_csv(tiny_runs):
+    root = tiny_runs["root"]
+    assert (root / "a" / "pareto.csv").read_bytes() == (
+        root / "b" / "pareto.csv"
+    ).read_bytes()
+    assert (root / "a" / "archive.csv").read_bytes() == (
+        root / "b" / "archive.csv"
+    ).read_bytes()
+
+
+def test_resume_without_checkpoint_says_so(tiny_runs):
+    # the second run had --resume on an empty folder
+    assert "--resume: no search checkpoint in" in tiny_runs["second_printed"]
+    assert "starting from scratch" in tiny_runs["second_printed"]
+    assert not tiny_runs["second"]["result"].resumed
+
+
+def test_pareto_csv_names_genes_and_has_intervals(tiny_runs):
+    out, summary = tiny_runs["root"] / "a", tiny_runs["first"]
+    with open(out / "pareto.csv") as f:
+        rows = list(csv.DictReader(f))
+    space = summary["problem"].space
+    assert len(rows) == summary["n_pareto"] > 0
+    for row in rows:
+        genome = [int(v) for v in row["genome"].split()]
+        for gene, name in enumerate(space.gene_names):
+            assert int(row[f"bits_{name}"]) == space.gene_values[gene][genome[gene]]
+        for split in ("dev", "test"):
+            low = float(row[f"{split}_error_ci_low"])
+            high = float(row[f"{split}_error_ci_high"])
+            assert low <= high
+            assert row[f"{split}_same_as_float"] in ("True", "False")
+        assert low <= float(row["test_error"]) <= high
+
+
+def test_intervals_agree_with_the_search_counts(tiny_runs):
+    """Per-utterance counts sum to the whole-split errors the search reported."""
+    summary = tiny_runs["first"]
+    result, intervals = summary["result"], summary["intervals"]
+    front = np.flatnonzero(result.front)
+    np.testing.assert_allclose(
+        intervals["dev"]["genomes"]["rate"], result.metrics["error"][front], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        intervals["test"]["genomes"]["rate"], summary["test_error"], rtol=1e-5
+    )
+    for split in ("dev", "test"):
+        f = intervals[split]["float"]
+        assert f["low"][0] <= summary["baselines"][0][f"{split}_error"] <= f["high"][0]
+        np.testing.assert_allclose(
+            f["rate"][0], summary["baselines"][0][f"{split}_error"], rtol=1e-5
+        )
+
+
+def test_train_baseline_trains_the_baseline_the_search_loads(tiny_runs, capsys):
+    from experiments import train_baseline
+
+    cache = tiny_runs["root"] / "cache"
+    code = train_baseline.main(
+        TINY_DATA + TINY_TRAIN + ["--cache-dir", str(cache), "--no-progress"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((tiny_runs["root"] / "a" / "pareto.json").read_text())
+    path = doc["settings"]["baseline_checkpoint"]  # what the search loaded
+    assert f"loaded {path}" in printed  # loaded, not trained: the same cache key

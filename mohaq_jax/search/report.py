@@ -2,11 +2,14 @@
 
 Layout of an output folder (``python -m experiments.timit_silago --out DIR``)::
 
-    pareto.csv, pareto.json   final Pareto set: genome, bits per layer, every objective,
-                              error on dev and test
+    pareto.csv, pareto.json   final Pareto set: genome, bits per layer, one column per
+                              gene (bits_<gene>), every objective, error on dev and
+                              test with bootstrap confidence intervals and whether it
+                              is indistinguishable from the float model
     archive.csv               every evaluated genome, in evaluation order
     report.md                 table like the paper's, float baseline, settings, run time
-    pareto_*.png              Pareto front projections (pairs of objectives)
+    pareto_*.png              Pareto front projections (pairs of objectives), with
+                              constraints, float model, intervals
     hypervolume.png           hypervolume per generation
     configs/solution_N.json   per-layer bits of each Pareto solution, ready to deploy
 """
@@ -14,26 +17,39 @@ Layout of an output folder (``python -m experiments.timit_silago --out DIR``)::
 from __future__ import annotations
 
 import csv
-import itertools
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from mohaq_jax.genome import GenomeSpace
+from mohaq_jax.search.plots import OBJECTIVE_LABELS, plot_fronts, plot_history
 
-from mohaq_jax.genome import GenomeSpace  # noqa: E402
 
-OBJECTIVE_LABELS = {
-    "error": "error (dev)",
-    "speedup": "speedup (x)",
-    "energy_pj": "energy per frame (pJ)",
-    "memory_mb": "memory (MB)",
-}
+@dataclasses.dataclass(frozen=True)
+class Details:
+    """What the report states besides the search result (measured by the pipeline)."""
+
+    float_dev: float  # the float model's dev error
+    max_error: float  # error constraint (dev error <= this)
+    memory_limit_mb: float | None  # memory constraint (None: none)
+    error_metric: str = "phone_error"  # what "error" is
+    # {"dev"|"test": {"float": {...}, "genomes": {...}}} from bootstrap.split_intervals,
+    # genome arrays in archive order of the Pareto set (None: no intervals)
+    intervals: dict | None = None
+    confidence: float = 0.95  # level of the intervals
+    sweep: dict | None = (
+        None  # compression: uniform-bit sweep (pipeline.compression_sweep)
+    )
+    hidden_metrics: tuple[str, ...] = ()  # metrics not reported (no such model)
+
+
+def counts_words(n_evaluations: int, n_unique: int) -> str:
+    """The one way counts are said: ``"190 evaluations (163 unique genomes)"``."""
+    return f"{n_evaluations} evaluations ({n_unique} unique genomes)"
 
 
 def bits_words(space: GenomeSpace, genome) -> str:
@@ -54,6 +70,10 @@ def _rows(space, genomes, metrics, extra_cols: Mapping[str, np.ndarray]) -> list
     rows = []
     for i, g in enumerate(genomes):
         row = {"genome": " ".join(str(int(v)) for v in g), "bits": bits_words(space, g)}
+        for gene, (name, values) in enumerate(
+            zip(space.gene_names, space.gene_values, strict=True)
+        ):
+            row[f"bits_{name}"] = int(values[int(g[gene])])
         for name, col in extra_cols.items():
             row[name] = col[i].item() if hasattr(col[i], "item") else col[i]
         for name in sorted(metrics):
@@ -74,54 +94,51 @@ def write_csv(path: str, rows: Sequence[dict]) -> None:
     os.replace(tmp, path)
 
 
-def plot_fronts(
-    path_prefix: str, metrics, feasible, front, objectives, notice=""
-) -> list[str]:
-    """One scatter plot per pair of objectives; returns the file names written."""
-    files = []
-    for a, b in itertools.combinations(objectives, 2):
-        fig, ax = plt.subplots(figsize=(5.5, 4.2))
-        x, y = metrics[a], metrics[b]
-        ax.scatter(x[~feasible], y[~feasible], s=10, c="lightgray", label="infeasible")
-        ax.scatter(
-            x[feasible & ~front],
-            y[feasible & ~front],
-            s=12,
-            c="tab:blue",
-            alpha=0.6,
-            label="feasible",
-        )
-        ax.scatter(x[front], y[front], s=28, c="tab:red", label="Pareto set")
-        ax.set_xlabel(OBJECTIVE_LABELS.get(a, a))
-        ax.set_ylabel(OBJECTIVE_LABELS.get(b, b))
-        ax.set_title(f"{a} vs {b}" + (f"\n{notice}" if notice else ""), fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        name = f"{path_prefix}_{a}_vs_{b}.png"
-        fig.savefig(name, dpi=110)
-        plt.close(fig)
-        files.append(os.path.basename(name))
-    return files
-
-
-def plot_history(path: str, history: Sequence[dict]) -> None:
-    gens = [h["generation"] for h in history]
-    fig, ax1 = plt.subplots(figsize=(5.5, 3.8))
-    ax1.plot(gens, [h["hypervolume"] for h in history], "o-", c="tab:red")
-    ax1.set_xlabel("generation")
-    ax1.set_ylabel("hypervolume (normalized)", color="tab:red")
-    ax2 = ax1.twinx()
-    ax2.plot(gens, [h["best_error"] for h in history], "s--", c="tab:blue")
-    ax2.set_ylabel("best feasible dev error", color="tab:blue")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def _front_ci(details: Details | None, rank_of, order) -> dict | None:
+    """Intervals of the Pareto set in report ``order`` (None: none)."""
+    if details is None or details.intervals is None:
+        return None
+    ranks = [rank_of[int(i)] for i in order]
+    out = {}
+    for split, res in details.intervals.items():
+        g = res["genomes"]
+        out[split] = {
+            "low": np.asarray(g["low"])[ranks],
+            "high": np.asarray(g["high"])[ranks],
+            "same": np.asarray(g["same_as_reference"], bool)[ranks],
+        }
+    return out
+
+
+def _constraint_lines(details: Details | None) -> list[str]:
+    if details is None:
+        return []
+    memory = (
+        f"memory <= {details.memory_limit_mb:.4g} MB"
+        if details.memory_limit_mb is not None
+        else "no memory constraint"
+    )
+    return [
+        "## Constraints",
+        "",
+        f"- dev {details.error_metric.replace('_', ' ')} <= {details.max_error:.4f} "
+        f"(the float model's dev error is {details.float_dev:.4f}; --max-error or "
+        "--error-margin set it)",
+        f"- {memory} (--memory-limit-mb)",
+        "- a genome breaking either is infeasible: listed in archive.csv, never in "
+        "the Pareto set",
+        "",
+    ]
+
+
+def _ci_words(low, high) -> str:
+    return f"[{low:.4f}, {high:.4f}]"
 
 
 def write_outputs(
@@ -135,6 +152,7 @@ def write_outputs(
     notice: str = "",
     title: str = "MOHAQ search",
     extra_sections: Sequence[str] = (),
+    details: Details | None = None,
 ) -> dict[str, str]:
     """Writes every output file of a search.
 
@@ -145,26 +163,32 @@ def write_outputs(
       objectives: objective names shown in tables and plots.
       test_metrics: metrics of the Pareto set (front order) on the test split, at least
         ``error``.
-      baselines: rows ``{"name", "dev_error", "test_error", ...}`` (float model, ...).
+      baselines: rows ``{"name", "dev_error", "test_error", ...}`` (float model, ...);
+        optional ``dev_ci``/``test_ci`` ``[low, high]``.
       settings: run settings for the report.
       notice: e.g. a statement that the data is synthesized speech, not TIMIT.
       title: report title.
       extra_sections: markdown paragraphs appended to the report.
+      details: constraints, float error, confidence intervals, sweep (None: a plain
+        report without them).
 
     Returns:
       name -> path of the files written.
     """
     os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)
     paths = {}
+    hidden = set(details.hidden_metrics) if details is not None else set()
+    metrics = {k: v for k, v in result.metrics.items() if k not in hidden}
     front_idx = np.flatnonzero(result.front)
-    order = front_idx[np.argsort(result.metrics["error"][front_idx], kind="stable")]
+    order = front_idx[np.argsort(metrics["error"][front_idx], kind="stable")]
     rank_of = {int(i): r for r, i in enumerate(front_idx)}
     test_err = np.asarray(test_metrics["error"]) if len(front_idx) else np.zeros(0)
+    ci = _front_ci(details, rank_of, order)
 
     archive_rows = _rows(
         space,
         result.genomes,
-        result.metrics,
+        metrics,
         {
             "generation": result.generation,
             "feasible": result.feasible,
@@ -174,14 +198,15 @@ def write_outputs(
     paths["archive.csv"] = os.path.join(out_dir, "archive.csv")
     write_csv(paths["archive.csv"], archive_rows)
 
-    front_metrics = {k: v[order] for k, v in result.metrics.items()}
+    front_metrics = {k: v[order] for k, v in metrics.items()}
     front_test = np.asarray([test_err[rank_of[int(i)]] for i in order], np.float32)
-    pareto_rows = _rows(
-        space,
-        result.genomes[order],
-        front_metrics,
-        {"solution": np.arange(len(order)), "test_error": front_test},
-    )
+    columns = {"solution": np.arange(len(order)), "test_error": front_test}
+    if ci is not None:
+        for split in ("dev", "test"):
+            columns[f"{split}_error_ci_low"] = ci[split]["low"]
+            columns[f"{split}_error_ci_high"] = ci[split]["high"]
+            columns[f"{split}_same_as_float"] = ci[split]["same"]
+    pareto_rows = _rows(space, result.genomes[order], front_metrics, columns)
     paths["pareto.csv"] = os.path.join(out_dir, "pareto.csv")
     write_csv(paths["pareto.csv"], pareto_rows)
     doc = {
@@ -189,6 +214,7 @@ def write_outputs(
         "space": space.name,
         "gene_names": list(space.gene_names),
         "objectives": list(objectives),
+        "confidence": None if ci is None else details.confidence,
         "settings": dict(settings),
         "baselines": list(baselines),
         "solutions": [
@@ -217,53 +243,75 @@ def write_outputs(
             ),
         )
 
-    feasible = result.feasible
     plots = plot_fronts(
         os.path.join(out_dir, "pareto"),
-        result.metrics,
-        feasible,
-        result.front,
+        dataclasses.replace(result, metrics=metrics),
         objectives,
+        details,
+        order,
+        None if ci is None else ci["dev"],
         notice,
     )
     plot_history(os.path.join(out_dir, "hypervolume.png"), result.history)
 
+    feasible = result.feasible
+    level = "" if ci is None else f" [{details.confidence:.0%} CI]"
     lines = [f"# {title}", ""]
     if notice:
         lines += [f"> **{notice}**", ""]
+    lines += _constraint_lines(details)
     lines += [
         "## Baselines",
         "",
-        "| model | dev error | test error | notes |",
+        f"| model | dev error{level} | test error{level} | notes |",
         "|---|---|---|---|",
     ]
     for b in baselines:
+        dev_ci = f" {_ci_words(*b['dev_ci'])}" if "dev_ci" in b else ""
+        test_ci = f" {_ci_words(*b['test_ci'])}" if "test_ci" in b else ""
         lines.append(
-            f"| {b['name']} | {b['dev_error']:.4f} | {b['test_error']:.4f} | "
-            f"{b.get('notes', '')} |"
+            f"| {b['name']} | {b['dev_error']:.4f}{dev_ci} | "
+            f"{b['test_error']:.4f}{test_ci} | {b.get('notes', '')} |"
         )
-    cols = list(objectives) + [c for c in ("memory_mb",) if c not in objectives]
+    cols = list(objectives) + [
+        c for c in ("memory_mb", "compression") if c not in objectives and c in metrics
+    ]
+    ci_head = "" if ci is None else " | dev error CI | test error CI | same as float"
     lines += [
         "",
         f"## Pareto set ({len(order)} solutions, sorted by dev error)",
         "",
         "| # | bits per layer (weights/activations) | "
         + " | ".join(OBJECTIVE_LABELS.get(c, c) for c in cols)
-        + " | test error |",
-        "|---" * (len(cols) + 3) + "|",
+        + f" | test error{ci_head} |",
+        "|---" * (len(cols) + 3 + (0 if ci is None else 3)) + "|",
     ]
     for n, i in enumerate(order):
-        vals = " | ".join(_fmt(float(result.metrics[c][i])) for c in cols)
-        lines.append(
-            f"| {n} | {bits_words(space, result.genomes[i])} | {vals} | "
-            f"{front_test[n]:.4f} |"
-        )
+        vals = " | ".join(_fmt(float(metrics[c][i])) for c in cols)
+        row = f"| {n} | {bits_words(space, result.genomes[i])} | {vals} | {front_test[n]:.4f}"
+        if ci is not None:
+            same = [s for s in ("dev", "test") if ci[s]["same"][n]]
+            row += (
+                f" | {_ci_words(ci['dev']['low'][n], ci['dev']['high'][n])} | "
+                f"{_ci_words(ci['test']['low'][n], ci['test']['high'][n])} | "
+                f"{' and '.join(same) or 'no'}"
+            )
+        lines.append(row + " |")
+    if ci is not None:
+        lines += [
+            "",
+            f"Intervals: {details.confidence:.0%} percentile bootstrap over utterances; "
+            "'same as float' = the paired interval of (solution - float model) "
+            "contains 0 on that split, i.e. the difference is not significant.",
+        ]
     last = result.history[-1]
     lines += [
         "",
         "## Search",
         "",
-        f"- genomes evaluated: {len(result.genomes)} ({int(feasible.sum())} feasible)",
+        f"- {counts_words(int(last['n_evaluations']), len(result.genomes))}, "
+        f"{int(feasible.sum())} of the unique genomes feasible; a genome met again is "
+        "looked up, not re-evaluated",
         f"- generations: {last['generation']}, final normalized hypervolume "
         f"{last['hypervolume']:.4f}",
         f"- run time: {result.seconds:.1f} s"
