@@ -323,3 +323,25 @@ def test_sample_rate_mismatch(ldc_dir, tmp_path):
     config = dataclasses.replace(FeatureConfig(), sample_rate=8000, n_fft=256)
     with pytest.raises(timit.TimitError, match="16000 Hz, expected 8000"):
         load_timit(root, config, cache_dir=tmp_path / "cache", allow_partial=True)
+
+
+# cli13: messages a newcomer meets (issue 13)
+def test_sa_only_copy_says_sa_is_excluded_by_design(tmp_path):
+    for part, speaker in (("TRAIN", "fcjf0"), ("TEST", "mdab0")):
+        for k, name in enumerate(("sa1", "sa2")):
+            write_utterance(tmp_path / part / "DR1" / speaker.upper(), name, k)
+    with pytest.raises(timit.TimitError, match="only SA1/SA2.*excludes the SA"):
+        timit.discover(tmp_path)
+
+
+def test_long_speaker_lists_are_summarized_and_the_hint_names_the_flag(ldc_dir):
+    root, _ = ldc_dir
+    layout, utterances = timit.discover(root)
+    with pytest.raises(timit.TimitError) as error:
+        timit.assign_splits(layout, utterances)
+    message = str(error.value)
+    assert "--timit-partial" in message
+    # 48 of the 50 dev speakers are missing: 5 named, then the count
+    assert "(48 in all)" in message and "mrws1" not in message
+    assert timit.speaker_summary(["a", "b"]) == "a b"
+    assert timit.speaker_summary(list("abcdefg"), 3) == "a b c ... (7 in all)"

@@ -345,13 +345,11 @@ def _find_ldc_root(root: pathlib.Path, depth: int = 2) -> pathlib.Path | None:
 
 
 def speaker_summary(speakers, limit: int = 5) -> str:
-    """``"N (a b c d e ... (k more))"``: a long speaker list stays one short line."""
+    """Speaker ids, a long list cut to ``limit`` names and its count: one short line."""
     speakers = list(speakers)
-    if not speakers:
-        return "none"
-    shown = " ".join(speakers[:limit])
-    more = f" ... ({len(speakers) - limit} more)" if len(speakers) > limit else ""
-    return f"{len(speakers)} ({shown}{more})"
+    if len(speakers) <= limit:
+        return " ".join(speakers) or "-"
+    return f"{' '.join(speakers[:limit])} ... ({len(speakers)} in all)"
 
 
 def _count_sa(speaker_dir: pathlib.Path) -> int:

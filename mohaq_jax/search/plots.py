@@ -168,23 +168,19 @@ def plot_fronts(
                     textcoords="offset points",
                 )
         handles, labels = ax.get_legend_handles_labels()
-        if details.max_error is None:
-            axis_of = {}  # no constraint lines to explain
-        extra = [
-            ("float model error", dict(c="k", ls=":")),
-            (f"error limit {details.max_error:.4g}", dict(c="0.4", ls="--")),
-        ]
-        if details.memory_limit_mb is not None and "memory_mb" in axis_of:
+        extra = []
+        if "error" in axis_of and details.float_dev is not None:
+            extra.append(("float model error", dict(c="k", ls=":")))
+        if "error" in axis_of and details.max_error is not None:
             extra.append(
-                (
-                    f"memory limit {details.memory_limit_mb:.4g} MB",
-                    dict(c="tab:orange", ls="--"),
-                )
+                (f"error limit {details.max_error:.4g}", dict(c="0.4", ls="--"))
             )
-        if "error" in axis_of:
-            for label, style in extra:
-                handles.append(plt.Line2D([], [], lw=1, **style))
-                labels.append(label)
+        if details.memory_limit_mb is not None and "memory_mb" in axis_of:
+            label = f"memory limit {details.memory_limit_mb:.4g} MB"
+            extra.append((label, dict(c="tab:orange", ls="--")))
+        for label, style in extra:
+            handles.append(plt.Line2D([], [], lw=1, **style))
+            labels.append(label)
         ax.legend(handles, labels, fontsize=6.5, loc="best")
         ax.set_xlabel(OBJECTIVE_LABELS.get(a, a))
         ax.set_ylabel(OBJECTIVE_LABELS.get(b, b))
