@@ -148,5 +148,7 @@ def check_compatible(
         raise CheckpointMismatch(
             f"checkpoint{where} was written for a different setup:\n  "
             + "\n  ".join(problems)
-            + "\nUse another checkpoint folder, or retrain (retrain=True / --retrain)."
+            # cli13: the hint names the experiments' flags (issue 13)
+            + "\nUse another folder (--baseline-dir for a baseline, --out for a "
+            "search), or start over (--retrain-baseline; a search without --resume)."
         )
