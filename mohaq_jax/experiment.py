@@ -24,6 +24,7 @@ from mohaq_jax import genome as genome_lib
 from mohaq_jax import hardware, qmodel, sharding, train
 from mohaq_jax.data import load_corpus, pad_batch
 from mohaq_jax.data.corpus import default_cache_dir
+from mohaq_jax.data.espeak_voices import SIZE_NAMES as ESPEAK_SIZES  # plat12
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models.sru import ModelConfig, layer_specs, paper_config
 from mohaq_jax.search import mohaq, report
@@ -62,9 +63,10 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: dict) -> None:
     )
     d.add_argument(
         "--espeak-size",
-        choices=("default", "tiny"),
+        choices=ESPEAK_SIZES,  # plat12
         default="default",
-        help="size of the synthesized corpus ('tiny' for smoke tests)",
+        help="size of the synthesized corpus ('tiny' for smoke tests, 'timit' for "
+        "TIMIT's 3696/400/192 utterances from 536 distinct voices)",
     )
     d.add_argument(
         "--data-seed",
@@ -420,9 +422,11 @@ def objective_bounds(cost_fn, space, objectives, maximize, max_error):
 
 def default_memory_limit(platform, space, model_config) -> float:
     """The platform's paper limit scaled by this model's 16-bit size / the paper model's."""
+    if platform.memory_metric is None:  # plat12: the platform has no memory limit
+        return float("inf")
     paper_space = genome_lib.get_space(space.name, layer_specs(paper_config()))
-    paper16 = platform.evaluate(paper_space, paper_space.upper)["memory_mb"]
-    ours16 = platform.evaluate(space, space.upper)["memory_mb"]
+    paper16 = platform.evaluate(paper_space, paper_space.upper)[platform.memory_metric]
+    ours16 = platform.evaluate(space, space.upper)[platform.memory_metric]
     return float(platform.memory_limit_mb * ours16 / paper16)
 
 
@@ -510,6 +514,9 @@ def _search(
 ) -> dict:
     corpus, cfg = setup.corpus, setup.model_config
     platform = hardware.get_platform(platform_name)
+    platform.check_objectives(objectives, maximize)  # plat12: only declared metrics
+    if beacon_config is not None and beacon_config.min_speedup is not None:
+        platform.metric("speedup")  # plat12: a clear error if it models no speed
     space = genome_lib.get_space(platform.space_name, layer_specs(cfg))
     cost_fn = platform.make_cost_fn(space)
     mesh = None
@@ -552,6 +559,7 @@ def _search(
         seed=args.seed,
         max_error=float(max_error),
         memory_limit_mb=memory_limit,
+        memory_metric=platform.memory_metric,  # plat12
         error_metric=args.error_metric,
         budget=args.budget,
     )
@@ -603,7 +611,10 @@ def _search(
             "name": "all 16-bit",
             "dev_error": float(r16["error"][0]),
             "test_error": float(t16),
-            "notes": f"speedup {r16['speedup'][0]:.3g}, memory {r16['memory_mb'][0]:.4g} MB",
+            "notes": ", ".join(  # plat12: the platform's declared objectives
+                f"{m} {r16[m][0]:.4g} {platform.metric(m).unit}"
+                for m in platform.objectives()
+            ),
         },
     ]
     settings = {

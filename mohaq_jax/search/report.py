@@ -242,7 +242,9 @@ def write_outputs(
             f"| {b['name']} | {b['dev_error']:.4f} | {b['test_error']:.4f} | "
             f"{b.get('notes', '')} |"
         )
-    cols = list(objectives) + [c for c in ("memory_mb",) if c not in objectives]
+    cols = list(objectives) + [
+        c for c in ("memory_mb",) if c not in objectives and c in result.metrics
+    ]  # plat12: a platform may declare no memory_mb
     lines += [
         "",
         f"## Pareto set ({len(order)} solutions, sorted by dev error)",
