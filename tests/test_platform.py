@@ -1,13 +1,11 @@
 """The platform contract, for every registered platform, and its declarations."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, qmodel
+from mohaq_jax import genome, hardware
 from mohaq_jax.hardware import Metric, Platform
 from mohaq_jax.models import sru
 from mohaq_jax.search import nsga2
@@ -150,41 +148,3 @@ def test_cost_fn_must_return_exactly_the_declared_metrics():
 def test_bad_declarations_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         _toy(**overrides)
-
-
-def test_reconfig_space_runs_the_sru():
-    """The reconfig genome space scores the SRU as the wide space does, same bits."""
-    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
-    params = sru.init_params(k_p, TINY)
-    feats = jax.random.normal(k_x, (3, 12, 5))
-    lengths = jnp.asarray([12, 9, 6], jnp.int32)
-    labels = jnp.repeat(jax.random.randint(k_y, (3, 4), 0, 6), 3, axis=1)
-    labels = jnp.where(jnp.arange(12)[None] < lengths[:, None], labels, -1)
-    calib = qmodel.calibrate(params, TINY, feats, lengths)
-    layers = MODELS["tiny"]
-    space = genome.get_space(hardware.get_platform("reconfig").space_name, layers)
-    wide = genome.wide_space(layers)
-    assert space.gene_names == wide.gene_names
-    rng = np.random.default_rng(1)
-    genomes = rng.integers(0, 3, (4, space.n_genes)).astype(np.int32)
-    genes, names = np.arange(space.n_genes), space.gene_names
-    same = np.stack(
-        [
-            wide.encode(
-                {
-                    n: int(b)
-                    for n, b in zip(names, space.bits_table[genes, g], strict=True)
-                }
-            )
-            for g in genomes
-        ]
-    )
-    fold = np.arange(6)
-    batch = (feats, labels, lengths)
-    ours = evaluate.PopulationEvaluator(TINY, space, fold, params, calib)(
-        genomes, batch
-    )
-    ref = evaluate.PopulationEvaluator(TINY, wide, fold, params, calib)(same, batch)
-    for key in ("loss", "phone_error", "frame_error"):
-        np.testing.assert_allclose(ours[key], ref[key], rtol=1e-6, err_msg=key)
-    assert dataclasses.asdict(hardware.get_platform("reconfig").spec)
