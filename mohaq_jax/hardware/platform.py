@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.hardware.base import CostFn, check_bits_supported, layer_arrays
+
+if TYPE_CHECKING:  # genome spaces sit above hardware; only their type is named here
+    from mohaq_jax.genome import GenomeSpace
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import genome as genome_lib
 from mohaq_jax.hardware import base
 from mohaq_jax.hardware.platform import Metric, Platform
 
@@ -277,17 +276,12 @@ def retrained_costs(
     return res
 
 
-def reconfig_space(layers) -> genome_lib.GenomeSpace:
-    """Separate weight and activation genes over 2, 3, 4 bits (``genome.SPACES``)."""
-    return genome_lib.get_space("reconfig", layers)
-
-
 @dataclasses.dataclass(frozen=True)
 class ReconfigPlatform(Platform):
     """Platform whose cost function also takes the measured extra-bit fractions."""
 
     def make_cost_fn(self, space, extra_fraction=None) -> base.CostFn:
-        """As :meth:`base.Platform.make_cost_fn`; ``extra_fraction`` ``(n_layers,)``
+        """As :meth:`Platform.make_cost_fn`; ``extra_fraction`` ``(n_layers,)``
         (default 0) is closed over, one value per layer of ``space``."""
         if extra_fraction is not None:
             frac = np.asarray(extra_fraction, np.float32)
@@ -334,7 +328,7 @@ METRICS = (
 )
 
 #: The 2-4-bit reconfigurable accelerator, searched with the "reconfig" genome space
-#: (:func:`reconfig_space`). The memory limit is the Bitfusion one (no published
+#: (``genome.SPACES``: separate weight and activation genes over 2, 3, 4 bits). The memory limit is the Bitfusion one (no published
 #: value).
 PLATFORM = ReconfigPlatform(
     name="reconfig",
