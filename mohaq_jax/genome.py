@@ -260,10 +260,16 @@ def weights_space(layers: Sequence[LayerSpec], act_bits: int = 16) -> GenomeSpac
     )
 
 
+def reconfig_space(layers: Sequence[LayerSpec]) -> GenomeSpace:
+    """2-4-bit reconfigurable PE: separate weight and activation genes over 2, 3, 4."""
+    return separate_space(layers, (2, 3, 4), "reconfig")  # plat12: reconfig platform
+
+
 #: name -> factory(layers) -> GenomeSpace
 SPACES: dict[str, Callable[[Sequence[LayerSpec]], GenomeSpace]] = {
     "silago": silago_space,
     "bitfusion": bitfusion_space,
+    "reconfig": reconfig_space,  # plat12: reconfig platform
     "wide": wide_space,
     "weights": weights_space,
 }

@@ -73,9 +73,11 @@ def objective_bounds(cost_fn, space, objectives, maximize, max_error):
 
 def default_memory_limit(platform, space, model_config) -> float:
     """The platform's paper limit scaled by this model's 16-bit size / the paper model's."""
+    if platform.memory_metric is None:  # the platform declares no memory metric
+        return float("inf")
     paper_space = genome_lib.get_space(space.name, layer_specs(paper_config()))
-    paper16 = platform.evaluate(paper_space, paper_space.upper)["memory_mb"]
-    ours16 = platform.evaluate(space, space.upper)["memory_mb"]
+    paper16 = platform.evaluate(paper_space, paper_space.upper)[platform.memory_metric]
+    ours16 = platform.evaluate(space, space.upper)[platform.memory_metric]
     return float(platform.memory_limit_mb * ours16 / paper16)
 
 
@@ -225,6 +227,9 @@ def search_one(
     corpus, model_cfg, s = setup.corpus, setup.model_config, cfg.search
     objectives, maximize = experiment.objectives, experiment.maximize
     platform = hardware.get_platform(experiment.platform)
+    platform.check_objectives(objectives, maximize)  # only metrics it declares
+    if beacon_config is not None and beacon_config.min_speedup is not None:
+        platform.metric("speedup")  # a clear error if the platform models no speed
     space = genome_lib.get_space(platform.space_name, layer_specs(model_cfg))
     cost_fn = platform.make_cost_fn(space)
     evaluator, float_eval = _evaluators(cfg, setup, space)
@@ -248,6 +253,7 @@ def search_one(
         seed=s.seed,
         max_error=float(max_error),
         memory_limit_mb=memory_limit,
+        memory_metric=platform.memory_metric,
         error_metric=s.error_metric,
         budget=s.budget,
     )
@@ -305,12 +311,11 @@ def search_one(
     g16 = space.upper[None].astype(np.int32)
     r16 = problem.evaluate(g16)
     t16 = problem.errors(g16, setup.test_batch)[s.error_metric][0]
-    size_only = experiment.platform in hardware.SIZE_MODELS
-    notes16 = [f"memory {r16['memory_mb'][0]:.4g} MB"]
-    if "compression" in r16:
-        notes16.append(f"compression {r16['compression'][0]:.3g}x")
-    if "speedup" in r16 and not size_only:
-        notes16.insert(0, f"speedup {r16['speedup'][0]:.3g}")
+    notes16 = [  # the platform's declared metrics, nothing made up
+        f"{m} {r16[m][0]:.4g} {platform.metric(m).unit}"
+        for m in platform.metric_names()
+        if m in r16
+    ]
     baselines = [
         {
             "name": "float32",
@@ -377,7 +382,7 @@ def search_one(
                 intervals=intervals,
                 confidence=s.confidence,
                 sweep=sweep,
-                hidden_metrics=("speedup", "speedup_mac_weighted") if size_only else (),
+                hidden_metrics=(),
             ),
         )
     n_evaluations = int(result.history[-1]["n_evaluations"])

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from mohaq_jax.data import PHONES_39, espeak, load_corpus, load_espeak
+from mohaq_jax.data import (
+    PHONES_39,
+    espeak,
+    espeak_voices,
+    load_corpus,
+    load_espeak,
+    split_writer,
+)
+from mohaq_jax.data import corpus as corpus_lib
 
 
 @pytest.mark.parametrize(
@@ -145,3 +153,133 @@ def test_clean_labels_follow_engine_events(engine):
 def test_unknown_size():
     with pytest.raises(ValueError, match="huge"):
         load_espeak(size="huge")
+
+
+# ------------------------------------------------------------- sizes and voices
+
+
+def test_size_table():
+    """TIMIT's split sizes (Garofolo et al. 1993): 462 x 8, 50 x 8, 24 x 8."""
+    assert espeak.SIZE_NAMES == tuple(espeak.SIZES) == ("default", "tiny", "timit")
+    assert espeak.SIZES["timit"].n_utterances == {
+        "train": 3696,
+        "dev": 400,
+        "test": 192,
+    }
+    assert espeak.SIZES["default"].n_utterances == {"train": 480, "dev": 60, "test": 60}
+    # The fixed-variant sizes keep their cache keys (no "voices" field in them).
+    assert "voices" not in espeak.SIZES["default"].cache_fields()
+    assert espeak.SIZES["timit"].cache_fields()["voices"] == "engine"
+    with pytest.raises(ValueError, match="'huge'.*timit"):
+        espeak_voices.check_size("huge")
+
+
+@pytest.fixture(scope="module")
+def variants(engine):
+    return espeak_voices.engine_variants(engine.data_path)
+
+
+def test_engine_variants_all_speak(engine, variants):
+    assert len(variants) >= len(espeak.TRAIN_VARIANTS) + len(espeak.TEST_VARIANTS)
+    assert set(espeak.TRAIN_VARIANTS + espeak.TEST_VARIANTS) <= set(variants)
+    for variant in variants[:: max(1, len(variants) // 8)]:
+        samples, events = engine.synthesize("a cat", f"en-us+{variant}", 170, 50, 50, 0)
+        assert len(samples) > 1000 and events
+
+
+def test_timit_speakers_distinct_and_disjoint(variants):
+    size = espeak.SIZES["timit"]
+    speakers = espeak.make_speakers(np.random.default_rng(0), size, variants)
+    counts = {split: len(s) for split, s in speakers.items()}
+    assert counts == {"train": 462, "dev": 50, "test": 24}
+    voice = {
+        split: [(s.voice, s.pitch, s.rate) for s in group]
+        for split, group in speakers.items()
+    }
+    every = voice["train"] + voice["dev"] + voice["test"]
+    assert len(set(every)) == len(every) == 536  # no voice twice, in or across splits
+    ids = [s.speaker_id for group in speakers.values() for s in group]
+    assert len(set(ids)) == 536
+    train_pool, test_pool = espeak_voices.split_variants(variants)
+    assert not set(train_pool) & set(test_pool)
+    assert set(train_pool) | set(test_pool) == set(variants)
+    assert set(espeak.TEST_VARIANTS) <= set(test_pool)
+    # Test speakers use variants unheard in train and dev; every variant is used.
+    heard = {v[0] for v in voice["train"] + voice["dev"]}
+    tested = {v[0] for v in voice["test"]}
+    assert not heard & tested
+    assert heard == {f"en-us+{v}" for v in train_pool}
+    assert tested == {f"en-us+{v}" for v in test_pool}
+    for s in speakers["train"] + speakers["test"]:
+        assert s.pitch in espeak_voices.PITCH_LEVELS
+        assert s.rate in espeak_voices.RATE_LEVELS
+    assert espeak_voices.voice_grid_size(variants) == len(variants) * 10 * 13
+    with pytest.raises(ValueError, match="variants"):
+        espeak.make_speakers(np.random.default_rng(0), size)
+
+
+def test_chunked_writer_equals_in_memory(tmp_path):
+    """write_espeak (one speaker at a time, via SplitWriter) == save_splits."""
+    written = espeak.write_espeak(tmp_path / "chunked.npz", seed=3, size="tiny")
+    streamed = corpus_lib.load_splits(written)
+    reference = espeak.generate_espeak(seed=3, size="tiny")
+    corpus_lib.save_splits(tmp_path / "whole.npz", reference)
+    with (
+        np.load(written) as a,
+        np.load(tmp_path / "whole.npz") as b,
+    ):
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+            assert a[name].dtype == b[name].dtype, name
+    for name, split in reference.items():
+        assert streamed[name].utt_ids == split.utt_ids
+        assert streamed[name].speakers == split.speakers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunked.npz", "whole.npz"]
+
+
+def test_split_writer_bounded_and_atomic(tmp_path):
+    """Chunks go to disk as they come; the cache appears only when complete."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "c.npz"
+    chunks = [
+        [rng.standard_normal((int(n), 5)).astype(np.float32) for n in (3, 7)],
+        [rng.standard_normal((4, 5)).astype(np.float32)],
+    ]
+    with split_writer.SplitWriter(path, ("train", "dev"), 5) as writer:
+        for i, feats in enumerate(chunks):
+            writer.add(
+                "train",
+                feats,
+                [np.full(len(f), i, np.int32) for f in feats],
+                [f"spk{i}"] * len(feats),
+                [f"spk{i}_u{j}" for j in range(len(feats))],
+            )
+            # Nothing of the chunk stays in the writer: only lengths and ids.
+            assert not path.exists()
+            raw = next(tmp_path.glob("c.npz.*")) / "train.features"
+            assert raw.stat().st_size == 4 * 5 * sum(
+                len(f) for c in chunks[: i + 1] for f in c
+            )
+        with pytest.raises(ValueError, match="u9.*expected \\(T, 5\\)"):
+            writer.add(
+                "train", [np.zeros((2, 4), np.float32)], [np.zeros(2)], ["s"], ["u9"]
+            )
+        with pytest.raises(ValueError, match="unknown split 'test'"):
+            writer.add("test", [], [], [], [])
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
+    splits = corpus_lib.load_splits(path, names=("train", "dev"))
+    flat = [f for c in chunks for f in c]
+    assert len(splits["train"]) == 3 and len(splits["dev"]) == 0
+    for got, want in zip(splits["train"].features, flat, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(
+        np.concatenate(splits["train"].labels), [0] * 10 + [1] * 4
+    )
+    assert splits["train"].utt_ids == ["spk0_u0", "spk0_u1", "spk1_u0"]
+    # An error inside the block leaves nothing behind.
+    with pytest.raises(RuntimeError, match="boom"):
+        with split_writer.SplitWriter(tmp_path / "d.npz", ("train",), 5) as writer:
+            writer.add("train", flat[:1], [np.zeros(3, np.int32)], ["s"], ["u"])
+            raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mohaq_jax import genome, hardware
-from mohaq_jax.hardware import base, reconfig
+from mohaq_jax.hardware import base
 from mohaq_jax.models.sru import ModelConfig, layer_specs, paper_config
 
 PAPER_LAYERS = layer_specs(paper_config())
@@ -30,23 +30,14 @@ AUTHORS_MACS = {
     "fc": 2_094_400,
 }
 
-# (platform, its genome space factory): the registry plus the reconfigurable PE,
-# whose space lives in its own module until genome.SPACES registers it.
+# (platform, its default genome space factory), for every registered platform.
 CASES = {
     name: (platform, functools.partial(genome.get_space, platform.space_name))
     for name, platform in hardware.PLATFORMS.items()
 }
-CASES["reconfig"] = (reconfig.PLATFORM, reconfig.reconfig_space)
 PLATFORM_NAMES = sorted(CASES)
-
-# Costs that must not rise when any bit-width falls, and speedups that must not fall.
-NON_INCREASING = ("energy_pj", "memory_mb")
-NON_DECREASING = (
-    "speedup",
-    "speedup_formula",
-    "speedup_cycles",
-    "speedup_mac_weighted",
-)
+# Platforms that model time: all-widest is their speedup baseline.
+SPEEDUP_NAMES = [n for n in PLATFORM_NAMES if "speedup" in CASES[n][0].metric_names()]
 
 
 @functools.cache
@@ -64,11 +55,13 @@ def _genomes(space):
 
 
 def test_registry_names_and_lookup():
-    assert {"silago", "bitfusion"} <= set(hardware.PLATFORMS)
+    assert {"silago", "bitfusion", "reconfig", "memory"} <= set(hardware.PLATFORMS)
+    assert SPEEDUP_NAMES == ["bitfusion", "silago"]
     for name, platform in hardware.PLATFORMS.items():
         assert hardware.get_platform(name) is platform
         assert platform.name == name
-        assert platform.space_name in genome.SPACES
+        assert set(platform.spaces) <= set(genome.SPACES)
+        assert platform.space_name == platform.spaces[0]
         assert platform.memory_limit_mb > 0
     with pytest.raises(ValueError, match="unknown platform 'tpu'"):
         hardware.get_platform("tpu")
@@ -88,13 +81,13 @@ def test_paper_macs_come_from_the_model():
 def test_cost_keys_and_shapes(name):
     platform, space, cost, _ = _paper(name)
     out = cost(jnp.asarray(space.uniform(space.gene_values[0][-1])))
-    assert {"speedup", "energy_pj", "memory_mb"} <= set(out)
+    assert tuple(sorted(out)) == tuple(sorted(platform.metric_names()))
     for value in out.values():
         chex.assert_shape(value, ())
         assert value.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", PLATFORM_NAMES)
+@pytest.mark.parametrize("name", SPEEDUP_NAMES)
 def test_all_widest_is_the_baseline(name):
     platform, space, cost, _ = _paper(name)
     widest = max(space.gene_values[0])
@@ -126,11 +119,13 @@ def test_fewer_bits_never_slower_or_costlier(name, data):
     narrower = wider.copy()
     narrower[gene] = data.draw(st.integers(0, int(wider[gene])))
     hi, lo = cost(jnp.asarray(wider)), cost(jnp.asarray(narrower))
-    for k in NON_INCREASING:
-        assert float(lo[k]) <= float(hi[k]) * (1 + 1e-6), k
-    for k in NON_DECREASING:
-        if k in hi:
+    # Fewer bits never make a declared metric worse in its declared direction.
+    for metric in platform.metrics:
+        k = metric.name
+        if metric.maximize:
             assert float(lo[k]) >= float(hi[k]) * (1 - 1e-6), k
+        else:
+            assert float(lo[k]) <= float(hi[k]) * (1 + 1e-6), k
 
 
 @pytest.mark.parametrize("name", PLATFORM_NAMES)

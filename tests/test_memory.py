@@ -31,7 +31,11 @@ def test_uniform_sizes_by_hand(setup, bits):
 def test_all16_is_the_authors_memory(setup):
     space, platform = setup
     out = platform.evaluate(space, space.encode({**{n: 16 for n in space.gene_names}}))
-    np.testing.assert_allclose(out["memory_mb"], 10.6016, atol=1e-4)  # METHOD.md formula
-    assert "memory" not in hardware.PLATFORMS  # not a speed/energy cost model
+    np.testing.assert_allclose(
+        out["memory_mb"], 10.6016, atol=1e-4
+    )  # METHOD.md formula
+    assert hardware.PLATFORMS["memory"] is platform
+    # Size only: no speed or energy metric is declared or returned.
+    assert set(out) == set(platform.metric_names()) == {"memory_mb", "compression"}
     with pytest.raises(ValueError, match="unknown platform"):
         hardware.get_platform("tpu")

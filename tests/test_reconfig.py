@@ -73,7 +73,7 @@ def test_two_layers_by_hand():
 
 
 def test_uniform_4_on_the_paper_model():
-    space = reconfig.reconfig_space(LAYERS)
+    space = genome.get_space("reconfig", LAYERS)
     out = reconfig.PLATFORM.evaluate(space, space.uniform(4))
     np.testing.assert_allclose(out["energy_rel_uniform4"], 1.0, rtol=1e-6)
     np.testing.assert_allclose(out["compression_vs_uniform4"], 1.0, rtol=1e-6)
@@ -83,7 +83,7 @@ def test_uniform_4_on_the_paper_model():
 
 
 def test_measured_fractions_per_layer_reach_the_cost():
-    space = reconfig.reconfig_space(LAYERS)
+    space = genome.get_space("reconfig", LAYERS)
     frac = np.linspace(0.0, 0.2, len(LAYERS)).astype(np.float32)
     cost = jax.jit(reconfig.PLATFORM.make_cost_fn(space, extra_fraction=frac))
     plain = jax.jit(reconfig.PLATFORM.make_cost_fn(space))

@@ -1,30 +1,23 @@
-"""What every hardware cost model shares: per-layer arrays, memory size, platforms.
+"""What every hardware cost model shares: per-layer arrays, memory size, speedups.
 
 A cost model is a pure function of per-layer bit-widths and the model's own layers
 (:func:`mohaq_jax.models.sru.layer_specs`): parameter counts, MACs per frame, biases.
-No layer size is typed into this package. A :class:`Platform` bundles a frozen spec of
-constants with such a function and turns it into a cost function of ONE genome of a
-:class:`~mohaq_jax.genome.GenomeSpace`, after checking at the Python boundary that the
-space can only produce bit-widths the platform runs. Callers ``jax.vmap`` it over the
-population.
-
-Every objective is named with its direction: ``speedup`` is maximized (a time ratio
-over the platform's 16-bit baseline), ``energy_pj`` (per frame) and ``memory_mb`` are
-minimized; the NSGA-II side negates ``speedup``.
+No layer size is typed into this package. A
+:class:`~mohaq_jax.hardware.platform.Platform` bundles a frozen spec of constants with
+such a function, declares the metrics it returns, and turns it into a cost function of
+ONE genome of a :class:`~mohaq_jax.genome.GenomeSpace`; callers ``jax.vmap`` it over
+the population.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.models.sru import LayerSpec
 
 #: Bytes per MB in the MOHAQ authors' memory formula (``/ 8 / 1024 / 1024``).
@@ -170,105 +163,3 @@ def check_bits_supported(
             f"{where}; it supports {tuple(supported)}"
         )
     return arr.astype(np.int32)
-
-
-@dataclasses.dataclass(frozen=True)
-class Platform:
-    """An accelerator: constants, supported bit-widths and a pure cost function.
-
-    Attributes:
-      name: registry name.
-      space_name: the genome space searched on it (``mohaq_jax.genome.SPACES``).
-      spec: frozen dataclass of constants, each field citing its source.
-      costs: ``costs(bits_w, bits_a, layers, spec) -> dict`` of scalar arrays, pure
-        and jittable, one genome's per-layer bits.
-      weight_bits: bit-widths the platform runs for weights.
-      act_bits: bit-widths the platform runs for input activations.
-      memory_limit_mb: the memory constraint used for the paper's model (MB);
-        a search may pass its own.
-      description: one line for listings.
-    """
-
-    name: str
-    space_name: str
-    spec: Any
-    costs: Callable[..., dict[str, jax.Array]]
-    weight_bits: tuple[int, ...]
-    act_bits: tuple[int, ...]
-    memory_limit_mb: float
-    description: str = ""
-
-    def check_space(self, space: GenomeSpace) -> None:
-        """Raises ValueError if ``space`` can produce bits this platform cannot run."""
-        names = [layer.name for layer in space.layers]
-        for which, supported, what in (
-            ("w", self.weight_bits, "weights"),
-            ("a", self.act_bits, "activations"),
-        ):
-            for name, values in zip(names, space.layer_values(which), strict=True):
-                bad = [v for v in values if v not in supported]
-                if bad:
-                    raise ValueError(
-                        f"genome space {space.name!r} can give layer {name} "
-                        f"{bad[0]}-bit {what}, which platform {self.name!r} cannot run "
-                        f"(it supports {supported}); search it with the "
-                        f"{self.space_name!r} space"
-                    )
-
-    def check_bits(self, bits_w, bits_a, names: Sequence[str] = ()) -> None:
-        """Checks concrete per-layer bits at the Python boundary."""
-        check_bits_supported(bits_w, self.weight_bits, self.name, "weights", names)
-        check_bits_supported(bits_a, self.act_bits, self.name, "activations", names)
-
-    def make_cost_fn(self, space: GenomeSpace) -> CostFn:
-        """Cost function of ONE genome of ``space`` (int levels, ``(n_genes,)``).
-
-        Validates ``space`` against the platform here, outside jit. The returned
-        function is pure and jittable; ``jax.vmap`` it over a population. It raises a
-        ValueError at trace time if the genome's shape is not ``(space.n_genes,)``.
-
-        Returns:
-          ``cost(genome) -> dict[str, jax.Array]`` of float32 scalars.
-        """
-        self.check_space(space)
-        layers = layer_arrays(space.layers)
-        spec, costs = self.spec, self.costs
-
-        def cost(genome: jax.Array) -> dict[str, jax.Array]:
-            genome = jnp.asarray(genome)
-            if genome.shape != (space.n_genes,):
-                raise ValueError(
-                    f"platform {self.name!r} with space {space.name!r} takes one "
-                    f"genome of shape ({space.n_genes},), got {genome.shape}; "
-                    "vmap over a population"
-                )
-            bits_w, bits_a = space.decode(genome)
-            return costs(bits_w, bits_a, layers, spec)
-
-        return cost
-
-    def evaluate(self, space: GenomeSpace, genomes) -> dict[str, np.ndarray]:
-        """Costs of a population at the Python boundary (validated, vmapped, jitted).
-
-        Args:
-          space: the genome space the genomes belong to.
-          genomes: int ``(pop, n_genes)`` or ``(n_genes,)``.
-
-        Returns:
-          dict of numpy arrays, shape ``(pop,)`` (or scalars for one genome).
-        """
-        genomes = space.validate(genomes)
-        cost = self.make_cost_fn(space)
-        fn = jax.jit(jax.vmap(cost) if genomes.ndim == 2 else cost)
-        return {k: np.asarray(v) for k, v in fn(jnp.asarray(genomes)).items()}
-
-    def memory_constraint(
-        self, memory: jax.Array, limit_mb: float | None = None
-    ) -> jax.Array:
-        """Normalized constraint ``(memory - limit) / limit``; feasible when <= 0.
-
-        The authors' form (``g1 = (mem_size - 6) / 6``); ``limit_mb`` defaults to
-        :attr:`memory_limit_mb`.
-        """
-        limit = self.memory_limit_mb if limit_mb is None else limit_mb
-        return (memory - jnp.float32(limit)) / jnp.float32(limit)

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax.hardware import base
+from mohaq_jax.hardware.platform import Metric, Platform
 
 BITS = (2, 4, 8, 16)
 
@@ -210,15 +211,48 @@ def costs(
 
 SPEC = BitfusionSpec()
 
+#: What :func:`costs` returns.
+METRICS = (
+    Metric("speedup", "x", True, "= speedup_cycles"),
+    Metric(
+        "speedup_cycles",
+        "x",
+        True,
+        "cycles at 16/16 bits over cycles (simulator's FC model)",
+        objective=False,
+    ),
+    Metric(
+        "speedup_formula",
+        "x",
+        True,
+        "256 / (w a) per layer, Amdahl over MACs (the authors' formula)",
+    ),
+    Metric(
+        "speedup_mac_weighted",
+        "x",
+        True,
+        "MAC-weighted mean of 256 / (w a) (the authors' reporting)",
+        objective=False,
+    ),
+    Metric("cycles", "cycles/frame", False, "array cycles per frame"),
+    Metric("energy_pj", "pJ/frame", False, "core + buffers + DRAM"),
+    Metric("energy_core_pj", "pJ/frame", False, "core part of energy_pj", False),
+    Metric("energy_buffer_pj", "pJ/frame", False, "SRAM part of energy_pj", False),
+    Metric("energy_dram_pj", "pJ/frame", False, "DRAM part of energy_pj", False),
+    Metric("memory_mb", "MB", False, "weights at their bits + SRU biases at 16 bits"),
+)
+
 #: The Bitfusion platform; memory <= 2 MB is the authors' constraint for the paper
 #: model (optimize-bitfusion.py ``g2 = (mem_size - 2) / 2``).
-PLATFORM = base.Platform(
+PLATFORM = Platform(
     name="bitfusion",
-    space_name="bitfusion",
+    spaces=("bitfusion",),
     spec=SPEC,
     costs=costs,
     weight_bits=BITS,
     act_bits=BITS,
+    metrics=METRICS,
+    memory_metric="memory_mb",
     memory_limit_mb=2.0,
     description="Bitfusion 16x32 fusible systolic array, 2/4/8/16-bit w and a",
 )

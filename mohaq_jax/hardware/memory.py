@@ -13,6 +13,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from mohaq_jax.hardware import base
+from mohaq_jax.hardware.platform import Metric, Platform
 from mohaq_jax.quantize import BIT_OPTIONS
 
 
@@ -33,7 +34,7 @@ class MemorySpec:
 def costs(bits_w, bits_a, layers: base.LayerArrays, spec: MemorySpec):
     """Stored size of one genome: ``memory_mb`` (minimize), ``compression`` (x, maximize).
 
-    ``speedup`` is reported as 1 (no arithmetic model) so generic code can rely on it.
+    No speed or energy: this platform has no arithmetic model, and declares none.
     """
     del bits_a
     bits = base.stored_bits(
@@ -49,7 +50,6 @@ def costs(bits_w, bits_a, layers: base.LayerArrays, spec: MemorySpec):
     return {
         "memory_mb": base.memory_mb(bits),
         "compression": float_bits / bits,
-        "speedup": jnp.float32(1.0),
     }
 
 
@@ -57,13 +57,18 @@ SPEC = MemorySpec()
 
 #: Size-only platform for the compression experiment; no memory limit by default
 #: (the limit is the paper model's float32 size, i.e. no constraint).
-PLATFORM = base.Platform(
+PLATFORM = Platform(
     name="memory",
-    space_name="weights",
+    spaces=("weights",),
     spec=SPEC,
     costs=costs,
     weight_bits=BIT_OPTIONS[:-1],
     act_bits=BIT_OPTIONS,
+    metrics=(
+        Metric("memory_mb", "MB", False, "weights at their bits + biases at 16 bits"),
+        Metric("compression", "x", True, "float32 size over the stored size"),
+    ),
+    memory_metric="memory_mb",
     memory_limit_mb=float("inf"),
     description="stored model size (weights at their bits, biases at 16 bits)",
 )

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import genome as genome_lib
 from mohaq_jax.hardware import base
+from mohaq_jax.hardware.platform import Metric, Platform
 
 BITS = (2, 3, 4)
 
@@ -188,32 +188,100 @@ def layer_costs(
     spec: ReconfigSpec,
     extra_fraction: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """:func:`costs` in the platform signature, plus the keys every platform gives.
+    """:func:`costs` in the platform signature, plus ``memory_mb``.
 
-    ``speedup`` is 1: the model claims energy and compression, not throughput (the PE
-    takes one cycle per MAC at every width). ``memory_mb`` is the weight bits
-    (extra and index bits included) plus the fixed-precision SRU biases at 16 bits.
+    No speedup: the model claims energy and compression, not throughput (the PE takes
+    one cycle per MAC at every width), so it declares none. ``memory_mb`` is the
+    weight bits (extra and index bits included) plus the fixed-precision SRU biases
+    at 16 bits.
     """
     if extra_fraction is None:
         extra_fraction = jnp.zeros(layers.n_layers, jnp.float32)
     out = costs(layers.n_weights, layers.macs, bits_w, bits_a, extra_fraction, spec)
     bias = float(np.sum(base.fixed_params(layers, ("sru",), False))) * 16.0
     out["memory_mb"] = base.memory_mb(out["weight_bits_total"] + jnp.float32(bias))
-    out["speedup"] = jnp.float32(1.0)
     return out
 
 
-def reconfig_space(layers) -> genome_lib.GenomeSpace:
-    """Separate weight and activation genes over 2, 3, 4 bits (Bitfusion gene order)."""
-    return genome_lib.separate_space(layers, BITS, "reconfig")
+def retrained_costs(
+    n_weights,
+    bits_w,
+    extra_counts,
+    bits_a=None,
+    macs=None,
+    spec: ReconfigSpec | None = None,
+) -> dict:
+    """Storage and energy of a switching-aware retrained configuration (host side).
+
+    The accounting of :mod:`mohaq_jax.retrain.switching` (which re-exports it as
+    ``compression``), from measured extra-bit weight counts per site.
+
+    Encoding: per site ``n b`` base bits + one bit per extra-bit weight + the index
+    marking them (:func:`index_bits`: min of a 1-bit flag per weight and a
+    list of ``ceil(log2 n)``-bit positions).
+
+    Args:
+      n_weights: weights per site ``(n_sites,)``.
+      bits_w: base bits per site.
+      extra_counts: extra-bit weights per site.
+      bits_a: activation bits per site (for the energy model; default 4).
+      macs: MACs per inference per site (default: ``n_weights``).
+      spec: reconfigurable PE model.
+
+    Returns:
+      Floats: ``weight_bits_total``, ``index_bits_total``, ``extra_bits_total``,
+      ``bits_per_weight``, ``compression_vs_float32``, ``compression_vs_uniform4``,
+      ``energy_rel_uniform4`` (energy on the 2-4-bit reconfigurable accelerator
+      relative to every site at 4/4 bits; None when a width is outside the PE's
+      2-4 bits), ``energy_pj`` and ``extra_fraction`` per site.
+    """
+    spec = SPEC if spec is None else spec
+    n = np.asarray(n_weights, np.float64)
+    extra = np.asarray(extra_counts, np.float64)
+    frac = extra / np.maximum(n, 1.0)
+    bits_w = np.asarray(bits_w, np.int32)
+    bits_a = (
+        np.full(n.shape, 4, np.int32)
+        if bits_a is None
+        else np.asarray(bits_a, np.int32)
+    )
+    macs = n if macs is None else np.asarray(macs, np.float64)
+    # The PE model covers only its own widths; outside them only storage is reported.
+    on_pe = bool(
+        np.all(np.isin(bits_w, spec.bits)) and np.all(np.isin(bits_a, spec.bits))
+    )
+    out = costs(
+        n,
+        macs,
+        bits_w if on_pe else np.full(n.shape, 4, np.int32),
+        bits_a if on_pe else np.full(n.shape, 4, np.int32),
+        frac,
+        spec,
+    )
+    res = {k: float(v) for k, v in out.items()}
+    if not on_pe:
+        index = float(np.sum(np.asarray(index_bits(n, frac))))
+        weight_bits = float(np.sum(n * bits_w + extra * spec.extra_bits)) + index
+        res = {
+            "weight_bits_total": weight_bits,
+            "index_bits_total": index,
+            "compression_vs_float32": spec.float_bits * float(np.sum(n)) / weight_bits,
+            "compression_vs_uniform4": 4.0 * float(np.sum(n)) / weight_bits,
+            "energy_rel_uniform4": None,
+            "energy_pj": None,
+        }
+    res["extra_bits_total"] = float(np.sum(extra) * spec.extra_bits)
+    res["bits_per_weight"] = res["weight_bits_total"] / float(np.sum(n))
+    res["extra_fraction"] = frac.tolist()
+    return res
 
 
 @dataclasses.dataclass(frozen=True)
-class ReconfigPlatform(base.Platform):
+class ReconfigPlatform(Platform):
     """Platform whose cost function also takes the measured extra-bit fractions."""
 
     def make_cost_fn(self, space, extra_fraction=None) -> base.CostFn:
-        """As :meth:`base.Platform.make_cost_fn`; ``extra_fraction`` ``(n_layers,)``
+        """As :meth:`Platform.make_cost_fn`; ``extra_fraction`` ``(n_layers,)``
         (default 0) is closed over, one value per layer of ``space``."""
         if extra_fraction is not None:
             frac = np.asarray(extra_fraction, np.float32)
@@ -231,22 +299,46 @@ class ReconfigPlatform(base.Platform):
                     bw, ba, layers, spec, frac
                 ),
             )
-            return base.Platform.make_cost_fn(platform, space)
-        return base.Platform.make_cost_fn(self, space)
+            return Platform.make_cost_fn(platform, space)
+        return Platform.make_cost_fn(self, space)
 
 
 SPEC = ReconfigSpec()
 
-#: The 2-4-bit reconfigurable accelerator. Not in ``PLATFORMS`` until a "reconfig"
-#: genome space is registered in ``mohaq_jax.genome.SPACES``; its space is
-#: :func:`reconfig_space`. The memory limit is the Bitfusion one (no published value).
+#: What :func:`layer_costs` returns.
+METRICS = (
+    Metric("energy_pj", "pJ/frame", False, "MAC energy + weight-memory reads"),
+    Metric("energy_mac_pj", "pJ/frame", False, "MAC part of energy_pj", False),
+    Metric(
+        "energy_weight_mem_pj", "pJ/frame", False, "memory part of energy_pj", False
+    ),
+    Metric(
+        "energy_rel_uniform4",
+        "ratio",
+        False,
+        "energy over the same layers at 4/4 bits without extra bits",
+    ),
+    Metric("weight_bits_total", "bits", False, "weight + extra + index bits", False),
+    Metric("index_bits_total", "bits", False, "bits marking extra-bit weights", False),
+    Metric("compression_vs_float32", "x", True, "32 x weights / stored weight bits"),
+    Metric(
+        "compression_vs_uniform4", "x", True, "4 x weights / stored weight bits", False
+    ),
+    Metric("memory_mb", "MB", False, "weight bits + SRU biases at 16 bits"),
+)
+
+#: The 2-4-bit reconfigurable accelerator, searched with the "reconfig" genome space
+#: (``genome.SPACES``: separate weight and activation genes over 2, 3, 4 bits). The memory limit is the Bitfusion one (no published
+#: value).
 PLATFORM = ReconfigPlatform(
     name="reconfig",
-    space_name="reconfig",
+    spaces=("reconfig",),
     spec=SPEC,
     costs=layer_costs,
     weight_bits=BITS,
     act_bits=BITS,
+    metrics=METRICS,
+    memory_metric="memory_mb",
     memory_limit_mb=2.0,
     description="2-4-bit reconfigurable PE with extra-bit weights (Kim et al. 2021)",
 )

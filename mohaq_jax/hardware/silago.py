@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mohaq_jax.hardware import base
+from mohaq_jax.hardware.platform import Metric, Platform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,15 +112,33 @@ def costs(
 
 SPEC = SiLagoSpec()
 
+#: What :func:`costs` returns.
+METRICS = (
+    Metric("speedup", "x", True, "time ratio over every layer at 16 bits (Amdahl)"),
+    Metric(
+        "speedup_mac_weighted",
+        "x",
+        True,
+        "MAC-weighted mean of per-layer speedups (the authors' reporting)",
+        objective=False,
+    ),
+    Metric("energy_pj", "pJ/frame", False, "MAC energy + 0.08 pJ per stored bit"),
+    Metric("energy_mac_pj", "pJ/frame", False, "MAC part of energy_pj", False),
+    Metric("energy_memory_pj", "pJ/frame", False, "memory part of energy_pj", False),
+    Metric("memory_mb", "MB", False, "weights at their bits + SRU biases at 16 bits"),
+)
+
 #: The SiLago platform; memory <= 6 MB is the authors' constraint for the paper model
 #: (optimize_silago.py ``g1 = (mem_size - 6) / 6``).
-PLATFORM = base.Platform(
+PLATFORM = Platform(
     name="silago",
-    space_name="silago",
+    spaces=("silago",),
     spec=SPEC,
     costs=costs,
     weight_bits=SPEC.modes,
     act_bits=SPEC.modes,
+    metrics=METRICS,
+    memory_metric="memory_mb",
     memory_limit_mb=6.0,
     description="SiLago CGRA: 16/8/4-bit DPU modes, weights and activations tied",
 )

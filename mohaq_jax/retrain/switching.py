@@ -393,73 +393,9 @@ def threshold_lr_scale(
 # ----------------------------------------------------------------------------- storage
 
 
-def compression(
-    n_weights,
-    bits_w,
-    extra_counts,
-    bits_a=None,
-    macs=None,
-    spec: reconfig.ReconfigSpec = reconfig.SPEC,
-) -> dict:
-    """Storage (and, with ``macs``/``bits_a``, energy) of a mixed configuration.
-
-    Encoding: per site ``n b`` base bits + one bit per extra-bit weight + the index
-    marking them (:func:`reconfig.index_bits`: min of a 1-bit flag per weight and a
-    list of ``ceil(log2 n)``-bit positions).
-
-    Args:
-      n_weights: weights per site ``(n_sites,)``.
-      bits_w: base bits per site.
-      extra_counts: extra-bit weights per site.
-      bits_a: activation bits per site (for the energy model; default 4).
-      macs: MACs per inference per site (default: ``n_weights``).
-      spec: reconfigurable PE model.
-
-    Returns:
-      Floats: ``weight_bits_total``, ``index_bits_total``, ``extra_bits_total``,
-      ``bits_per_weight``, ``compression_vs_float32``, ``compression_vs_uniform4``,
-      ``energy_rel_uniform4`` (energy on the 2-4-bit reconfigurable accelerator
-      relative to every site at 4/4 bits; None when a width is outside the PE's
-      2-4 bits), ``energy_pj`` and ``extra_fraction`` per site.
-    """
-    n = np.asarray(n_weights, np.float64)
-    extra = np.asarray(extra_counts, np.float64)
-    frac = extra / np.maximum(n, 1.0)
-    bits_w = np.asarray(bits_w, np.int32)
-    bits_a = (
-        np.full(n.shape, 4, np.int32)
-        if bits_a is None
-        else np.asarray(bits_a, np.int32)
-    )
-    macs = n if macs is None else np.asarray(macs, np.float64)
-    # The PE model covers only its own widths; outside them only storage is reported.
-    on_pe = bool(
-        np.all(np.isin(bits_w, spec.bits)) and np.all(np.isin(bits_a, spec.bits))
-    )
-    out = reconfig.costs(
-        n,
-        macs,
-        bits_w if on_pe else np.full(n.shape, 4, np.int32),
-        bits_a if on_pe else np.full(n.shape, 4, np.int32),
-        frac,
-        spec,
-    )
-    res = {k: float(v) for k, v in out.items()}
-    if not on_pe:
-        index = float(np.sum(np.asarray(reconfig.index_bits(n, frac))))
-        weight_bits = float(np.sum(n * bits_w + extra * spec.extra_bits)) + index
-        res = {
-            "weight_bits_total": weight_bits,
-            "index_bits_total": index,
-            "compression_vs_float32": spec.float_bits * float(np.sum(n)) / weight_bits,
-            "compression_vs_uniform4": 4.0 * float(np.sum(n)) / weight_bits,
-            "energy_rel_uniform4": None,
-            "energy_pj": None,
-        }
-    res["extra_bits_total"] = float(np.sum(extra) * spec.extra_bits)
-    res["bits_per_weight"] = res["weight_bits_total"] / float(np.sum(n))
-    res["extra_fraction"] = frac.tolist()
-    return res
+#: Storage and energy of a retrained configuration; the accounting lives with the
+#: accelerator model (moved to :func:`mohaq_jax.hardware.reconfig.retrained_costs`).
+compression = reconfig.retrained_costs
 
 
 # ----------------------------------------------------------------------------- loop

@@ -55,6 +55,7 @@ class SearchConfig:
     seed: int = 0  # PRNG seed: same seed, same front
     max_error: float = 0.24  # constraint: dev error <= this (absolute fraction)
     memory_limit_mb: float | None = None  # constraint: memory <= this; None = none
+    memory_metric: str | None = "memory_mb"  # platform metric the limit bounds (plat12)
     error_metric: str = "phone_error"  # "phone_error" | "frame_error" | "loss"
     budget: int | None = None  # stop once this many genomes were evaluated
 
@@ -194,11 +195,12 @@ class QuantizationProblem:
         objectives = (raw - self.ideal[None]) / (self.nadir - self.ideal)[None]
         error = jnp.asarray(results["error"], jnp.float32)
         g_err = (error - cfg.max_error) / jnp.float32(cfg.max_error)
-        if cfg.memory_limit_mb is None:
+        if cfg.memory_limit_mb is None or cfg.memory_metric is None:
             g_mem = jnp.zeros_like(error) - 1.0
         else:
             limit = jnp.float32(cfg.memory_limit_mb)
-            g_mem = (jnp.asarray(results["memory_mb"], jnp.float32) - limit) / limit
+            memory = jnp.asarray(results[cfg.memory_metric], jnp.float32)  # plat12
+            g_mem = (memory - limit) / limit
         return objectives, jnp.stack([g_mem, g_err], axis=1)
 
 
