@@ -121,23 +121,23 @@ def viterbi(scores, length, log_bigram, lm_weight, penalty, n_states: int):
 
     def forward(delta, inputs):
         t, frame = inputs
-        cand = delta[:, s_last][:, None] + trans
-        entry_from = jnp.argmax(cand, axis=0).astype(jnp.int32)
-        entry = jnp.max(cand, axis=0)
+        # Max only: the argmax is recomputed for the one state on the best path in
+        # the backward pass (an argmax over (C, C) per frame costs ~30x the max).
+        entry = jnp.max(delta[:, s_last][:, None] + trans, axis=0)
         if n_states == 1:
-            stay = delta[:, 0] >= entry
             new = jnp.maximum(delta[:, 0], entry)[:, None]
         else:
-            stay = delta[:, s_last] >= delta[:, s_last - 1]
             last = jnp.maximum(delta[:, s_last], delta[:, s_last - 1])
             new = jnp.concatenate(
                 [entry[:, None], delta[:, : s_last - 1], last[:, None]], axis=1
             )
         new = new + frame[:, None]
-        return jnp.where(t < length, new, delta), (entry_from, stay)
+        return jnp.where(t < length, new, delta), delta
 
     steps = jnp.arange(1, n_time, dtype=jnp.int32)
-    delta, (entry_from, stay) = jax.lax.scan(forward, delta0, (steps, scores[1:]))
+    delta, history = jax.lax.scan(forward, delta0, (steps, scores[1:]))
+    # history[t] = delta after frame t, for t < length.
+    history = jnp.concatenate([history, delta[None]])
     final = delta + end[:, None]
     flat_last = jnp.argmax(final[:, s_last])
     flat_any = jnp.argmax(final.reshape(-1))
@@ -146,17 +146,19 @@ def viterbi(scores, length, log_bigram, lm_weight, penalty, n_states: int):
     state = jnp.where(reachable, s_last, flat_any % n_states).astype(jnp.int32)
     best = final[cls, state]
 
-    pad = jnp.zeros((1, n_cls), jnp.int32)
-    entry_from = jnp.concatenate([pad, entry_from])
-    stay = jnp.concatenate([pad.astype(bool), stay])
-
     def backward(carry, t):
         c, s = carry
         label = jnp.where(t < length, c, -1)
-        here_stay = stay[t, c]
+        prev = history[jnp.maximum(t - 1, 0)]  # (C, S): delta after frame t - 1
+        cand = prev[:, s_last] + trans[:, c]
+        entry_from = jnp.argmax(cand).astype(jnp.int32)
+        if n_states == 1:  # same comparison as the forward pass: same ties
+            here_stay = prev[c, 0] >= cand[entry_from]
+        else:
+            here_stay = prev[c, s_last] >= prev[c, s_last - 1]
         enter = (s == 0) & ~((n_states == 1) & here_stay)
         loop = (s == s_last) & here_stay
-        prev_c = jnp.where(enter, entry_from[t, c], c)
+        prev_c = jnp.where(enter, entry_from, c)
         prev_s = jnp.where(enter, s_last, jnp.where(loop, s, s - 1))
         move = (t < length) & (t > 0)
         return (jnp.where(move, prev_c, c), jnp.where(move, prev_s, s)), label
