@@ -48,6 +48,10 @@ def numpy_viterbi(scores, length, log_bigram, lm, pen, n_states):
     return [s // n_states for s in reversed(states)], score
 
 
+# One compilation per decoder structure (n_states), not per decoder instance.
+decode_jit = jax.jit(lambda dec, logits, lengths: dec.decode(logits, lengths))
+
+
 def random_decoder(rng, n_cls, n_states):
     counts = rng.integers(0, 20, (n_cls + 1, n_cls + 1))
     return decode.Decoder(
@@ -67,7 +71,7 @@ def test_viterbi_matches_numpy(n_states, seed):
     dec = random_decoder(rng, n_cls, n_states)
     logits = rng.normal(0, 4, (n_b, n_t, n_cls)).astype(np.float32)
     lengths = np.array([14, 9, 1, 2, 5, 0], np.int32)  # padding, < n_states, empty
-    paths, scores = jax.jit(dec.decode)(jnp.asarray(logits), jnp.asarray(lengths))
+    paths, scores = decode_jit(dec, jnp.asarray(logits), jnp.asarray(lengths))
     paths, scores = np.asarray(paths), np.asarray(scores)
     sc = np.asarray(jax.nn.log_softmax(logits, -1)) - np.asarray(dec.log_prior)
     for i in range(n_b):
@@ -92,9 +96,8 @@ def test_minimum_duration_is_respected():
     rng = np.random.default_rng(5)
     dec = random_decoder(rng, 5, 3)
     logits = rng.normal(0, 4, (3, 30, 5)).astype(np.float32)
-    paths = np.asarray(
-        jax.jit(dec.predict)(jnp.asarray(logits), jnp.asarray([30, 30, 17]))
-    )
+    paths, _ = decode_jit(dec, jnp.asarray(logits), jnp.asarray([30, 30, 17]))
+    paths = np.asarray(paths)
     for row in paths:
         runs = [len(list(g)) for k, g in itertools.groupby(row) if k >= 0]
         assert min(runs) >= 3
@@ -129,8 +132,8 @@ def test_lm_changes_best_path(lm, pen, expected):
         lm_weight=jnp.float32(weight),
         insertion_penalty=jnp.float32(pen),
     )
-    paths, scores = jax.jit(dec.decode)(
-        jnp.asarray(HAND_LOGITS[None], jnp.float32), jnp.asarray([3])
+    paths, scores = decode_jit(
+        dec, jnp.asarray(HAND_LOGITS[None], jnp.float32), jnp.asarray([3])
     )
     assert np.asarray(paths)[0].tolist() == expected
     ls = HAND_LOGITS - np.log(np.exp(HAND_LOGITS).sum(1, keepdims=True))
@@ -249,7 +252,7 @@ def test_per_modes_and_bad_mode():
     smooth = predict(logits, lengths, None)  # no decoder -> smoothed
     np.testing.assert_array_equal(smooth, metrics.smoothed_predictions(logits, lengths))
     decoded = predict(logits, lengths, None, dec)  # decoder -> decoded
-    np.testing.assert_array_equal(decoded, jax.jit(dec.predict)(logits, lengths))
+    np.testing.assert_array_equal(decoded, decode_jit(dec, logits, lengths)[0])
     assert not np.array_equal(decoded, raw)
     with pytest.raises(ValueError, match="per_mode must be one of"):
         metrics.resolve_per_mode("viterbi", dec)
