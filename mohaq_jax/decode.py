@@ -49,6 +49,7 @@ import numpy as np
 from flax import struct
 
 from mohaq_jax import checkpoint, metrics
+from mohaq_jax.data.batching import iterate_batches
 
 #: States per phone of the default topology (see the module docstring for why 1).
 DEFAULT_N_STATES = 1
@@ -349,20 +350,9 @@ def load(path) -> tuple[Decoder, dict]:
 
 def _dev_batches(split, logits_fn, batch_size: int):
     """Dev logits in length-sorted batches (padded to a multiple of 16 frames)."""
-    lengths = np.array([len(lab) for lab in split.labels])
-    order = np.argsort(lengths, kind="stable")
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        n_time = -(-int(lengths[idx].max()) // 16) * 16
-        feats = np.zeros(
-            (len(idx), n_time, split.features[idx[0]].shape[1]), np.float32
-        )
-        labels = np.full((len(idx), n_time), -1, np.int32)
-        for row, j in enumerate(idx):
-            feats[row, : lengths[j]] = split.features[j]
-            labels[row, : lengths[j]] = split.labels[j]
-        lens = jnp.asarray(lengths[idx], jnp.int32)
-        yield logits_fn(jnp.asarray(feats), lens), labels, lens
+    for batch in iterate_batches(split, batch_size):
+        lengths = jnp.asarray(batch.lengths, jnp.int32)
+        yield logits_fn(jnp.asarray(batch.features), lengths), batch.labels, lengths
 
 
 def get_or_fit(
