@@ -8,6 +8,8 @@ Prints, in one run on the current device:
   (d) the batched pass's achieved GFLOP/s (model matmul FLOPs: 2 x MACs per frame x
       frames per genome) as a share of a plain ``jnp.dot`` measured in the same run,
   (e) the chunk-size curve,
+  (f) the phone-loop decoder's share of evaluation time (decoded vs raw-argmax PER at
+      the best chunk size; goal <= 20 %),
 and optionally a PyTorch-eager anchor (one genome at a time, the way the method's
 authors ran it) and device scaling of the sharded evaluator (``--devices``).
 
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import evaluate, genome, qmodel, sharding
+from mohaq_jax import decode, evaluate, genome, qmodel, sharding
 from mohaq_jax.models import sru
 
 
@@ -166,6 +168,33 @@ def torch_anchor(config, params, calib, space, batch, genomes, n_genomes: int):
     return (time.perf_counter() - start) / n_genomes
 
 
+def decoder_share(args, config, params, calib, space, batch, genomes, fold, chunk):
+    """(f): evaluation time with decoded vs smoothed vs raw PER, same chunk size."""
+    chunk = None if chunk == "full" else int(chunk)
+    labels = np.asarray(batch[1])
+    dec = decode.estimate(
+        list(labels), args.classes, lm_weight=1.0, insertion_penalty=2.0
+    )
+    fns = {}
+    for mode in ("raw", "smoothed", "decoded"):
+        ev = evaluate.make_population_eval(
+            config, space, fold, chunk_size=chunk, decoder=dec, per_mode=mode
+        )
+        fns[mode] = functools.partial(ev, params, calib, genomes, batch)
+    t = interleaved(fns, args.repeats)
+    share = (t["decoded"] - t["raw"]) / t["decoded"]
+    print(
+        f"(f) decoder share of evaluation time (chunk {chunk or 'full'}): "
+        f"{100 * share:.1f} % (decoded {args.pop / t['decoded']:.1f}, smoothed "
+        f"{args.pop / t['smoothed']:.1f}, raw {args.pop / t['raw']:.1f} genomes/s; "
+        "goal <= 20 %)"
+    )
+    return {
+        "share": share,
+        "genomes_per_s": {k: args.pop / v for k, v in t.items()},
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pop", type=int, default=64, help="population size")
@@ -202,6 +231,12 @@ def main(argv=None):
         default=2,
         metavar="N",
         help="genomes for the PyTorch-eager anchor (0 = skip)",
+    )
+    parser.add_argument(
+        "--decode",
+        type=int,
+        default=1,
+        help="1 = also time the phone-loop decoder's share (f); 0 = skip",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -292,6 +327,11 @@ def main(argv=None):
             f"{k}: {v:.1f} g/s ({v / loop_rate:.2f}x)" for k, v in curve.items()
         )
     )
+
+    if args.decode:
+        results["decoder"] = decoder_share(
+            args, config, params, calib, space, batch, genomes, fold, best_chunk
+        )
 
     if args.torch:
         sec = torch_anchor(config, params, calib, space, batch, genomes, args.torch)

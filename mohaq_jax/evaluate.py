@@ -265,7 +265,18 @@ def first_stage_outputs(params, tables, calib, batch, *, config, space) -> jax.A
 
 
 def evaluate_genome(
-    params, tables, calib, genome, batch, *, config, space, fold, first=None
+    params,
+    tables,
+    calib,
+    genome,
+    batch,
+    *,
+    config,
+    space,
+    fold,
+    first=None,
+    decoder=None,
+    per_mode=None,
 ):
     """Metric sums of one genome on one batch (the function that is vmapped/mapped).
 
@@ -276,6 +287,7 @@ def evaluate_genome(
       config, space, fold: static model config, genome space, class -> phone folding.
       first: optional :func:`first_stage_outputs`; when given, the genome's first
         stage is gathered from it instead of computed.
+      decoder, per_mode: how PER reads phones (:func:`metrics.error_counts`).
 
     Returns:
       ``(loss_sum, n_frames, frame_wrong, phone_edits, n_phones)`` scalars.
@@ -296,7 +308,9 @@ def evaluate_genome(
     logits = jnp.swapaxes(x @ fc["kernel"] + fc["bias"][None, None], 0, 1)  # (B, T, C)
 
     features, labels, lengths = batch
-    return metrics.error_counts(logits, labels, lengths, fold)
+    return metrics.error_counts(
+        logits, labels, lengths, fold, decoder=decoder, per_mode=per_mode
+    )
 
 
 def _pad_utterances(batch, multiple: int):
@@ -323,6 +337,8 @@ def make_population_eval(
     fold,
     chunk_size: int | None = 2,
     mesh=None,
+    decoder=None,
+    per_mode: str | None = None,
 ):
     """Builds the jitted population evaluator.
 
@@ -335,12 +351,16 @@ def make_population_eval(
       mesh: optional :func:`mohaq_jax.sharding.population_mesh`; the population is
         split over its ``pop`` axis (padded to a multiple, padding dropped) and the
         batch over its ``batch`` axis. ``None`` = one device.
+      decoder: :class:`mohaq_jax.decode.Decoder` of the baseline (decoded PER).
+      per_mode: "decoded" (default with a decoder), "smoothed" (default without) or
+        "raw"; see :func:`mohaq_jax.metrics.error_counts`.
 
     Returns:
       ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> PopulationMetrics``,
       jitted; it compiles once per (population, batch) shape.
     """
     fold = np.asarray(fold, np.int32)
+    per_mode = metrics.resolve_per_mode(per_mode, decoder)
     n_combos = len(first_stage_combos(space, config))
     n_batch_shards = sharding.mesh_size(mesh, sharding.BATCH)
 
@@ -363,6 +383,8 @@ def make_population_eval(
             space=space,
             fold=jnp.asarray(fold),
             first=first,
+            decoder=decoder,
+            per_mode=per_mode,
         )
         if chunk_size is None:
             sums = jax.vmap(fn)(genomes)
@@ -426,10 +448,18 @@ class PopulationEvaluator:
     mesh: Any = (
         None  # sharding.population_mesh(...) to split the population; None = 1 device
     )
+    decoder: Any = None  # decode.Decoder of the baseline: PER by Viterbi decoding
+    per_mode: str | None = None  # "decoded" / "smoothed" / "raw"; None: see metrics
 
     def __post_init__(self):
         self._eval = make_population_eval(
-            self.config, self.space, self.fold, self.chunk_size, self.mesh
+            self.config,
+            self.space,
+            self.fold,
+            self.chunk_size,
+            self.mesh,
+            decoder=self.decoder,
+            per_mode=self.per_mode,
         )
 
     def __call__(self, genomes, batch, params=None) -> dict[str, np.ndarray]:

@@ -4,7 +4,9 @@ Phone error rate (PER) as in TIMIT practice (Lee & Hon 1989): frame labels are f
 to the 39 scoring phones, repeated labels are collapsed into one phone, and the
 Levenshtein distance between the hypothesis and reference phone sequences is divided
 by the reference length. Everything has fixed shapes (sequences are compacted into
-``(T,)`` arrays padded with -1) so it runs inside ``jit`` and ``vmap``.
+``(T,)`` arrays padded with -1) so it runs inside ``jit`` and ``vmap``. The phone
+sequence comes from Viterbi decoding (:mod:`mohaq_jax.decode`), smoothed or raw
+framewise argmax (``per_mode``).
 """
 
 from __future__ import annotations
@@ -153,18 +155,67 @@ def smoothed_predictions(logits, lengths, window: int = PER_SMOOTHING) -> jax.Ar
     return jnp.argmax(total, axis=-1).astype(jnp.int32)
 
 
-def error_counts(logits, labels, lengths, fold, window: int = PER_SMOOTHING):
+#: How the phone sequence is read off the model outputs (``per_mode``): "decoded" =
+#: Viterbi phone loop with a bigram LM (:mod:`mohaq_jax.decode`; needs decoder
+#: params), "smoothed" = argmax of posteriors averaged over ``PER_SMOOTHING`` frames,
+#: "raw" = framewise argmax.
+PER_MODES = ("decoded", "smoothed", "raw")
+
+
+def resolve_per_mode(per_mode, decoder) -> str:
+    """``per_mode`` checked; ``None`` = "decoded" when decoder params are given, else
+    "smoothed"."""
+    if per_mode is None:
+        return "smoothed" if decoder is None else "decoded"
+    if per_mode not in PER_MODES:
+        raise ValueError(f"per_mode must be one of {PER_MODES}, got {per_mode!r}")
+    if per_mode == "decoded" and decoder is None:
+        raise ValueError(
+            "per_mode='decoded' needs decoder params (mohaq_jax.decode.Decoder, e.g. "
+            "from decode.get_or_fit); pass decoder= or use 'smoothed'/'raw'"
+        )
+    return per_mode
+
+
+def phone_predictions(
+    logits, lengths, per_mode=None, decoder=None, window: int = PER_SMOOTHING
+) -> jax.Array:
+    """Class per frame from which the phone sequence is read, int32 ``(B, T)``.
+
+    Args:
+      logits: ``(B, T, C)``; lengths: ``(B,)``.
+      per_mode: one of :data:`PER_MODES` or None (see :func:`resolve_per_mode`).
+      decoder: object with ``predict(logits, lengths) -> (B, T)`` (a
+        :class:`mohaq_jax.decode.Decoder`), needed for "decoded".
+      window: smoothing window of "smoothed".
+    """
+    mode = resolve_per_mode(per_mode, decoder)
+    if mode == "decoded":
+        return decoder.predict(logits, lengths)
+    return smoothed_predictions(logits, lengths, window if mode == "smoothed" else 1)
+
+
+def error_counts(
+    logits,
+    labels,
+    lengths,
+    fold,
+    window: int = PER_SMOOTHING,
+    *,
+    decoder=None,
+    per_mode=None,
+):
     """Summed counts of a batch: ``(loss_sum, n_frames, frame_wrong, phone_edits, n_phones)``.
 
     The single place where model outputs become error counts, for the population
-    evaluator, training and QAT alike.
+    evaluator, training and QAT alike. Frame errors always use the raw argmax; the
+    phone sequence follows ``per_mode`` (:func:`phone_predictions`).
     """
     pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     loss_sum, n_frames = masked_cross_entropy(logits, labels, lengths)
     wrong, _ = frame_errors(pred, labels, lengths)
-    edits, n_phones = phone_error_rate(
-        smoothed_predictions(logits, lengths, window), labels, lengths, fold
-    )
+    phones = phone_predictions(logits, lengths, per_mode, decoder, window)
+    edits, n_phones = phone_error_rate(phones, labels, lengths, fold)
     return (
         jnp.sum(loss_sum),
         jnp.sum(n_frames),

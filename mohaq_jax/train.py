@@ -277,21 +277,28 @@ def eval_batches(split, batch_size: int, pad_multiple: int) -> list[Batch]:
     return out
 
 
-def make_error_counts(config: ModelConfig, fold39) -> Callable:
-    """``counts(params, batch, bits_w, bits_a, calib) -> int32 (4,)``.
+def make_error_counts(config: ModelConfig, fold39, per_mode=None) -> Callable:
+    """``counts(params, batch, bits_w, bits_a, calib, decoder) -> int32 (4,)``.
 
     The four counts are (phone errors, reference phones, frame errors, valid frames)
-    summed over the batch; PER and frame error rate are ratios of them.
+    summed over the batch; PER and frame error rate are ratios of them. ``decoder``
+    (a :class:`mohaq_jax.decode.Decoder`) and ``per_mode`` choose how phones are read
+    (:func:`mohaq_jax.metrics.error_counts`).
     """
     logits_fn = _logits_fn(config)
     fold = jnp.asarray(fold39, jnp.int32)
 
-    def counts(params, batch, bits_w=None, bits_a=None, calib=None):
+    def counts(params, batch, bits_w=None, bits_a=None, calib=None, decoder=None):
         logits = jax.vmap(
             lambda f, n: logits_fn(params, f, n, bits_w, bits_a, calib, False, None)
         )(batch.features, batch.lengths)
         _, valid, wrong, errs, refs = metrics.error_counts(
-            logits, batch.labels, batch.lengths, fold
+            logits,
+            batch.labels,
+            batch.lengths,
+            fold,
+            decoder=decoder,
+            per_mode=per_mode,
         )
         return jnp.stack([errs, refs, wrong, valid])
 
@@ -317,8 +324,8 @@ def _as_key(fold39) -> tuple:
 # jit caches compiled code per function object, so the jitted functions are kept per
 # (static structure) here: fits and QAT calls with the same model reuse one compilation.
 @functools.lru_cache(maxsize=32)
-def _jitted_counts(config: ModelConfig, fold39: tuple) -> Callable:
-    return jax.jit(make_error_counts(config, np.asarray(fold39, np.int32)))
+def _jitted_counts(config: ModelConfig, fold39: tuple, per_mode=None) -> Callable:
+    return jax.jit(make_error_counts(config, np.asarray(fold39, np.int32), per_mode))
 
 
 @functools.lru_cache(maxsize=32)
@@ -370,17 +377,40 @@ def evaluate(
     calib=None,
     batch_size: int = 64,
     pad_multiple: int = 16,
+    decoder=None,
+    per_mode: str | None = None,
 ) -> dict:
     """Phone and frame error rates of float or fake-quantized params on a split.
+
+    ``decoder``/``per_mode``: how PER reads phones (decoded by default when a
+    :class:`mohaq_jax.decode.Decoder` is given, else smoothed).
 
     Returns:
       ``{"per": float, "fer": float}``.
     """
-    counts = _jitted_counts(config, _as_key(fold39))
+    metrics.resolve_per_mode(per_mode, decoder)
+    counts = _jitted_counts(config, _as_key(fold39), per_mode)
     total = np.zeros(4, np.int64)
     for batch in eval_batches(split, batch_size, pad_multiple):
-        total += np.asarray(counts(params, batch, bits_w, bits_a, calib))
+        total += np.asarray(counts(params, batch, bits_w, bits_a, calib, decoder))
     return _rates(total)
+
+
+def baseline_decoder(params, config: ModelConfig, corpus, ckpt_dir, **kwargs):
+    """The float baseline's phone-loop decoder, cached beside its checkpoint.
+
+    See :func:`mohaq_jax.decode.get_or_fit` (``kwargs`` go there); returns
+    ``(decoder, info)``.
+    """
+    from mohaq_jax import decode
+
+    logits_fn = _logits_fn(config)
+    batch_logits = jax.jit(
+        lambda f, n: jax.vmap(
+            lambda a, b: logits_fn(params, a, b, None, None, None, False, None)
+        )(f, n)
+    )
+    return decode.get_or_fit(ckpt_dir, params, corpus, batch_logits, **kwargs)
 
 
 def data_settings(corpus) -> dict:
