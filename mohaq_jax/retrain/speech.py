@@ -1,6 +1,6 @@
-"""Switching-aware retraining of MOHAQ's SRU acoustic model (Kim et al. 2021).
+"""Switching-aware retraining of MOHAQ's acoustic models (Kim et al. 2021).
 
-The weight sites are the kernels of :func:`mohaq_jax.models.sru.layer_specs`; their
+The weight sites are the model's :mod:`mohaq_jax.sites` (any registered model); their
 clipping values come from the MOHAQ calibration tables (:mod:`mohaq_jax.qmodel`) at
 the base bits and stay fixed, as in :func:`mohaq_jax.train.qat_finetune`. Activations
 are fake-quantized by the model at ``bits_a`` exactly as in MOHAQ's QAT. The loss is
@@ -23,17 +23,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import qmodel, quantize, train
+from mohaq_jax import qmodel, quantize, sites, train
 from mohaq_jax.data.batching import iterate_batches
-from mohaq_jax.models.sru import ModelConfig, kernel_paths, layer_specs
+from mohaq_jax.models import model_of
 from mohaq_jax.retrain import switching
+
+
+def layer_specs(config):
+    """The model's quantization sites (:mod:`mohaq_jax.sites`), forward order."""
+    return model_of(config).sites(config)
+
+
+def kernel_paths(config):
+    """Params paths of the model's weight sites, in site order."""
+    return sites.weight_paths(layer_specs(config))
+
 
 _DEFAULT_SWITCHING = switching.SwitchingConfig()
 _DEFAULT_TRAIN = train.TrainConfig()
 
 
 def weight_grid(
-    params, config: ModelConfig, calib: qmodel.Calibration, bits_w
+    params, config, calib: qmodel.Calibration, bits_w
 ) -> switching.WeightGrid:
     """The base grid of the SRU kernels at ``bits_w`` with the calibrated clips."""
     bits = quantize.check_bits(bits_w, "bits_w")
@@ -43,12 +54,12 @@ def weight_grid(
     return switching.make_grid(kernels, bits, clips)
 
 
-def float_bits(config: ModelConfig) -> jax.Array:
+def float_bits(config) -> jax.Array:
     """``FLOAT_BITS`` for every layer: the model leaves the kernels as they are."""
     return jnp.full((len(layer_specs(config)),), quantize.FLOAT_BITS, jnp.int32)
 
 
-def make_loss(config: ModelConfig):
+def make_loss(config):
     """``loss(qparams, batch, key, aux=(bits_a, calib))`` for
     :func:`switching.make_step`."""
     loss = train.make_loss(config)
@@ -61,9 +72,7 @@ def make_loss(config: ModelConfig):
     return loss_fn
 
 
-def quantized_params(
-    params, config: ModelConfig, wgrid: switching.WeightGrid, grid: str = "nested"
-):
+def quantized_params(params, config, wgrid: switching.WeightGrid, grid: str = "nested"):
     """Params with the kernels on their mixed grid; evaluate them with float weight
     bits (:func:`float_bits`) and the genome's activation bits."""
     return switching.quantize_sites(params, kernel_paths(config), wgrid, grid)
@@ -80,7 +89,7 @@ def _batches_fn(corpus, tc: train.TrainConfig):
 
 def switching_finetune(
     params,
-    config: ModelConfig,
+    config,
     calib: qmodel.Calibration,
     bits_w,
     bits_a,
