@@ -29,6 +29,7 @@ from types import ModuleType
 #: name -> module path of a model implementing the contract above.
 MODELS: dict[str, str] = {
     "sru": "mohaq_jax.models.sru",
+    "lstm": "mohaq_jax.models.lstm",
 }
 
 
