@@ -1,4 +1,4 @@
-"""SRU acoustic model (Flax) with fake-quantized layer inputs.
+"""SRU acoustic model with fake-quantized layer inputs.
 
 The Simple Recurrent Unit follows the reference implementation (Lei et al., "Simple
 Recurrent Units for Highly Parallelizable Recurrence", EMNLP 2018; taolei87/sru 2.x):
@@ -17,14 +17,13 @@ what the MOHAQ authors' MAC counts (3 matrices in layer 1) imply. With ``n_proj`
 (sru 2.x ``n_proj``) the input is first projected to ``n_proj`` features by a low-rank
 matrix; MOHAQ quantizes that projection as a layer of its own.
 
-The model is written for one utterance, time-major ``(T, features)``; callers vmap over
-utterances and genomes. Padding frames (``t >= length``) never influence valid frames:
-the backward direction runs over the valid frames reversed by length.
-
-Every quantizable layer (SRU kernels, projections, the output layer) quantizes its
-*input activation* here, with the bit-width and clip passed in as arrays; its *weight* is
-quantized by the caller (``mohaq_jax.evaluate``), which replaces the kernel leaves of
-the params tree, so a weight is quantized once per (site, bit-width) for a population.
+The equations live in one function, :func:`sru_layer`, time-major over a batch: the
+Flax model (training, calibration; one utterance) calls it with a batch of one, the
+population evaluator (:func:`first_stage`, :func:`rest_stages`) with whole batches.
+Padding frames never influence valid frames. Every site quantizes its *input
+activation* here (bits and clips are arrays); its *weight* is quantized by the caller
+(:mod:`mohaq_jax.qmodel`, :mod:`mohaq_jax.evaluate`). Implements the model contract of
+:mod:`mohaq_jax.models`.
 """
 
 from __future__ import annotations
@@ -367,38 +366,25 @@ def capture(params, config: ModelConfig, features, length) -> list[jax.Array]:
     return [inter[f"{site.name}_act"]["input"][0] for site in sites(config)]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Stage:
-    """One SRU layer with its optional input projection, as the model builds it."""
-
-    sru_site: int  # index of the SRU kernel in sites() order
-    proj_site: int | None  # index of its input projection, if any
-
-
-def _stages(config: ModelConfig) -> tuple[tuple[_Stage, ...], int]:
-    """The model's stages in forward order and the site index of the output layer."""
-    stages, site = [], 0
-    for i in range(config.n_layers):
-        n_proj = _sru_layout(config, i)[2]
-        proj_site = None
-        if n_proj:
-            proj_site, site = site, site + 1
-        stages.append(_Stage(site, proj_site))
-        site += 1
-    return tuple(stages), site
+def _stages(config: ModelConfig) -> tuple[tuple[int | None, int], ...]:
+    """``(proj site or None, sru site)`` per layer, forward order (sites() indices)."""
+    layers = sites(config)
+    return tuple(
+        (i - 1 if i and layers[i - 1].kind == "proj" else None, i)
+        for i, site in enumerate(layers)
+        if site.kind == "sru"
+    )
 
 
-def _run_stage(config, stage: _Stage, qparams, bits_a, clips, x, valid):
+def _run_stage(config, stage, qparams, bits_a, clips, x, valid):
     """Projection (if any) and SRU layer of one stage, time-major ``(T, B, .)``."""
     layers = sites(config)
-    x_cell, x_mm = x, x
-    if stage.proj_site is not None:
-        s = stage.proj_site
-        x_q = quantize.fake_quant(x, bits_a[s], clips[s])
-        x_mm = x_q @ qparams[layers[s].name]["kernel"]
-    s = stage.sru_site
+    (proj, s), x_mm = stage, x
+    if proj is not None:
+        x_q = quantize.fake_quant(x, bits_a[proj], clips[proj])
+        x_mm = x_q @ qparams[layers[proj].name]["kernel"]
     x_mm = quantize.fake_quant(x_mm, bits_a[s], clips[s])
-    return sru_layer(config, qparams[layers[s].name], x_mm, x_cell, valid)
+    return sru_layer(config, qparams[layers[s].name], x_mm, x, valid)
 
 
 def _time_major(batch):
@@ -410,8 +396,7 @@ def _time_major(batch):
 
 def first_stage_sites(config: ModelConfig) -> tuple[int, ...]:
     """Sites whose bits decide :func:`first_stage`'s output (SRU layer 1 + its proj)."""
-    stage = _stages(config)[0][0]
-    return tuple(s for s in (stage.proj_site, stage.sru_site) if s is not None)
+    return tuple(s for s in _stages(config)[0] if s is not None)
 
 
 def first_stage(config: ModelConfig, qparams, bits_a, clips, batch) -> jax.Array:
@@ -423,15 +408,14 @@ def first_stage(config: ModelConfig, qparams, bits_a, clips, batch) -> jax.Array
       batch: ``(features (B, T, F), labels (B, T), lengths (B,))``.
     """
     x, valid = _time_major(batch)
-    return _run_stage(config, _stages(config)[0][0], qparams, bits_a, clips, x, valid)
+    return _run_stage(config, _stages(config)[0], qparams, bits_a, clips, x, valid)
 
 
 def rest_stages(config: ModelConfig, qparams, bits_a, clips, hidden, batch):
     """Logits ``(B, T, n_classes)`` from the first stage's output ``hidden``."""
-    stages, fc_site = _stages(config)
     _, valid = _time_major(batch)
-    x = hidden
-    for stage in stages[1:]:
+    x, fc_site = hidden, len(sites(config)) - 1
+    for stage in _stages(config)[1:]:
         x = _run_stage(config, stage, qparams, bits_a, clips, x, valid)
     fc = qparams[sites(config)[fc_site].name]
     x = quantize.fake_quant(x, bits_a[fc_site], clips[fc_site])

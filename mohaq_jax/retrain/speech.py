@@ -123,8 +123,9 @@ def switching_finetune(
       on ``split``, ``history``, switch counts and ``compression`` (storage and
       reconfigurable-accelerator energy, :func:`switching.compression`). For ``k``
       genomes (2-D bits, as :func:`~mohaq_jax.train.qat_finetune`): params stacked on
-      a leading axis, ``info["genomes"]`` the list of per-genome infos and
-      ``info["dev_per"]`` ``(k,)``.
+      a leading axis, ``info["genomes"]`` the list of per-genome infos and the keys
+      of :func:`~mohaq_jax.train.qat_finetune` (``dev_per``, ``dev_fer``,
+      ``ptq_dev_per``, ``ptq_dev_fer``, ``epochs_run``, ``history``), ``(k,)`` each.
     """
     bits_w_np = quantize.check_bits(bits_w, "bits_w")
     bits_a_np = quantize.check_bits(bits_a, "bits_a")
@@ -153,9 +154,15 @@ def switching_finetune(
             lambda *xs: jnp.stack(xs), *[o[0] for o in outs]
         )
         infos = [o[1] for o in outs]
+        # The info keys of train.qat_finetune, so callers (beacons) take either.
         return stacked, {
             "genomes": infos,
             "dev_per": np.asarray([i["per"] for i in infos]),
+            "dev_fer": np.asarray([i["fer"] for i in infos]),
+            "ptq_dev_per": np.asarray([i["ptq_per"] for i in infos]),
+            "ptq_dev_fer": np.asarray([i["ptq_fer"] for i in infos]),
+            "epochs_run": np.full(len(infos), switching_config.epochs),
+            "history": [i["history"] for i in infos],
         }
     train._check_sizes(corpus, config)
     tc = dataclasses.replace(train_config, lr=lr)
@@ -174,6 +181,7 @@ def switching_finetune(
         )
         return train._rates(total)
 
+    ptq = rates(quantized_params(params, config, wgrid, switching_config.grid))
     key = jax.random.split(jax.random.key(tc.seed))[1]
     new_params, wgrid, info = switching.retrain(
         params,
@@ -197,6 +205,8 @@ def switching_finetune(
         quantized_params=qparams,
         per=final["per"],
         fer=final["fer"],
+        ptq_per=ptq["per"],
+        ptq_fer=ptq["fer"],
         compression=switching.compression(
             [s.n_weights for s in specs],
             bits_w_np,
@@ -218,23 +228,30 @@ def uniform_qat(
     epochs: int,
     lr: float = 5e-4,
     train_config: train.TrainConfig = _DEFAULT_TRAIN,
-    split: str = "dev",
+    patience: int = 2,
     progress: bool = False,
 ):
-    """Plain uniform QAT in the same loop (no extra bits, no LR damping)."""
-    return switching_finetune(
+    """Plain uniform QAT of one genome (``(n_layers,)`` bits) or ``k`` (``(k, n)``).
+
+    The project's one QAT loop, :func:`mohaq_jax.train.qat_finetune` (dev early
+    stopping, learning-rate halving); returns its ``(params, info)``, with the params
+    unstacked for one genome.
+    """
+    single = np.ndim(bits_w) == 1
+    stacked, info = train.qat_finetune(
         params,
         config,
         calib,
-        bits_w,
-        bits_a,
+        np.atleast_2d(bits_w),
+        np.atleast_2d(bits_a),
         corpus,
-        switching.uniform_config(epochs),
+        epochs,
         lr,
         train_config,
-        split,
+        patience,
         progress,
     )
+    return (train.unstack_params(stacked, 0) if single else stacked), info
 
 
 __all__ = [
