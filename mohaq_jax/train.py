@@ -1,4 +1,4 @@
-"""Float training and quantization-aware training (QAT) of the SRU acoustic model.
+"""Float training and quantization-aware training (QAT) of the acoustic models.
 
 Training follows the MOHAQ authors' recipe (Rashed et al. 2021, Sec. V-A: the SRU
 model of pytorch-kaldi trained on framewise phone targets): framewise cross-entropy
@@ -43,8 +43,8 @@ from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint, metrics, qmodel, quantize
 from mohaq_jax.data.batching import Batch, iterate_batches, pad_batch, round_up
-from mohaq_jax.models import model_of
-from mohaq_jax.models.sru import ModelConfig
+from mohaq_jax.models import get_model, model_of
+from mohaq_jax.models.sru import ModelConfig  # the default model's config (type hints)
 
 #: File name of the baseline checkpoint inside a checkpoint folder.
 BASELINE_FILE = "baseline.msgpack"
@@ -64,10 +64,11 @@ BASELINE_MODEL = {
 }
 
 
-def baseline_model_config(corpus, **overrides) -> ModelConfig:
-    """The default baseline structure for a corpus, with fields overridden by name."""
+def baseline_model_config(corpus, model: str = "sru", **overrides):
+    """The default baseline structure of a registered model (``mohaq_jax.models``)
+    for a corpus, with fields overridden by name."""
     fields = {**BASELINE_MODEL, **overrides}
-    return ModelConfig(
+    return get_model(model).Config(
         n_features=corpus.n_features, n_classes=corpus.n_classes, **fields
     )
 
