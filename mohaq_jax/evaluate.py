@@ -8,7 +8,14 @@ per genome:
 
 * each weight site is quantized once per bit-width its gene allows (a ``(k, in, out)``
   table), and a genome gathers its kernels from the tables;
+* the first stage of the model (e.g. SRU layer 1), which depends on a few genes only,
+  is computed once per setting of those genes when that is cheaper;
 * duplicate genomes are evaluated once (host side, see :class:`PopulationEvaluator`).
+
+Nothing here knows a model: the model comes from its config
+(:func:`mohaq_jax.models.model_of`) and is used only through the model contract (its
+sites and its ``first_stage``/``rest_stages`` fast path). With ``stacked=True`` several
+param sets (retrained beacons) are evaluated in the same pass, each genome with its own.
 
 The population is processed in chunks (``lax.map`` with ``batch_size``) so large
 populations fit memory; the best chunk is small on CPU and large on GPU
