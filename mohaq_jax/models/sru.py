@@ -110,16 +110,8 @@ def sites(config: ModelConfig) -> tuple[Site, ...]:
         out.append(
             Site(f"sru{i + 1}", "sru", m_in, k * config.output_size, two_h, two_h)
         )
-    out.append(
-        Site(
-            "fc",
-            "fc",
-            config.output_size,
-            config.n_classes,
-            config.n_classes,
-            group=_GROUP["fc"],
-        )
-    )
+    n_out = config.n_classes
+    out.append(Site("fc", "fc", config.output_size, n_out, n_out, group=_GROUP["fc"]))
     return tuple(out)
 
 
@@ -133,17 +125,8 @@ def paper_config(n_classes: int = 1904, n_features: int = 23) -> ModelConfig:
     frame), as in the authors' published MAC counts.
     """
     return ModelConfig(
-        n_features=n_features,
-        n_classes=n_classes,
-        hidden=550,
-        n_layers=4,
-        bidirectional=True,
-        n_proj=256,
-        highway_bias=-1.0,
-        rescale=True,
-        skip="drop",
-        dropout=0.1,
-    )
+        n_features, n_classes, 550, 4, True, 256, -1.0, True, "drop", 0.1
+    )  # hidden, layers, bidirectional, n_proj, highway_bias, rescale, skip, dropout
 
 
 class ActQuant(nn.Module):
