@@ -213,3 +213,30 @@ def test_qat_step_trains(setup):
         )
         losses.append(float(loss))
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_mohaq_search_runs_on_the_lstm(setup):
+    """The LSTM is searchable as is: a short NSGA-II search on the Bitfusion space."""
+    from mohaq_jax.search import mohaq
+
+    cfg, params, calib, batch, fold = setup
+    space = genome.bitfusion_space(lstm.sites(cfg))
+    config = mohaq.SearchConfig(
+        objectives=("error", "speedup"),
+        pop_size=4,
+        n_offspring=2,
+        n_generations=2,
+        seed=0,
+        max_error=10.0,
+    )
+    evaluator = evaluate.PopulationEvaluator(
+        cfg, space, fold, params, calib, chunk_size=2, pop_size=4
+    )
+    cost_fn = hardware.get_platform("bitfusion").make_cost_fn(space)
+    problem = mohaq.QuantizationProblem(evaluator, cost_fn, batch, config)
+    result = mohaq.run_search(problem, progress=False)
+    assert result.genomes.shape == (8, space.n_genes)
+    assert result.front.any() and np.all(result.feasible[result.front])
+    # the archive's errors are the evaluator's
+    again = evaluator(result.genomes[:2], batch)
+    np.testing.assert_allclose(result.metrics["error"][:2], again["phone_error"])
