@@ -8,7 +8,14 @@ per genome:
 
 * each weight site is quantized once per bit-width its gene allows (a ``(k, in, out)``
   table), and a genome gathers its kernels from the tables;
+* the first stage of the model (e.g. SRU layer 1), which depends on a few genes only,
+  is computed once per setting of those genes when that is cheaper;
 * duplicate genomes are evaluated once (host side, see :class:`PopulationEvaluator`).
+
+Nothing here knows a model: the model comes from its config
+(:func:`mohaq_jax.models.model_of`) and is used only through the model contract (its
+sites and its ``first_stage``/``rest_stages`` fast path). With ``stacked=True`` several
+param sets (retrained beacons) are evaluated in the same pass, each genome with its own.
 
 The population is processed in chunks (``lax.map`` with ``batch_size``) so large
 populations fit memory; the best chunk is small on CPU and large on GPU
@@ -19,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
@@ -27,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax import metrics, quantize, sharding
+from mohaq_jax import metrics, quantize, sharding, sites
 from mohaq_jax.genome import GenomeSpace
-from mohaq_jax.models.sru import ModelConfig, _sru_layout, layer_specs
+from mohaq_jax.models import model_of
 from mohaq_jax.qmodel import Calibration, act_clips
 
 
@@ -61,14 +67,14 @@ def metrics_from_sums(sums) -> PopulationMetrics:
 def weight_tables(
     params, calib: Calibration, space: GenomeSpace
 ) -> tuple[jax.Array, ...]:
-    """Each layer's kernel quantized at every bit value its weight gene allows.
+    """Each site's weight quantized at every bit value its weight gene allows.
 
     Returns:
-      One ``(k_l, n_in, n_out)`` array per layer, ``k_l`` = allowed values of the gene.
+      One ``(k_l, *weight_shape)`` array per site, ``k_l`` = allowed values of the gene.
     """
     tables = []
-    for i, spec in enumerate(space.layers):
-        kernel = params[spec.name]["kernel"]
+    for i, site in enumerate(space.layers):
+        kernel = sites.get_weight(params, site)
         values = jnp.asarray(space.layer_values("w")[i], jnp.int32)
         table = calib.w_clip[i][quantize.bits_index(values)]
 
@@ -80,184 +86,58 @@ def weight_tables(
 
 
 def genome_params(params, tables, space: GenomeSpace, genome) -> dict:
-    """Params whose kernels are the genome's quantized kernels (gathered, not recomputed)."""
-    new = dict(params)
-    for i, spec in enumerate(space.layers):
-        layer = dict(new[spec.name])
-        layer["kernel"] = tables[i][genome[space.w_gene[i]]]
-        new[spec.name] = layer
+    """Params whose weights are the genome's quantized weights (gathered, not recomputed)."""
+    new = params
+    for i, site in enumerate(space.layers):
+        new = sites.set_weight(new, site, tables[i][genome[space.w_gene[i]]])
     return new
 
 
-# --------------------------------------------------------------------------------------
-# Time-major forward pass, one stage (optional projection + SRU layer) at a time
-# --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Stage:
-    """One SRU layer with its optional input projection, as the model builds it."""
-
-    sru_site: int  # index of the SRU kernel in layer_specs order
-    proj_site: int | None  # index of its input projection, if any
-    k: int  # 3 or 4 matrices
-
-
-def _stages(config: ModelConfig) -> tuple[tuple[_Stage, ...], int]:
-    """The model's stages in forward order and the site index of the output layer."""
-    stages, site = [], 0
-    for i in range(config.n_layers):
-        _, _, n_proj, k = _sru_layout(config, i)
-        proj_site = None
-        if n_proj:
-            proj_site, site = site, site + 1
-        stages.append(_Stage(site, proj_site, k))
-        site += 1
-    return tuple(stages), site
-
-
-def _sru_time_major(config: ModelConfig, layer, x_mm, x_cell, valid):
-    """One SRU layer over a batch of utterances, time-major, both directions in one scan.
-
-    Same arithmetic as :class:`mohaq_jax.models.sru.SRULayer`, laid out for speed: the
-    inputs stay ``(T, B, ...)`` so the scan needs no transposes, and the backward
-    direction is a plain reversed scan whose state is reset to zero on padding frames
-    (equivalent to the model's per-utterance reversal by length, without gathers).
-
-    Args:
-      config: model config.
-      layer: the layer's params (``kernel`` already quantized, ``v``, ``bias``).
-      x_mm: ``(T, B, n_in)`` matmul input (activation already quantized).
-      x_cell: ``(T, B, d_in)`` the layer's float input (the highway term).
-      valid: bool ``(T, B)``.
-
-    Returns:
-      ``(T, B, dirs * hidden)``, zero at padding frames.
-    """
-    n_time, n_batch = x_mm.shape[:2]
-    h, d = config.hidden, config.n_dirs
-    kernel = layer["kernel"]
-    k = kernel.shape[-1] // (d * h)
-    u = (x_mm @ kernel).reshape(n_time, n_batch, d, k, h)
-    scale_x = (
-        math.sqrt(1.0 + 2.0 * math.exp(config.highway_bias)) if config.rescale else 1.0
-    )
-    if k == 4:
-        skip = u[:, :, :, 3] * scale_x
-    elif x_cell.shape[-1] == config.output_size:
-        skip = x_cell.reshape(n_time, n_batch, d, h) * scale_x
-    else:
-        skip = None
-
-    def directions(a):
-        """Forward direction as is, backward direction reversed in time."""
-        if d == 1:
-            return a
-        return jnp.stack([a[:, :, 0], jnp.flip(a[:, :, 1], axis=0)], axis=2)
-
-    v, b = layer["v"], layer["bias"]  # (dirs, 2, hidden)
-    mask = directions(
-        jnp.broadcast_to(valid[:, :, None, None], (n_time, n_batch, d, 1))
-    )
-    u = directions(u[:, :, :, :3])
-    # Only the forget gate and the cell state are sequential; the reset gate and the
-    # output are computed for all frames at once after the scan (same arithmetic).
-    gate_f = u[:, :, :, 1] + b[None, None, :, 0]
-    x_tilde = u[:, :, :, 0]
-    v_f = v[None, :, 0]
-
-    def step(carry, t):
-        c_prev, c_seq = carry
-        f = jax.nn.sigmoid(
-            jax.lax.dynamic_index_in_dim(gate_f, t, 0, False) + v_f * c_prev
-        )
-        c = f * c_prev + (1.0 - f) * jax.lax.dynamic_index_in_dim(x_tilde, t, 0, False)
-        # Zero state on padding frames: the reversed direction starts clean.
-        c = jnp.where(jax.lax.dynamic_index_in_dim(mask, t, 0, False), c, 0.0)
-        return (c, jax.lax.dynamic_update_index_in_dim(c_seq, c, t, 0)), None
-
-    # Indexing by t (not scanning over xs) keeps a vmapped population axis in front,
-    # so batching the scan inserts no transposes.
-    c0 = jnp.zeros((n_batch, d, h), u.dtype)
-    (_, c_seq), _ = jax.lax.scan(
-        step, (c0, jnp.zeros_like(x_tilde)), jnp.arange(n_time)
-    )
-    c_prev = jnp.concatenate([jnp.zeros_like(c_seq[:1]), c_seq[:-1]])
-    r = jax.nn.sigmoid(
-        u[:, :, :, 2] + v[None, None, :, 1] * c_prev + b[None, None, :, 1]
-    )
-    h_seq = r * c_seq if skip is None else r * c_seq + (1.0 - r) * directions(skip)
-    h_seq = jnp.where(mask, h_seq, 0.0)
-    return directions(h_seq).reshape(n_time, n_batch, d * h)
-
-
-def _run_stage(config, stage: _Stage, qparams, bits_a, clips, x, valid):
-    """Projection (if any) and SRU layer of one stage, time-major ``(T, B, .)``."""
-    layers = layer_specs(config)
-    x_cell, x_mm = x, x
-    if stage.proj_site is not None:
-        s = stage.proj_site
-        x_q = quantize.fake_quant(x, bits_a[s], clips[s])
-        x_mm = x_q @ qparams[layers[s].name]["kernel"]
-    s = stage.sru_site
-    x_mm = quantize.fake_quant(x_mm, bits_a[s], clips[s])
-    return _sru_time_major(config, qparams[layers[s].name], x_mm, x_cell, valid)
-
-
-def _stage_genes(space: GenomeSpace, stage: _Stage) -> tuple[int, ...]:
-    """Genes that decide a stage's output (its sites' weight and activation genes)."""
-    sites = [s for s in (stage.proj_site, stage.sru_site) if s is not None]
+def _first_genes(space: GenomeSpace, config) -> tuple[int, ...]:
+    """Genes that decide the first stage's output (its sites' weight and activation)."""
+    first = model_of(config).first_stage_sites(config)
     return tuple(
-        sorted({space.w_gene[s] for s in sites} | {space.a_gene[s] for s in sites})
+        sorted({space.w_gene[s] for s in first} | {space.a_gene[s] for s in first})
     )
 
 
-def first_stage_combos(space: GenomeSpace, config: ModelConfig) -> np.ndarray:
+def first_stage_combos(space: GenomeSpace, config) -> np.ndarray:
     """Every setting of the genes that decide the first stage's output.
 
     Returns:
       int32 ``(n_combos, n_genes)`` genomes: the first stage's genes take every
       combination of their levels (mixed radix, first gene slowest), others are 0.
     """
-    genes = _stage_genes(space, _stages(config)[0][0])
+    genes = _first_genes(space, config)
     grids = np.meshgrid(*[np.arange(space.n_levels[g]) for g in genes], indexing="ij")
-    combos = np.zeros((grids[0].size, space.n_genes), np.int32)
+    combos = np.zeros((grids[0].size if genes else 1, space.n_genes), np.int32)
     for g, grid in zip(genes, grids, strict=True):
         combos[:, g] = grid.reshape(-1)
     return combos
 
 
-def first_stage_index(space: GenomeSpace, config: ModelConfig, genome) -> jax.Array:
+def first_stage_index(space: GenomeSpace, config, genome) -> jax.Array:
     """Row of :func:`first_stage_combos` that matches a genome (traceable)."""
-    genes = _stage_genes(space, _stages(config)[0][0])
     index = jnp.int32(0)
-    for g in genes:
+    for g in _first_genes(space, config):
         index = index * int(space.n_levels[g]) + genome[g]
     return index
-
-
-def _time_major(batch):
-    features, _, lengths = batch
-    x = jnp.swapaxes(features, 0, 1)  # (T, B, F)
-    valid = jnp.arange(features.shape[1])[:, None] < lengths[None, :]  # (T, B)
-    return x, valid
 
 
 def first_stage_outputs(params, tables, calib, batch, *, config, space) -> jax.Array:
     """The first stage's output for every setting of its genes, computed once.
 
-    The first stage (SRU layer 1 and its projection) sees the same features in every
-    genome, so its output depends only on a few genes; genomes that agree on them share
-    it. Returns ``(n_combos, T, B, n_out)`` in :func:`first_stage_combos` order.
+    The first stage (e.g. SRU layer 1 and its projection) sees the same features in
+    every genome, so its output depends only on a few genes; genomes that agree on them
+    share it. Returns ``(n_combos, ...)`` in :func:`first_stage_combos` order.
     """
-    x, valid = _time_major(batch)
-    stage = _stages(config)[0][0]
+    model = model_of(config)
 
     def one(combo):
         _, bits_a = space.decode(combo)
         qparams = genome_params(params, tables, space, combo)
-        return _run_stage(
-            config, stage, qparams, bits_a, act_clips(calib, bits_a), x, valid
+        return model.first_stage(
+            config, qparams, bits_a, act_clips(calib, bits_a), batch
         )
 
     combos = jnp.asarray(first_stage_combos(space, config))
@@ -292,22 +172,16 @@ def evaluate_genome(
     Returns:
       ``(loss_sum, n_frames, frame_wrong, phone_edits, n_phones)`` scalars.
     """
+    model = model_of(config)
     _, bits_a = space.decode(genome)
     qparams = genome_params(params, tables, space, genome)
     clips = act_clips(calib, bits_a)
-    stages, fc_site = _stages(config)
-    x, valid = _time_major(batch)
     if first is None:
-        x = _run_stage(config, stages[0], qparams, bits_a, clips, x, valid)
+        hidden = model.first_stage(config, qparams, bits_a, clips, batch)
     else:
-        x = first[first_stage_index(space, config, genome)]
-    for stage in stages[1:]:
-        x = _run_stage(config, stage, qparams, bits_a, clips, x, valid)
-    fc = qparams[layer_specs(config)[fc_site].name]
-    x = quantize.fake_quant(x, bits_a[fc_site], clips[fc_site])
-    logits = jnp.swapaxes(x @ fc["kernel"] + fc["bias"][None, None], 0, 1)  # (B, T, C)
-
-    features, labels, lengths = batch
+        hidden = first[first_stage_index(space, config, genome)]
+    logits = model.rest_stages(config, qparams, bits_a, clips, hidden, batch)
+    _, labels, lengths = batch
     return metrics.error_counts(
         logits, labels, lengths, fold, decoder=decoder, per_mode=per_mode
     )
@@ -332,18 +206,19 @@ def _pad_utterances(batch, multiple: int):
 
 
 def make_population_eval(
-    config: ModelConfig,
+    config,
     space: GenomeSpace,
     fold,
     chunk_size: int | None = 2,
     mesh=None,
     decoder=None,
     per_mode: str | None = None,
+    stacked: bool = False,
 ):
     """Builds the jitted population evaluator.
 
     Args:
-      config: model config (static).
+      config: model config (static); the model is :func:`mohaq_jax.models.model_of`.
       space: genome space (static).
       fold: int ``(n_classes,)`` class -> scoring phone (-1 = not scored).
       chunk_size: genomes evaluated together by ``lax.map``; ``None`` = one ``vmap``
@@ -354,15 +229,25 @@ def make_population_eval(
       decoder: :class:`mohaq_jax.decode.Decoder` of the baseline (decoded PER).
       per_mode: "decoded" (default with a decoder), "smoothed" (default without) or
         "raw"; see :func:`mohaq_jax.metrics.error_counts`.
+      stacked: params are ``n_sets`` param sets stacked on a leading axis (e.g. the
+        retrained beacons), and genome ``i`` is evaluated with set ``index[i]``;
+        weights are quantized once per (set, site, bits) and first stages shared per
+        set.
 
     Returns:
-      ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> PopulationMetrics``,
+      ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> PopulationMetrics``
+      (with ``stacked``: ``evaluate(params, calib, genomes, batch, index (pop,))``),
       jitted; it compiles once per (population, batch) shape.
     """
-    fold = np.asarray(fold, np.int32)
+    fold = jnp.asarray(np.asarray(fold, np.int32))
     per_mode = metrics.resolve_per_mode(per_mode, decoder)
     n_combos = len(first_stage_combos(space, config))
     n_batch_shards = sharding.mesh_size(mesh, sharding.BATCH)
+
+    def first_outputs(params, tables, calib, batch):
+        return first_stage_outputs(
+            params, tables, calib, batch, config=config, space=space
+        )
 
     def population_sums(params, calib, genomes, batch):
         """Per-genome metric sums, ``(pop,)`` each, for the genomes and data given."""
@@ -370,9 +255,7 @@ def make_population_eval(
         first = None
         if n_combos < genomes.shape[0]:
             # Fewer settings of the first stage than genomes: compute each once.
-            first = first_stage_outputs(
-                params, tables, calib, batch, config=config, space=space
-            )
+            first = first_outputs(params, tables, calib, batch)
         fn = functools.partial(
             evaluate_genome,
             params,
@@ -381,28 +264,62 @@ def make_population_eval(
             batch=batch,
             config=config,
             space=space,
-            fold=jnp.asarray(fold),
+            fold=fold,
             first=first,
             decoder=decoder,
             per_mode=per_mode,
         )
+        return _map(fn, genomes)
+
+    def stacked_sums(params, calib, genomes, batch, index):
+        """As ``population_sums``; genome ``i`` uses param set ``index[i]``."""
+        tables = jax.vmap(lambda p: weight_tables(p, calib, space))(params)
+        n_sets = jax.tree_util.tree_leaves(params)[0].shape[0]
+        first = None
+        if n_sets * n_combos < genomes.shape[0]:
+            first = jax.vmap(first_outputs, in_axes=(0, 0, None, None))(
+                params, tables, calib, batch
+            )
+
+        def one(args):
+            genome, i = args
+            return evaluate_genome(
+                jax.tree_util.tree_map(lambda leaf: leaf[i], params),
+                tuple(t[i] for t in tables),
+                calib,
+                genome,
+                batch,
+                config=config,
+                space=space,
+                fold=fold,
+                first=None if first is None else first[i],
+                decoder=decoder,
+                per_mode=per_mode,
+            )
+
+        return _map(one, (genomes, index))
+
+    def _map(fn, xs):
         if chunk_size is None:
-            sums = jax.vmap(fn)(genomes)
+            sums = jax.vmap(fn)(xs)
         else:
-            sums = jax.lax.map(fn, genomes, batch_size=chunk_size)
+            sums = jax.lax.map(fn, xs, batch_size=chunk_size)
         if n_batch_shards > 1:
             sums = jax.lax.psum(sums, sharding.BATCH)
         return sums
 
-    sums_fn = sharding.shard_population(
-        population_sums,
-        mesh,
-        in_axes=(None, None, 0, sharding.BATCH),
-    )
+    if stacked:
+        sums_fn = sharding.shard_population(
+            stacked_sums, mesh, in_axes=(None, None, 0, sharding.BATCH, 0)
+        )
+    else:
+        sums_fn = sharding.shard_population(
+            population_sums, mesh, in_axes=(None, None, 0, sharding.BATCH)
+        )
 
-    def evaluate(params, calib, genomes, batch):
+    def evaluate(params, calib, genomes, batch, *index):
         batch = _pad_utterances(batch, n_batch_shards)
-        return metrics_from_sums(sums_fn(params, calib, genomes, batch))
+        return metrics_from_sums(sums_fn(params, calib, genomes, batch, *index))
 
     return jax.jit(evaluate)
 
@@ -438,7 +355,7 @@ class PopulationEvaluator:
     multiple of ``chunk_size``) so that every call reuses one compiled program.
     """
 
-    config: ModelConfig
+    config: Any  # a registered model's Config
     space: GenomeSpace
     fold: np.ndarray
     params: dict

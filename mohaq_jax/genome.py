@@ -1,9 +1,10 @@
 """Quantization sites and genome spaces.
 
 A *site* is a quantizable tensor: the weight (kernel) of a layer or its input
-activation. The sites are derived from the model definition
-(:func:`mohaq_jax.models.sru.layer_specs`), with each layer's parameter count and MACs
-per frame. A *genome* is an integer vector of gene levels; a :class:`GenomeSpace` maps it
+activation. The sites are :class:`mohaq_jax.sites.Site` tuples that each model
+derives from its config (``mohaq_jax.models.<name>.sites``), with each layer's parameter
+count and MACs per frame; the gene order comes from the sites' ``group`` (no layer kind
+is named here). A *genome* is an integer vector of gene levels; a :class:`GenomeSpace` maps it
 to bits per site. MOHAQ (Rashed et al. 2021, Sec. IV) searches two spaces:
 
 * SiLago: one gene per layer (weights and activations share a precision), bits
@@ -27,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax import quantize
-from mohaq_jax.models.sru import LayerSpec
+from mohaq_jax.sites import Site, gene_order, groups
 
-_KIND_ORDER = ("sru", "proj", "fc")
+LayerSpec = Site  # backward-compatible name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,10 +181,8 @@ class GenomeSpace:
 
 
 def _by_kind(layers: Sequence[LayerSpec]) -> list[int]:
-    """Layer indices grouped by kind (sru, proj, fc), forward order within a kind."""
-    return sorted(
-        range(len(layers)), key=lambda i: (_KIND_ORDER.index(layers[i].kind), i)
-    )
+    """Layer indices grouped by the sites' ``group``, forward order within a group."""
+    return gene_order(layers)
 
 
 def tied_space(
@@ -207,11 +206,10 @@ def tied_space(
 def separate_space(
     layers: Sequence[LayerSpec], values: Sequence[int], name: str
 ) -> GenomeSpace:
-    """Separate weight and activation genes, grouped by kind: w_sru*, a_sru*, w_proj* ..."""
+    """Separate weight and activation genes per group: w_sru*, a_sru*, w_proj* ..."""
     layers = tuple(layers)
     names, w_gene, a_gene = [], [0] * len(layers), [0] * len(layers)
-    for kind in _KIND_ORDER:
-        idx = [i for i in range(len(layers)) if layers[i].kind == kind]
+    for idx in groups(layers):
         for which, target in (("w", w_gene), ("a", a_gene)):
             for i in idx:
                 target[i] = len(names)

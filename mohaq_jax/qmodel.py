@@ -1,11 +1,12 @@
-"""Calibration and the fake-quantized forward pass of the acoustic model.
+"""Calibration and the fake-quantized forward pass of any registered model.
 
 MOHAQ (Rashed et al. 2021, Sec. III) evaluates a genome by post-training fake
 quantization: every layer's weight and input activation is quantized at the genome's
 bits, with clipping values calibrated once. Clipping values are tabulated for *every*
 supported bit-width (``quantize.BIT_OPTIONS``) so that a traced bit-width simply indexes
 the table: one compiled program serves all genomes, and MSE-optimal clipping (which
-depends on the bit-width) costs nothing per genome.
+depends on the bit-width) costs nothing per genome. The model is found from its config
+(:func:`mohaq_jax.models.model_of`); only its sites and contract functions are used.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mohaq_jax import quantize
-from mohaq_jax.models.sru import AcousticModel, ModelConfig, layer_specs
+from mohaq_jax import quantize, sites
+from mohaq_jax.models import model_of
 
 
 @struct.dataclass
@@ -32,11 +33,11 @@ class Calibration:
     a_clip: jax.Array  # shape=(n_layers, n_bit_options), float32
 
 
-def _kernels(params: dict, config: ModelConfig) -> list[jax.Array]:
-    return [params[spec.name]["kernel"] for spec in layer_specs(config)]
+def _kernels(params: dict, config) -> list[jax.Array]:
+    return [sites.get_weight(params, s) for s in model_of(config).sites(config)]
 
 
-def capture_inputs(params, config: ModelConfig, features, lengths) -> list[jax.Array]:
+def capture_inputs(params, config, features, lengths) -> list[jax.Array]:
     """Float inputs of every quantizable layer on a batch (valid frames only).
 
     Args:
@@ -45,30 +46,24 @@ def capture_inputs(params, config: ModelConfig, features, lengths) -> list[jax.A
       features: ``(B, T, F)``; lengths: ``(B,)``.
 
     Returns:
-      One ``(n_valid_frames, n_in)`` array per layer, forward order.
+      One ``(n_valid_frames, n_in)`` array per site, forward order.
     """
-    model = AcousticModel(config)
-
-    def one(feats, length):
-        _, state = model.apply(
-            {"params": params}, feats, length, capture=True, mutable=["intermediates"]
-        )
-        return state["intermediates"]
-
-    inter = jax.vmap(one)(features, lengths)
+    model = model_of(config)
+    inter = jax.vmap(lambda f, n: model.capture(params, config, f, n))(
+        features, lengths
+    )
     valid = jnp.arange(features.shape[1])[None, :] < lengths[:, None]
     flat_valid = valid.reshape(-1)
     out = []
-    for spec in layer_specs(config):
-        x = inter[f"{spec.name}_act"]["input"][0]  # (B, T, n_in)
-        x = x.reshape(-1, x.shape[-1])
+    for x in inter:  # (B, T, ...)
+        x = x.reshape(flat_valid.shape[0], -1)
         out.append(x[flat_valid])
     return out
 
 
 def calibrate(
     params: dict,
-    config: ModelConfig,
+    config,
     features: jax.Array,
     lengths: jax.Array,
     weight_method: str = "mse",
@@ -78,7 +73,7 @@ def calibrate(
     """Calibrates clipping values for weights and activations once.
 
     Args:
-      params: float params of :class:`AcousticModel`.
+      params: float params of the model.
       config: its config.
       features: calibration batch ``(B, T, F)``; lengths ``(B,)``.
       weight_method: ``"max"`` or ``"mse"``.
@@ -104,13 +99,14 @@ def quantize_kernel(kernel, bits, w_clip_table) -> jax.Array:
     return quantize.fake_quant(kernel, bits, w_clip_table[quantize.bits_index(bits)])
 
 
-def quantize_params(params, config: ModelConfig, bits_w, calib: Calibration) -> dict:
+def quantize_params(params, config, bits_w, calib: Calibration) -> dict:
     """Params with every weight site fake-quantized at ``bits_w`` (``(n_layers,)``)."""
-    new = dict(params)
-    for i, spec in enumerate(layer_specs(config)):
-        layer = dict(new[spec.name])
-        layer["kernel"] = quantize_kernel(layer["kernel"], bits_w[i], calib.w_clip[i])
-        new[spec.name] = layer
+    new = params
+    for i, site in enumerate(model_of(config).sites(config)):
+        kernel = sites.get_weight(params, site)
+        new = sites.set_weight(
+            new, site, quantize_kernel(kernel, bits_w[i], calib.w_clip[i])
+        )
     return new
 
 
@@ -122,7 +118,7 @@ def act_clips(calib: Calibration, bits_a) -> jax.Array:
 
 def apply_quantized(
     params,
-    config: ModelConfig,
+    config,
     calib: Calibration,
     bits_w,
     bits_a,
@@ -146,8 +142,9 @@ def apply_quantized(
       Logits ``(T, n_classes)``.
     """
     qparams = quantize_params(params, config, bits_w, calib)
-    return AcousticModel(config).apply(
-        {"params": qparams},
+    return model_of(config).apply(
+        qparams,
+        config,
         features,
         length,
         bits_a,

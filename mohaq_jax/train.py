@@ -1,4 +1,4 @@
-"""Float training and quantization-aware training (QAT) of the SRU acoustic model.
+"""Float training and quantization-aware training (QAT) of the acoustic models.
 
 Training follows the MOHAQ authors' recipe (Rashed et al. 2021, Sec. V-A: the SRU
 model of pytorch-kaldi trained on framewise phone targets): framewise cross-entropy
@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint, metrics, qmodel, quantize
 from mohaq_jax.data.batching import Batch, iterate_batches, pad_batch, round_up
-from mohaq_jax.models.sru import AcousticModel, ModelConfig, init_params
+from mohaq_jax.models import get_model, model_of
+from mohaq_jax.models.sru import ModelConfig  # the default model's config (type hints)
 
 #: File name of the baseline checkpoint inside a checkpoint folder.
 BASELINE_FILE = "baseline.msgpack"
@@ -63,10 +64,11 @@ BASELINE_MODEL = {
 }
 
 
-def baseline_model_config(corpus, **overrides) -> ModelConfig:
-    """The default baseline structure for a corpus, with fields overridden by name."""
+def baseline_model_config(corpus, model: str = "sru", **overrides):
+    """The default baseline structure of a registered model (``mohaq_jax.models``)
+    for a corpus, with fields overridden by name."""
     fields = {**BASELINE_MODEL, **overrides}
-    return ModelConfig(
+    return get_model(model).Config(
         n_features=corpus.n_features, n_classes=corpus.n_classes, **fields
     )
 
@@ -161,15 +163,13 @@ def set_learning_rate(opt_state, lr) -> Any:
     return opt_state._replace(hyperparams=hyper)
 
 
-def _logits_fn(config: ModelConfig):
-    model = AcousticModel(config)
+def _logits_fn(config):
+    model = model_of(config)
 
     def logits(params, features, length, bits_w, bits_a, calib, train, key):
         rngs = None if key is None else {"dropout": key}
         if bits_w is None:
-            return model.apply(
-                {"params": params}, features, length, train=train, rngs=rngs
-            )
+            return model.apply(params, config, features, length, train=train, rngs=rngs)
         return qmodel.apply_quantized(
             params,
             config,
@@ -454,7 +454,7 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 def init_state(model_config: ModelConfig, train_config: TrainConfig) -> TrainState:
     """Fresh training state: params from ``key(seed)``, lr = ``train_config.lr``."""
     key_init, _ = jax.random.split(jax.random.key(train_config.seed))
-    params = init_params(key_init, model_config)
+    params = model_of(model_config).init_params(key_init, model_config)
     opt_state = make_optimizer(train_config).init(params)
     return TrainState(
         params=params,

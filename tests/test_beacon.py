@@ -65,6 +65,25 @@ def test_batched_beacon_eval_equals_per_genome_loop(parts):
         np.testing.assert_allclose(res.phone_error[i], ref["phone_error"][0], atol=1e-6)
 
 
+def test_beacon_eval_shares_first_stage_per_beacon(parts):
+    """2 slots x 4 first-stage settings < 12 genomes: shared first stages, same result."""
+    cfg, params, calib, _, batch, others = parts
+    space = genome.tied_space(sru.layer_specs(cfg), (4, 8), "two")
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), params, others[0])
+    rng = np.random.default_rng(3)
+    genomes = rng.integers(0, 2, (12, space.n_genes)).astype(np.int32)
+    index = rng.integers(0, 2, 12).astype(np.int32)
+    fn = beacon.make_beacon_eval(cfg, space, np.arange(6), chunk_size=4)
+    res = fn(stacked, calib, jnp.asarray(genomes), jnp.asarray(index), batch)
+    for slot, p in enumerate([params, others[0]]):
+        alone = evaluate.PopulationEvaluator(
+            cfg, space, np.arange(6), p, calib, chunk_size=None
+        )
+        mine = index == slot
+        ref = alone(genomes[mine], batch)
+        np.testing.assert_allclose(res.loss[mine], ref["loss"], rtol=1e-5)
+
+
 def make_problem(parts, monkeypatch, calls, **bc):
     cfg, params, calib, space, batch, others = parts
 
@@ -165,7 +184,9 @@ def test_switching_retrain_option_dispatches(parts, monkeypatch):
         seen.append((np.asarray(bits_w).shape, kw["switching_config"].retrain_epochs))
         k = len(bits_w)
         return jax.tree.map(lambda a: jnp.stack([a] * k), others[0]), {
-            "dev_per": np.zeros(k)
+            "dev_per": np.zeros(k),
+            "ptq_dev_per": np.ones(k),
+            "epochs_run": np.full(k, 2),
         }
 
     monkeypatch.setattr(speech, "switching_finetune", fake_switching)

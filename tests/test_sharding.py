@@ -156,6 +156,27 @@ def test_eight_population_evaluator_wrapper(setup):
 
 
 @eight
+def test_eight_beacon_eval_equals_single_device(setup):
+    """Beacon scoring (stacked params, per-genome slot) splits over the mesh too."""
+    from mohaq_jax.search import beacon
+
+    cfg, space, params, calib, batch, fold = setup
+    other = jax.tree.map(lambda a: a * 0.9, params)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), params, other)
+    rng = np.random.default_rng(8)
+    genomes = jnp.asarray(rng.integers(0, space.upper + 1, (10, space.n_genes)))
+    index = jnp.asarray(rng.integers(0, 2, 10), jnp.int32)
+    ref = beacon.make_beacon_eval(cfg, space, fold)(
+        stacked, calib, genomes, index, batch
+    )
+    mesh = sharding.population_mesh(8)
+    out = beacon.make_beacon_eval(cfg, space, fold, mesh=mesh)(
+        stacked, calib, genomes, index, batch
+    )
+    chex.assert_trees_all_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@eight
 def test_eight_stacked_params_training_step():
     """A vmapped step over stacked params (as batched QAT uses) shards and pads."""
     k, n_in = 10, 4

@@ -306,3 +306,30 @@ def test_learns_on_tiny_espeak_corpus(tmp_path):
     # about 0.59 after 8 epochs; the majority class leaves 0.85 of the frames wrong
     assert rates["fer"] < 0.7 < majority_error
     assert info["history"][-1]["loss"] < 0.6 * info["history"][0]["loss"]
+
+
+def test_switching_and_qat_report_the_same_info(corpus, qat_case):
+    """Beacons take either retraining: same info keys, same post-training error.
+
+    The switching path quantizes kernels on its own weight grid (float weight bits in
+    the model); its starting error must equal qat_finetune's, which quantizes through
+    the model's fake quantizer.
+    """
+    from mohaq_jax.retrain import speech, switching
+
+    params, calib, genomes_w, genomes_a, config, _, info = qat_case
+    _, sw_info = speech.switching_finetune(
+        params,
+        MODEL,
+        calib,
+        genomes_w[:1],
+        genomes_a[:1],
+        corpus,
+        switching.uniform_config(1),
+        lr=3e-3,
+        train_config=config,
+    )
+    assert set(info) <= set(sw_info)
+    np.testing.assert_allclose(sw_info["ptq_dev_per"], info["ptq_dev_per"][:1])
+    np.testing.assert_allclose(sw_info["ptq_dev_fer"], info["ptq_dev_fer"][:1])
+    chex.assert_shape(sw_info["dev_per"], (1,))

@@ -83,3 +83,25 @@ def test_config_validation():
         vgg.VGGConfig(conv_widths=(1, 2, 3))
     with pytest.raises(ValueError):
         vgg.VGGConfig(image_size=12)
+
+
+def test_sites_feed_genome_spaces_and_cost_models():
+    """VGG-9 describes itself with the model-neutral sites: spaces and costs apply."""
+    from mohaq_jax import genome, hardware
+
+    space = genome.bitfusion_space(vgg.sites(TINY))
+    assert space.gene_names[:7] == ("w_conv1",) + tuple(
+        f"w_conv{i}" for i in range(2, 7)
+    ) + ("a_conv1",)
+    assert space.gene_names[-6:] == (
+        "w_fc1",
+        "w_fc2",
+        "w_fc3",
+        "a_fc1",
+        "a_fc2",
+        "a_fc3",
+    )
+    cost = hardware.get_platform("bitfusion").make_cost_fn(space)
+    low, high = cost(space.uniform(4)), cost(space.uniform(16))
+    assert float(low["memory_mb"]) < float(high["memory_mb"])
+    assert float(low["speedup"]) > float(high["speedup"])

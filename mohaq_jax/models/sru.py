@@ -1,4 +1,4 @@
-"""SRU acoustic model (Flax) with fake-quantized layer inputs.
+"""SRU acoustic model with fake-quantized layer inputs.
 
 The Simple Recurrent Unit follows the reference implementation (Lei et al., "Simple
 Recurrent Units for Highly Parallelizable Recurrence", EMNLP 2018; taolei87/sru 2.x):
@@ -17,14 +17,13 @@ what the MOHAQ authors' MAC counts (3 matrices in layer 1) imply. With ``n_proj`
 (sru 2.x ``n_proj``) the input is first projected to ``n_proj`` features by a low-rank
 matrix; MOHAQ quantizes that projection as a layer of its own.
 
-The model is written for one utterance, time-major ``(T, features)``; callers vmap over
-utterances and genomes. Padding frames (``t >= length``) never influence valid frames:
-the backward direction runs over the valid frames reversed by length.
-
-Every quantizable layer (SRU kernels, projections, the output layer) quantizes its
-*input activation* here, with the bit-width and clip passed in as arrays; its *weight* is
-quantized by the caller (``mohaq_jax.evaluate``), which replaces the kernel leaves of
-the params tree, so a weight is quantized once per (site, bit-width) for a population.
+The equations live in one function, :func:`sru_layer`, time-major over a batch: the
+Flax model (training, calibration; one utterance) calls it with a batch of one, the
+population evaluator (:func:`first_stage`, :func:`rest_stages`) with whole batches.
+Padding frames never influence valid frames. Every site quantizes its *input
+activation* here (bits and clips are arrays); its *weight* is quantized by the caller
+(:mod:`mohaq_jax.qmodel`, :mod:`mohaq_jax.evaluate`). Implements the model contract of
+:mod:`mohaq_jax.models`.
 """
 
 from __future__ import annotations
@@ -38,6 +37,12 @@ import jax
 import jax.numpy as jnp
 
 from mohaq_jax import quantize
+from mohaq_jax.sites import Site
+
+LayerSpec = Site  # backward-compatible name
+
+#: Gene groups: the MOHAQ paper's gene order [sru1..4, proj1..3, fc].
+_GROUP = {"sru": 0, "proj": 1, "fc": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,32 +84,6 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerSpec:
-    """One quantizable layer: a weight site and the site of its input activation.
-
-    ``macs_per_frame`` counts the multiply-accumulates of the layer's matmul for one
-    frame (both directions of a bidirectional SRU). ``n_bias`` counts the parameters
-    kept at 16 bits that cost models add to memory (SRU b_f/b_r, output bias);
-    ``n_vector`` counts the SRU recurrent vectors v_f/v_r (elementwise, not MACs).
-    """
-
-    name: str  # "sru1", "proj1", "fc" ...: also the key of its params
-    kind: str  # "sru" | "proj" | "fc"
-    n_in: int  # input features of the matmul
-    n_out: int  # output columns of the kernel (all slices, all directions)
-    n_bias: int = 0
-    n_vector: int = 0
-
-    @property
-    def n_weights(self) -> int:
-        return self.n_in * self.n_out
-
-    @property
-    def macs_per_frame(self) -> int:
-        return self.n_in * self.n_out
-
-
 def _sru_layout(config: ModelConfig, index: int):
     """(cell input size, matmul input size, projection size or 0, matrices k)."""
     d_in = config.n_features if index == 0 else config.output_size
@@ -113,26 +92,30 @@ def _sru_layout(config: ModelConfig, index: int):
     return d_in, (n_proj or d_in), n_proj, k
 
 
-def layer_specs(config: ModelConfig) -> tuple[LayerSpec, ...]:
+def sites(config: ModelConfig) -> tuple[Site, ...]:
     """The quantizable layers of the model, in forward order, derived from its config.
 
     Projections are named ``proj1, proj2, ...`` in the order they occur (in the paper's
     model ``proj1`` feeds ``sru2``, as the MOHAQ paper numbers them).
     """
-    specs, n_proj_layers = [], 0
+    out, n_proj_layers = [], 0
     for i in range(config.n_layers):
         d_in, m_in, n_proj, k = _sru_layout(config, i)
         if n_proj:
             n_proj_layers += 1
-            specs.append(LayerSpec(f"proj{n_proj_layers}", "proj", d_in, n_proj))
+            out.append(
+                Site(f"proj{n_proj_layers}", "proj", d_in, n_proj, group=_GROUP["proj"])
+            )
         two_h = 2 * config.output_size
-        specs.append(
-            LayerSpec(f"sru{i + 1}", "sru", m_in, k * config.output_size, two_h, two_h)
+        out.append(
+            Site(f"sru{i + 1}", "sru", m_in, k * config.output_size, two_h, two_h)
         )
-    specs.append(
-        LayerSpec("fc", "fc", config.output_size, config.n_classes, config.n_classes)
-    )
-    return tuple(specs)
+    n_out = config.n_classes
+    out.append(Site("fc", "fc", config.output_size, n_out, n_out, group=_GROUP["fc"]))
+    return tuple(out)
+
+
+layer_specs = sites  # backward-compatible name
 
 
 def paper_config(n_classes: int = 1904, n_features: int = 23) -> ModelConfig:
@@ -142,17 +125,8 @@ def paper_config(n_classes: int = 1904, n_features: int = 23) -> ModelConfig:
     frame), as in the authors' published MAC counts.
     """
     return ModelConfig(
-        n_features=n_features,
-        n_classes=n_classes,
-        hidden=550,
-        n_layers=4,
-        bidirectional=True,
-        n_proj=256,
-        highway_bias=-1.0,
-        rescale=True,
-        skip="drop",
-        dropout=0.1,
-    )
+        n_features, n_classes, 550, 4, True, 256, -1.0, True, "drop", 0.1
+    )  # hidden, layers, bidirectional, n_proj, highway_bias, rescale, skip, dropout
 
 
 class ActQuant(nn.Module):
@@ -174,48 +148,80 @@ def _uniform_init(bound: float):
     return init
 
 
-def sru_recurrence(
-    u: jax.Array, v: jax.Array, b: jax.Array, skip: jax.Array | None, length: jax.Array
-) -> jax.Array:
-    """Runs the SRU recurrence of one layer over one utterance, all directions at once.
+def sru_layer(config: ModelConfig, layer, x_mm, x_cell, valid) -> jax.Array:
+    """One SRU layer over a batch of utterances, time-major, both directions in one scan.
+
+    The only implementation of the SRU equations: :class:`SRULayer` (training, one
+    utterance) calls it with a batch of one, the population evaluator with whole
+    batches. The inputs stay ``(T, B, ...)`` so the scan needs no transposes, and the
+    backward direction is a plain reversed scan whose state is reset to zero on
+    padding frames (equivalent to reversing each utterance by its length).
 
     Args:
-      u: ``(T, dirs, 3, hidden)`` slices x~, uf, ur of the hoisted matmul.
-      v: ``(dirs, 2, hidden)`` recurrent vectors v_f, v_r.
-      b: ``(dirs, 2, hidden)`` biases b_f, b_r.
-      skip: ``(T, dirs, hidden)`` scaled skip term x', or None (no highway term).
-      length: scalar int, valid frames.
+      config: model config.
+      layer: the layer's params (``kernel`` already quantized, ``v``, ``bias``).
+      x_mm: ``(T, B, n_in)`` matmul input (activation already quantized).
+      x_cell: ``(T, B, d_in)`` the layer's float input (the highway term).
+      valid: bool ``(T, B)``.
 
     Returns:
-      ``(T, dirs, hidden)`` outputs h; zero at padding frames.
+      ``(T, B, dirs * hidden)``, zero at padding frames.
     """
-    n_time, n_dirs = u.shape[0], u.shape[1]
-    t = jnp.arange(n_time)
-    valid = t < length
-    # Backward direction = forward recurrence over the valid frames reversed by length;
-    # padding frames stay after the valid ones so they never reach a valid state.
-    rev = jnp.where(valid, length - 1 - t, t)
-    order = jnp.stack([t, rev][:n_dirs], axis=1)  # (T, dirs)
-    dir_idx = jnp.arange(n_dirs)[None, :]
-    u_seq = u[order, dir_idx]  # (T, dirs, 3, hidden)
-    skip_seq = None if skip is None else skip[order, dir_idx]
-
-    def step(c_prev, inputs):
-        u_t, s_t = inputs
-        f = jax.nn.sigmoid(u_t[:, 1] + v[:, 0] * c_prev + b[:, 0])
-        r = jax.nn.sigmoid(u_t[:, 2] + v[:, 1] * c_prev + b[:, 1])
-        c = f * c_prev + (1.0 - f) * u_t[:, 0]
-        h = r * c if s_t is None else r * c + (1.0 - r) * s_t
-        return c, h
-
-    c0 = jnp.zeros(u.shape[1:2] + u.shape[3:], u.dtype)
-    if skip_seq is None:
-        _, h_seq = jax.lax.scan(lambda c, x: step(c, (x, None)), c0, u_seq)
+    n_time, n_batch = x_mm.shape[:2]
+    h, d = config.hidden, config.n_dirs
+    kernel = layer["kernel"]
+    k = kernel.shape[-1] // (d * h)
+    u = (x_mm @ kernel).reshape(n_time, n_batch, d, k, h)
+    scale_x = (
+        math.sqrt(1.0 + 2.0 * math.exp(config.highway_bias)) if config.rescale else 1.0
+    )
+    if k == 4:
+        skip = u[:, :, :, 3] * scale_x
+    elif x_cell.shape[-1] == config.output_size:
+        skip = x_cell.reshape(n_time, n_batch, d, h) * scale_x
     else:
-        _, h_seq = jax.lax.scan(step, c0, (u_seq, skip_seq))
-    # Undo the per-direction reordering (rev is its own inverse on valid frames).
-    h = h_seq[order, dir_idx]
-    return jnp.where(valid[:, None, None], h, 0.0)
+        skip = None
+
+    def directions(a):
+        """Forward direction as is, backward direction reversed in time."""
+        if d == 1:
+            return a
+        return jnp.stack([a[:, :, 0], jnp.flip(a[:, :, 1], axis=0)], axis=2)
+
+    v, b = layer["v"], layer["bias"]  # (dirs, 2, hidden)
+    mask = directions(
+        jnp.broadcast_to(valid[:, :, None, None], (n_time, n_batch, d, 1))
+    )
+    u = directions(u[:, :, :, :3])
+    # Only the forget gate and the cell state are sequential; the reset gate and the
+    # output are computed for all frames at once after the scan (same arithmetic).
+    gate_f = u[:, :, :, 1] + b[None, None, :, 0]
+    x_tilde = u[:, :, :, 0]
+    v_f = v[None, :, 0]
+
+    def step(carry, t):
+        c_prev, c_seq = carry
+        f = jax.nn.sigmoid(
+            jax.lax.dynamic_index_in_dim(gate_f, t, 0, False) + v_f * c_prev
+        )
+        c = f * c_prev + (1.0 - f) * jax.lax.dynamic_index_in_dim(x_tilde, t, 0, False)
+        # Zero state on padding frames: the reversed direction starts clean.
+        c = jnp.where(jax.lax.dynamic_index_in_dim(mask, t, 0, False), c, 0.0)
+        return (c, jax.lax.dynamic_update_index_in_dim(c_seq, c, t, 0)), None
+
+    # Indexing by t (not scanning over xs) keeps a vmapped population axis in front,
+    # so batching the scan inserts no transposes.
+    c0 = jnp.zeros((n_batch, d, h), u.dtype)
+    (_, c_seq), _ = jax.lax.scan(
+        step, (c0, jnp.zeros_like(x_tilde)), jnp.arange(n_time)
+    )
+    c_prev = jnp.concatenate([jnp.zeros_like(c_seq[:1]), c_seq[:-1]])
+    r = jax.nn.sigmoid(
+        u[:, :, :, 2] + v[None, None, :, 1] * c_prev + b[None, None, :, 1]
+    )
+    h_seq = r * c_seq if skip is None else r * c_seq + (1.0 - r) * directions(skip)
+    h_seq = jnp.where(mask, h_seq, 0.0)
+    return directions(h_seq).reshape(n_time, n_batch, d * h)
 
 
 class SRULayer(nn.Module):
@@ -240,18 +246,9 @@ class SRULayer(nn.Module):
             return jnp.zeros(shape, dtype).at[:, 1].set(cfg.highway_bias)
 
         b = self.param("bias", bias_init, (d, 2, h))
-        n_time = x_in.shape[0]
-        u = (x_in @ kernel).reshape(n_time, d, self.k, h)
-        scale_x = (
-            math.sqrt(1.0 + 2.0 * math.exp(cfg.highway_bias)) if cfg.rescale else 1.0
-        )
-        if self.k == 4:
-            skip = u[:, :, 3] * scale_x
-        elif x_cell.shape[-1] == cfg.output_size:
-            skip = x_cell.reshape(n_time, d, h) * scale_x
-        else:
-            skip = None
-        return sru_recurrence(u[:, :, :3], v, b, skip, length).reshape(n_time, d * h)
+        valid = (jnp.arange(x_in.shape[0]) < length)[:, None]  # (T, 1)
+        layer = {"kernel": kernel, "v": v, "bias": b}
+        return sru_layer(cfg, layer, x_in[:, None], x_cell[:, None], valid)[:, 0]
 
 
 class AcousticModel(nn.Module):
@@ -313,3 +310,96 @@ def init_params(key: jax.Array, config: ModelConfig, n_time: int = 8) -> dict:
 def kernel_paths(config: ModelConfig) -> Sequence[tuple[str, str]]:
     """Params paths of the weight sites, in :func:`layer_specs` order."""
     return tuple((spec.name, "kernel") for spec in layer_specs(config))
+
+
+# --------------------------------------------------------------------------------------
+# The model contract (mohaq_jax.models): one-utterance forward, calibration capture and
+# the population evaluator's time-major path, one stage (projection + SRU) at a time.
+# --------------------------------------------------------------------------------------
+
+Config = ModelConfig
+
+
+def apply(
+    params,
+    config: ModelConfig,
+    features,
+    length,
+    act_bits=None,
+    act_clip=None,
+    train: bool = False,
+    rngs=None,
+) -> jax.Array:
+    """Logits ``(T, n_classes)`` of one utterance ``(T, n_features)``.
+
+    ``act_bits``/``act_clip`` (``(n_sites,)``) fake-quantize each site's input; the
+    weights are used as given (quantize them first for a quantized forward).
+    """
+    return AcousticModel(config).apply(
+        {"params": params}, features, length, act_bits, act_clip, train=train, rngs=rngs
+    )
+
+
+def capture(params, config: ModelConfig, features, length) -> list[jax.Array]:
+    """Float input of every site for one utterance, ``(T, n_in)`` each, site order."""
+    _, state = AcousticModel(config).apply(
+        {"params": params}, features, length, capture=True, mutable=["intermediates"]
+    )
+    inter = state["intermediates"]
+    return [inter[f"{site.name}_act"]["input"][0] for site in sites(config)]
+
+
+def _stages(config: ModelConfig) -> tuple[tuple[int | None, int], ...]:
+    """``(proj site or None, sru site)`` per layer, forward order (sites() indices)."""
+    layers = sites(config)
+    return tuple(
+        (i - 1 if i and layers[i - 1].kind == "proj" else None, i)
+        for i, site in enumerate(layers)
+        if site.kind == "sru"
+    )
+
+
+def _run_stage(config, stage, qparams, bits_a, clips, x, valid):
+    """Projection (if any) and SRU layer of one stage, time-major ``(T, B, .)``."""
+    layers = sites(config)
+    (proj, s), x_mm = stage, x
+    if proj is not None:
+        x_q = quantize.fake_quant(x, bits_a[proj], clips[proj])
+        x_mm = x_q @ qparams[layers[proj].name]["kernel"]
+    x_mm = quantize.fake_quant(x_mm, bits_a[s], clips[s])
+    return sru_layer(config, qparams[layers[s].name], x_mm, x, valid)
+
+
+def _time_major(batch):
+    features, _, lengths = batch
+    x = jnp.swapaxes(features, 0, 1)  # (T, B, F)
+    valid = jnp.arange(features.shape[1])[:, None] < lengths[None, :]  # (T, B)
+    return x, valid
+
+
+def first_stage_sites(config: ModelConfig) -> tuple[int, ...]:
+    """Sites whose bits decide :func:`first_stage`'s output (SRU layer 1 + its proj)."""
+    return tuple(s for s in _stages(config)[0] if s is not None)
+
+
+def first_stage(config: ModelConfig, qparams, bits_a, clips, batch) -> jax.Array:
+    """Time-major output ``(T, B, n_out)`` of the first stage for a batch.
+
+    Args:
+      qparams: params with the genome's quantized weights.
+      bits_a, clips: ``(n_sites,)`` activation bits and clips.
+      batch: ``(features (B, T, F), labels (B, T), lengths (B,))``.
+    """
+    x, valid = _time_major(batch)
+    return _run_stage(config, _stages(config)[0], qparams, bits_a, clips, x, valid)
+
+
+def rest_stages(config: ModelConfig, qparams, bits_a, clips, hidden, batch):
+    """Logits ``(B, T, n_classes)`` from the first stage's output ``hidden``."""
+    _, valid = _time_major(batch)
+    x, fc_site = hidden, len(sites(config)) - 1
+    for stage in _stages(config)[1:]:
+        x = _run_stage(config, stage, qparams, bits_a, clips, x, valid)
+    fc = qparams[sites(config)[fc_site].name]
+    x = quantize.fake_quant(x, bits_a[fc_site], clips[fc_site])
+    return jnp.swapaxes(x @ fc["kernel"] + fc["bias"][None, None], 0, 1)

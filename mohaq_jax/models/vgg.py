@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from mohaq_jax import quantize
+from mohaq_jax.sites import Site
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,40 +62,41 @@ def cifar_config() -> VGGConfig:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerSpec:
-    """One quantizable layer: its params name, size and MACs per image."""
-
-    name: str  # "conv1".."conv6", "fc1".."fc3": also the key of its params
-    kind: str  # "conv" | "fc"
-    n_in: int  # input channels (conv) or features (fc)
-    n_out: int  # output channels or features
-    kernel_size: int  # 3 for conv, 1 for fc
-    out_pixels: int  # output positions (H x W for conv, 1 for fc)
-
-    @property
-    def n_weights(self) -> int:
-        return self.kernel_size * self.kernel_size * self.n_in * self.n_out
-
-    @property
-    def macs_per_frame(self) -> int:
-        """MACs per image (named as the SRU's per-frame count, for cost models)."""
-        return self.n_weights * self.out_pixels
+LayerSpec = Site  # backward-compatible name
 
 
-def layer_specs(config: VGGConfig) -> tuple[LayerSpec, ...]:
-    """The nine quantizable layers in forward order."""
-    specs, size, c_in = [], config.image_size, config.channels
+def sites(config: VGGConfig) -> tuple[Site, ...]:
+    """The nine quantizable layers in forward order (:class:`mohaq_jax.sites.Site`).
+
+    A conv site's weight is ``(3, 3, c_in, c_out)`` and its MACs per image are its
+    weights times its output positions; genes are grouped conv (0), then fc (1).
+    """
+    out, size, c_in = [], config.image_size, config.channels
     for i, width in enumerate(config.conv_widths):
-        specs.append(LayerSpec(f"conv{i + 1}", "conv", c_in, width, 3, size * size))
+        shape = (3, 3, c_in, width)
+        n_weights = 9 * c_in * width
+        out.append(
+            Site(
+                f"conv{i + 1}",
+                "conv",
+                c_in,
+                width,
+                n_bias=width,
+                shape=shape,
+                macs=n_weights * size * size,
+            )
+        )
         c_in = width
         if i % 2 == 1:
             size //= 2
     n_in = size * size * c_in
     for i, width in enumerate(config.fc_widths + (config.n_classes,)):
-        specs.append(LayerSpec(f"fc{i + 1}", "fc", n_in, width, 1, 1))
+        out.append(Site(f"fc{i + 1}", "fc", n_in, width, n_bias=width, group=1))
         n_in = width
-    return tuple(specs)
+    return tuple(out)
+
+
+layer_specs = sites  # backward-compatible name
 
 
 def kernel_paths(config: VGGConfig) -> Sequence[tuple[str, str]]:

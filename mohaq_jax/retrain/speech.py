@@ -1,6 +1,6 @@
-"""Switching-aware retraining of MOHAQ's SRU acoustic model (Kim et al. 2021).
+"""Switching-aware retraining of MOHAQ's acoustic models (Kim et al. 2021).
 
-The weight sites are the kernels of :func:`mohaq_jax.models.sru.layer_specs`; their
+The weight sites are the model's :mod:`mohaq_jax.sites` (any registered model); their
 clipping values come from the MOHAQ calibration tables (:mod:`mohaq_jax.qmodel`) at
 the base bits and stay fixed, as in :func:`mohaq_jax.train.qat_finetune`. Activations
 are fake-quantized by the model at ``bits_a`` exactly as in MOHAQ's QAT. The loss is
@@ -23,17 +23,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import qmodel, quantize, train
+from mohaq_jax import qmodel, quantize, sites, train
 from mohaq_jax.data.batching import iterate_batches
-from mohaq_jax.models.sru import ModelConfig, kernel_paths, layer_specs
+from mohaq_jax.models import model_of
 from mohaq_jax.retrain import switching
+
+
+def layer_specs(config):
+    """The model's quantization sites (:mod:`mohaq_jax.sites`), forward order."""
+    return model_of(config).sites(config)
+
+
+def kernel_paths(config):
+    """Params paths of the model's weight sites, in site order."""
+    return sites.weight_paths(layer_specs(config))
+
 
 _DEFAULT_SWITCHING = switching.SwitchingConfig()
 _DEFAULT_TRAIN = train.TrainConfig()
 
 
 def weight_grid(
-    params, config: ModelConfig, calib: qmodel.Calibration, bits_w
+    params, config, calib: qmodel.Calibration, bits_w
 ) -> switching.WeightGrid:
     """The base grid of the SRU kernels at ``bits_w`` with the calibrated clips."""
     bits = quantize.check_bits(bits_w, "bits_w")
@@ -43,12 +54,12 @@ def weight_grid(
     return switching.make_grid(kernels, bits, clips)
 
 
-def float_bits(config: ModelConfig) -> jax.Array:
+def float_bits(config) -> jax.Array:
     """``FLOAT_BITS`` for every layer: the model leaves the kernels as they are."""
     return jnp.full((len(layer_specs(config)),), quantize.FLOAT_BITS, jnp.int32)
 
 
-def make_loss(config: ModelConfig):
+def make_loss(config):
     """``loss(qparams, batch, key, aux=(bits_a, calib))`` for
     :func:`switching.make_step`."""
     loss = train.make_loss(config)
@@ -61,9 +72,7 @@ def make_loss(config: ModelConfig):
     return loss_fn
 
 
-def quantized_params(
-    params, config: ModelConfig, wgrid: switching.WeightGrid, grid: str = "nested"
-):
+def quantized_params(params, config, wgrid: switching.WeightGrid, grid: str = "nested"):
     """Params with the kernels on their mixed grid; evaluate them with float weight
     bits (:func:`float_bits`) and the genome's activation bits."""
     return switching.quantize_sites(params, kernel_paths(config), wgrid, grid)
@@ -80,7 +89,7 @@ def _batches_fn(corpus, tc: train.TrainConfig):
 
 def switching_finetune(
     params,
-    config: ModelConfig,
+    config,
     calib: qmodel.Calibration,
     bits_w,
     bits_a,
@@ -114,8 +123,9 @@ def switching_finetune(
       on ``split``, ``history``, switch counts and ``compression`` (storage and
       reconfigurable-accelerator energy, :func:`switching.compression`). For ``k``
       genomes (2-D bits, as :func:`~mohaq_jax.train.qat_finetune`): params stacked on
-      a leading axis, ``info["genomes"]`` the list of per-genome infos and
-      ``info["dev_per"]`` ``(k,)``.
+      a leading axis, ``info["genomes"]`` the list of per-genome infos and the keys
+      of :func:`~mohaq_jax.train.qat_finetune` (``dev_per``, ``dev_fer``,
+      ``ptq_dev_per``, ``ptq_dev_fer``, ``epochs_run``, ``history``), ``(k,)`` each.
     """
     bits_w_np = quantize.check_bits(bits_w, "bits_w")
     bits_a_np = quantize.check_bits(bits_a, "bits_a")
@@ -144,9 +154,15 @@ def switching_finetune(
             lambda *xs: jnp.stack(xs), *[o[0] for o in outs]
         )
         infos = [o[1] for o in outs]
+        # The info keys of train.qat_finetune, so callers (beacons) take either.
         return stacked, {
             "genomes": infos,
             "dev_per": np.asarray([i["per"] for i in infos]),
+            "dev_fer": np.asarray([i["fer"] for i in infos]),
+            "ptq_dev_per": np.asarray([i["ptq_per"] for i in infos]),
+            "ptq_dev_fer": np.asarray([i["ptq_fer"] for i in infos]),
+            "epochs_run": np.full(len(infos), switching_config.epochs),
+            "history": [i["history"] for i in infos],
         }
     train._check_sizes(corpus, config)
     tc = dataclasses.replace(train_config, lr=lr)
@@ -165,6 +181,7 @@ def switching_finetune(
         )
         return train._rates(total)
 
+    ptq = rates(quantized_params(params, config, wgrid, switching_config.grid))
     key = jax.random.split(jax.random.key(tc.seed))[1]
     new_params, wgrid, info = switching.retrain(
         params,
@@ -188,6 +205,8 @@ def switching_finetune(
         quantized_params=qparams,
         per=final["per"],
         fer=final["fer"],
+        ptq_per=ptq["per"],
+        ptq_fer=ptq["fer"],
         compression=switching.compression(
             [s.n_weights for s in specs],
             bits_w_np,
@@ -209,23 +228,30 @@ def uniform_qat(
     epochs: int,
     lr: float = 5e-4,
     train_config: train.TrainConfig = _DEFAULT_TRAIN,
-    split: str = "dev",
+    patience: int = 2,
     progress: bool = False,
 ):
-    """Plain uniform QAT in the same loop (no extra bits, no LR damping)."""
-    return switching_finetune(
+    """Plain uniform QAT of one genome (``(n_layers,)`` bits) or ``k`` (``(k, n)``).
+
+    The project's one QAT loop, :func:`mohaq_jax.train.qat_finetune` (dev early
+    stopping, learning-rate halving); returns its ``(params, info)``, with the params
+    unstacked for one genome.
+    """
+    single = np.ndim(bits_w) == 1
+    stacked, info = train.qat_finetune(
         params,
         config,
         calib,
-        bits_w,
-        bits_a,
+        np.atleast_2d(bits_w),
+        np.atleast_2d(bits_a),
         corpus,
-        switching.uniform_config(epochs),
+        epochs,
         lr,
         train_config,
-        split,
+        patience,
         progress,
     )
+    return (train.unstack_params(stacked, 0) if single else stacked), info
 
 
 __all__ = [

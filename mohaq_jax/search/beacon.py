@@ -25,6 +25,7 @@ beacon's params and its quantized kernels.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -106,42 +107,39 @@ def nearest_beacon(genomes, beacon_genomes, n_beacons, mask, threshold):
     return jnp.where(best_dist <= threshold, best, 0), best_dist
 
 
-def make_beacon_eval(config, space: GenomeSpace, fold, chunk_size: int | None = 2):
+def make_beacon_eval(
+    config,
+    space: GenomeSpace,
+    fold,
+    chunk_size: int | None = 2,
+    mesh=None,
+    decoder=None,
+    per_mode: str | None = None,
+):
     """Jitted ``evaluate(stacked_params, calib, genomes, beacon_index, batch)``.
 
-    ``stacked_params`` leaves are ``(capacity, ...)``; genome ``i`` is evaluated with
-    the params of slot ``beacon_index[i]`` (weights quantized once per (beacon, site,
-    bits) into tables, then gathered). Returns :class:`~mohaq_jax.evaluate.PopulationMetrics`.
+    The population evaluator (:func:`mohaq_jax.evaluate.make_population_eval`) in its
+    stacked mode: ``stacked_params`` leaves are ``(capacity, ...)``; genome ``i`` is
+    evaluated with the params of slot ``beacon_index[i]`` (weights quantized once per
+    (beacon, site, bits) into tables, then gathered; first stages shared per beacon;
+    the population split over ``mesh``). Returns
+    :class:`~mohaq_jax.evaluate.PopulationMetrics`.
     """
-    fold = jnp.asarray(np.asarray(fold, np.int32))
+    fn = evaluate_lib.make_population_eval(
+        config,
+        space,
+        fold,
+        chunk_size,
+        mesh,
+        decoder=decoder,
+        per_mode=per_mode,
+        stacked=True,
+    )
 
     def evaluate(stacked, calib, genomes, beacon_index, batch):
-        tables = jax.vmap(lambda p: evaluate_lib.weight_tables(p, calib, space))(
-            stacked
-        )
+        return fn(stacked, calib, genomes, batch, beacon_index)
 
-        def one(args):
-            genome, index = args
-            params = jax.tree.map(lambda leaf: leaf[index], stacked)
-            own_tables = tuple(t[index] for t in tables)
-            return evaluate_lib.evaluate_genome(
-                params,
-                own_tables,
-                calib,
-                genome,
-                batch,
-                config=config,
-                space=space,
-                fold=fold,
-            )
-
-        if chunk_size is None:
-            sums = jax.vmap(one)((genomes, beacon_index))
-        else:
-            sums = jax.lax.map(one, (genomes, beacon_index), batch_size=chunk_size)
-        return evaluate_lib.metrics_from_sums(sums)
-
-    return jax.jit(evaluate)
+    return evaluate
 
 
 class BeaconProblem(QuantizationProblem):
@@ -189,7 +187,13 @@ class BeaconProblem(QuantizationProblem):
         )
         self.beacon_info: list[dict] = []
         self._beacon_eval = make_beacon_eval(
-            evaluator.config, self.space, evaluator.fold, evaluator.chunk_size
+            evaluator.config,
+            self.space,
+            evaluator.fold,
+            evaluator.chunk_size,
+            evaluator.mesh,  # beacons use the evaluator's mesh
+            evaluator.decoder,  # and read PER the same way
+            evaluator.per_mode,
         )
 
     # ---- evaluation --------------------------------------------------------------
@@ -302,34 +306,24 @@ class BeaconProblem(QuantizationProblem):
             np.asarray(bits_a),
             self.corpus,
         )
-        if self.beacon_config.retrain == "switching":
+        bc = self.beacon_config
+        if bc.retrain == "switching":
             # Switching-aware retraining (Kim et al. 2021): the latent weights it
             # returns are requantized at each neighbour's own bits, as QAT beacons are.
             from mohaq_jax.retrain import speech, switching
 
             schedule = dataclasses.replace(
-                switching.SwitchingConfig(), retrain_epochs=self.beacon_config.epochs
+                switching.SwitchingConfig(), retrain_epochs=bc.epochs
             )
-            params, info = speech.switching_finetune(
-                *args,
-                switching_config=schedule,
-                lr=self.beacon_config.lr,
-                train_config=self.train_config,
-                progress=self.progress,
+            retrain = functools.partial(
+                speech.switching_finetune, switching_config=schedule
             )
-            info = {
-                "dev_per": np.asarray(info["dev_per"]),
-                "ptq_dev_per": np.full(len(genomes), np.nan),
-                "epochs_run": np.full(len(genomes), self.beacon_config.epochs),
-            }
         else:
-            params, info = train.qat_finetune(
-                *args,
-                epochs=self.beacon_config.epochs,
-                lr=self.beacon_config.lr,
-                train_config=self.train_config,
-                progress=self.progress,
-            )
+            retrain = functools.partial(train.qat_finetune, epochs=bc.epochs)
+        # Both return (stacked params, info with qat_finetune's keys).
+        params, info = retrain(
+            *args, lr=bc.lr, train_config=self.train_config, progress=self.progress
+        )
         for j, g in enumerate(genomes):
             slot = self.n_beacons + 1
             self.beacon_genomes[slot] = g
