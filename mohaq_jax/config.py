@@ -98,7 +98,7 @@ class SearchSettings:
     )
     memory_limit_mb: float | None = None  # --memory-limit-mb: None = paper limit scaled
     error_metric: str = "phone_error"  # --error-metric: "phone_error" | "frame_error"
-    per: str = "smoothed"  # --per: phone error read as "smoothed", "decoded" or "raw"
+    per: str = "decoded"  # --per: phone error read as "decoded", "smoothed" or "raw"
     calib_utts: int = 32  # --calib-utts: training utterances that calibrate clipping
     calib: str = "mse"  # --calib: clipping calibration, "mse" or "max"
     chunk_size: int = 2  # --chunk-size: genomes evaluated together (lax.map batch)
@@ -187,7 +187,7 @@ class ExperimentConfig:
 AVAILABLE = {
     "model": ("sru",),
     "algorithm": ("nsga2",),
-    "per": ("smoothed",),
+    "per": ("decoded", "smoothed", "raw"),
     "data": ("espeak", "timit"),
 }
 

@@ -106,6 +106,8 @@ def error_intervals(cfg, setup, problem, genomes, float_eval, beacon_config=None
         evaluator.calib,
         chunk_size=None,
         pop_size=size,
+        decoder=evaluator.decoder,
+        per_mode=evaluator.per_mode,
     )
     sources = np.zeros(len(genomes), np.int32)
     if beacon_config is not None:

@@ -200,6 +200,8 @@ def _evaluators(cfg, setup, space):
         chunk_size=cfg.search.chunk_size,
         pop_size=cfg.search.offspring,
         mesh=mesh,
+        decoder=setup.decoder,
+        per_mode=setup.per_mode,
     )
     float_space = genome_lib.tied_space(space.layers, (32,), "float")
     float_eval = PopulationEvaluator(
@@ -209,6 +211,8 @@ def _evaluators(cfg, setup, space):
         setup.params,
         setup.calib,
         chunk_size=None,
+        decoder=setup.decoder,
+        per_mode=setup.per_mode,
     )
     return evaluator, float_eval
 
@@ -342,6 +346,14 @@ def search_one(
         "model_config": model_cfg.to_dict(),
         "search_config": search_config.to_dict(),
         "calibration": s.calib,
+        "phone_error_read_by": setup.per_mode,
+        "decoder": None
+        if setup.decoder is None
+        else {
+            "lm_weight": float(setup.decoder.lm_weight),
+            "insertion_penalty": float(setup.decoder.insertion_penalty),
+            "states_per_phone": int(setup.decoder.n_states),
+        },
         "baseline_checkpoint": setup.baseline_info.get("path"),
         "seconds": {
             **setup.seconds,

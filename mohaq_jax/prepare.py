@@ -49,6 +49,8 @@ class Setup:
     test_batch: tuple
     baseline_info: dict  # as train.get_or_train_baseline returns it
     seconds: dict  # phase -> wall seconds
+    decoder: object = None  # decode.Decoder of the baseline (--per decoded), else None
+    per_mode: str = "decoded"  # --per: how phone errors are read
 
 
 def model_config(model: ModelSettings, corpus) -> ModelConfig:
@@ -224,7 +226,23 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         act_method=cfg.search.calib,
     )
     say(progress, f"calibration: done ({time.perf_counter() - t0:.1f} s)")
+    decoder = None
+    if cfg.search.per == "decoded":
+        t0 = time.perf_counter()
+        say(
+            progress,
+            "decoder: phone bigram, priors and LM weight (cached per baseline)",
+        )
+        ckpt_dir = baseline_dir(cfg, corpus, model_cfg, train_config(cfg.training))
+        decoder, dinfo = train.baseline_decoder(params, model_cfg, corpus, ckpt_dir)
+        say(
+            progress,
+            f"decoder: LM weight {float(decoder.lm_weight):g}, insertion penalty "
+            f"{float(decoder.insertion_penalty):g} ({time.perf_counter() - t0:.1f} s)",
+        )
     return Setup(
+        decoder=decoder,
+        per_mode=cfg.search.per,
         corpus=corpus,
         model_config=model_cfg,
         params=params,
