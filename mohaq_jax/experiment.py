@@ -23,6 +23,11 @@ import numpy as np
 from mohaq_jax import genome as genome_lib
 from mohaq_jax import hardware, qmodel, sharding, train
 from mohaq_jax.data import load_corpus, pad_batch
+from mohaq_jax.data.batching import (
+    DEFAULT_BATCH_FRAMES,
+    BucketedSplit,
+    bucketed_batches,
+)
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models.sru import ModelConfig, layer_specs, paper_config
@@ -292,8 +297,8 @@ class Setup:
     model_config: ModelConfig
     params: dict
     calib: qmodel.Calibration
-    dev_batch: tuple
-    test_batch: tuple
+    dev_batch: BucketedSplit  # streamed in length-bucketed batches
+    test_batch: BucketedSplit
     baseline_info: dict
     seconds: dict
 
@@ -336,10 +341,9 @@ def load_data(args):
     )
 
 
-def _whole_split(split) -> tuple:
-    n_time = max(len(f) for f in split.features)
-    batch = pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16)
-    return tuple(jnp.asarray(x) for x in batch)
+def _whole_split(split, batch_frames: int = DEFAULT_BATCH_FRAMES) -> BucketedSplit:
+    """A dev/test split as streamed, length-bucketed batches of ``batch_frames``."""
+    return bucketed_batches(split, batch_frames)
 
 
 def prepare(args) -> Setup:
@@ -373,6 +377,7 @@ def prepare(args) -> Setup:
         progress=not args.no_progress,
     )
     t_train = time.perf_counter() - t0
+    batch_frames = getattr(args, "batch_frames", None) or DEFAULT_BATCH_FRAMES
     n_cal = min(args.calib_utts, len(corpus.train))
     rng = np.random.default_rng(0)
     cal = pad_batch(corpus.train, rng.choice(len(corpus.train), n_cal, replace=False))
@@ -389,8 +394,9 @@ def prepare(args) -> Setup:
         model_config=model_config,
         params=params,
         calib=calib,
-        dev_batch=_whole_split(corpus.dev),
-        test_batch=_whole_split(corpus.test),
+        # --batch-frames (frames per evaluation batch) where the CLI has it
+        dev_batch=_whole_split(corpus.dev, batch_frames),
+        test_batch=_whole_split(corpus.test, batch_frames),
         baseline_info=info,
         seconds={"data": t_data, "baseline": t_train},
     )
@@ -663,7 +669,10 @@ def _search(
 
 
 def test_errors(problem, genomes, batch) -> np.ndarray:
-    """Test error of genomes, with the beacon each one used on dev (min with PTQ)."""
+    """Test error of genomes, with the beacon each one used on dev (min with PTQ).
+
+    ``batch``: the test split, one batch or streamed (:class:`BucketedSplit`).
+    """
     metric = problem.config.error_metric
     ptq = problem.errors(genomes, batch)[metric]
     index = problem.evaluate(genomes)["beacon"].astype(np.int32)

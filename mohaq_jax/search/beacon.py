@@ -32,6 +32,7 @@ import numpy as np
 
 from mohaq_jax import evaluate as evaluate_lib
 from mohaq_jax import train
+from mohaq_jax.data import batching
 from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.search.mohaq import QuantizationProblem
 
@@ -106,12 +107,19 @@ def nearest_beacon(genomes, beacon_genomes, n_beacons, mask, threshold):
     return jnp.where(best_dist <= threshold, best, 0), best_dist
 
 
-def make_beacon_eval(config, space: GenomeSpace, fold, chunk_size: int | None = 2):
+def make_beacon_eval(
+    config,
+    space: GenomeSpace,
+    fold,
+    chunk_size: int | None = 2,
+    return_sums: bool = False,
+):
     """Jitted ``evaluate(stacked_params, calib, genomes, beacon_index, batch)``.
 
     ``stacked_params`` leaves are ``(capacity, ...)``; genome ``i`` is evaluated with
     the params of slot ``beacon_index[i]`` (weights quantized once per (beacon, site,
-    bits) into tables, then gathered). Returns :class:`~mohaq_jax.evaluate.PopulationMetrics`.
+    bits) into tables, then gathered). Returns :class:`~mohaq_jax.evaluate.PopulationMetrics`,
+    or with ``return_sums`` the per-genome metric sums (added up over batches).
     """
     fold = jnp.asarray(np.asarray(fold, np.int32))
 
@@ -139,7 +147,7 @@ def make_beacon_eval(config, space: GenomeSpace, fold, chunk_size: int | None = 
             sums = jax.vmap(one)((genomes, beacon_index))
         else:
             sums = jax.lax.map(one, (genomes, beacon_index), batch_size=chunk_size)
-        return evaluate_lib.metrics_from_sums(sums)
+        return sums if return_sums else evaluate_lib.metrics_from_sums(sums)
 
     return jax.jit(evaluate)
 
@@ -189,7 +197,11 @@ class BeaconProblem(QuantizationProblem):
         )
         self.beacon_info: list[dict] = []
         self._beacon_eval = make_beacon_eval(
-            evaluator.config, self.space, evaluator.fold, evaluator.chunk_size
+            evaluator.config,
+            self.space,
+            evaluator.fold,
+            evaluator.chunk_size,
+            return_sums=True,
         )
 
     # ---- evaluation --------------------------------------------------------------
@@ -215,24 +227,28 @@ class BeaconProblem(QuantizationProblem):
         return ok
 
     def beacon_errors(self, genomes, index, batch=None) -> np.ndarray:
-        """Error of each genome on the params of beacon slot ``index[i]``."""
+        """Error of each genome on the params of beacon slot ``index[i]``.
+
+        ``batch``: one batch or a streamed split (default: the dev data); metric sums
+        are added up over its batches.
+        """
         size = self.evaluator.pop_size or len(genomes)
+        batches = batching.as_batches(self.batch if batch is None else batch)
         out = []
         for i in range(0, len(genomes), size):
             g, idx = genomes[i : i + size], index[i : i + size]
             pad = -len(g) % size
-            g = np.concatenate([g, np.repeat(g[:1], pad, 0)])
-            idx = np.concatenate([idx, np.repeat(idx[:1], pad, 0)])
-            res = self._beacon_eval(
-                self.stacked,
-                self.evaluator.calib,
-                jnp.asarray(g),
-                jnp.asarray(idx, jnp.int32),
-                self.batch if batch is None else batch,
-            )
-            out.append(
-                np.asarray(getattr(res, self.config.error_metric))[: len(g) - pad]
-            )
+            g = jnp.asarray(np.concatenate([g, np.repeat(g[:1], pad, 0)]))
+            idx = jnp.asarray(np.concatenate([idx, np.repeat(idx[:1], pad, 0)]))
+
+            def sums(one, g=g, idx=idx):
+                one = tuple(jnp.asarray(x) for x in one)
+                return self._beacon_eval(
+                    self.stacked, self.evaluator.calib, g, idx.astype(jnp.int32), one
+                )
+
+            res = evaluate_lib.host_metrics(batching.accumulate_sums(sums, batches))
+            out.append(getattr(res, self.config.error_metric)[: len(g) - pad])
         return np.concatenate(out)
 
     def _score(self, genomes) -> dict[str, np.ndarray]:
