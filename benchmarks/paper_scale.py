@@ -125,7 +125,7 @@ def measure_eval(args, config, params, dev) -> dict:
         f"first call (compiles {len(data.shapes)} shapes): {out['first_call_s']:.1f} s "
         f"({out['first_call_cpu_s']:.1f} s CPU)"
     )
-    out["eval_peak_rss_gb"] = peak_rss_gb()
+    out["eval_peak_rss_gb"] = out["first_call_peak_rss_gb"] = peak_rss_gb()
     if args.calls < 2:
         print(f"peak RSS after evaluation: {out['eval_peak_rss_gb']:.2f} GB")
         return out
