@@ -25,8 +25,9 @@ from mohaq_jax.data.corpus import Split
 PAD_LABEL = -1
 
 #: Default frames per evaluation batch (rows x padded time). On the paper's SRU (4
-#: bidirectional layers of 550) a batch of this size and a population chunk of 2 keep
-#: the population evaluator well under 6 GB (``benchmarks/paper_scale.py``).
+#: bidirectional layers of 550), with a population chunk of 2, the population
+#: evaluator then peaks at about 2 GB RSS on a TIMIT-sized dev set, whatever its size
+#: (``benchmarks/paper_scale.py``; one padded batch: 5.4 GB at 100 utterances).
 DEFAULT_BATCH_FRAMES = 16384
 
 #: Default most bucket shapes per split (each compiles once per jitted evaluator).
