@@ -102,7 +102,7 @@ class SearchSettings:
     calib_utts: int = 32  # --calib-utts: training utterances that calibrate clipping
     calib: str = "mse"  # --calib: clipping calibration, "mse" or "max"
     chunk_size: int = 2  # --chunk-size: genomes evaluated together (lax.map batch)
-    batch_frames: int | None = None  # --batch-frames: stream data in batches of frames
+    batch_frames: int = 16384  # --batch-frames: frames per streamed evaluation batch
     devices: int = 1  # --devices: devices the population is split over
     data_shards: int = 1  # --data-shards: of --devices, how many split the utterances
     confidence: float = 0.95  # --confidence: level of the bootstrap intervals
@@ -316,10 +316,7 @@ def validate_search(search: SearchSettings) -> None:
             f"--per {search.per}: not available yet in this version "
             f"(available: {', '.join(AVAILABLE['per'])})"
         )
-    if search.batch_frames is not None:
-        raise NotAvailableError(
-            f"--batch-frames {search.batch_frames}: not available yet in this version"
-        )
+    _min("--batch-frames", search.batch_frames, 16)
     _min("--pop", search.pop, 2)
     _min("--offspring", search.offspring, 1)
     _min("--generations", search.generations, 0)

@@ -34,6 +34,7 @@ import numpy as np
 from flax import struct
 
 from mohaq_jax import metrics, quantize, sharding, sites
+from mohaq_jax.data import batching
 from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.models import model_of
 from mohaq_jax.qmodel import Calibration, act_clips
@@ -214,6 +215,7 @@ def make_population_eval(
     decoder=None,
     per_mode: str | None = None,
     stacked: bool = False,
+    return_sums: bool = False,
 ):
     """Builds the jitted population evaluator.
 
@@ -233,6 +235,9 @@ def make_population_eval(
         retrained beacons), and genome ``i`` is evaluated with set ``index[i]``;
         weights are quantized once per (set, site, bits) and first stages shared per
         set.
+      return_sums: return the per-genome sums ``(loss_sum, n_frames, frame_wrong,
+        phone_edits, n_phones)``, each ``(pop,)``, instead of the rates (streaming
+        evaluation adds them up over batches; see :func:`metrics_from_sums`).
 
     Returns:
       ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> PopulationMetrics``
@@ -319,7 +324,8 @@ def make_population_eval(
 
     def evaluate(params, calib, genomes, batch, *index):
         batch = _pad_utterances(batch, n_batch_shards)
-        return metrics_from_sums(sums_fn(params, calib, genomes, batch, *index))
+        sums = sums_fn(params, calib, genomes, batch, *index)
+        return sums if return_sums else metrics_from_sums(sums)
 
     return jax.jit(evaluate)
 
@@ -343,8 +349,9 @@ def check_batch(batch) -> None:
             f"features contain NaN or inf ({int(bad.sum())} values; first at utterance "
             f"{utt}, frame {frame}, feature {feat})"
         )
-    if np.any(lengths < 1) or np.any(lengths > features.shape[1]):
-        raise ValueError(f"lengths must be in 1..{features.shape[1]}, got {lengths}")
+    # Length 0 marks an empty row (bucketed batches fill their last batch with them).
+    if np.any(lengths < 0) or np.any(lengths > features.shape[1]):
+        raise ValueError(f"lengths must be in 0..{features.shape[1]}, got {lengths}")
 
 
 @dataclasses.dataclass
@@ -352,7 +359,10 @@ class PopulationEvaluator:
     """Host-side wrapper: validates input, skips duplicate genomes, keeps shapes fixed.
 
     Unique genomes are evaluated once; the population is padded to ``pop_size`` (a
-    multiple of ``chunk_size``) so that every call reuses one compiled program.
+    multiple of ``chunk_size``) so that every call reuses one compiled program per
+    batch shape. The data is one batch or a split streamed as batches
+    (:func:`mohaq_jax.data.batching.bucketed_batches`): per-genome sums are added up
+    over the batches, so memory is bounded by one batch and one population chunk.
     """
 
     config: Any  # a registered model's Config
@@ -377,14 +387,24 @@ class PopulationEvaluator:
             self.mesh,
             decoder=self.decoder,
             per_mode=self.per_mode,
+            return_sums=True,
         )
 
     def __call__(self, genomes, batch, params=None) -> dict[str, np.ndarray]:
-        """Evaluates a population on a batch; returns numpy arrays of shape ``(pop,)``."""
+        """Evaluates a population on data; returns numpy arrays of shape ``(pop,)``.
+
+        Args:
+          genomes: int ``(pop, n_genes)`` (or one genome ``(n_genes,)``).
+          batch: one ``(features (B, T, F), labels (B, T), lengths (B,))`` batch, or
+            a sequence of them (a :class:`~mohaq_jax.data.batching.BucketedSplit`).
+          params: float params to use instead of ``self.params``.
+        """
         genomes = self.space.validate(genomes)
         if genomes.ndim == 1:
             genomes = genomes[None]
-        check_batch(batch)
+        batches = batching.as_batches(batch)
+        for one in batches:
+            check_batch(one)
         unique, inverse = np.unique(genomes, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         size = self.pop_size or len(genomes)
@@ -392,14 +412,31 @@ class PopulationEvaluator:
         multiple = (self.chunk_size or 1) * sharding.mesh_size(self.mesh)
         size = max(size, len(unique))
         size = -(-size // multiple) * multiple
-        padded = np.concatenate([unique, np.repeat(unique[:1], size - len(unique), 0)])
-        out = self._eval(
-            self.params if params is None else params,
-            self.calib,
-            jnp.asarray(padded),
-            tuple(jnp.asarray(x) for x in batch),
+        padded = jnp.asarray(
+            np.concatenate([unique, np.repeat(unique[:1], size - len(unique), 0)])
         )
-        return {
-            k: sharding.to_host(v)[: len(unique)][inverse]
-            for k, v in out.__dict__.items()
-        }
+        params = self.params if params is None else params
+        sums = batching.accumulate_sums(
+            lambda one: self._eval(
+                params, self.calib, padded, tuple(jnp.asarray(x) for x in one)
+            ),
+            batches,
+            to_host=sharding.to_host,
+        )
+        out = host_metrics(sums)
+        return {k: v[: len(unique)][inverse] for k, v in out.__dict__.items()}
+
+
+def host_metrics(sums) -> PopulationMetrics:
+    """:func:`metrics_from_sums` of host sums (int64/float64), as numpy arrays."""
+    loss_sum, n_frames, wrong, edits, n_phones = sums
+    out = metrics_from_sums(
+        (
+            np.asarray(loss_sum, np.float32),
+            np.asarray(n_frames, np.int32),
+            np.asarray(wrong, np.int32),
+            np.asarray(edits, np.int32),
+            np.asarray(n_phones, np.int32),
+        )
+    )
+    return jax.tree.map(np.asarray, out)

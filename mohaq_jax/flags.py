@@ -79,7 +79,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("search.calib_utts", "--calib-utts", int, "training utterances used to calibrate clipping values"),
     Flag("search.calib", "--calib", ("mse", "max"), "clipping calibration: MSE-optimal clip ratio or max-abs"),
     Flag("search.chunk_size", "--chunk-size", int, "genomes evaluated together (lax.map batch size; small on CPU, large on GPU)"),
-    Flag("search.batch_frames", "--batch-frames", int, "stream the data through the evaluator in batches of about this many frames (None: whole split at once)"),
+    Flag("search.batch_frames", "--batch-frames", int, "frames per streamed evaluation batch (dev/test splits are scored in length-bucketed batches of at most this many frames, padding included): memory is bounded by it, results do not depend on it"),
     Flag("search.devices", "--devices", int, "devices the population is split over (a jax.sharding mesh; all hosts' devices in a multi-host run); 1 = no sharding"),
     Flag("search.data_shards", "--data-shards", int, "of --devices, how many split the data along utterances"),
     Flag("search.confidence", "--confidence", float, "level of the bootstrap confidence intervals of dev and test error"),

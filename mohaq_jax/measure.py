@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from mohaq_jax import bootstrap
+from mohaq_jax.data import pad_batch
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.prepare import Setup, say
 
@@ -128,7 +129,12 @@ def error_intervals(cfg, setup, problem, genomes, float_eval, beacon_config=None
         return out
 
     zero = np.zeros((1, float_eval.space.n_genes), np.int32)
-    n_time = max(setup.dev_batch[0].shape[1], setup.test_batch[0].shape[1])
+    # Per-utterance counts: one utterance at a time, padded to one length (one
+    # compile); the whole split is held as host numpy arrays only.
+    splits = {
+        name: _padded_split(getattr(setup.corpus, name)) for name in ("dev", "test")
+    }
+    n_time = max(b[0].shape[1] for b in splits.values())
     return {
         split: bootstrap.split_intervals(
             evaluate_genomes,
@@ -140,5 +146,11 @@ def error_intervals(cfg, setup, problem, genomes, float_eval, beacon_config=None
             s.confidence,
             s.seed,
         )
-        for split, batch in (("dev", setup.dev_batch), ("test", setup.test_batch))
+        for split, batch in splits.items()
     }
+
+
+def _padded_split(split):
+    """A split as one host-side padded batch (time padded to a multiple of 16)."""
+    n_time = max(len(f) for f in split.features)
+    return tuple(pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16))

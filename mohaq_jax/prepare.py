@@ -27,6 +27,11 @@ from mohaq_jax.config import (
     data_name,
 )
 from mohaq_jax.data import load_corpus, pad_batch
+from mohaq_jax.data.batching import (
+    DEFAULT_BATCH_FRAMES,
+    BucketedSplit,
+    bucketed_batches,
+)
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.models.sru import ModelConfig, paper_config
 
@@ -45,8 +50,8 @@ class Setup:
     model_config: ModelConfig
     params: dict  # float baseline params
     calib: qmodel.Calibration
-    dev_batch: tuple  # (features (B, T, F), labels (B, T), lengths (B,)), whole split
-    test_batch: tuple
+    dev_batch: BucketedSplit  # the dev split, streamed in length-bucketed batches
+    test_batch: BucketedSplit
     baseline_info: dict  # as train.get_or_train_baseline returns it
     seconds: dict  # phase -> wall seconds
     decoder: object = None  # decode.Decoder of the baseline (--per decoded), else None
@@ -68,10 +73,19 @@ def model_config(model: ModelSettings, corpus) -> ModelConfig:
     )
 
 
-def train_config(training: TrainingSettings) -> train.TrainConfig:
-    """Float training settings (library defaults for what the flags do not set)."""
+def train_config(
+    training: TrainingSettings, batch_frames: int | None = None
+) -> train.TrainConfig:
+    """Float training settings (library defaults for what the flags do not set).
+
+    ``batch_frames`` (``--batch-frames``) sizes the streamed dev batches; it changes
+    no result, so it is not part of the baseline's identity.
+    """
+    base = train.TrainConfig()
+    if batch_frames is not None:
+        base = dataclasses.replace(base, eval_batch_frames=batch_frames)
     return dataclasses.replace(
-        train.TrainConfig(),
+        base,
         epochs=training.epochs,
         batch_size=training.batch_size,
         lr=training.lr,
@@ -166,7 +180,7 @@ def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[ModelConfig, dict, dict
     """
     progress = cfg.output.progress
     model_cfg = model_config(cfg.model, corpus)
-    train_cfg = train_config(cfg.training)
+    train_cfg = train_config(cfg.training, cfg.search.batch_frames)
     ckpt_dir = baseline_dir(cfg, corpus, model_cfg, train_cfg)
     path = os.path.join(ckpt_dir, train.BASELINE_FILE)
     _announce_baseline(progress, path, cfg.training.retrain, train_cfg)
@@ -194,11 +208,13 @@ def calibration_batch(corpus, n_utts: int):
     return pad_batch(corpus.train, rng.choice(len(corpus.train), n_cal, replace=False))
 
 
-def whole_split(split) -> tuple:
-    """A split as one padded batch (time padded to a multiple of 16)."""
-    n_time = max(len(f) for f in split.features)
-    batch = pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16)
-    return tuple(jnp.asarray(x) for x in batch)
+def whole_split(split, batch_frames: int = DEFAULT_BATCH_FRAMES) -> BucketedSplit:
+    """A dev/test split as streamed, length-bucketed batches of ``batch_frames``.
+
+    Memory is bounded by one batch, not by the split (see
+    :func:`mohaq_jax.data.batching.bucketed_batches`).
+    """
+    return bucketed_batches(split, batch_frames)
 
 
 def prepare(cfg: ExperimentConfig) -> Setup:
@@ -247,8 +263,8 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         model_config=model_cfg,
         params=params,
         calib=calib,
-        dev_batch=whole_split(corpus.dev),
-        test_batch=whole_split(corpus.test),
+        dev_batch=whole_split(corpus.dev, cfg.search.batch_frames),
+        test_batch=whole_split(corpus.test, cfg.search.batch_frames),
         baseline_info=info,
         seconds={"data": t_data, "baseline": t_train},
     )

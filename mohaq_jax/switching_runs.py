@@ -103,7 +103,9 @@ def run_sru(cfg: ExperimentConfig) -> dict:
         act_method=cfg.search.calib,
     )
     qat_corpus = _first_train_utts(corpus, sw.max_train_utts)
-    qat_train = dataclasses.replace(prepare.train_config(cfg.training), seed=sw.seed)
+    qat_train = dataclasses.replace(
+        prepare.train_config(cfg.training, cfg.search.batch_frames), seed=sw.seed
+    )
     n_layers = len(layer_specs(config))
     fbits = speech.float_bits(config)
     runs, counts_by_run = {}, {}

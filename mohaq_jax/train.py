@@ -42,7 +42,14 @@ from flax import struct
 from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint, metrics, qmodel, quantize
-from mohaq_jax.data.batching import Batch, iterate_batches, pad_batch, round_up
+from mohaq_jax.data.batching import (
+    DEFAULT_BATCH_FRAMES,
+    BucketedSplit,
+    accumulate_sums,
+    bucketed_batches,
+    iterate_batches,
+    pad_rows,
+)
 from mohaq_jax.models import get_model, model_of
 from mohaq_jax.models.sru import ModelConfig  # the default model's config (type hints)
 
@@ -88,7 +95,9 @@ class TrainConfig:
     seed: int = 0  # params init, dropout and batch order
     eval_every: int = 1  # epochs between dev evaluations (the last epoch always is one)
     pad_multiple: int = 64  # batch time is rounded up to this (fewer compilations)
-    eval_batch_size: int = 64  # utterances per dev-evaluation batch
+    # frames (rows x padded time) per dev-evaluation batch; changes no result, so it
+    # is left out of to_dict (a run's identity in checkpoints and the baseline cache)
+    eval_batch_frames: int = DEFAULT_BATCH_FRAMES
     # dev error that drives lr halving, best-params selection and QAT early stopping:
     # "fer" (frame error, pytorch-kaldi's err_dev; smooth) or "per" (phone error)
     monitor: str = "fer"
@@ -100,7 +109,7 @@ class TrainConfig:
             "lr_halving_patience",
             "eval_every",
             "pad_multiple",
-            "eval_batch_size",
+            "eval_batch_frames",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
@@ -112,7 +121,9 @@ class TrainConfig:
             )
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        del fields["eval_batch_frames"]
+        return fields
 
 
 @struct.dataclass
@@ -246,35 +257,15 @@ def make_predict(config: ModelConfig) -> Callable:
     return predict
 
 
-def pad_rows(batch: Batch, batch_size: int) -> Batch:
-    """Appends empty utterances (length 0, labels -1) up to ``batch_size`` rows.
+def eval_batches(
+    split, batch_frames: int = DEFAULT_BATCH_FRAMES, pad_multiple: int = 16
+) -> BucketedSplit:
+    """Dev/test batches: length buckets of a few fixed shapes, ``batch_frames`` each.
 
-    Every batch then has the same number of rows, so a jitted step compiles once per
-    time length; empty rows add nothing to the loss or the error counts.
+    See :func:`mohaq_jax.data.batching.bucketed_batches`; a jitted counter compiles
+    once per bucket shape.
     """
-    missing = batch_size - batch.features.shape[0]
-    if missing <= 0:
-        return batch
-    n_time, n_feat = batch.features.shape[1:]
-    return Batch(
-        np.concatenate(
-            [batch.features, np.zeros((missing, n_time, n_feat), np.float32)]
-        ),
-        np.concatenate([batch.labels, np.full((missing, n_time), -1, np.int32)]),
-        np.concatenate([batch.lengths, np.zeros((missing,), np.int32)]),
-    )
-
-
-def eval_batches(split, batch_size: int, pad_multiple: int) -> list[Batch]:
-    """Dev/test batches, sorted by length, rows padded to ``batch_size``."""
-    lengths = np.array([f.shape[0] for f in split.features])
-    order = np.argsort(lengths, kind="stable")
-    out = []
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        pad_to = round_up(int(lengths[chunk].max()), pad_multiple)
-        out.append(pad_rows(pad_batch(split, chunk, pad_to=pad_to), batch_size))
-    return out
+    return bucketed_batches(split, batch_frames, pad_multiple=pad_multiple)
 
 
 def make_error_counts(config: ModelConfig, fold39, per_mode=None) -> Callable:
@@ -375,7 +366,7 @@ def evaluate(
     bits_w=None,
     bits_a=None,
     calib=None,
-    batch_size: int = 64,
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
     pad_multiple: int = 16,
     decoder=None,
     per_mode: str | None = None,
@@ -385,14 +376,22 @@ def evaluate(
     ``decoder``/``per_mode``: how PER reads phones (decoded by default when a
     :class:`mohaq_jax.decode.Decoder` is given, else smoothed).
 
+    The split is streamed in length-bucketed batches of ``batch_frames`` frames
+    (:func:`eval_batches`), so memory does not grow with the split.
+
     Returns:
       ``{"per": float, "fer": float}``.
     """
     metrics.resolve_per_mode(per_mode, decoder)
     counts = _jitted_counts(config, _as_key(fold39), per_mode)
-    total = np.zeros(4, np.int64)
-    for batch in eval_batches(split, batch_size, pad_multiple):
-        total += np.asarray(counts(params, batch, bits_w, bits_a, calib, decoder))
+    batches = (
+        split
+        if isinstance(split, BucketedSplit)
+        else eval_batches(split, batch_frames, pad_multiple)
+    )
+    total = accumulate_sums(
+        lambda b: counts(params, b, bits_w, bits_a, calib, decoder), batches
+    )
     return _rates(total)
 
 
@@ -519,7 +518,7 @@ def fit(
     counts_fn = _jitted_counts(model_config, _as_key(corpus.fold39))
     key_train = jax.random.split(jax.random.key(train_config.seed))[1]
     dev_batches = eval_batches(
-        corpus.dev, train_config.eval_batch_size, train_config.pad_multiple
+        corpus.dev, train_config.eval_batch_frames, train_config.pad_multiple
     )
     n_batches = -(-len(corpus.train) // train_config.batch_size)
     last = (
@@ -570,8 +569,9 @@ def fit(
             "lr": lr,
         }
         if epoch % train_config.eval_every == 0 or epoch == train_config.epochs:
-            total = sum(np.asarray(counts_fn(params, b), np.int64) for b in dev_batches)
-            rates = _rates(total)
+            rates = _rates(
+                accumulate_sums(functools.partial(counts_fn, params), dev_batches)
+            )
             record.update(dev_per=rates["per"], dev_fer=rates["fer"])
             gain = 1.0 - train_config.improvement_threshold
             improved = rates[monitor] < best_rates[monitor] * gain
@@ -807,12 +807,11 @@ def qat_finetune(
     vstep, vcounts = _jitted_qat(
         config, tc.grad_clip, tc.weight_decay, _as_key(corpus.fold39)
     )
-    dev_batches = eval_batches(corpus.dev, tc.eval_batch_size, tc.pad_multiple)
+    dev_batches = eval_batches(corpus.dev, tc.eval_batch_frames, tc.pad_multiple)
 
     def dev_rates(stacked):
-        total = sum(
-            np.asarray(vcounts(stacked, b, bits_w, bits_a, calib), np.int64)
-            for b in dev_batches
+        total = accumulate_sums(
+            lambda b: vcounts(stacked, b, bits_w, bits_a, calib), dev_batches
         )
         return _rates(total)  # {"per": (k,), "fer": (k,)}
 

@@ -172,7 +172,7 @@ def switching_finetune(
     counts_fn = train._jitted_counts(config, train._as_key(corpus.fold39))
     fbits = float_bits(config)
     eval_split = corpus.splits()[split]
-    eval_batches = train.eval_batches(eval_split, tc.eval_batch_size, tc.pad_multiple)
+    eval_batches = train.eval_batches(eval_split, tc.eval_batch_frames, tc.pad_multiple)
 
     def rates(qparams):
         total = sum(

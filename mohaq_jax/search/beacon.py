@@ -33,6 +33,7 @@ import numpy as np
 
 from mohaq_jax import evaluate as evaluate_lib
 from mohaq_jax import train
+from mohaq_jax.data import batching
 from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.search.mohaq import QuantizationProblem
 
@@ -115,6 +116,7 @@ def make_beacon_eval(
     mesh=None,
     decoder=None,
     per_mode: str | None = None,
+    return_sums: bool = False,
 ):
     """Jitted ``evaluate(stacked_params, calib, genomes, beacon_index, batch)``.
 
@@ -123,7 +125,8 @@ def make_beacon_eval(
     evaluated with the params of slot ``beacon_index[i]`` (weights quantized once per
     (beacon, site, bits) into tables, then gathered; first stages shared per beacon;
     the population split over ``mesh``). Returns
-    :class:`~mohaq_jax.evaluate.PopulationMetrics`.
+    :class:`~mohaq_jax.evaluate.PopulationMetrics`, or with ``return_sums`` the per-genome
+    metric sums (added up over batches).
     """
     fn = evaluate_lib.make_population_eval(
         config,
@@ -134,6 +137,7 @@ def make_beacon_eval(
         decoder=decoder,
         per_mode=per_mode,
         stacked=True,
+        return_sums=return_sums,
     )
 
     def evaluate(stacked, calib, genomes, beacon_index, batch):
@@ -194,6 +198,7 @@ class BeaconProblem(QuantizationProblem):
             evaluator.mesh,  # beacons use the evaluator's mesh
             evaluator.decoder,  # and read PER the same way
             evaluator.per_mode,
+            return_sums=True,
         )
 
     # ---- evaluation --------------------------------------------------------------
@@ -219,24 +224,28 @@ class BeaconProblem(QuantizationProblem):
         return ok
 
     def beacon_errors(self, genomes, index, batch=None) -> np.ndarray:
-        """Error of each genome on the params of beacon slot ``index[i]``."""
+        """Error of each genome on the params of beacon slot ``index[i]``.
+
+        ``batch``: one batch or a streamed split (default: the dev data); metric sums
+        are added up over its batches.
+        """
         size = self.evaluator.pop_size or len(genomes)
+        batches = batching.as_batches(self.batch if batch is None else batch)
         out = []
         for i in range(0, len(genomes), size):
             g, idx = genomes[i : i + size], index[i : i + size]
             pad = -len(g) % size
-            g = np.concatenate([g, np.repeat(g[:1], pad, 0)])
-            idx = np.concatenate([idx, np.repeat(idx[:1], pad, 0)])
-            res = self._beacon_eval(
-                self.stacked,
-                self.evaluator.calib,
-                jnp.asarray(g),
-                jnp.asarray(idx, jnp.int32),
-                self.batch if batch is None else batch,
-            )
-            out.append(
-                np.asarray(getattr(res, self.config.error_metric))[: len(g) - pad]
-            )
+            g = jnp.asarray(np.concatenate([g, np.repeat(g[:1], pad, 0)]))
+            idx = jnp.asarray(np.concatenate([idx, np.repeat(idx[:1], pad, 0)]))
+
+            def sums(one, g=g, idx=idx):
+                one = tuple(jnp.asarray(x) for x in one)
+                return self._beacon_eval(
+                    self.stacked, self.evaluator.calib, g, idx.astype(jnp.int32), one
+                )
+
+            res = evaluate_lib.host_metrics(batching.accumulate_sums(sums, batches))
+            out.append(getattr(res, self.config.error_metric)[: len(g) - pad])
         return np.concatenate(out)
 
     def _score(self, genomes) -> dict[str, np.ndarray]:
