@@ -216,26 +216,6 @@ class SearchResult:
     resumed: bool
 
 
-def _state_template(strategy: nsga2.NSGA2, n_obj: int) -> nsga2.State:
-    pop, genes, cap = strategy.pop_size, strategy.n_genes, strategy.archive_size
-    f32, i32 = jnp.float32, jnp.int32
-    return nsga2.State(
-        population=jnp.zeros((pop, genes), i32),
-        objectives=jnp.zeros((pop, n_obj), f32),
-        violation=jnp.zeros(pop, f32),
-        rank=jnp.zeros(pop, i32),
-        crowding=jnp.zeros(pop, f32),
-        archive_genomes=jnp.zeros((cap, genes), i32),
-        archive_objectives=jnp.zeros((cap, n_obj), f32),
-        archive_violation=jnp.zeros(cap, f32),
-        archive_generation=jnp.zeros(cap, i32),
-        archive_count=jnp.int32(0),
-        n_evaluations=jnp.int32(0),
-        n_unique_offspring=jnp.int32(0),
-        generation_counter=jnp.int32(0),
-    )
-
-
 def _save(path, state, problem, generation, history, seconds, config):
     keys = list(problem.cache)
     names = sorted(next(iter(problem.cache.values())))
@@ -308,7 +288,7 @@ def run_search(
             path,
         )
         template = {
-            "state": _state_template(strategy, n_obj),
+            "state": strategy.empty_state(n_obj),
             "cache": {"genomes": np.zeros(0), "values": np.zeros(0)},
         }
         if problem.extra_state() is not None:
@@ -362,7 +342,7 @@ def run_search(
                 problem.evaluate(np.asarray(state.population))
             )
             state = state.replace(
-                objectives=objectives, violation=nsga2.total_violation(constraints)
+                fitness=objectives, violation=nsga2.total_violation(constraints)
             )
         state, _ = tell(key_tell, offspring, fitness, state, params)
         row = _history_row(
