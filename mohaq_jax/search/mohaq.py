@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from mohaq_jax import checkpoint
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.genome import GenomeSpace
-from mohaq_jax.search import hypervolume, nsga2
+from mohaq_jax.search import compilation, hypervolume, nsga2
 
 STATE_FILE = "search_state.msgpack"
 
@@ -274,8 +274,9 @@ def run_search(
         archive_size=cfg.pop_size + cfg.n_generations * cfg.n_offspring,
     )
     params = strategy.default_params.replace(ref_point=jnp.ones(n_obj, jnp.float32))
-    ask = jax.jit(strategy.ask)
-    tell = jax.jit(strategy.tell)
+    # NSGA-II steps take milliseconds next to the evaluation: compile them cheaply.
+    ask = compilation.jit_small(strategy.ask)
+    tell = compilation.jit_small(strategy.tell)
     key = jax.random.key(cfg.seed)
     path = None if out_dir is None else os.path.join(os.fspath(out_dir), STATE_FILE)
 
@@ -310,10 +311,12 @@ def run_search(
 
     t0 = time.perf_counter()
     if state is None:
-        key_sample, key_init = jax.random.split(jax.random.fold_in(key, 0))
-        population = strategy.sample(key_sample)
+        key_sample, key_init = nsga2.initial_keys(key)
+        population = compilation.jit_small(strategy.sample)(key_sample)
         fitness = problem.fitness(_evaluate_and_update(problem, np.asarray(population)))
-        state = jax.jit(strategy.init)(key_init, population, fitness, params)
+        state = compilation.jit_small(strategy.init)(
+            key_init, population, fitness, params
+        )
         history.append(
             _history_row(state, params, strategy, problem, 0, t0, seconds_before)
         )
@@ -333,7 +336,7 @@ def run_search(
         if cfg.budget is not None and problem.n_evaluated >= cfg.budget:
             break
         t_gen = time.perf_counter()
-        key_ask, key_tell = jax.random.split(jax.random.fold_in(key, generation))
+        key_ask, key_tell = nsga2.generation_keys(key, generation)
         offspring, state = ask(key_ask, state, params)
         fitness = problem.fitness(_evaluate_and_update(problem, np.asarray(offspring)))
         if problem.changed:
