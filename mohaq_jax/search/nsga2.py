@@ -50,6 +50,7 @@ Differences from pymoo's NSGA-II (all deliberate, see the tests):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -506,6 +507,7 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
             "empty_state(n_obj): the number of objectives is not a parameter"
         )
 
+    @functools.partial(jax.jit, static_argnames=("self",))
     def init(
         self, key: jax.Array, population: jax.Array, fitness: Fitness, params: Params
     ):
@@ -645,6 +647,7 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
         )
         return self._update_best(state)
 
+    @functools.partial(jax.jit, static_argnames=("self",))
     def tell(
         self,
         key: jax.Array,
