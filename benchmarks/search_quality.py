@@ -16,7 +16,7 @@ to the single-objective optimum.
 
 Run (``--tiny`` for a minutes-long smoke setting)::
 
-    nice -n 10 python -m benchmarks.search_quality [--hidden 64 --proj 32] [--tiny]
+    nice -n 10 python -m benchmarks.search_quality [--hidden 64 --proj 96] [--tiny]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ OBJECTIVES, MAXIMIZE = ("error", "speedup", "energy_pj"), ("speedup",)
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=64, help="SRU units/direction")
-    parser.add_argument("--proj", type=int, default=32, help="projection size")
+    parser.add_argument("--proj", type=int, default=96, help="projection size")
     parser.add_argument("--espeak-size", default="default", help="default | tiny")
     parser.add_argument("--epochs", type=int, default=4, help="baseline epochs")
     parser.add_argument("--ckpt-dir", default=None, help="baseline checkpoint folder")
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--tiny", action="store_true", help="smoke setting")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.hidden, args.proj, args.espeak_size = 16, 24, "tiny"
+        args.hidden, args.proj, args.espeak_size = 40, 72, "tiny"
         args.epochs, args.dev_utts, args.seeds = 1, 4, 2
     return args
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from mohaq_jax import checkpoint
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.genome import GenomeSpace
-from mohaq_jax.search import compilation, hypervolume, nsga2
+from mohaq_jax.search import compilation, hypervolume, nsga2, score_cache
 
 STATE_FILE = "search_state.msgpack"
 
@@ -97,7 +97,8 @@ class QuantizationProblem:
         self.batch = batch
         self.config = config
         self._cost = jax.jit(jax.vmap(cost_fn))
-        self.cache: dict[bytes, dict[str, float]] = {}
+        # The explicit state: replaced by pure functions, never mutated.
+        self.cache_state = score_cache.ScoreCache()
         n_obj = len(config.objectives)
         self.ideal = (
             np.zeros(n_obj, np.float32)
@@ -113,7 +114,6 @@ class QuantizationProblem:
             raise ValueError(
                 f"nadir {self.nadir} must exceed ideal {self.ideal} per objective"
             )
-        self.n_evaluated = 0  # genomes actually run (cache misses)
         self.changed = False  # whether the last update() changed earlier scores
 
     def costs(self, genomes) -> dict[str, np.ndarray]:
@@ -141,21 +141,19 @@ class QuantizationProblem:
           metrics, and the platform's costs.
         """
         genomes = self.space.validate(genomes)
-        keys = [g.tobytes() for g in genomes]
-        missing = sorted(
-            {k: i for i, k in enumerate(keys) if k not in self.cache}.values()
-        )
-        if missing:
-            res = self._score(genomes[missing])
-            for j, i in enumerate(missing):
-                self.cache[keys[i]] = {k: float(v[j]) for k, v in res.items()}
-            self.n_evaluated += len(missing)
-        self._refresh(genomes, keys)
-        names = self.cache[keys[0]].keys()
-        return {
-            k: np.asarray([self.cache[key][k] for key in keys], np.float32)
-            for k in names
-        }
+        cache = score_cache.score(self.cache_state, genomes, self._score)
+        self.cache_state = self._refresh(genomes, cache)
+        return self.cache_state.lookup(genomes)
+
+    @property
+    def cache(self):
+        """Read-only view: genome bytes -> metrics (:class:`ScoreCache` entries)."""
+        return self.cache_state.entries
+
+    @property
+    def n_evaluated(self) -> int:
+        """Genomes actually run (cache misses)."""
+        return self.cache_state.n_evaluated
 
     def _score(self, genomes) -> dict[str, np.ndarray]:
         """Metrics of genomes not seen before (the cache stores what this returns)."""
@@ -164,9 +162,10 @@ class QuantizationProblem:
         return res
 
     # Hooks for problems whose scores change during the search (beacons).
-    def _refresh(self, genomes, keys) -> None:
-        """Updates cached entries of ``genomes`` (cache keys ``keys``) if stale."""
-        del genomes, keys
+    def _refresh(self, genomes, cache: score_cache.ScoreCache):
+        """The cache with stale entries of ``genomes`` recomputed (pure)."""
+        del genomes
+        return cache
 
     def update(self, genomes, results) -> bool:
         """Called with each evaluated population; True if earlier scores changed."""
@@ -217,14 +216,7 @@ class SearchResult:
 
 
 def _save(path, state, problem, generation, history, seconds, config):
-    keys = list(problem.cache)
-    names = sorted(next(iter(problem.cache.values())))
-    cache = {
-        "genomes": np.stack([np.frombuffer(k, np.int32) for k in keys]),
-        "values": np.asarray(
-            [[problem.cache[k][n] for n in names] for k in keys], np.float64
-        ),
-    }
+    cache, names = problem.cache_state.to_arrays()
     extra = problem.extra_state()
     meta = {
         **problem.extra_meta(),
@@ -298,14 +290,12 @@ def run_search(
         state = jax.tree.map(jnp.asarray, saved["state"])
         if "extra" in template:
             problem.restore_extra(saved["extra"], meta)
-        names = meta["cache_names"]
-        for g, vals in zip(
-            saved["cache"]["genomes"], saved["cache"]["values"], strict=True
-        ):
-            problem.cache[np.asarray(g, np.int32).tobytes()] = {
-                n: float(v) for n, v in zip(names, vals, strict=True)
-            }
-        problem.n_evaluated = meta["n_evaluated"]
+        problem.cache_state = score_cache.ScoreCache.from_arrays(
+            saved["cache"]["genomes"],
+            saved["cache"]["values"],
+            meta["cache_names"],
+            meta["n_evaluated"],
+        )
         history, start = meta["history"], meta["generation"]
         seconds_before, resumed = meta["seconds"], True
 
