@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -46,6 +47,7 @@ __all__ = [
     "levels_from",
     "make_algorithm",
     "make_run",
+    "run_problem",
     "scalarize",
     "search",
 ]
@@ -231,6 +233,8 @@ def search(
     algorithm, params = make_algorithm(name, int(upper.size), population_size)
     max_generations = 20 * budget if max_generations is None else max_generations
     cache: dict[bytes, tuple[float, float]] = {}
+    first_generation: dict[bytes, int] = {}
+    generation = 0
 
     def fitness(x):
         genomes = np.asarray(levels_from(x, upper))
@@ -243,6 +247,7 @@ def search(
                 new, np.asarray(objective), np.asarray(violation), strict=True
             ):
                 cache[g] = (float(o), float(v))
+                first_generation[g] = generation
         # Genomes over the budget were never evaluated: they score worst of all.
         values = np.asarray(
             [cache.get(g.tobytes(), (np.inf, np.inf)) for g in genomes], np.float32
@@ -256,7 +261,6 @@ def search(
     ask, tell = algorithm.ask, algorithm.tell  # jitted by evosax
     with jax.numpy_dtype_promotion("standard"):
         state = algorithm.init(key_init, x, fitness(x), params)
-        generation = 0
         while len(cache) < budget and generation < max_generations:
             generation += 1
             key_ask, key_tell = nsga2.generation_keys(key, generation)
@@ -270,8 +274,81 @@ def search(
         "violation": values[:, 1],
         "best_genome": np.asarray(levels_from(state.best_solution, upper)),
         "best_fitness": float(state.best_fitness),
+        "generation": np.asarray(list(first_generation.values()), np.int32),
         "n_generations": generation,
     }
+
+
+def run_problem(
+    problem, algorithm: str, objective: str = "speedup", population_size: int = 20
+):
+    """The single-objective search on a MOHAQ problem, at NSGA-II's budget.
+
+    Minimizes ``problem``'s normalized ``objective`` column (speedup is negated, so
+    this maximizes it) subject to its constraints (error <= max error, memory <=
+    limit), evaluating ``config.budget`` (default ``pop_size + n_generations *
+    n_offspring``, MOHAQ's 190) distinct genomes through the problem's cache.
+
+    Returns:
+      :class:`~mohaq_jax.search.mohaq.SearchResult` (its front: the feasible
+      non-dominated genomes among those evaluated, in all of the problem's
+      objectives; history: one row).
+    """
+    from mohaq_jax.search import hypervolume, mohaq  # the driver sits above
+
+    cfg = problem.config
+    if objective not in cfg.objectives:
+        raise ValueError(f"objective {objective!r} is not among {cfg.objectives}")
+    column = cfg.objectives.index(objective)
+    budget = cfg.budget or cfg.pop_size + cfg.n_generations * cfg.n_offspring
+
+    def evaluate_fn(genomes):
+        objectives, constraints = problem.fitness(problem.evaluate(genomes))
+        return (
+            np.asarray(objectives)[:, column],
+            np.asarray(nsga2.total_violation(constraints)),
+        )
+
+    start = time.perf_counter()
+    out = search(
+        algorithm,
+        problem.space.upper,
+        evaluate_fn,
+        budget,
+        jax.random.key(cfg.seed),
+        population_size,
+    )
+    genomes = out["genomes"]
+    metrics = problem.evaluate(genomes)
+    objectives, constraints = problem.fitness(metrics)
+    feasible = np.asarray(jnp.all(constraints <= 0, axis=1))
+    front = np.asarray(nsga2.pareto_mask(objectives, jnp.asarray(feasible)))
+    ref = jnp.ones(objectives.shape[1], jnp.float32)
+    seconds = time.perf_counter() - start
+    history = [
+        {
+            "generation": int(out["n_generations"]),
+            "n_evaluations": len(genomes),
+            "n_feasible": int(feasible.sum()),
+            "best_error": float(metrics["error"][feasible].min())
+            if feasible.any()
+            else float("nan"),
+            "hypervolume": float(
+                hypervolume.hypervolume(objectives, ref, jnp.asarray(front))
+            ),
+            "seconds": seconds,
+        }
+    ]
+    return mohaq.SearchResult(
+        genomes=genomes,
+        generation=out["generation"],
+        metrics=metrics,
+        feasible=feasible,
+        front=front,
+        history=history,
+        seconds=seconds,
+        resumed=False,
+    )
 
 
 def comparison_lines(
