@@ -26,7 +26,8 @@ from mohaq_jax.data import load_corpus, pad_batch
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models.sru import ModelConfig, layer_specs, paper_config
-from mohaq_jax.search import mohaq, report
+from mohaq_jax.search import compilation as compile_cache
+from mohaq_jax.search import mohaq, report, single_objective
 from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
 
 #: Default model for the default (synthesized speech) data: small enough to train in
@@ -150,6 +151,14 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: dict) -> None:
     )
     s.add_argument(
         "--seed", type=int, default=0, help="search seed (same seed, same front)"
+    )
+    # search15: single-objective evosax mode (mohaq_jax.search.single_objective).
+    s.add_argument(
+        "--algorithm",
+        choices=("nsga2", "simple_ga", "de"),
+        default="nsga2",
+        help="nsga2 (the front) or an evosax single-objective search: maximize "
+        "speedup s.t. error and memory limits, at NSGA-II's budget",
     )
     s.add_argument(
         "--budget",
@@ -437,6 +446,7 @@ def run_mohaq(
     """
     t_start = time.perf_counter()
     sharding.initialize_distributed()
+    compile_cache.enable_compilation_cache()  # search15: a rerun compiles nothing
     setup = prepare(args)
     if not args.beacons:
         return _search(
@@ -574,12 +584,15 @@ def _search(
         )
     os.makedirs(out_dir, exist_ok=True)
     main = sharding.is_main_process()  # only host 0 writes checkpoints and files
-    result = mohaq.run_search(
-        problem,
-        out_dir if main else None,
-        resume=args.resume,
-        progress=not args.no_progress and main,
-    )
+    if getattr(args, "algorithm", "nsga2") != "nsga2":  # search15
+        result = single_objective.run_problem(problem, args.algorithm)
+    else:
+        result = mohaq.run_search(
+            problem,
+            out_dir if main else None,
+            resume=args.resume,
+            progress=not args.no_progress and main,
+        )
     front = np.flatnonzero(result.front)
     if len(front) and beacon_config is not None:
         test_err = test_errors(problem, result.genomes[front], setup.test_batch)

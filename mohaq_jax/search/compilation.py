@@ -19,9 +19,10 @@ from collections.abc import Callable
 
 import jax
 
-__all__ = ["DEFAULT_CACHE_DIR", "FAST_COMPILE", "enable_compilation_cache", "jit_small"]
+from mohaq_jax.data.corpus import default_cache_dir
 
-DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "mohaq_jax", "jax_cache")
+__all__ = ["FAST_COMPILE", "enable_compilation_cache", "jit_small"]
+
 # XLA options of programs that run for milliseconds: compile time dominates.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
@@ -33,12 +34,15 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
     search compiles nothing. Call it before the first ``jax.jit`` call runs.
 
     Args:
-      path: cache folder, default ``~/.cache/mohaq_jax/jax_cache`` (created).
+      path: cache folder, default ``jax_cache`` in ``$MOHAQ_CACHE`` or
+        ``~/.cache/mohaq_jax`` (created).
 
     Returns:
       The absolute cache folder.
     """
-    folder = os.path.abspath(os.path.expanduser(os.fspath(path or DEFAULT_CACHE_DIR)))
+    if path is None:
+        path = os.path.join(default_cache_dir(), "jax_cache")
+    folder = os.path.abspath(os.path.expanduser(os.fspath(path)))
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:

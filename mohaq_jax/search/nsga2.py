@@ -379,16 +379,24 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
         """``pool_rounds`` matings in pymoo's order (round by round, each round's first
         children, then its second); uniformly random genomes once matings are spent."""
         seed = sub_seed(seed, iteration)
-        mated = self._mate(
-            sub_seed(seed, 0), state, params, self.pool_rounds * self._n_matings
-        )
-        mated = (
-            mated.reshape(2, self.pool_rounds, self._n_matings, self.n_genes)
-            .transpose(1, 0, 2, 3)
-            .reshape(-1, self.n_genes)
-        )
-        random = _uniform_levels(sub_seed(seed, 1), mated.shape, self._upper_f())
-        return jnp.where(iteration >= self._n_mating_iterations, random, mated)
+        n_candidates = 2 * self.pool_rounds * self._n_matings
+
+        def mated():
+            children = self._mate(
+                sub_seed(seed, 0), state, params, self.pool_rounds * self._n_matings
+            )
+            return (
+                children.reshape(2, self.pool_rounds, self._n_matings, self.n_genes)
+                .transpose(1, 0, 2, 3)
+                .reshape(-1, self.n_genes)
+            )
+
+        def random():
+            shape = (n_candidates, self.n_genes)
+            return _uniform_levels(sub_seed(seed, 1), shape, self._upper_f())
+
+        # A branch, not a select: the unused one costs nothing (outside vmap).
+        return jax.lax.cond(iteration >= self._n_mating_iterations, random, mated)
 
     # ---- the evosax interface -------------------------------------------------------
 
@@ -458,10 +466,7 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
             iteration, buffer, buffer_keys, n_filled, n_random, _ = carry
             candidates = self._candidates(seed, state, params, iteration)
             keys = _genome_keys(candidates, self._words)
-            in_buffer = jnp.any(
-                (keys[:, None] == buffer_keys[None, :]) & (slots < n_filled)[None, :],
-                axis=1,
-            )
+            in_buffer = _in_sorted(keys, _sorted_known(buffer_keys, n_filled), n_filled)
             is_new = _first_occurrence(keys) & ~in_buffer
             is_new &= ~_in_sorted(keys, known_sorted, state.archive_count)
             position = n_filled + jnp.cumsum(is_new, dtype=jnp.int32) - 1
