@@ -186,7 +186,7 @@ class ExperimentConfig:
 #: Values of flags that other parts of the project add; until then they are refused.
 AVAILABLE = {
     "model": ("sru",),
-    "algorithm": ("nsga2",),
+    "algorithm": ("nsga2", "simple_ga", "de"),
     "per": ("decoded", "smoothed", "raw"),
     "data": ("espeak", "timit"),
 }

@@ -65,7 +65,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("training.baseline_dir", "--baseline-dir", str, "checkpoint folder of the float baseline (None: a folder in the cache named after data, model and training settings, shared by every experiment)"),
     Flag("training.retrain", "--retrain-baseline", SWITCH, "train the baseline again even if a checkpoint exists"),
     # search
-    Flag("search.algorithm", "--algorithm", str, "search algorithm"),
+    Flag("search.algorithm", "--algorithm", ("nsga2", "simple_ga", "de"), "nsga2: the Pareto front; simple_ga / de: evosax single-objective search, maximize speedup subject to the error and memory limits, at the same budget"),
     Flag("search.pop", "--pop", int, "population size (paper: 40)"),
     Flag("search.offspring", "--offspring", int, "genomes evaluated per generation (paper: 10)"),
     Flag("search.generations", "--generations", int, "generations after the initial population (paper: 15)"),

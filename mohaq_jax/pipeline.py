@@ -33,7 +33,7 @@ from mohaq_jax.measure import (
 )
 from mohaq_jax.models.sru import layer_specs, paper_config
 from mohaq_jax.prepare import Setup, prepare, say
-from mohaq_jax.search import mohaq, report
+from mohaq_jax.search import compilation, mohaq, report, single_objective
 from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
 
 
@@ -106,6 +106,9 @@ def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
     """
     t_start = time.perf_counter()
     sharding.initialize_distributed()
+    compilation.enable_compilation_cache(  # a rerun compiles nothing
+        os.path.join(cfg.data.cache_dir, "jax_cache") if cfg.data.cache_dir else None
+    )
     setup = prepare(cfg)
     out = cfg.output.out
     if not cfg.beacons.enabled:
@@ -293,12 +296,15 @@ def search_one(
         f"offspring x {s.generations} generations; the first population compiles the "
         "evaluator",
     )
-    result = mohaq.run_search(
-        problem,
-        out_dir if main else None,
-        resume=cfg.output.resume,
-        progress=progress and main,
-    )
+    if s.algorithm != "nsga2":  # evosax single-objective search, same budget
+        result = single_objective.run_problem(problem, s.algorithm)
+    else:
+        result = mohaq.run_search(
+            problem,
+            out_dir if main else None,
+            resume=cfg.output.resume,
+            progress=progress and main,
+        )
     front = np.flatnonzero(result.front)
     say(progress, f"test split: re-evaluating {len(front)} Pareto solution(s)")
     if len(front) and beacon_config is not None:

@@ -286,6 +286,85 @@ def test_constraints_survival_and_metrics(key):
 
 
 # --------------------------------------------------------------------------------------
+# Mating is retried before random genomes fill the offspring (pymoo: up to 100 tries)
+# --------------------------------------------------------------------------------------
+
+BOX_GENES, BOX_UPPER, BOX_FREE = 12, 7, 3  # feasible: genes 3..11 all 0 (8^3 genomes)
+
+
+def _box_fitness(genomes):
+    """Two objectives over the free genes; feasible only if genes 3..11 are 0.
+
+    A uniformly random genome is feasible with probability 8^-9 (7e-9).
+    """
+    x = genomes.astype(jnp.float32)
+    objectives = jnp.stack(
+        [x[:, 0] + x[:, 1], 2.0 * BOX_UPPER - x[:, 0] - x[:, 2] + 0.5 * x[:, 1]], axis=1
+    )
+    return objectives, jnp.sum(x[:, BOX_FREE:], axis=1, keepdims=True)
+
+
+@functools.cache
+def _box_strategy(max_mating_rounds):
+    strategy = nsga2.NSGA2(
+        20,
+        10,
+        np.full(BOX_GENES, BOX_UPPER),
+        archive_size=20 + 10 * 20,
+        max_mating_rounds=max_mating_rounds,
+    )
+    return (
+        strategy,
+        jax.jit(strategy.init),
+        jax.jit(strategy.ask),
+        jax.jit(strategy.tell),
+    )
+
+
+def _box_search(max_mating_rounds, seed, n_generations=20):
+    """20 generations from a population with 3 feasible members; returns the archive
+    genomes and the number of randomly filled offspring."""
+    strategy, init, ask, tell = _box_strategy(max_mating_rounds)
+    params = strategy.default_params
+    rng = np.random.default_rng(seed)
+    population = rng.integers(0, BOX_UPPER + 1, (20, BOX_GENES))
+    population[:3, BOX_FREE:] = 0
+    population = jnp.asarray(population, jnp.int32)
+    key = jax.random.key(seed)
+    state = init(key, population, _box_fitness(population), params)
+    n_random = 0
+    for generation in range(1, n_generations + 1):
+        key_ask, key_tell = nsga2.generation_keys(key, generation)
+        offspring, state = ask(key_ask, state, params)
+        n_random += int(state.n_random_offspring)
+        state, _ = tell(key_tell, offspring, _box_fitness(offspring), state, params)
+    genomes, _, _, valid = (np.asarray(a) for a in nsga2.archive(state))
+    assert valid.all() and int(np.sum(np.asarray(state.violation) <= 0)) == 20
+    return genomes, n_random
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mating_retried_before_random_fill(seed):
+    """On a tightly constrained space, random fill wastes evaluations on infeasible
+    genomes; retrying mating (pymoo's behaviour) keeps finding feasible new ones."""
+    # max_mating_rounds == pool_rounds: the earlier behaviour (random fill at once).
+    old_genomes, old_random = _box_search(2, seed)
+    new_genomes, new_random = _box_search(100, seed)
+    for genomes in (old_genomes, new_genomes):
+        assert len({g.tobytes() for g in genomes}) == len(genomes)  # all distinct
+
+    def n_feasible(genomes):  # numpy reference of the constraint
+        return int(np.sum(np.all(genomes[:, BOX_FREE:] == 0, axis=1)))
+
+    print(
+        f"seed {seed}: random fill {old_random} -> {new_random}, feasible evaluated "
+        f"{n_feasible(old_genomes)} -> {n_feasible(new_genomes)} of {len(new_genomes)}"
+    )
+    assert old_random >= 40 and new_random <= old_random // 4
+    assert n_feasible(new_genomes) >= n_feasible(old_genomes) + 40
+
+
+# --------------------------------------------------------------------------------------
 # Whole searches against pymoo's NSGA-II, same settings and budget
 # --------------------------------------------------------------------------------------
 

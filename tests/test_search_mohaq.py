@@ -154,3 +154,19 @@ def test_outputs_written(problem_parts, tmp_path):
     for name in ("hypervolume.png", "pareto_error_vs_speedup.png"):
         assert os.path.getsize(tmp_path / name) > 1000
     assert len(os.listdir(tmp_path / "configs")) == len(front)
+
+
+@pytest.mark.parametrize("algorithm", ["simple_ga", "de"])
+def test_single_objective_mode_at_the_same_budget(problem_parts, algorithm):
+    from mohaq_jax.search import single_objective
+
+    problem = make_problem(problem_parts, memory_limit_mb=0.02)
+    result = single_objective.run_problem(problem, algorithm)
+    budget = 6 + 4 * 3  # NSGA-II's: pop_size + n_generations * n_offspring
+    assert len(result.genomes) == budget == problem.n_evaluated
+    assert len({g.tobytes() for g in result.genomes}) == budget
+    m = result.metrics
+    np.testing.assert_array_equal(
+        result.feasible, (m["memory_mb"] <= 0.02) & (m["error"] <= 10.0)
+    )
+    assert np.all(result.feasible[result.front])

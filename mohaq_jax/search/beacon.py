@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ from mohaq_jax import evaluate as evaluate_lib
 from mohaq_jax import train
 from mohaq_jax.data import batching
 from mohaq_jax.genome import GenomeSpace
+from mohaq_jax.search import score_cache
 from mohaq_jax.search.mohaq import QuantizationProblem
 
 
@@ -65,6 +67,47 @@ class BeaconConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeaconState:
+    """The beacons made so far (replaced, never mutated, as the search goes on)."""
+
+    genomes: np.ndarray  # shape=(capacity, n_genes) int32; slot 0 the float model
+    stacked: Any  # params pytree, leaves (capacity, ...); unused slots hold float
+    count: int = 0  # filled slots after slot 0
+    info: tuple = ()  # one dict per beacon: slot, genome, PTQ/QAT dev PER, epochs
+
+    @classmethod
+    def empty(cls, float_params, capacity: int, n_genes: int) -> BeaconState:
+        stacked = jax.tree.map(
+            lambda leaf: jnp.broadcast_to(leaf, (capacity,) + leaf.shape), float_params
+        )
+        return cls(np.zeros((capacity, n_genes), np.int32), stacked)
+
+
+def add_beacons(state: BeaconState, genomes, params, info) -> BeaconState:
+    """``state`` with ``genomes`` (retrained ``params``, leaves ``(k, ...)``) added."""
+    genomes = np.asarray(genomes, np.int32)
+    slots = state.count + 1 + np.arange(len(genomes))
+    beacon_genomes = state.genomes.copy()
+    beacon_genomes[slots] = genomes
+    stacked = jax.tree.map(
+        lambda s, p: s.at[jnp.asarray(slots)].set(p), state.stacked, params
+    )
+    records = tuple(
+        {
+            "slot": int(slot),
+            "genome": [int(v) for v in g],
+            "ptq_dev_per": float(info["ptq_dev_per"][j]),
+            "qat_dev_per": float(info["dev_per"][j]),
+            "epochs": int(info["epochs_run"][j]),
+        }
+        for j, (slot, g) in enumerate(zip(slots, genomes, strict=True))
+    )
+    return BeaconState(
+        beacon_genomes, stacked, state.count + len(genomes), state.info + records
+    )
 
 
 def distance_mask(space: GenomeSpace, genes: str) -> np.ndarray:
@@ -183,13 +226,8 @@ class BeaconProblem(QuantizationProblem):
         self.progress = progress
         capacity = beacon_config.max_beacons + 1
         self.mask = distance_mask(self.space, beacon_config.genes)
-        self.beacon_genomes = np.zeros((capacity, self.space.n_genes), np.int32)
-        self.n_beacons = 0
-        float_params = evaluator.params
-        self.stacked = jax.tree.map(
-            lambda leaf: jnp.broadcast_to(leaf, (capacity,) + leaf.shape), float_params
-        )
-        self.beacon_info: list[dict] = []
+        # The explicit beacon state: replaced by pure functions, never mutated.
+        self.beacons = BeaconState.empty(evaluator.params, capacity, self.space.n_genes)
         self._beacon_eval = make_beacon_eval(
             evaluator.config,
             self.space,
@@ -200,6 +238,22 @@ class BeaconProblem(QuantizationProblem):
             evaluator.per_mode,
             return_sums=True,
         )
+
+    @property
+    def beacon_genomes(self) -> np.ndarray:
+        return self.beacons.genomes
+
+    @property
+    def stacked(self):
+        return self.beacons.stacked
+
+    @property
+    def n_beacons(self) -> int:
+        return self.beacons.count
+
+    @property
+    def beacon_info(self) -> list[dict]:
+        return list(self.beacons.info)
 
     # ---- evaluation --------------------------------------------------------------
     def assign(self, genomes) -> tuple[np.ndarray, np.ndarray]:
@@ -255,25 +309,26 @@ class BeaconProblem(QuantizationProblem):
         res["beacon_error"] = res["ptq_error"]
         return res
 
-    def _refresh(self, genomes, keys) -> None:
-        """Recomputes beacon errors of genomes whose nearest promising beacon changed."""
+    def _refresh(self, genomes, cache):
+        """The cache with the beacon errors of genomes whose nearest promising beacon
+        changed recomputed (pure: returns a new cache)."""
         if self.n_beacons == 0:
-            return
-        cached = {
-            k: np.asarray([self.cache[key][k] for key in keys])
-            for k in self.cache[keys[0]]  # plat12: whatever the platform declares
-        }
+            return cache
+        cached = cache.lookup(genomes)
         index, _ = self.assign(genomes)
         index = np.where(self.promising(cached), index, 0)
         stale = np.flatnonzero(index != cached["beacon"])
         if not len(stale):
-            return
+            return cache
         fresh = self.beacon_errors(genomes[stale], index[stale])
+        updates = {}
         for j, i in enumerate(stale):
-            entry = self.cache[keys[i]]
+            entry = dict(cache.entries[genomes[i].tobytes()])
             entry["beacon"] = float(index[i])
             entry["beacon_error"] = float(fresh[j]) if index[i] else entry["ptq_error"]
             entry["error"] = min(entry["ptq_error"], entry["beacon_error"])
+            updates[genomes[i].tobytes()] = entry
+        return score_cache.replace_entries(cache, updates)
 
     # ---- the policy --------------------------------------------------------------
     def update(self, genomes, results) -> bool:
@@ -333,22 +388,7 @@ class BeaconProblem(QuantizationProblem):
         params, info = retrain(
             *args, lr=bc.lr, train_config=self.train_config, progress=self.progress
         )
-        for j, g in enumerate(genomes):
-            slot = self.n_beacons + 1
-            self.beacon_genomes[slot] = g
-            self.stacked = jax.tree.map(
-                lambda s, p, j=j, slot=slot: s.at[slot].set(p[j]), self.stacked, params
-            )
-            self.beacon_info.append(
-                {
-                    "slot": slot,
-                    "genome": [int(v) for v in g],
-                    "ptq_dev_per": float(info["ptq_dev_per"][j]),
-                    "qat_dev_per": float(info["dev_per"][j]),
-                    "epochs": int(info["epochs_run"][j]),
-                }
-            )
-            self.n_beacons += 1
+        self.beacons = add_beacons(self.beacons, genomes, params, info)
 
     # ---- checkpointing -----------------------------------------------------------
     def extra_state(self):
@@ -365,15 +405,19 @@ class BeaconProblem(QuantizationProblem):
         }
 
     def restore_extra(self, tree, meta) -> None:
-        self.beacon_genomes = np.asarray(tree["genomes"], np.int32)
-        self.stacked = jax.tree.map(jnp.asarray, tree["params"])
-        self.n_beacons = int(tree["count"])
-        self.beacon_info = list(meta.get("beacons", []))
+        self.beacons = BeaconState(
+            np.asarray(tree["genomes"], np.int32),
+            jax.tree.map(jnp.asarray, tree["params"]),
+            int(tree["count"]),
+            tuple(meta.get("beacons", [])),
+        )
 
 
 __all__ = [
     "BeaconConfig",
     "BeaconProblem",
+    "BeaconState",
+    "add_beacons",
     "distance_mask",
     "level_distance",
     "make_beacon_eval",

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from mohaq_jax import checkpoint
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.genome import GenomeSpace
-from mohaq_jax.search import hypervolume, nsga2
+from mohaq_jax.search import compilation, hypervolume, nsga2, score_cache
 
 STATE_FILE = "search_state.msgpack"
 
@@ -98,7 +98,8 @@ class QuantizationProblem:
         self.batch = batch
         self.config = config
         self._cost = jax.jit(jax.vmap(cost_fn))
-        self.cache: dict[bytes, dict[str, float]] = {}
+        # The explicit state: replaced by pure functions, never mutated.
+        self.cache_state = score_cache.ScoreCache()
         n_obj = len(config.objectives)
         self.ideal = (
             np.zeros(n_obj, np.float32)
@@ -114,7 +115,6 @@ class QuantizationProblem:
             raise ValueError(
                 f"nadir {self.nadir} must exceed ideal {self.ideal} per objective"
             )
-        self.n_evaluated = 0  # genomes actually run (cache misses)
         self.changed = False  # whether the last update() changed earlier scores
 
     def costs(self, genomes) -> dict[str, np.ndarray]:
@@ -142,21 +142,19 @@ class QuantizationProblem:
           metrics, and the platform's costs.
         """
         genomes = self.space.validate(genomes)
-        keys = [g.tobytes() for g in genomes]
-        missing = sorted(
-            {k: i for i, k in enumerate(keys) if k not in self.cache}.values()
-        )
-        if missing:
-            res = self._score(genomes[missing])
-            for j, i in enumerate(missing):
-                self.cache[keys[i]] = {k: float(v[j]) for k, v in res.items()}
-            self.n_evaluated += len(missing)
-        self._refresh(genomes, keys)
-        names = self.cache[keys[0]].keys()
-        return {
-            k: np.asarray([self.cache[key][k] for key in keys], np.float32)
-            for k in names
-        }
+        cache = score_cache.score(self.cache_state, genomes, self._score)
+        self.cache_state = self._refresh(genomes, cache)
+        return self.cache_state.lookup(genomes)
+
+    @property
+    def cache(self):
+        """Read-only view: genome bytes -> metrics (:class:`ScoreCache` entries)."""
+        return self.cache_state.entries
+
+    @property
+    def n_evaluated(self) -> int:
+        """Genomes actually run (cache misses)."""
+        return self.cache_state.n_evaluated
 
     def _score(self, genomes) -> dict[str, np.ndarray]:
         """Metrics of genomes not seen before (the cache stores what this returns)."""
@@ -165,9 +163,10 @@ class QuantizationProblem:
         return res
 
     # Hooks for problems whose scores change during the search (beacons).
-    def _refresh(self, genomes, keys) -> None:
-        """Updates cached entries of ``genomes`` (cache keys ``keys``) if stale."""
-        del genomes, keys
+    def _refresh(self, genomes, cache: score_cache.ScoreCache):
+        """The cache with stale entries of ``genomes`` recomputed (pure)."""
+        del genomes
+        return cache
 
     def update(self, genomes, results) -> bool:
         """Called with each evaluated population; True if earlier scores changed."""
@@ -218,35 +217,8 @@ class SearchResult:
     resumed: bool
 
 
-def _state_template(strategy: nsga2.NSGA2, n_obj: int) -> nsga2.State:
-    pop, genes, cap = strategy.pop_size, strategy.n_genes, strategy.archive_size
-    f32, i32 = jnp.float32, jnp.int32
-    return nsga2.State(
-        population=jnp.zeros((pop, genes), i32),
-        objectives=jnp.zeros((pop, n_obj), f32),
-        violation=jnp.zeros(pop, f32),
-        rank=jnp.zeros(pop, i32),
-        crowding=jnp.zeros(pop, f32),
-        archive_genomes=jnp.zeros((cap, genes), i32),
-        archive_objectives=jnp.zeros((cap, n_obj), f32),
-        archive_violation=jnp.zeros(cap, f32),
-        archive_generation=jnp.zeros(cap, i32),
-        archive_count=jnp.int32(0),
-        n_evaluations=jnp.int32(0),
-        n_unique_offspring=jnp.int32(0),
-        generation_counter=jnp.int32(0),
-    )
-
-
 def _save(path, state, problem, generation, history, seconds, config):
-    keys = list(problem.cache)
-    names = sorted(next(iter(problem.cache.values())))
-    cache = {
-        "genomes": np.stack([np.frombuffer(k, np.int32) for k in keys]),
-        "values": np.asarray(
-            [[problem.cache[k][n] for n in names] for k in keys], np.float64
-        ),
-    }
+    cache, names = problem.cache_state.to_arrays()
     extra = problem.extra_state()
     meta = {
         **problem.extra_meta(),
@@ -296,8 +268,9 @@ def run_search(
         archive_size=cfg.pop_size + cfg.n_generations * cfg.n_offspring,
     )
     params = strategy.default_params.replace(ref_point=jnp.ones(n_obj, jnp.float32))
-    ask = jax.jit(strategy.ask)
-    tell = jax.jit(strategy.tell)
+    # NSGA-II steps take milliseconds next to the evaluation: compile them cheaply.
+    ask = compilation.jit_small(strategy.ask)
+    tell = compilation.jit_small(strategy.tell)
     key = jax.random.key(cfg.seed)
     path = None if out_dir is None else os.path.join(os.fspath(out_dir), STATE_FILE)
 
@@ -310,7 +283,7 @@ def run_search(
             path,
         )
         template = {
-            "state": _state_template(strategy, n_obj),
+            "state": strategy.empty_state(n_obj),
             "cache": {"genomes": np.zeros(0), "values": np.zeros(0)},
         }
         if problem.extra_state() is not None:
@@ -319,23 +292,23 @@ def run_search(
         state = jax.tree.map(jnp.asarray, saved["state"])
         if "extra" in template:
             problem.restore_extra(saved["extra"], meta)
-        names = meta["cache_names"]
-        for g, vals in zip(
-            saved["cache"]["genomes"], saved["cache"]["values"], strict=True
-        ):
-            problem.cache[np.asarray(g, np.int32).tobytes()] = {
-                n: float(v) for n, v in zip(names, vals, strict=True)
-            }
-        problem.n_evaluated = meta["n_evaluated"]
+        problem.cache_state = score_cache.ScoreCache.from_arrays(
+            saved["cache"]["genomes"],
+            saved["cache"]["values"],
+            meta["cache_names"],
+            meta["n_evaluated"],
+        )
         history, start = meta["history"], meta["generation"]
         seconds_before, resumed = meta["seconds"], True
 
     t0 = time.perf_counter()
     if state is None:
-        key_sample, key_init = jax.random.split(jax.random.fold_in(key, 0))
-        population = strategy.sample(key_sample)
+        key_sample, key_init = nsga2.initial_keys(key)
+        population = compilation.jit_small(strategy.sample)(key_sample)
         fitness = problem.fitness(_evaluate_and_update(problem, np.asarray(population)))
-        state = jax.jit(strategy.init)(key_init, population, fitness, params)
+        state = compilation.jit_small(strategy.init)(
+            key_init, population, fitness, params
+        )
         history.append(
             _history_row(state, params, strategy, problem, 0, t0, seconds_before)
         )
@@ -355,7 +328,7 @@ def run_search(
         if cfg.budget is not None and problem.n_evaluated >= cfg.budget:
             break
         t_gen = time.perf_counter()
-        key_ask, key_tell = jax.random.split(jax.random.fold_in(key, generation))
+        key_ask, key_tell = nsga2.generation_keys(key, generation)
         offspring, state = ask(key_ask, state, params)
         fitness = problem.fitness(_evaluate_and_update(problem, np.asarray(offspring)))
         if problem.changed:
@@ -364,7 +337,7 @@ def run_search(
                 problem.evaluate(np.asarray(state.population))
             )
             state = state.replace(
-                objectives=objectives, violation=nsga2.total_violation(constraints)
+                fitness=objectives, violation=nsga2.total_violation(constraints)
             )
         state, _ = tell(key_tell, offspring, fitness, state, params)
         row = _history_row(

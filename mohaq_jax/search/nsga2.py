@@ -1,4 +1,4 @@
-"""NSGA-II over integer genomes, as a pure evosax-style strategy.
+"""NSGA-II over integer genomes, as an evosax algorithm with multi-objective fitness.
 
 Deb, Pratap, Agarwal & Meyarivan, "A fast and elitist multiobjective genetic algorithm:
 NSGA-II", IEEE TEVC 2002: non-dominated sorting, crowding distance, binary tournament,
@@ -10,47 +10,95 @@ duplicate elimination; those are the defaults here (:attr:`NSGA2.default_params`
 **Every objective is minimized.** Objectives users maximize (speedup, energy saving)
 are negated once, where fitness is assembled: :func:`objectives_from`. Constraints
 follow pymoo's ``G`` convention: ``g <= 0`` is satisfied, and an individual's total
-violation is ``sum(max(g, 0))``.
+violation is ``sum(max(g, 0))``. Sorting and crowding live in
+:mod:`mohaq_jax.search.pareto`, the operators in :mod:`mohaq_jax.search.variation`.
 
-The interface is evosax's population-based one (``init(key, population, fitness,
-params)``, ``ask(key, state, params)``, ``tell(key, population, fitness, state,
-params)``), so the strategy drops into any evosax-style loop, and :func:`make_run`
-builds a whole search as one ``lax.scan`` that ``jax.vmap`` runs over seeds.
+:class:`NSGA2` subclasses evosax 0.3's ``PopulationBasedAlgorithm`` (its ``State`` and
+``Params`` extend evosax's, ``ask``/``_ask`` are evosax's), so it runs wherever an
+evosax algorithm runs. evosax assumes scalar fitness ``(population_size,)`` in four
+places, which are overridden here for fitness ``(n, n_obj)`` or ``(objectives (n,
+n_obj), constraints (n, n_constr))``: ``EvolutionaryAlgorithm.tell`` (its
+``update_best_solution_and_fitness`` and default ``metrics_fn`` take ``jnp.argmin`` of
+the fitness, which flattens an ``(n, n_obj)`` array into a wrong index, and
+``jnp.isnan`` cannot take the tuple form), ``PopulationBasedAlgorithm.init`` (the same
+``argmin`` to seed ``best_solution``) and ``get_best_solution`` (``argmin`` of
+``state.fitness``). Here ``best_solution`` is the feasible-first, lexicographically
+smallest member (objective 0 first) ever kept, and ``best_fitness`` its objectives
+``(n_obj,)``. evosax's ``population_size`` is what ``ask`` returns (``n_offspring``);
+the survivors are ``pop_size``.
 
-Genomes are integer vectors; gene ``i`` takes the levels ``0..upper[i]``. Variation
-mirrors pymoo 0.6's integer recipe (``SBX(vtype=float, repair=RoundingRepair())`` and
-``PM(vtype=float, repair=RoundingRepair())``): the operators work on floats in
-``[0, upper]`` and children are rounded (half to even, as ``np.around``). A uniform
-crossover + random-reset variant is available (``variation="uniform_reset"``).
-
-Shapes are fixed: fronts are integer ranks computed with a dominance matrix and front
-peeling in ``lax.while_loop``; duplicate elimination draws an oversized candidate pool
-and keeps its first genomes not yet in the archive (an exact sort over packed genome
-codes); the archive of every evaluated genome has a fixed capacity and a count.
+:func:`make_run` builds a whole search as one ``lax.scan`` that ``jax.vmap`` runs over
+seeds; its key schedule (:func:`initial_keys`, :func:`generation_keys`) and state
+template (:meth:`NSGA2.empty_state`) are public so that step-by-step drivers
+(:mod:`mohaq_jax.search.mohaq`) reproduce it exactly.
 
 Differences from pymoo's NSGA-II (all deliberate, see the tests):
   * Duplicates are eliminated against the whole archive (every genome ever evaluated),
     pymoo only against the current population and the other offspring.
-  * pymoo re-runs mating up to 100 times to find unique offspring; here the pool is
-    ``pool_rounds`` matings plus one batch of uniformly random genomes. If even that
-    leaves too few unique genomes, duplicates fill the remaining slots (counted in
-    ``State.n_unique_offspring``).
+  * Like pymoo, mating is retried (up to ``max_mating_rounds`` = 100 matings of
+    ``n_offspring`` children) until enough unique offspring exist; under jit this is a
+    ``lax.while_loop`` whose iterations each draw ``pool_rounds`` matings at once.
+    pymoo then returns fewer offspring; here, so that shapes stay fixed, one batch of
+    uniformly random genomes is tried last, and if even that leaves too few unique
+    genomes, duplicates fill the remaining slots (counted in
+    ``State.n_unique_offspring``; random ones in ``State.n_random_offspring``).
   * Infeasible survivors with equal total violation are ordered at random; pymoo keeps
     them in population order.
+  * Random numbers come from a counter-based hash generator
+    (:mod:`mohaq_jax.search.variation`), not threefry: same seed, same front.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
+from evosax.algorithms.population_based import base as evosax_base
 
 from mohaq_jax.search import hypervolume as hv
+from mohaq_jax.search.nsga2_state import (
+    Params,
+    State,
+    _lexicographic_best,
+    _lexicographic_less,
+    archive,
+    archive_front,
+    generation_keys,
+    initial_keys,
+    make_run,
+)
+from mohaq_jax.search.pareto import (
+    Fitness,
+    constrained_rank,
+    crowding_distance,
+    dominates,
+    non_dominated_rank,
+    objectives_from,
+    pareto_mask,
+    split_fitness,
+    total_violation,
+)
+from mohaq_jax.search.variation import (
+    _code_words,
+    _first_occurrence,
+    _first_unique,
+    _genome_keys,
+    _in_sorted,
+    _polynomial_mutation,
+    _random_reset,
+    _round_levels,
+    _sbx,
+    _sorted_known,
+    _uniform,
+    _uniform_crossover,
+    _uniform_levels,
+    seed_words,
+    sub_seed,
+)
 
 __all__ = [
     "NSGA2",
@@ -60,6 +108,8 @@ __all__ = [
     "archive_front",
     "crowding_distance",
     "dominates",
+    "generation_keys",
+    "initial_keys",
     "make_run",
     "non_dominated_rank",
     "objectives_from",
@@ -68,506 +118,8 @@ __all__ = [
     "total_violation",
 ]
 
-Fitness = jax.Array | tuple[jax.Array, jax.Array]
-
+_constrained_rank = constrained_rank  # the name older code and tests use
 _F32_INF = float("inf")
-
-
-# --------------------------------------------------------------------------------------
-# Fitness helpers
-# --------------------------------------------------------------------------------------
-
-
-def objectives_from(
-    values: Mapping[str, jax.Array],
-    names: Sequence[str],
-    maximize: Sequence[str] = (),
-) -> jax.Array:
-    """Stacks named objectives into the minimized ``(..., n_obj)`` array NSGA-II wants.
-
-    This is the one place maximized objectives are negated: MOHAQ's SiLago search is
-    ``objectives_from(m, ("error", "speedup", "energy"), maximize=("speedup",))``.
-
-    Args:
-      values: name -> array of shape ``(...)`` (one value per individual).
-      names: objective order.
-      maximize: names of objectives to maximize; they are negated.
-
-    Returns:
-      float32 ``(..., len(names))``, all minimized.
-    """
-    unknown = set(maximize) - set(names)
-    if unknown:
-        raise ValueError(
-            f"maximize names {sorted(unknown)} are not among {list(names)}"
-        )
-    columns = [
-        jnp.asarray(values[name], jnp.float32) * (-1.0 if name in maximize else 1.0)
-        for name in names
-    ]
-    return jnp.stack(columns, axis=-1)
-
-
-def total_violation(constraints: jax.Array) -> jax.Array:
-    """``sum(max(g, 0))`` over constraints ``(n, n_constr)`` (``g <= 0`` satisfied)."""
-    constraints = jnp.asarray(constraints, jnp.float32)
-    return jnp.sum(jnp.maximum(constraints, 0.0), axis=-1)
-
-
-def split_fitness(fitness: Fitness) -> tuple[jax.Array, jax.Array]:
-    """Objectives and total violation from either fitness form.
-
-    Args:
-      fitness: float ``(n, n_obj)`` minimized objectives, or a tuple ``(objectives (n,
-        n_obj), constraints (n, n_constr))`` with ``g <= 0`` meaning satisfied.
-
-    Returns:
-      ``(objectives, violation)``: float32 ``(n, n_obj)`` with NaN replaced by ``+inf``
-      (a failed evaluation is never preferred), and float32 ``(n,)``, 0 if feasible.
-    """
-    if isinstance(fitness, tuple | list):
-        objectives, constraints = fitness
-        violation = total_violation(constraints)
-        violation = jnp.where(jnp.isnan(violation), _F32_INF, violation)
-    else:
-        objectives = fitness
-        violation = None
-    objectives = jnp.asarray(objectives, jnp.float32)
-    if objectives.ndim != 2:
-        raise ValueError(f"objectives must be (n, n_obj), got shape {objectives.shape}")
-    if violation is None:
-        violation = jnp.zeros(objectives.shape[:1], jnp.float32)
-    objectives = jnp.where(jnp.isnan(objectives), _F32_INF, objectives)
-    return objectives, violation
-
-
-# --------------------------------------------------------------------------------------
-# Sorting and crowding
-# --------------------------------------------------------------------------------------
-
-
-def dominates(objectives_a: jax.Array, objectives_b: jax.Array) -> jax.Array:
-    """Pareto dominance, minimization: ``a <= b`` everywhere and ``<`` somewhere."""
-    return jnp.all(objectives_a <= objectives_b, axis=-1) & jnp.any(
-        objectives_a < objectives_b, axis=-1
-    )
-
-
-def _dominance_matrix(objectives: jax.Array) -> jax.Array:
-    """``D[i, j]``: ``i`` Pareto-dominates ``j`` (minimization), ``(n, n)``."""
-    n, n_obj = objectives.shape
-    # One 2-D comparison per objective: XLA on CPU is ~2x faster than on (n, n, n_obj).
-    all_le = jnp.ones((n, n), bool)
-    any_lt = jnp.zeros((n, n), bool)
-    for m in range(n_obj):
-        mine, theirs = objectives[:, None, m], objectives[None, :, m]
-        all_le &= mine <= theirs
-        any_lt |= mine < theirs
-    return all_le & any_lt
-
-
-def _dense_rank(values: jax.Array, active: jax.Array) -> jax.Array:
-    """0-based dense rank of ``values`` among ``active`` entries (ties share)."""
-    keys = jnp.where(active, values, _F32_INF)
-    order = jnp.argsort(keys, stable=True)
-    sorted_keys = keys[order]
-    is_new = jnp.concatenate([jnp.ones(1, bool), sorted_keys[1:] != sorted_keys[:-1]])
-    level = jnp.cumsum(is_new.astype(jnp.int32)) - 1
-    return jnp.zeros_like(level).at[order].set(level)
-
-
-def _constrained_rank(objectives, violation, n_stop: int) -> jax.Array:
-    """Constrained non-dominated ranks, peeling feasible fronts until ``n_stop`` ranked.
-
-    Feasible individuals come first, ranked by Pareto fronts; infeasible ones follow,
-    one front per distinct total violation, smaller first (Deb's constrained
-    domination). If peeling stops early, the unranked feasible individuals share one
-    rank after the last peeled front (enough for survival, which never reaches them).
-    """
-    n = objectives.shape[0]
-    feasible = violation <= 0.0
-    dominance = _dominance_matrix(objectives) & feasible[:, None] & feasible[None, :]
-    ranks = jnp.full(n, -1, jnp.int32)
-
-    def cond(carry):
-        _, ranks, n_ranked = carry
-        return (n_ranked < n_stop) & jnp.any(feasible & (ranks < 0))
-
-    def body(carry):
-        front_id, ranks, n_ranked = carry
-        unranked = ranks < 0
-        # Reducing over the leading axis vectorizes over j; on CPU this beats both a
-        # dominator-count matvec and bit-packed rows.
-        dominated = jnp.any(dominance & unranked[:, None], axis=0)
-        front = feasible & unranked & ~dominated
-        ranks = jnp.where(front, front_id, ranks)
-        return front_id + 1, ranks, n_ranked + jnp.sum(front, dtype=jnp.int32)
-
-    n_fronts, ranks, _ = jax.lax.while_loop(
-        cond, body, (jnp.int32(0), ranks, jnp.int32(0))
-    )
-    leftover = feasible & (ranks < 0)
-    ranks = jnp.where(leftover, n_fronts, ranks)
-    first_infeasible = n_fronts + jnp.any(leftover).astype(jnp.int32)
-    infeasible_rank = first_infeasible + _dense_rank(violation, ~feasible)
-    return jnp.where(feasible, ranks, infeasible_rank)
-
-
-def non_dominated_rank(objectives: jax.Array, violation: jax.Array | None = None):
-    """Non-dominated sorting ranks (0 = first front) of minimized objectives.
-
-    Matches pymoo's ``NonDominatedSorting`` fronts (equal points share a front). With a
-    ``violation``, Deb's constrained domination: feasible (violation <= 0) first, then
-    infeasible by total violation, one front per distinct value, smaller first.
-
-    Args:
-      objectives: float ``(n, n_obj)``, minimized.
-      violation: optional float ``(n,)`` total constraint violation (0 = feasible).
-
-    Returns:
-      int32 ``(n,)`` ranks.
-    """
-    objectives = jnp.asarray(objectives, jnp.float32)
-    n = objectives.shape[0]
-    if violation is None:
-        violation = jnp.zeros(n, jnp.float32)
-    return _constrained_rank(objectives, jnp.asarray(violation, jnp.float32), n)
-
-
-def crowding_distance(objectives: jax.Array, ranks: jax.Array) -> jax.Array:
-    """NSGA-II crowding distance within each front, pymoo's conventions.
-
-    As ``pymoo...rank_and_crowding.metrics.calc_crowding_distance`` applied front by
-    front: in each objective the front is sorted (ties by index); the two extreme
-    points get ``inf``, others the gap between their neighbours divided by the front's
-    range in that objective; an objective with zero range contributes 0 (even to its
-    extremes); the sum is divided by ``n_obj``; fronts of one or two points get ``inf``.
-    Larger is less crowded.
-
-    Args:
-      objectives: float ``(n, n_obj)``.
-      ranks: int ``(n,)`` front of each point (as from :func:`non_dominated_rank`).
-
-    Returns:
-      float32 ``(n,)``.
-    """
-    objectives = jnp.asarray(objectives, jnp.float32)
-    ranks = jnp.asarray(ranks, jnp.int32)
-    n, n_obj = objectives.shape
-    index = jnp.arange(n, dtype=jnp.int32)
-    segment = jnp.clip(ranks, 0, n)
-    front_size = jax.ops.segment_sum(jnp.ones(n, jnp.int32), segment, n + 1)[segment]
-
-    def one_objective(values):
-        order = jnp.lexsort((index, values, ranks))
-        ranks_s, values_s = ranks[order], values[order]
-        same = ranks_s[1:] == ranks_s[:-1]
-        gap = values_s[1:] - values_s[:-1]
-        to_last = jnp.concatenate(
-            [jnp.full(1, _F32_INF), jnp.where(same, gap, _F32_INF)]
-        )
-        to_next = jnp.concatenate(
-            [jnp.where(same, gap, _F32_INF), jnp.full(1, _F32_INF)]
-        )
-        span = (
-            jax.ops.segment_max(values, segment, n + 1)
-            - jax.ops.segment_min(values, segment, n + 1)
-        )[segment][order]
-        has_span = span > 0.0
-        contribution = jnp.where(
-            has_span, (to_last + to_next) / jnp.where(has_span, span, 1.0), 0.0
-        )
-        return jnp.zeros(n, jnp.float32).at[order].set(contribution)
-
-    total = jnp.sum(jax.vmap(one_objective, in_axes=1, out_axes=1)(objectives), axis=1)
-    return jnp.where(front_size <= 2, _F32_INF, total / n_obj)
-
-
-def pareto_mask(objectives: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Points not dominated by any other (valid) point; minimization.
-
-    Equal points are all kept (pymoo's ``find_non_dominated``). ``O(n^2)`` memory.
-
-    Args:
-      objectives: float ``(n, n_obj)``.
-      mask: optional bool ``(n,)``; False points neither count nor dominate.
-
-    Returns:
-      bool ``(n,)``.
-    """
-    objectives = jnp.asarray(objectives, jnp.float32)
-    valid = (
-        jnp.ones(objectives.shape[0], bool) if mask is None else jnp.asarray(mask, bool)
-    )
-    dominated = jnp.any(_dominance_matrix(objectives) & valid[:, None], axis=0)
-    return valid & ~dominated
-
-
-# --------------------------------------------------------------------------------------
-# State, params
-# --------------------------------------------------------------------------------------
-
-
-@struct.dataclass
-class Params:
-    """Searched-over-free settings; defaults are MOHAQ's (pymoo 0.6 meanings).
-
-    Attributes:
-      crossover_prob: probability that a mating recombines at all (SBX ``prob``).
-      sbx_eta: SBX distribution index.
-      sbx_prob_var: per-gene probability that SBX touches a gene (pymoo ``prob_var``).
-      sbx_prob_exchange: per-gene probability that the two children swap the gene
-        (pymoo ``prob_bin``).
-      uniform_prob: per-gene swap probability of uniform crossover (uniform variant).
-      mutation_prob: per-individual probability of mutation (pymoo ``Mutation.prob``).
-      mutation_prob_var: per-gene mutation probability (pymoo: min(0.5, 1 / n_genes)).
-      mutation_eta: polynomial-mutation distribution index.
-      ref_point: float ``(n_obj,)`` reference point for the hypervolume metric, or
-        None (hypervolume reported as NaN).
-    """
-
-    crossover_prob: jax.Array
-    sbx_eta: jax.Array
-    sbx_prob_var: jax.Array
-    sbx_prob_exchange: jax.Array
-    uniform_prob: jax.Array
-    mutation_prob: jax.Array
-    mutation_prob_var: jax.Array
-    mutation_eta: jax.Array
-    ref_point: jax.Array | None = None
-
-
-@struct.dataclass
-class State:
-    """NSGA-II state; objectives are minimized.
-
-    The archive holds every evaluated genome in evaluation order (initial population
-    first) up to its capacity; later genomes are not stored (``archive_count`` stops at
-    capacity while ``n_evaluations`` keeps counting).
-    """
-
-    population: jax.Array  # shape=(pop, n_genes), int32 gene levels
-    objectives: jax.Array  # shape=(pop, n_obj), float32, minimized
-    violation: jax.Array  # shape=(pop,), float32 total constraint violation, 0 feasible
-    rank: jax.Array  # shape=(pop,), int32 constrained non-dominated rank
-    crowding: jax.Array  # shape=(pop,), float32 crowding distance in its front
-    archive_genomes: jax.Array  # shape=(capacity, n_genes), int32
-    archive_objectives: jax.Array  # shape=(capacity, n_obj), float32
-    archive_violation: jax.Array  # shape=(capacity,), float32
-    archive_generation: jax.Array  # shape=(capacity,), int32 generation evaluated
-    archive_count: jax.Array  # shape=(), int32 filled slots
-    n_evaluations: jax.Array  # shape=(), int32 genomes told so far
-    n_unique_offspring: jax.Array  # shape=(), int32 unique genomes the last ask found
-    generation_counter: jax.Array  # shape=(), int32 tells after init
-
-
-def archive(state: State) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Every evaluated genome: ``(genomes, objectives, violation, valid)``.
-
-    Fixed shapes ``(capacity, ...)``; ``valid`` (bool ``(capacity,)``) marks filled
-    slots.
-    """
-    valid = jnp.arange(state.archive_genomes.shape[0]) < state.archive_count
-    return (
-        state.archive_genomes,
-        state.archive_objectives,
-        state.archive_violation,
-        valid,
-    )
-
-
-def archive_front(state: State) -> jax.Array:
-    """Bool ``(capacity,)``: feasible archive members no feasible member dominates.
-
-    Index :func:`archive`'s arrays with it (outside jit) to get the final Pareto set.
-    """
-    _, objectives, violation, valid = archive(state)
-    return pareto_mask(objectives, valid & (violation <= 0.0))
-
-
-# --------------------------------------------------------------------------------------
-# Variation (pymoo 0.6 integer recipe)
-# --------------------------------------------------------------------------------------
-
-
-def _uniform(key, shape):
-    """Uniform [0, 1) floats drawn flat: multi-dimensional draws compile much slower."""
-    return jax.random.uniform(key, (math.prod(shape),)).reshape(shape)
-
-
-def _pow(base, exponent):
-    """``base ** exponent`` for ``base >= 0`` as exp(log): a general power op is slow to
-    compile on CPU when the exponent is traced (``0 ** p`` gives 0 for ``p > 0``)."""
-    return jnp.exp(exponent * jnp.log(base))
-
-
-def _sbx(key, parent_1, parent_2, upper, params: Params):
-    """pymoo ``cross_sbx`` on floats in ``[0, upper]``; both children, unrounded."""
-    eps = 1.0e-14
-    shape = parent_1.shape
-    # One draw for all four uses: each random-bits call compiles its own generator.
-    u_var, u_spread, u_exch, u_mating = _uniform(key, (4, *shape))
-    cross = u_var < params.sbx_prob_var
-    cross &= jnp.abs(parent_1 - parent_2) > eps
-    cross &= (upper > 0.0)[None, :]
-    smaller = parent_1 < parent_2
-    y1 = jnp.minimum(parent_1, parent_2)
-    y2 = jnp.maximum(parent_1, parent_2)
-    delta = jnp.where(cross, y2 - y1, 1.0)
-    rand = u_spread
-    eta = params.sbx_eta
-    # Both children's spread factors in one stacked array: each power op is costly to
-    # compile when eta is traced.
-    upper_row = upper[None, :]
-    beta = 1.0 + 2.0 * jnp.stack([y1, upper_row - y2]) / delta[None]
-    alpha = 2.0 - _pow(beta, -(eta + 1.0))
-    rand = rand[None]
-    inside = rand <= 1.0 / alpha
-    base = jnp.where(
-        inside, rand * alpha, 1.0 / jnp.where(inside, 1.0, 2.0 - rand * alpha)
-    )
-    spread = _pow(base, 1.0 / (eta + 1.0))
-    c1 = 0.5 * ((y1 + y2) - spread[0] * delta)
-    c2 = 0.5 * ((y1 + y2) + spread[1] * delta)
-    child_1 = jnp.where(smaller, c1, c2)
-    child_2 = jnp.where(smaller, c2, c1)
-    swap = (u_exch < params.sbx_prob_exchange) ^ (parent_1 > parent_2)
-    child_1, child_2 = (
-        jnp.where(swap, child_2, child_1),
-        jnp.where(swap, child_1, child_2),
-    )
-    child_1 = jnp.clip(jnp.where(cross, child_1, parent_1), 0.0, upper_row)
-    child_2 = jnp.clip(jnp.where(cross, child_2, parent_2), 0.0, upper_row)
-    # A mating that does not recombine passes its parents through (pymoo Crossover.do).
-    mate = u_mating[:, 0] < params.crossover_prob
-    child_1 = jnp.where(mate[:, None], child_1, parent_1)
-    child_2 = jnp.where(mate[:, None], child_2, parent_2)
-    return child_1, child_2
-
-
-def _polynomial_mutation(key, genomes, upper, params: Params):
-    """pymoo ``mut_pm`` + ``Mutation.do`` on floats in ``[0, upper]`` (unrounded)."""
-    shape = genomes.shape
-    u_ind, u_var, rand = _uniform(key, (3, *shape))
-    upper_row = upper[None, :]
-    span = jnp.where(upper_row > 0.0, upper_row, 1.0)
-    mutate = u_var < params.mutation_prob_var
-    mutate &= upper_row > 0.0
-    mutate &= u_ind[:, :1] <= params.mutation_prob
-    delta_1 = genomes / span
-    delta_2 = (upper_row - genomes) / span
-    eta = params.mutation_eta
-    power = 1.0 / (eta + 1.0)
-    low_side = rand <= 0.5
-    tail = _pow(jnp.where(low_side, 1.0 - delta_1, 1.0 - delta_2), eta + 1.0)
-    val = jnp.where(
-        low_side,
-        2.0 * rand + (1.0 - 2.0 * rand) * tail,
-        2.0 * (1.0 - rand) + 2.0 * (rand - 0.5) * tail,
-    )
-    root = _pow(val, power)
-    delta_q = jnp.where(low_side, root - 1.0, 1.0 - root)
-    mutated = jnp.clip(genomes + delta_q * upper_row, 0.0, upper_row)
-    return jnp.where(mutate, mutated, genomes)
-
-
-def _round_levels(genomes, upper):
-    return jnp.clip(jnp.round(genomes), 0.0, upper[None, :]).astype(jnp.int32)
-
-
-def _uniform_levels(key, shape, upper):
-    """Uniform integer levels, gene ``i`` in ``0..upper[i]``."""
-    draws = jnp.floor(_uniform(key, shape) * (upper + 1.0)[None, :])
-    return jnp.minimum(draws, upper[None, :]).astype(jnp.int32)
-
-
-def _uniform_crossover(key, parent_1, parent_2, params: Params):
-    u_swap, u_mating = _uniform(key, (2, *parent_1.shape))
-    swap = (u_swap < params.uniform_prob) & (u_mating[:, :1] < params.crossover_prob)
-    return jnp.where(swap, parent_2, parent_1), jnp.where(swap, parent_1, parent_2)
-
-
-def _random_reset(key, genomes, upper, params: Params):
-    u_ind, u_var, u_level = _uniform(key, (3, *genomes.shape))
-    mutate = (u_var < params.mutation_prob_var) & (u_ind[:, :1] <= params.mutation_prob)
-    levels = jnp.minimum(jnp.floor(u_level * (upper + 1.0)[None, :]), upper[None, :])
-    return jnp.where(mutate, levels.astype(jnp.int32), genomes)
-
-
-# --------------------------------------------------------------------------------------
-# Duplicate elimination over packed genome codes
-# --------------------------------------------------------------------------------------
-
-
-def _code_words(upper: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Splits genes into chunks whose mixed-radix code fits a uint32 exactly."""
-    words, genes, radices, product = [], [], [], 1
-    for gene, n_levels in enumerate(np.asarray(upper, np.int64) + 1):
-        if product * n_levels > 2**32:
-            words.append((np.asarray(genes), np.asarray(radices, np.uint32)))
-            genes, radices, product = [], [], 1
-        genes.append(gene)
-        radices.append(product)
-        product *= int(n_levels)
-    words.append((np.asarray(genes), np.asarray(radices, np.uint32)))
-    return words
-
-
-# Odd multipliers (from murmur3/xxhash) that mix several code words into one.
-_MIX = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1)
-
-
-def _genome_keys(genomes, words):
-    """One uint32 key per genome, ``(n,)``.
-
-    Exact (distinct genomes, distinct keys) when the space has at most 2^32 genomes,
-    as both MOHAQ spaces do (SiLago 3^8, Bitfusion 4^16); larger spaces are hashed,
-    where a rare collision can only make a new genome look like a duplicate.
-    """
-    genomes = genomes.astype(jnp.uint32)
-    codes = [
-        jnp.sum(
-            genomes[:, genes] * jnp.asarray(radices)[None, :], axis=1, dtype=jnp.uint32
-        )
-        for genes, radices in words
-    ]
-    if len(codes) == 1:
-        return codes[0]
-    key = jnp.zeros_like(codes[0])
-    for w, code in enumerate(codes):
-        key = (key ^ (code * jnp.uint32(_MIX[w % len(_MIX)]))) * jnp.uint32(_MIX[-1])
-        key = key ^ (key >> jnp.uint32(15))
-    return key
-
-
-def _first_unique(candidates, known_keys, n_known, n_take: int, words):
-    """The first ``n_take`` candidates equal to no known genome and no earlier one.
-
-    Args:
-      candidates: int32 ``(n_pool, n_genes)`` in preference order.
-      known_keys: uint32 ``(capacity,)`` keys (:func:`_genome_keys`) of the genomes to
-        avoid; only the first ``n_known`` are filled.
-      n_known: int32 scalar.
-      n_take: how many to return.
-
-    Returns:
-      ``(chosen (n_take, n_genes), n_unique)``; if fewer than ``n_take`` candidates are
-      unique, the rest are filled with duplicates, in pool order.
-    """
-    keys = _genome_keys(candidates, words)
-    # Unfilled slots repeat slot 0's key, so they can match nothing new.
-    filled = jnp.arange(known_keys.shape[0]) < n_known
-    known_sorted = jnp.sort(jnp.where(filled, known_keys, known_keys[0]))
-    slot = jnp.clip(jnp.searchsorted(known_sorted, keys), 0, known_keys.shape[0] - 1)
-    seen = (known_sorted[slot] == keys) & (n_known > 0)
-    # Among equal candidates the stable sort puts the earliest first.
-    order = jnp.argsort(keys, stable=True)
-    keys_sorted = keys[order]
-    first_s = jnp.concatenate([jnp.ones(1, bool), keys_sorted[1:] != keys_sorted[:-1]])
-    first = jnp.zeros(keys.shape, bool).at[order].set(first_s)
-    is_new = first & ~seen
-    chosen = jnp.argsort(~is_new, stable=True)[:n_take]
-    return candidates[chosen], jnp.sum(is_new, dtype=jnp.int32)
 
 
 # --------------------------------------------------------------------------------------
@@ -575,8 +127,8 @@ def _first_unique(candidates, known_keys, n_known, n_take: int, words):
 # --------------------------------------------------------------------------------------
 
 
-class NSGA2:
-    """NSGA-II for integer genomes with evosax's ``init``/``ask``/``tell`` interface.
+class NSGA2(evosax_base.PopulationBasedAlgorithm):
+    """NSGA-II for integer genomes, an evosax ``PopulationBasedAlgorithm``.
 
     The object holds only static settings (sizes, gene ranges, operator choice); all of
     its methods are pure functions of their arguments and can be ``jax.jit``-ed or
@@ -584,15 +136,18 @@ class NSGA2:
 
     Args:
       pop_size: survivors per generation (MOHAQ: 40).
-      n_offspring: genomes asked per generation (MOHAQ: 10).
+      n_offspring: genomes asked per generation (MOHAQ: 10); evosax's
+        ``population_size``.
       upper: int ``(n_genes,)``, the largest level of each gene; gene ``i`` takes
         ``0..upper[i]``.
       archive_size: capacity of the archive of evaluated genomes; default holds the
         initial population and 100 generations.
       variation: ``"sbx_pm"`` (integer SBX + polynomial mutation, pymoo's recipe) or
         ``"uniform_reset"`` (uniform crossover + random-reset mutation).
-      pool_rounds: matings drawn per ask for duplicate elimination, each giving
-        ``n_offspring`` candidates; one batch of random genomes follows them.
+      pool_rounds: matings drawn at once per retry, each giving ``n_offspring``
+        candidates.
+      max_mating_rounds: matings tried per ask before random genomes (pymoo: 100);
+        ``pool_rounds`` gives the behaviour of earlier versions (random fill at once).
     """
 
     def __init__(
@@ -603,6 +158,7 @@ class NSGA2:
         archive_size: int | None = None,
         variation: str = "sbx_pm",
         pool_rounds: int = 2,
+        max_mating_rounds: int = 100,
     ):
         upper = np.asarray(upper)
         if upper.ndim != 1 or upper.size == 0 or np.any(upper < 0):
@@ -613,6 +169,11 @@ class NSGA2:
             raise ValueError(f"unknown variation {variation!r}")
         if pop_size < 2 or n_offspring < 1:
             raise ValueError("need pop_size >= 2 and n_offspring >= 1")
+        if pool_rounds < 1 or max_mating_rounds < pool_rounds:
+            raise ValueError(
+                "need pool_rounds >= 1 and max_mating_rounds >= pool_rounds"
+            )
+        super().__init__(n_offspring, jnp.zeros(upper.size, jnp.int32))
         self.pop_size = int(pop_size)
         self.n_offspring = int(n_offspring)
         self.upper = upper.astype(np.int32)
@@ -622,12 +183,13 @@ class NSGA2:
         )
         self.variation = variation
         self.pool_rounds = int(pool_rounds)
+        self.max_mating_rounds = int(max_mating_rounds)
         self._words = _code_words(self.upper)
         # pymoo mates in pairs: ceil(n_offspring / 2) matings give 2 children each.
         self._n_matings = math.ceil(self.n_offspring / 2)
 
     @property
-    def default_params(self) -> Params:
+    def _default_params(self) -> Params:
         """MOHAQ's settings: SBX p = 1.0, eta = 3; PM eta = 3; else pymoo defaults."""
         f32 = lambda x: jnp.asarray(x, jnp.float32)
         return Params(
@@ -640,6 +202,31 @@ class NSGA2:
             mutation_prob_var=f32(min(0.5, 1.0 / self.n_genes)),
             mutation_eta=f32(3.0),
             ref_point=None,
+        )
+
+    def empty_state(self, n_obj: int) -> State:
+        """A state of the right shapes with an empty archive (a checkpoint template)."""
+        pop, genes, cap = self.pop_size, self.n_genes, self.archive_size
+        f32, i32 = jnp.float32, jnp.int32
+        return State(
+            population=jnp.zeros((pop, genes), i32),
+            fitness=jnp.full((pop, n_obj), jnp.inf, f32),
+            best_solution=jnp.zeros(genes, i32),
+            best_fitness=jnp.full(n_obj, jnp.inf, f32),
+            generation_counter=jnp.int32(0),
+            violation=jnp.full(pop, jnp.inf, f32),
+            best_violation=jnp.float32(jnp.inf),
+            rank=jnp.zeros(pop, i32),
+            crowding=jnp.zeros(pop, f32),
+            archive_genomes=jnp.zeros((cap, genes), i32),
+            archive_objectives=jnp.full((cap, n_obj), jnp.inf, f32),
+            archive_violation=jnp.zeros(cap, f32),
+            archive_generation=jnp.full(cap, -1, i32),
+            archive_count=jnp.int32(0),
+            n_evaluations=jnp.int32(0),
+            n_unique_offspring=jnp.int32(0),
+            n_random_offspring=jnp.int32(0),
+            n_mating_rounds=jnp.int32(0),
         )
 
     # ---- helpers -------------------------------------------------------------------
@@ -664,7 +251,7 @@ class NSGA2:
         return chosen
 
     def _survive(self, key, genomes, objectives, violation):
-        ranks = _constrained_rank(objectives, violation, self.pop_size)
+        ranks = constrained_rank(objectives, violation, self.pop_size)
         crowding = crowding_distance(objectives, ranks)
         crowding = jnp.where(violation <= 0.0, crowding, 0.0)
         tie_break = _uniform(key, violation.shape)
@@ -677,11 +264,11 @@ class NSGA2:
             crowding[keep],
         )
 
-    def _tournament(self, key, state: State, n_select: int):
+    def _tournament(self, seed, state: State, n_select: int):
         """pymoo's binary tournament (``comp_by_dom_and_crowding``): winner indices."""
         n_random = 2 * n_select
         n_perms = math.ceil(n_random / self.pop_size)
-        draws = _uniform(key, (n_perms + 1, max(self.pop_size, n_select)))
+        draws = _uniform(seed, (n_perms + 1, max(self.pop_size, n_select)))
         # Concatenated random permutations, as pymoo's random_permutations.
         perms = jnp.argsort(draws[:n_perms, : self.pop_size], axis=1).astype(jnp.int32)
         pairs = perms.reshape(-1)[:n_random].reshape(n_select, 2)
@@ -698,16 +285,17 @@ class NSGA2:
         )
         return jnp.where((v_a > 0.0) | (v_b > 0.0), by_violation, by_dominance)
 
-    def _mate(self, key, state: State, params: Params, n_matings: int):
+    def _mate(self, seed, state: State, params: Params, n_matings: int):
         """pymoo's mating: tournament, crossover, mutation; ``2 * n_matings`` kids."""
-        key_select, key_cross, key_mut = jax.random.split(key, 3)
-        winners = self._tournament(key_select, state, 2 * n_matings)
+        seed = seed_words(seed)
+        seed_select, seed_cross, seed_mut = (sub_seed(seed, i) for i in range(3))
+        winners = self._tournament(seed_select, state, 2 * n_matings)
         parents = state.population[winners].reshape(n_matings, 2, self.n_genes)
         parent_1, parent_2 = parents[:, 0], parents[:, 1]
         upper = self._upper_f()
         if self.variation == "sbx_pm":
             child_1, child_2 = _sbx(
-                key_cross,
+                seed_cross,
                 parent_1.astype(jnp.float32),
                 parent_2.astype(jnp.float32),
                 upper,
@@ -715,12 +303,30 @@ class NSGA2:
             )
             children = _round_levels(jnp.concatenate([child_1, child_2]), upper)
             mutated = _polynomial_mutation(
-                key_mut, children.astype(jnp.float32), upper, params
+                seed_mut, children.astype(jnp.float32), upper, params
             )
             return _round_levels(mutated, upper)
-        child_1, child_2 = _uniform_crossover(key_cross, parent_1, parent_2, params)
+        child_1, child_2 = _uniform_crossover(seed_cross, parent_1, parent_2, params)
         return _random_reset(
-            key_mut, jnp.concatenate([child_1, child_2]), upper, params
+            seed_mut, jnp.concatenate([child_1, child_2]), upper, params
+        )
+
+    def _update_best(self, state: State) -> State:
+        best = _lexicographic_best(state.violation, state.fitness)
+        better = _lexicographic_less(
+            state.violation[best],
+            state.fitness[best],
+            state.best_violation,
+            state.best_fitness,
+        )
+        return state.replace(
+            best_solution=jnp.where(
+                better, state.population[best], state.best_solution
+            ),
+            best_fitness=jnp.where(better, state.fitness[best], state.best_fitness),
+            best_violation=jnp.where(
+                better, state.violation[best], state.best_violation
+            ),
         )
 
     def _metrics(self, state: State, params: Params) -> dict[str, jax.Array]:
@@ -737,8 +343,11 @@ class NSGA2:
             "n_feasible": jnp.sum(feasible, dtype=jnp.int32),
             "n_front": jnp.sum(front, dtype=jnp.int32),
             "best_objectives": best,
+            "best_fitness": state.best_fitness,
             "hypervolume": volume,
             "n_unique_offspring": state.n_unique_offspring,
+            "n_random_offspring": state.n_random_offspring,
+            "n_mating_rounds": state.n_mating_rounds,
         }
 
     def _store(self, state: State, genomes, objectives, violation) -> State:
@@ -762,8 +371,43 @@ class NSGA2:
             n_evaluations=state.n_evaluations + genomes.shape[0],
         )
 
+    @property
+    def _n_mating_iterations(self) -> int:
+        return math.ceil(self.max_mating_rounds / self.pool_rounds)
+
+    def _candidates(self, seed, state: State, params: Params, iteration):
+        """``pool_rounds`` matings in pymoo's order (round by round, each round's first
+        children, then its second); uniformly random genomes once matings are spent."""
+        seed = sub_seed(seed, iteration)
+        n_candidates = 2 * self.pool_rounds * self._n_matings
+
+        def mated():
+            children = self._mate(
+                sub_seed(seed, 0), state, params, self.pool_rounds * self._n_matings
+            )
+            return (
+                children.reshape(2, self.pool_rounds, self._n_matings, self.n_genes)
+                .transpose(1, 0, 2, 3)
+                .reshape(-1, self.n_genes)
+            )
+
+        def random():
+            shape = (n_candidates, self.n_genes)
+            return _uniform_levels(sub_seed(seed, 1), shape, self._upper_f())
+
+        # A branch, not a select: the unused one costs nothing (outside vmap).
+        return jax.lax.cond(iteration >= self._n_mating_iterations, random, mated)
+
     # ---- the evosax interface -------------------------------------------------------
 
+    def _init(self, key: jax.Array, params: Params) -> State:
+        """evosax's empty state; needs ``n_obj``, so only ``init`` builds states here."""
+        raise NotImplementedError(
+            "NSGA2 states come from init(key, population, fitness, params) or "
+            "empty_state(n_obj): the number of objectives is not a parameter"
+        )
+
+    @functools.partial(jax.jit, static_argnames=("self",))
     def init(
         self, key: jax.Array, population: jax.Array, fitness: Fitness, params: Params
     ):
@@ -788,33 +432,81 @@ class NSGA2:
                 f"initial population must be ({self.pop_size}, {self.n_genes}), "
                 f"got {population.shape}"
             )
-        n_obj = objectives.shape[1]
-        capacity = self.archive_size
-        state = State(
-            population=population,
-            objectives=objectives,
-            violation=violation,
-            rank=jnp.zeros(self.pop_size, jnp.int32),
-            crowding=jnp.zeros(self.pop_size, jnp.float32),
-            archive_genomes=jnp.zeros((capacity, self.n_genes), jnp.int32),
-            archive_objectives=jnp.full((capacity, n_obj), jnp.inf, jnp.float32),
-            archive_violation=jnp.zeros(capacity, jnp.float32),
-            archive_generation=jnp.full(capacity, -1, jnp.int32),
-            archive_count=jnp.int32(0),
-            n_evaluations=jnp.int32(0),
-            n_unique_offspring=jnp.int32(0),
-            generation_counter=jnp.int32(0),
-        )
+        state = self.empty_state(objectives.shape[1])
         state = self._store(state, population, objectives, violation)
         genomes, objectives, violation, rank, crowding = self._survive(
             key, population, objectives, violation
         )
-        return state.replace(
+        state = state.replace(
             population=genomes,
-            objectives=objectives,
+            fitness=objectives,
             violation=violation,
             rank=rank,
             crowding=crowding,
+        )
+        return self._update_best(state)
+
+    def _ask(self, key: jax.Array, state: State, params: Params):
+        """Offspring none equal to an archived genome or to each other (see ``ask``).
+
+        Mating is retried, ``pool_rounds`` matings per ``lax.while_loop`` iteration,
+        until ``n_offspring`` unique genomes are found or ``max_mating_rounds``
+        matings were drawn; then one batch of uniformly random genomes; then
+        duplicates fill the rest.
+        """
+        seed = seed_words(key)
+        known_sorted = _sorted_known(
+            _genome_keys(state.archive_genomes, self._words), state.archive_count
+        )
+        n_off, n_iterations = self.n_offspring, self._n_mating_iterations
+        n_candidates = 2 * self.pool_rounds * self._n_matings
+        slots = jnp.arange(n_off)
+
+        def body(carry):
+            iteration, buffer, buffer_keys, n_filled, n_random, _ = carry
+            candidates = self._candidates(seed, state, params, iteration)
+            keys = _genome_keys(candidates, self._words)
+            in_buffer = _in_sorted(keys, _sorted_known(buffer_keys, n_filled), n_filled)
+            is_new = _first_occurrence(keys) & ~in_buffer
+            is_new &= ~_in_sorted(keys, known_sorted, state.archive_count)
+            position = n_filled + jnp.cumsum(is_new, dtype=jnp.int32) - 1
+            position = jnp.where(is_new, position, n_off)
+            buffer = buffer.at[position].set(candidates, mode="drop")
+            buffer_keys = buffer_keys.at[position].set(keys, mode="drop")
+            n_added = jnp.minimum(jnp.sum(is_new, dtype=jnp.int32), n_off - n_filled)
+            n_random = n_random + jnp.where(iteration >= n_iterations, n_added, 0)
+            return (
+                iteration + 1,
+                buffer,
+                buffer_keys,
+                n_filled + n_added,
+                n_random,
+                (candidates),
+            )
+
+        def cond(carry):
+            iteration, _, _, n_filled, _, _ = carry
+            return (n_filled < n_off) & (iteration <= n_iterations)
+
+        start = (
+            jnp.int32(0),
+            jnp.zeros((n_off, self.n_genes), jnp.int32),
+            jnp.zeros(n_off, jnp.uint32),
+            jnp.int32(0),
+            jnp.int32(0),
+            jnp.zeros((n_candidates, self.n_genes), jnp.int32),
+        )
+        iterations, buffer, _, n_filled, n_random, last = jax.lax.while_loop(
+            cond, body, start
+        )
+        # Too few unique genomes even at random (a nearly exhausted space): the last
+        # candidates, all archived or already chosen, fill the remaining slots.
+        offspring = jnp.where((slots < n_filled)[:, None], buffer, last[:n_off])
+        n_rounds = jnp.minimum(iterations, n_iterations) * self.pool_rounds
+        return offspring, state.replace(
+            n_unique_offspring=n_filled,
+            n_random_offspring=n_random,
+            n_mating_rounds=n_rounds.astype(jnp.int32),
         )
 
     def ask(self, key: jax.Array, state: State, params: Params):
@@ -827,34 +519,32 @@ class NSGA2:
 
         Returns:
           ``(offspring, state)``: int32 ``(n_offspring, n_genes)`` and the state with
-          ``n_unique_offspring`` set.
+          ``n_unique_offspring``, ``n_random_offspring`` and ``n_mating_rounds`` set.
         """
-        key_mate, key_random = jax.random.split(key)
-        # pool_rounds rounds of pymoo's mating drawn as one larger mating, then put in
-        # pymoo's order: round by round, each round's first children, then its second.
-        candidates = self._mate(
-            key_mate, state, params, self.pool_rounds * self._n_matings
-        )
-        candidates = (
-            candidates.reshape(2, self.pool_rounds, self._n_matings, self.n_genes)
-            .transpose(1, 0, 2, 3)
-            .reshape(-1, self.n_genes)
-        )
-        fallback = _uniform_levels(
-            key_random, (self.n_offspring, self.n_genes), self._upper_f()
-        )
-        pool = jnp.concatenate([candidates, fallback], axis=0)
-        offspring, n_unique = _first_unique(
-            pool,
-            _genome_keys(state.archive_genomes, self._words),
-            state.archive_count,
-            self.n_offspring,
-            self._words,
-        )
-        return offspring, state.replace(
-            n_unique_offspring=jnp.minimum(n_unique, self.n_offspring)
-        )
+        return super().ask(key, state, params)
 
+    def _tell(self, key, population, fitness: Fitness, state: State, params: Params):
+        del params
+        population = jnp.asarray(population, jnp.int32)
+        objectives, violation = split_fitness(fitness)
+        state = state.replace(generation_counter=state.generation_counter + 1)
+        state = self._store(state, population, objectives, violation)
+        genomes, objectives, violation, rank, crowding = self._survive(
+            key,
+            jnp.concatenate([state.population, population]),
+            jnp.concatenate([state.fitness, objectives]),
+            jnp.concatenate([state.violation, violation]),
+        )
+        state = state.replace(
+            population=genomes,
+            fitness=objectives,
+            violation=violation,
+            rank=rank,
+            crowding=crowding,
+        )
+        return self._update_best(state)
+
+    @functools.partial(jax.jit, static_argnames=("self",))
     def tell(
         self,
         key: jax.Array,
@@ -880,105 +570,13 @@ class NSGA2:
           ``(state, metrics)``; metrics: ``generation_counter``, ``n_evaluations``,
           ``n_feasible`` and ``n_front`` (feasible first-front size) of the new
           population, ``best_objectives`` (``(n_obj,)`` minimum over its feasible
-          members, ``inf`` if none), ``hypervolume`` of its feasible first front (NaN
-          without ``ref_point``), ``n_unique_offspring``.
+          members, ``inf`` if none), ``best_fitness`` (``State.best_fitness``),
+          ``hypervolume`` of its feasible first front (NaN without ``ref_point``),
+          ``n_unique_offspring``, ``n_random_offspring``, ``n_mating_rounds``.
         """
-        population = jnp.asarray(population, jnp.int32)
-        objectives, violation = split_fitness(fitness)
-        state = state.replace(generation_counter=state.generation_counter + 1)
-        state = self._store(state, population, objectives, violation)
-        genomes, objectives, violation, rank, crowding = self._survive(
-            key,
-            jnp.concatenate([state.population, population]),
-            jnp.concatenate([state.objectives, objectives]),
-            jnp.concatenate([state.violation, violation]),
-        )
-        state = state.replace(
-            population=genomes,
-            objectives=objectives,
-            violation=violation,
-            rank=rank,
-            crowding=crowding,
-        )
+        state = self._tell(key, population, fitness, state, params)
         return state, self._metrics(state, params)
 
-
-# --------------------------------------------------------------------------------------
-# Whole searches
-# --------------------------------------------------------------------------------------
-
-
-def make_run(
-    strategy: NSGA2,
-    evaluate_fn: Callable[[jax.Array], Fitness],
-    n_generations: int,
-    params: Params | None = None,
-    batched: bool = False,
-    jit: bool = True,
-) -> Callable[[jax.Array], tuple[State, dict[str, Any]]]:
-    """Builds ``run(key) -> (final_state, metrics per generation)``.
-
-    With ``jit=True`` the whole search is one ``lax.scan`` over generations, so
-    ``jax.vmap(run)(keys)`` searches several seeds at once. Keys: the initial sample and
-    init use ``fold_in(key, 0)``, generation ``g`` uses ``fold_in(key, g)``; the same
-    key gives the same front.
-
-    Args:
-      strategy: an :class:`NSGA2`.
-      evaluate_fn: fitness of one genome (``(n_genes,)`` int32 -> minimized objectives
-        ``(n_obj,)`` or ``(objectives, constraints)``), vmapped here; or, with
-        ``batched=True``, of a population ``(n, n_genes)``.
-      n_generations: generations after the initial population.
-      params: :class:`Params`, default ``strategy.default_params``.
-      batched: whether ``evaluate_fn`` takes a whole population.
-      jit: whether ``evaluate_fn`` is traceable; if False, generations run in a Python
-        loop around jitted ``ask``/``tell`` and the metrics are stacked afterwards.
-
-    Returns:
-      ``run(key)``; metrics are ``tell``'s, each with a leading ``n_generations`` axis.
-    """
-    params = strategy.default_params if params is None else params
-    evaluate = evaluate_fn if batched else jax.vmap(evaluate_fn)
-
-    def start(key):
-        key_sample, key_init = jax.random.split(jax.random.fold_in(key, 0))
-        population = strategy.sample(key_sample)
-        return key_init, population
-
-    def run_scan(key):
-        key_init, population = start(key)
-        state = strategy.init(key_init, population, evaluate(population), params)
-
-        def generation(state, index):
-            key_ask, key_tell = jax.random.split(jax.random.fold_in(key, index))
-            offspring, state = strategy.ask(key_ask, state, params)
-            return strategy.tell(
-                key_tell, offspring, evaluate(offspring), state, params
-            )
-
-        return jax.lax.scan(
-            generation, state, jnp.arange(1, n_generations + 1, dtype=jnp.int32)
-        )
-
-    if jit:
-        return run_scan
-
-    start_jit = jax.jit(start)
-    init_jit = jax.jit(strategy.init)
-    ask_jit = jax.jit(strategy.ask)
-    tell_jit = jax.jit(strategy.tell)
-
-    def run_loop(key):
-        key_init, population = start_jit(key)
-        state = init_jit(key_init, population, evaluate(population), params)
-        history = []
-        for index in range(1, n_generations + 1):
-            key_ask, key_tell = jax.random.split(jax.random.fold_in(key, index))
-            offspring, state = ask_jit(key_ask, state, params)
-            state, metrics = tell_jit(
-                key_tell, offspring, evaluate(offspring), state, params
-            )
-            history.append(metrics)
-        return state, jax.tree.map(lambda *xs: jnp.stack(xs), *history)
-
-    return run_loop
+    def get_best_solution(self, state: State) -> jax.Array:
+        """``best_solution``: feasible first, then smallest objectives in order."""
+        return state.best_solution

@@ -1,0 +1,265 @@
+"""Search quality against the true Pareto front of a whole SiLago space.
+
+Every genome of the SiLago space (weights and activations of a site share 4, 8 or 16
+bits) is evaluated once for one model: 4 bidirectional SRU layers with low-rank
+projections before layers 2-4 and the output layer = 8 sites, 3^8 = 6561 genomes. The
+dev-set phone error (a dev subset with ``--dev-utts``) and SiLago's costs are cached on
+disk; the true front is the feasible non-dominated set of all of them under MOHAQ's
+objectives (error, -speedup, energy; normalized as the driver does, ``(f - ideal) /
+(nadir - ideal)``) and constraints (error <= max error, memory <= limit). Each method
+then gets MOHAQ's budget (190 distinct evaluations: population 40 + 15 x 10 offspring)
+as table look-ups, and the table reports the hypervolume of its evaluated feasible
+front divided by the true front's (reference point (1, 1, 1)), median and range over
+seeds: NSGA-II, random search, and the evosax single-objective mode ("maximize speedup
+s.t. error <= eps", :mod:`mohaq_jax.search.single_objective`), plus how close each gets
+to the single-objective optimum.
+
+Run (``--tiny`` for a minutes-long smoke setting)::
+
+    nice -n 10 python -m benchmarks.search_quality [--hidden 64 --proj 96] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mohaq_jax import evaluate, genome, hardware, qmodel, train
+from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
+from mohaq_jax.models import sru
+from mohaq_jax.search import compilation, hypervolume, nsga2, single_objective
+
+OBJECTIVES, MAXIMIZE = ("error", "speedup", "energy_pj"), ("speedup",)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=64, help="SRU units/direction")
+    parser.add_argument("--proj", type=int, default=96, help="projection size")
+    parser.add_argument("--espeak-size", default="default", help="default | tiny")
+    parser.add_argument("--epochs", type=int, default=4, help="baseline epochs")
+    parser.add_argument("--ckpt-dir", default=None, help="baseline checkpoint folder")
+    parser.add_argument("--dev-utts", type=int, default=0, help="dev subset (0 = all)")
+    parser.add_argument("--error-margin", type=float, default=0.04)
+    parser.add_argument("--budget", type=int, default=190)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--chunk", type=int, default=81, help="genomes per call")
+    parser.add_argument("--out", default="runs/search_quality", help="output folder")
+    parser.add_argument("--tiny", action="store_true", help="smoke setting")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.hidden, args.proj, args.espeak_size = 40, 72, "tiny"
+        args.epochs, args.dev_utts, args.seeds = 1, 4, 2
+    return args
+
+
+def model_config(corpus, hidden: int, proj: int) -> sru.ModelConfig:
+    """4 bidirectional SRU layers, projections before layers 2-4: 8 sites."""
+    # A projection sits where it is smaller than its input: not before layer 1.
+    if not corpus.n_features <= proj < 2 * hidden:
+        raise ValueError(
+            f"--proj must be in {corpus.n_features}..{2 * hidden - 1} (projections "
+            f"before layers 2-4 only), got {proj}"
+        )
+    return sru.ModelConfig(
+        n_features=corpus.n_features,
+        n_classes=corpus.n_classes,
+        hidden=hidden,
+        n_layers=4,
+        bidirectional=True,
+        n_proj=proj,
+    )
+
+
+def all_genomes(upper: np.ndarray) -> np.ndarray:
+    """Every genome, ``(prod(upper + 1), n_genes)``, gene 0 varying slowest."""
+    grids = np.meshgrid(*[np.arange(u + 1) for u in upper], indexing="ij")
+    return np.stack([g.reshape(-1) for g in grids], axis=1).astype(np.int32)
+
+
+def genome_index(genomes, upper):
+    """Row of each genome in :func:`all_genomes` (mixed radix), jnp or numpy."""
+    radix = np.cumprod(np.concatenate([[1], (np.asarray(upper) + 1)[::-1][:-1]]))[::-1]
+    return (genomes * jnp.asarray(radix.astype(np.int32))[None, :]).sum(axis=1)
+
+
+def table(args):
+    """(space, metrics of every genome, baseline dev error), cached on disk."""
+    corpus = load_corpus("espeak", size=args.espeak_size, verbose=False)
+    cfg = model_config(corpus, args.hidden, args.proj)
+    layers = sru.layer_specs(cfg)
+    assert len(layers) == 8, [layer.name for layer in layers]
+    space = genome.silago_space(layers)
+    train_config = train.TrainConfig(epochs=args.epochs)
+    ident = json.dumps(
+        [cfg.to_dict(), train_config.to_dict(), train.data_settings(corpus)],
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    ckpt = args.ckpt_dir or os.path.join(default_cache_dir(), "baselines", digest)
+    path = os.path.join(args.out, f"table-{digest}-dev{args.dev_utts}.npz")
+    if os.path.exists(path):
+        saved = np.load(path)
+        return space, {k: saved[k] for k in saved.files}
+    params, _ = train.get_or_train_baseline(corpus, cfg, train_config, ckpt)
+    rng = np.random.default_rng(0)
+    n_cal = min(32, len(corpus.train))
+    cal = pad_batch(corpus.train, rng.choice(len(corpus.train), n_cal, replace=False))
+    calib = qmodel.calibrate(
+        params, cfg, jnp.asarray(cal.features), jnp.asarray(cal.lengths)
+    )
+    n_dev = args.dev_utts or len(corpus.dev)
+    dev = tuple(jnp.asarray(x) for x in pad_batch(corpus.dev, range(n_dev)))
+    evaluator = evaluate.PopulationEvaluator(
+        cfg, space, corpus.fold39, params, calib, chunk_size=None, pop_size=args.chunk
+    )
+    genomes = all_genomes(space.upper)
+    start, errors = time.perf_counter(), []
+    for i in range(0, len(genomes), args.chunk):
+        errors.append(evaluator(genomes[i : i + args.chunk], dev)["phone_error"])
+        if (i // args.chunk) % 10 == 0:
+            print(f"{i + args.chunk}/{len(genomes)} genomes evaluated", flush=True)
+    print(f"{len(genomes)} genomes evaluated in {time.perf_counter() - start:.0f} s")
+    platform = hardware.get_platform("silago")
+    costs = jax.jit(jax.vmap(platform.make_cost_fn(space)))(jnp.asarray(genomes))
+    metrics = {k: np.asarray(v) for k, v in costs.items()}
+    metrics["error"] = np.concatenate(errors)
+    float_space = genome.tied_space(space.layers, (32,), "float")
+    float_eval = evaluate.PopulationEvaluator(
+        cfg, float_space, corpus.fold39, params, calib, chunk_size=None
+    )
+    zero = np.zeros((1, float_space.n_genes), np.int32)
+    metrics["float_error"] = float_eval(zero, dev)["phone_error"]
+    # The paper's limit scaled by this model's 16-bit size over the paper model's.
+    paper_space = genome.silago_space(sru.layer_specs(sru.paper_config()))
+    paper16 = platform.evaluate(paper_space, paper_space.upper)["memory_mb"]
+    ours16 = platform.evaluate(space, space.upper)["memory_mb"]
+    metrics["memory_limit_mb"] = np.asarray(
+        platform.memory_limit_mb * float(ours16) / float(paper16)
+    )
+    os.makedirs(args.out, exist_ok=True)
+    np.savez(path, **metrics)
+    return space, metrics
+
+
+def normalized_problem(metrics, max_error):
+    """Normalized minimized objectives ``(n, 3)`` and total violation ``(n,)``."""
+    raw = np.stack([metrics["error"], -metrics["speedup"], metrics["energy_pj"]], 1)
+    ideal = np.asarray([0.0, raw[:, 1].min(), raw[:, 2].min()])
+    nadir = np.asarray([max_error, raw[:, 1].max(), raw[:, 2].max()])
+    objectives = (raw - ideal) / np.maximum(nadir - ideal, 1e-12)
+    limit = float(metrics["memory_limit_mb"])
+    constraints = np.stack(
+        [
+            (metrics["memory_mb"] - limit) / limit,
+            (metrics["error"] - max_error) / max_error,
+        ],
+        1,
+    )
+    return objectives.astype(np.float32), np.maximum(constraints, 0.0).sum(1)
+
+
+def front_volume(objectives, violation, rows) -> float:
+    """Hypervolume (ref (1, 1, 1)) of the feasible front among ``rows``."""
+    rows = np.unique(np.asarray(rows))
+    feasible = rows[violation[rows] <= 0]
+    if not len(feasible):
+        return 0.0
+    points = objectives[feasible]
+    front = np.asarray(nsga2.pareto_mask(jnp.asarray(points)))
+    return float(hypervolume.hypervolume(points[front], jnp.ones(3, jnp.float32)))
+
+
+def run_methods(space, objectives, violation, budget, n_seeds):
+    """Rows (genome indices) each method evaluated, per seed."""
+    upper = space.upper
+    table_o, table_v = jnp.asarray(objectives), jnp.asarray(violation)
+    pop, n_offspring = 40, 10
+    n_generations = (budget - pop) // n_offspring
+
+    def lookup(genomes):
+        rows = genome_index(genomes, upper)
+        return table_o[rows], table_v[rows][:, None]
+
+    strategy = nsga2.NSGA2(pop, n_offspring, upper)
+    run = nsga2.make_run(strategy, lookup, n_generations, batched=True)
+    states, _ = jax.jit(jax.vmap(run))(jax.vmap(jax.random.key)(jnp.arange(n_seeds)))
+    rows = {"NSGA-II": []}
+    for seed in range(n_seeds):
+        genomes = np.asarray(states.archive_genomes[seed])
+        rows["NSGA-II"].append(np.asarray(genome_index(genomes, upper)))
+    n_all = len(objectives)
+    rows["random search"] = [
+        np.random.default_rng(seed).permutation(n_all)[:budget]
+        for seed in range(n_seeds)
+    ]
+    speed = objectives[:, 1]  # normalized -speedup: the single objective
+
+    def scalar(genomes):
+        index = np.asarray(genome_index(genomes, upper))
+        return speed[index], violation[index]
+
+    for name in single_objective.ALGORITHMS:
+        rows[f"evosax {name}"] = []
+        for seed in range(n_seeds):
+            out = single_objective.search(
+                name, upper, scalar, budget, jax.random.key(seed)
+            )
+            rows[f"evosax {name}"].append(
+                np.asarray(genome_index(out["genomes"], upper))
+            )
+    return rows
+
+
+def main(argv=None) -> list[str]:
+    args = parse_args(argv)
+    compilation.enable_compilation_cache()
+    space, metrics = table(args)
+    max_error = float(metrics["float_error"][0]) + args.error_margin
+    objectives, violation = normalized_problem(metrics, max_error)
+    feasible = violation <= 0
+    true_volume = front_volume(objectives, violation, np.arange(len(objectives)))
+    best_speed = objectives[feasible, 1].min() if feasible.any() else np.nan
+    rows = run_methods(space, objectives, violation, args.budget, args.seeds)
+    shares = {
+        m: [front_volume(objectives, violation, r) / true_volume for r in rs]
+        for m, rs in rows.items()
+    }
+    gaps = {}
+    for method, rs in rows.items():
+        gaps[method] = []
+        for r in rs:
+            ok = r[violation[r] <= 0]
+            found = objectives[ok, 1].min() if len(ok) else np.inf
+            gaps[method].append(found - best_speed)
+    lines = [
+        f"Model: 4 x bidirectional SRU, hidden {args.hidden}, projection {args.proj} "
+        f"(8 sites, {len(objectives)} genomes); eSpeak {args.espeak_size}, dev "
+        f"{args.dev_utts or 'all'} utterances; float dev PER "
+        f"{float(metrics['float_error'][0]):.3f}, max error {max_error:.3f}, memory "
+        f"limit {float(metrics['memory_limit_mb']):.3f} MB; {int(feasible.sum())} "
+        f"feasible genomes, true front hypervolume {true_volume:.4f}.",
+        "",
+        *single_objective.comparison_lines(shares, args.budget, "HV share"),
+        "",
+        *single_objective.comparison_lines(
+            gaps, args.budget, "gap to max speedup s.t. error (normalized)"
+        ),
+    ]
+    print("\n".join(lines))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "search_quality.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines
+
+
+if __name__ == "__main__":
+    main()

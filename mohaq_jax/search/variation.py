@@ -1,0 +1,251 @@
+"""Variation and duplicate elimination for integer genomes (pymoo 0.6's recipe).
+
+The operators of :mod:`mohaq_jax.search.nsga2`: integer SBX and polynomial mutation on
+floats in ``[0, upper]`` with rounding (pymoo ``SBX(vtype=float,
+repair=RoundingRepair())``, ``PM(...)``), uniform crossover + random reset, and exact
+duplicate elimination over packed genome codes.
+
+Random numbers come from a counter-based hash generator (:func:`seed_words`,
+:func:`_uniform`): two murmur3 ``fmix32`` rounds over ``counter * golden + seed``. It is
+a pure elementwise function of a 64-bit seed and the element index, so it is exact under
+``jax.vmap`` (same seed, same numbers wherever a search sits in a batch) and costs a few
+integer ops per number. JAX's threefry (20 rounds per pair) dominated the generation
+step on CPU; its ``rbg``/``unsafe_rbg`` implementations are cheap but give different
+numbers for a key depending on its position in a vmapped batch (checked in
+``tests/test_nsga2.py``), which would break "same seed, same front". Keys stay typed
+``jax.random`` keys at every interface; the seed is drawn from the key once per call.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["seed_words", "sub_seed"]
+
+_GOLDEN = 0x9E3779B9
+
+
+def _fmix32(x):
+    """murmur3's 32-bit finalizer: a bijection with full avalanche."""
+    x = x ^ (x >> jnp.uint32(16))
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> jnp.uint32(13))
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> jnp.uint32(16))
+
+
+def seed_words(key) -> jax.Array:
+    """uint32 ``(2,)`` seed of the hash generator; a typed key is drawn from once."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.bits(key, (2,), jnp.uint32)
+    return jnp.asarray(key, jnp.uint32)
+
+
+def sub_seed(seed: jax.Array, stream) -> jax.Array:
+    """An independent seed for sub-stream ``stream`` (an int or int32 scalar)."""
+    stream = jnp.asarray(stream, jnp.uint32)
+    first = _fmix32(seed[0] ^ _fmix32(stream * jnp.uint32(_GOLDEN) + jnp.uint32(1)))
+    second = _fmix32(seed[1] + _fmix32(stream ^ jnp.uint32(0x85EBCA6B)))
+    return jnp.stack([first, second])
+
+
+def _bits(seed, n: int) -> jax.Array:
+    counter = jnp.arange(n, dtype=jnp.uint32)
+    mixed = _fmix32(counter * jnp.uint32(_GOLDEN) + seed[0])
+    return _fmix32(mixed ^ seed[1])
+
+
+def _uniform(key, shape):
+    """Uniform ``[0, 1)`` float32 of ``shape`` from a key or a :func:`seed_words` seed."""
+    seed = seed_words(key)
+    n = int(np.prod(shape, dtype=np.int64))
+    bits = _bits(seed, n) >> jnp.uint32(8)
+    return (bits.astype(jnp.float32) * jnp.float32(2.0**-24)).reshape(shape)
+
+
+def _pow(base, exponent):
+    """``base ** exponent`` for ``base >= 0`` as exp(log): a general power op is slow to
+    compile on CPU when the exponent is traced (``0 ** p`` gives 0 for ``p > 0``)."""
+    return jnp.exp(exponent * jnp.log(base))
+
+
+def _sbx(key, parent_1, parent_2, upper, params):
+    """pymoo ``cross_sbx`` on floats in ``[0, upper]``; both children, unrounded."""
+    eps = 1.0e-14
+    shape = parent_1.shape
+    # One draw for all four uses: each random-bits call compiles its own generator.
+    u_var, u_spread, u_exch, u_mating = _uniform(key, (4, *shape))
+    cross = u_var < params.sbx_prob_var
+    cross &= jnp.abs(parent_1 - parent_2) > eps
+    cross &= (upper > 0.0)[None, :]
+    smaller = parent_1 < parent_2
+    y1 = jnp.minimum(parent_1, parent_2)
+    y2 = jnp.maximum(parent_1, parent_2)
+    delta = jnp.where(cross, y2 - y1, 1.0)
+    rand = u_spread
+    eta = params.sbx_eta
+    # Both children's spread factors in one stacked array: each power op is costly to
+    # compile when eta is traced.
+    upper_row = upper[None, :]
+    beta = 1.0 + 2.0 * jnp.stack([y1, upper_row - y2]) / delta[None]
+    alpha = 2.0 - _pow(beta, -(eta + 1.0))
+    rand = rand[None]
+    inside = rand <= 1.0 / alpha
+    base = jnp.where(
+        inside, rand * alpha, 1.0 / jnp.where(inside, 1.0, 2.0 - rand * alpha)
+    )
+    spread = _pow(base, 1.0 / (eta + 1.0))
+    c1 = 0.5 * ((y1 + y2) - spread[0] * delta)
+    c2 = 0.5 * ((y1 + y2) + spread[1] * delta)
+    child_1 = jnp.where(smaller, c1, c2)
+    child_2 = jnp.where(smaller, c2, c1)
+    swap = (u_exch < params.sbx_prob_exchange) ^ (parent_1 > parent_2)
+    child_1, child_2 = (
+        jnp.where(swap, child_2, child_1),
+        jnp.where(swap, child_1, child_2),
+    )
+    child_1 = jnp.clip(jnp.where(cross, child_1, parent_1), 0.0, upper_row)
+    child_2 = jnp.clip(jnp.where(cross, child_2, parent_2), 0.0, upper_row)
+    # A mating that does not recombine passes its parents through (pymoo Crossover.do).
+    mate = u_mating[:, 0] < params.crossover_prob
+    child_1 = jnp.where(mate[:, None], child_1, parent_1)
+    child_2 = jnp.where(mate[:, None], child_2, parent_2)
+    return child_1, child_2
+
+
+def _polynomial_mutation(key, genomes, upper, params):
+    """pymoo ``mut_pm`` + ``Mutation.do`` on floats in ``[0, upper]`` (unrounded)."""
+    shape = genomes.shape
+    u_ind, u_var, rand = _uniform(key, (3, *shape))
+    upper_row = upper[None, :]
+    span = jnp.where(upper_row > 0.0, upper_row, 1.0)
+    mutate = u_var < params.mutation_prob_var
+    mutate &= upper_row > 0.0
+    mutate &= u_ind[:, :1] <= params.mutation_prob
+    delta_1 = genomes / span
+    delta_2 = (upper_row - genomes) / span
+    eta = params.mutation_eta
+    power = 1.0 / (eta + 1.0)
+    low_side = rand <= 0.5
+    tail = _pow(jnp.where(low_side, 1.0 - delta_1, 1.0 - delta_2), eta + 1.0)
+    val = jnp.where(
+        low_side,
+        2.0 * rand + (1.0 - 2.0 * rand) * tail,
+        2.0 * (1.0 - rand) + 2.0 * (rand - 0.5) * tail,
+    )
+    root = _pow(val, power)
+    delta_q = jnp.where(low_side, root - 1.0, 1.0 - root)
+    mutated = jnp.clip(genomes + delta_q * upper_row, 0.0, upper_row)
+    return jnp.where(mutate, mutated, genomes)
+
+
+def _round_levels(genomes, upper):
+    return jnp.clip(jnp.round(genomes), 0.0, upper[None, :]).astype(jnp.int32)
+
+
+def _uniform_levels(key, shape, upper):
+    """Uniform integer levels, gene ``i`` in ``0..upper[i]``."""
+    draws = jnp.floor(_uniform(key, shape) * (upper + 1.0)[None, :])
+    return jnp.minimum(draws, upper[None, :]).astype(jnp.int32)
+
+
+def _uniform_crossover(key, parent_1, parent_2, params):
+    u_swap, u_mating = _uniform(key, (2, *parent_1.shape))
+    swap = (u_swap < params.uniform_prob) & (u_mating[:, :1] < params.crossover_prob)
+    return jnp.where(swap, parent_2, parent_1), jnp.where(swap, parent_1, parent_2)
+
+
+def _random_reset(key, genomes, upper, params):
+    u_ind, u_var, u_level = _uniform(key, (3, *genomes.shape))
+    mutate = (u_var < params.mutation_prob_var) & (u_ind[:, :1] <= params.mutation_prob)
+    levels = jnp.minimum(jnp.floor(u_level * (upper + 1.0)[None, :]), upper[None, :])
+    return jnp.where(mutate, levels.astype(jnp.int32), genomes)
+
+
+# --------------------------------------------------------------------------------------
+# Duplicate elimination over packed genome codes
+# --------------------------------------------------------------------------------------
+
+
+def _code_words(upper: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Splits genes into chunks whose mixed-radix code fits a uint32 exactly."""
+    words, genes, radices, product = [], [], [], 1
+    for gene, n_levels in enumerate(np.asarray(upper, np.int64) + 1):
+        if product * n_levels > 2**32:
+            words.append((np.asarray(genes), np.asarray(radices, np.uint32)))
+            genes, radices, product = [], [], 1
+        genes.append(gene)
+        radices.append(product)
+        product *= int(n_levels)
+    words.append((np.asarray(genes), np.asarray(radices, np.uint32)))
+    return words
+
+
+# Odd multipliers (from murmur3/xxhash) that mix several code words into one.
+_MIX = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1)
+
+
+def _genome_keys(genomes, words):
+    """One uint32 key per genome, ``(n,)``.
+
+    Exact (distinct genomes, distinct keys) when the space has at most 2^32 genomes,
+    as both MOHAQ spaces do (SiLago 3^8, Bitfusion 4^16); larger spaces are hashed,
+    where a rare collision can only make a new genome look like a duplicate.
+    """
+    genomes = genomes.astype(jnp.uint32)
+    codes = [
+        jnp.sum(
+            genomes[:, genes] * jnp.asarray(radices)[None, :], axis=1, dtype=jnp.uint32
+        )
+        for genes, radices in words
+    ]
+    if len(codes) == 1:
+        return codes[0]
+    key = jnp.zeros_like(codes[0])
+    for w, code in enumerate(codes):
+        key = (key ^ (code * jnp.uint32(_MIX[w % len(_MIX)]))) * jnp.uint32(_MIX[-1])
+        key = key ^ (key >> jnp.uint32(15))
+    return key
+
+
+def _first_unique(candidates, known_keys, n_known, n_take: int, words):
+    """The first ``n_take`` candidates equal to no known genome and no earlier one.
+
+    Args:
+      candidates: int32 ``(n_pool, n_genes)`` in preference order.
+      known_keys: uint32 ``(capacity,)`` keys (:func:`_genome_keys`) of the genomes to
+        avoid; only the first ``n_known`` are filled.
+      n_known: int32 scalar.
+      n_take: how many to return.
+
+    Returns:
+      ``(chosen (n_take, n_genes), n_unique)``; if fewer than ``n_take`` candidates are
+      unique, the rest are filled with duplicates, in pool order.
+    """
+    keys = _genome_keys(candidates, words)
+    seen = _in_sorted(keys, _sorted_known(known_keys, n_known), n_known)
+    is_new = _first_occurrence(keys) & ~seen
+    chosen = jnp.argsort(~is_new, stable=True)[:n_take]
+    return candidates[chosen], jnp.sum(is_new, dtype=jnp.int32)
+
+
+def _sorted_known(known_keys, n_known):
+    """Sorted keys; unfilled slots (index >= ``n_known``) repeat slot 0's key."""
+    filled = jnp.arange(known_keys.shape[0]) < n_known
+    return jnp.sort(jnp.where(filled, known_keys, known_keys[0]))
+
+
+def _in_sorted(keys, known_sorted, n_known):
+    """Bool ``(n,)``: key found among the sorted known keys (none if ``n_known`` 0)."""
+    slot = jnp.clip(jnp.searchsorted(known_sorted, keys), 0, known_sorted.shape[0] - 1)
+    return (known_sorted[slot] == keys) & (n_known > 0)
+
+
+def _first_occurrence(keys):
+    """Bool ``(n,)``: the earliest of equal keys (a stable sort keeps it first)."""
+    order = jnp.argsort(keys, stable=True)
+    keys_sorted = keys[order]
+    first_s = jnp.concatenate([jnp.ones(1, bool), keys_sorted[1:] != keys_sorted[:-1]])
+    return jnp.zeros(keys.shape, bool).at[order].set(first_s)
