@@ -174,13 +174,13 @@ _FULL_CONTEXT = re.compile(r"^[^-+]*\^[^-+]*-([^+]+)\+")
 
 
 def read_hts_lab(
-    path: os.PathLike | str, time_unit: float = 1e-7
+    path: os.PathLike | str, units_per_second: float = 1e7
 ) -> list[PhoneInterval]:
     """Reads an HTS label file, full-context or monophone.
 
     Args:
       path: a ``.lab`` file with ``start end label`` lines.
-      time_unit: seconds per time unit (HTS: 100 ns).
+      units_per_second: time units per second (HTS: 100 ns units, 1e7).
 
     Returns:
       The phone intervals (the current phone of full-context labels).
@@ -199,7 +199,8 @@ def read_hts_lab(
                 f"{path}:{number}: expected 'start end label', got {line!r}"
             )
         try:
-            start, end = float(parts[0]) * time_unit, float(parts[1]) * time_unit
+            start = float(parts[0]) / units_per_second
+            end = float(parts[1]) / units_per_second
         except ValueError:
             raise PhoneTimesError(f"{path}:{number}: bad times in {line!r}") from None
         label = parts[2].strip()
