@@ -179,3 +179,21 @@ def test_align_items_caches(tmp_path, monkeypatch):
         items, transcribed.read_audio, cache_dir=tmp_path, progress=False
     )
     assert again == first
+
+
+def test_wide_beams_retry_when_the_default_beams_lose_the_path(aligner, monkeypatch):
+    tried = []
+
+    def two_passes(decoder, pcm, words):
+        tried.append(decoder)
+        return None if decoder is aligner.decoder else [[]]
+
+    monkeypatch.setattr(aligner, "_two_passes", two_passes)
+    with pytest.raises(align.AlignmentError, match="no phone alignment"):
+        aligner.align(np.zeros(1600, np.float32), 16000, ["the"])
+    assert tried[0] is aligner.decoder
+    assert tried[1] is aligner._wide and aligner._wide is not aligner.decoder
+    assert float(aligner._wide.config["beam"]) == pytest.approx(1e-100)
+    monkeypatch.setattr(aligner, "_two_passes", lambda *args: None)
+    with pytest.raises(align.AlignmentError, match="even with wide beams"):
+        aligner.align(np.zeros(1600, np.float32), 16000, ["the"])

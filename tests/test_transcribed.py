@@ -198,3 +198,26 @@ def test_given_phone_times_of_the_shared_folder(tmp_path):
     assert "phone times given for 9 of 9" in corpus.notice
     # About 2 minutes of audio at 100 frames/s.
     assert 10000 < corpus.test.n_frames < 12500
+
+
+def test_given_labels_skip_and_count_recordings_without_times(tmp_path):
+    for speaker in ("a", "b", "c"):
+        (tmp_path / speaker).mkdir()
+        for name in ("x", "y"):
+            tone = 3000 * np.sin(np.arange(8000) * 0.3 * (1 + (name == "y")))
+            soundfile.write(
+                tmp_path / speaker / f"{name}.wav", tone.astype(np.int16), 8000
+            )
+        (tmp_path / speaker / "x.lab").write_text(
+            "0 5000000 sil\n5000000 10000000 aa\n"
+        )
+    corpus = load_corpus(
+        "transcribed", corpus_dir=tmp_path, labels="given", cache_dir=tmp_path / "c"
+    )
+    assert "given for 3 of 6 utterances, 3 without a phone-times file" in corpus.notice
+    ids = sorted(sum((s.utt_ids for s in corpus.splits().values()), []))
+    assert ids == ["a/x", "b/x", "c/x"]
+    # 8 kHz audio resampled to 16 kHz: 1 s -> 98 whole 25 ms frames, 10 ms apart.
+    labels = next(s for s in corpus.splits().values() if len(s)).labels[0]
+    sil, aa = PHONES_39.index("sil"), PHONES_39.index("aa")
+    np.testing.assert_array_equal(labels, [sil] * 49 + [aa] * 49)
