@@ -123,3 +123,12 @@ def test_find_baseline(tmp_path):
         )
     found = eval_transcribed.find_baseline(tmp_path)
     assert found == tmp_path / "baselines" / "espeak-a" / train.BASELINE_FILE
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        eval_transcribed.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--corpus-dir", "--labels", "--baseline", "--cache-dir", "--json"):
+        assert flag in text
