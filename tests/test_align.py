@@ -197,3 +197,39 @@ def test_wide_beams_retry_when_the_default_beams_lose_the_path(aligner, monkeypa
     monkeypatch.setattr(aligner, "_two_passes", lambda *args: None)
     with pytest.raises(align.AlignmentError, match="even with wide beams"):
         aligner.align(np.zeros(1600, np.float32), 16000, ["the"])
+
+
+@needs_real_speech
+def test_parallel_alignment_equals_serial(tmp_path):
+    pytest.importorskip("pocketsphinx")
+    items = [
+        align.AlignItem(
+            stem.name,
+            stem.with_suffix(".wav"),
+            tuple(align.normalize_words(stem.with_suffix(".txt").read_text())),
+        )
+        for stem in (
+            LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880",
+            LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0930",
+        )
+    ] + [
+        align.AlignItem(
+            "oov",
+            LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav",
+            ("vrumpt",),
+        )
+    ]
+    serial = align.align_items(
+        items, transcribed.read_audio, cache_dir=tmp_path / "1", progress=False
+    )
+    parallel = align.align_items(
+        items,
+        transcribed.read_audio,
+        cache_dir=tmp_path / "2",
+        progress=False,
+        workers=2,
+    )
+    assert parallel == serial
+    assert serial[1].missing_words == {"oov": ["vrumpt"]}
+    with pytest.raises(ValueError, match="workers=0"):
+        align.align_items(items, transcribed.read_audio, workers=0)

@@ -20,9 +20,11 @@ align at all is skipped and counted too.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import pathlib
 import re
@@ -245,6 +247,27 @@ class AlignmentSummary:
         return "\n".join(lines)
 
 
+_WORKER: Aligner | None = None  # this process's aligner (see _start_worker)
+
+
+def _start_worker(extra_words: dict[str, str] | None) -> None:
+    global _WORKER
+    _WORKER = Aligner(extra_words)
+
+
+def _align_job(job) -> tuple[str, str, object]:
+    """(utt id, "aligned" | "missing_words" | "failed", intervals | words | why)."""
+    item, read_audio = job
+    samples, rate = read_audio(item.audio)
+    try:
+        intervals = _WORKER.align(samples, rate, list(item.words))
+    except MissingWordsError as error:
+        return item.utt_id, "missing_words", error.words
+    except AlignmentError as error:
+        return item.utt_id, "failed", str(error)
+    return item.utt_id, "aligned", [list(i) for i in intervals]
+
+
 @dataclasses.dataclass(frozen=True)
 class AlignItem:
     """One utterance to align."""
@@ -260,20 +283,25 @@ def align_items(
     cache_dir: os.PathLike | str | None = None,
     extra_words: dict[str, str] | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> tuple[dict[str, list[PhoneInterval]], AlignmentSummary]:
     """Aligns a batch of utterances, cached as JSON by settings and file fingerprint.
 
     Args:
       items: the utterances.
-      read_audio: path -> (samples in int16 units, sample rate).
+      read_audio: path -> (samples in int16 units, sample rate); a module-level
+        function when ``workers > 1`` (it is pickled).
       cache_dir: None = $MOHAQ_CACHE or ~/.cache/mohaq_jax (file ``align-*.json``).
       extra_words: pronunciations to add, see :class:`Aligner`.
       progress: show a progress bar.
+      workers: processes aligning in parallel (spawned, one decoder each); the
+        result does not depend on it.
 
     Returns:
       (utt id -> ARPAbet phone intervals for the aligned ones, summary).
     """
-    aligner = None
+    if workers < 1:
+        raise ValueError(f"workers={workers}: need at least 1")
     digest = hashlib.sha256()
     for item in items:
         stat = item.audio.stat()
@@ -302,19 +330,32 @@ def align_items(
     if path.exists():
         doc = json.loads(path.read_text())
     else:
-        aligner = Aligner(extra_words)
         doc = {"aligned": {}, "missing_words": {}, "failed": {}}
-        for item in tqdm(items, desc="aligning", unit="utt", disable=not progress):
-            samples, rate = read_audio(item.audio)
-            try:
-                intervals = aligner.align(samples, rate, list(item.words))
-            except MissingWordsError as error:
-                doc["missing_words"][item.utt_id] = error.words
-                continue
-            except AlignmentError as error:
-                doc["failed"][item.utt_id] = str(error)
-                continue
-            doc["aligned"][item.utt_id] = [list(i) for i in intervals]
+        jobs = [(item, read_audio) for item in items]
+        if workers == 1:
+            _start_worker(extra_words)
+            results = map(_align_job, jobs)
+            pool = None
+        else:
+            pool = concurrent.futures.ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(extra_words,),
+            )
+            results = pool.map(_align_job, jobs, chunksize=4)
+        try:
+            for utt_id, outcome, payload in tqdm(
+                results,
+                total=len(jobs),
+                desc="aligning",
+                unit="utt",
+                disable=not progress,
+            ):
+                doc[outcome][utt_id] = payload
+        finally:
+            if pool is not None:
+                pool.shutdown()
         root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc))

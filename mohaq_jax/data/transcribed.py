@@ -249,6 +249,7 @@ def _labels(
     cache_dir,
     extra_words: dict[str, str] | None,
     verbose: bool,
+    workers: int,
 ) -> tuple[dict[str, list[times_lib.PhoneInterval]], str]:
     """Phone intervals per usable utterance, and a summary of what was skipped."""
     if labels == "given":
@@ -266,10 +267,11 @@ def _labels(
     ]
     intervals, summary = align_lib.align_items(
         items,
-        lambda path: read_audio(path),
+        read_audio,
         cache_dir=cache_dir,
         extra_words=extra_words,
         progress=verbose,
+        workers=workers,
     )
     text = summary.describe()
     if len(with_text) < len(utterances):
@@ -290,6 +292,7 @@ def load_transcribed(
     dev_fraction: float = 0.1,
     test_fraction: float = 0.1,
     all_test: bool = False,
+    align_workers: int = 1,
     verbose: bool = False,
 ) -> corpus_lib.Corpus:
     """Loads transcribed recordings as a 39-phone corpus, caching features.
@@ -306,6 +309,7 @@ def load_transcribed(
       dev_fraction: share of speakers for dev.
       test_fraction: share of speakers for test.
       all_test: every speaker in test (evaluation only).
+      align_workers: processes for forced alignment (same result for any number).
       verbose: progress bars and the alignment summary on stderr.
 
     Returns:
@@ -322,7 +326,9 @@ def load_transcribed(
     if labels not in ("align", "given"):
         raise TranscribedError(f"labels={labels!r}: expected 'align' or 'given'")
     layout, utterances = discover(corpus_dir)
-    intervals, summary = _labels(utterances, labels, cache_dir, extra_words, verbose)
+    intervals, summary = _labels(
+        utterances, labels, cache_dir, extra_words, verbose, align_workers
+    )
     if verbose:
         print(summary, file=sys.stderr)
     usable = [u for u in utterances if u.utt_id in intervals]
