@@ -154,6 +154,25 @@ def test_to_timit39_intervals_merges_neighbours():
     )
 
 
+def test_boundary_errors_by_hand():
+    ref = [
+        pt.PhoneInterval(0.0, 0.1, "sil"),
+        pt.PhoneInterval(0.1, 0.2, "k"),
+        pt.PhoneInterval(0.2, 0.3, "ae"),
+        pt.PhoneInterval(0.3, 0.5, "t"),
+    ]
+    hyp = [
+        pt.PhoneInterval(0.0, 0.12, "SIL"),
+        pt.PhoneInterval(0.12, 0.19, "K"),
+        pt.PhoneInterval(0.19, 0.25, "EH1"),  # substituted: not compared
+        pt.PhoneInterval(0.25, 0.27, "SIL"),  # inserted: not compared
+        pt.PhoneInterval(0.27, 0.5, "T"),
+    ]
+    np.testing.assert_allclose(
+        pt.boundary_errors(hyp, ref), [0.02, 0.03], rtol=0, atol=1e-12
+    )
+
+
 # ---------------------------------------------------------------- shared fixtures
 
 

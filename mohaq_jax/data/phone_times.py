@@ -317,3 +317,47 @@ def intervals_to_frame_labels(
     ends = np.array([round(i.end_s * rate) for i in intervals], np.int64)
     labels = np.array([PHONES_39.index(to_timit39(i.phone)) for i in intervals])
     return features_lib.frame_labels(starts, ends, labels, n_frames, config)
+
+
+def boundary_errors(
+    aligned: list[PhoneInterval], reference: list[PhoneInterval]
+) -> np.ndarray:
+    """Start-time differences of phones that two labelings agree on.
+
+    Both are folded to the 39 TIMIT phones (neighbouring equal labels merged), the
+    label sequences are matched by edit distance (Levenshtein backtrace, unit
+    costs), and for each pair of equal labels the difference of their start times
+    is taken, except for the first phone of either (it starts at 0).
+
+    Args:
+      aligned: hypothesis intervals (e.g. from :class:`mohaq_jax.data.align.Aligner`).
+      reference: reference intervals.
+
+    Returns:
+      shape=(n_matched,), float64: |start_aligned - start_reference| in seconds.
+    """
+    hyp, ref = to_timit39_intervals(aligned), to_timit39_intervals(reference)
+    n, m = len(hyp), len(ref)
+    cost = np.zeros((n + 1, m + 1), np.int64)
+    cost[:, 0] = np.arange(n + 1)
+    cost[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i, j] = min(
+                cost[i - 1, j] + 1,
+                cost[i, j - 1] + 1,
+                cost[i - 1, j - 1] + (hyp[i - 1].phone != ref[j - 1].phone),
+            )
+    errors = []
+    i, j = n, m
+    while i > 0 and j > 0:
+        same = hyp[i - 1].phone == ref[j - 1].phone
+        if cost[i, j] == cost[i - 1, j - 1] + (not same):
+            if same and i > 1 and j > 1:
+                errors.append(abs(hyp[i - 1].start_s - ref[j - 1].start_s))
+            i, j = i - 1, j - 1
+        elif cost[i, j] == cost[i - 1, j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return np.array(errors[::-1], np.float64)
