@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--baseline",
         default=None,
         help="baseline checkpoint (folder or baseline.msgpack); default: the newest "
-        "finished eSpeak baseline under CACHE/baselines",
+        "finished baseline of the default eSpeak corpus under CACHE/baselines",
     )
     p.add_argument(
         "--cache-dir", default=None, help="default: $MOHAQ_CACHE or ~/.cache/mohaq_jax"
@@ -68,16 +68,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def find_baseline(cache_dir=None) -> pathlib.Path:
-    """The newest finished eSpeak baseline checkpoint in the cache.
+    """The newest finished baseline trained on the default-size eSpeak corpus.
+
+    Every ``CACHE/baselines/*/baseline.msgpack`` is considered (whatever the folder
+    naming); tiny smoke-test corpora and other data sets are passed over.
 
     Raises:
       SystemExit: none is there (says how to get one).
     """
     root = pathlib.Path(cache_dir or corpus_lib.default_cache_dir()) / "baselines"
     found = []
-    for path in root.glob("espeak-*/" + train.BASELINE_FILE):
+    for path in root.glob("*/" + train.BASELINE_FILE):
         meta = checkpoint.read_meta(path)
-        if meta.get("finished"):
+        data = meta.get("data_settings", {})
+        size = data.get("settings", {}).get("size", "default")
+        if meta.get("finished") and data.get("name") == "espeak" and size == "default":
             found.append((path.stat().st_mtime, path))
     if not found:
         raise SystemExit(

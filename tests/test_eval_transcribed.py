@@ -115,11 +115,20 @@ def test_find_baseline(tmp_path):
     with pytest.raises(SystemExit, match="no finished eSpeak baseline"):
         eval_transcribed.find_baseline(tmp_path)
     state = {"best_params": {"w": np.zeros(2, np.float32)}}
-    for name, finished in (("espeak-a", True), ("espeak-b", False), ("timit-c", True)):
+    cases = [  # folder, finished, corpus name, corpus size
+        ("espeak-a", True, "espeak", "default"),
+        ("espeak-b", False, "espeak", "default"),
+        ("c", True, "timit", None),
+        ("d", True, "espeak", "tiny"),
+    ]
+    for name, finished, corpus, size in cases:
         checkpoint.save(
             tmp_path / "baselines" / name / train.BASELINE_FILE,
             state,
-            {"finished": finished},
+            {
+                "finished": finished,
+                "data_settings": {"name": corpus, "settings": {"size": size}},
+            },
         )
     found = eval_transcribed.find_baseline(tmp_path)
     assert found == tmp_path / "baselines" / "espeak-a" / train.BASELINE_FILE
