@@ -15,6 +15,7 @@ it was trained for. The logic lives in :mod:`mohaq_jax.data.transcribed` and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -56,8 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--baseline",
         default=None,
-        help="baseline checkpoint (folder or baseline.msgpack); default: the newest "
-        "finished baseline of the default eSpeak corpus under CACHE/baselines",
+        help="baseline checkpoint (folder or baseline.msgpack); default: the search "
+        "experiments' default baseline if cached, else the newest finished "
+        "baseline of the default eSpeak corpus under CACHE/baselines",
     )
     p.add_argument(
         "--cache-dir", default=None, help="default: $MOHAQ_CACHE or ~/.cache/mohaq_jax"
@@ -65,6 +67,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="also write the numbers here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def default_baseline_path(cache_dir=None) -> pathlib.Path | None:
+    """Where the search experiments' default float baseline is cached, if known.
+
+    Forms the key as ``mohaq_jax.experiment.prepare`` does (default flags, default
+    eSpeak corpus); None when that module's helpers are not available.
+    """
+    try:
+        from mohaq_jax import experiment
+    except ImportError:
+        return None
+    needed = ("add_common_args", "load_data", "model_config_from")
+    if not all(hasattr(experiment, name) for name in needed):
+        return None
+    parser = argparse.ArgumentParser()
+    experiment.add_common_args(parser, {})
+    flags = parser.parse_args(["--no-progress"])
+    if cache_dir is not None:
+        flags.cache_dir = cache_dir
+    corpus = experiment.load_data(flags)
+    ident = json.dumps(
+        [
+            experiment.model_config_from(flags, corpus).to_dict(),
+            train.TrainConfig(epochs=flags.epochs).to_dict(),
+            train.data_settings(corpus),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    root = pathlib.Path(cache_dir or corpus_lib.default_cache_dir())
+    return root / "baselines" / f"{corpus.name}-{digest}" / train.BASELINE_FILE
 
 
 def find_baseline(cache_dir=None) -> pathlib.Path:
@@ -135,7 +170,12 @@ def main(argv=None) -> int:
         verbose=not args.no_progress,
     )
     print(corpus.notice)
-    path = pathlib.Path(args.baseline or find_baseline(args.cache_dir))
+    if args.baseline:
+        path = pathlib.Path(args.baseline)
+    else:
+        path = default_baseline_path(args.cache_dir)
+        if path is None or not path.exists():
+            path = find_baseline(args.cache_dir)
     if path.is_dir():
         path = path / train.BASELINE_FILE
     params, meta = train.load_params(path)
