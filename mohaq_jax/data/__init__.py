@@ -1,4 +1,4 @@
-"""Data sets for phone recognition: TIMIT (bring your own) and synthetic eSpeak.
+"""Data sets for phone recognition: TIMIT, transcribed recordings, synthetic eSpeak.
 
 ``DATASETS`` maps a name to its loader; every loader returns a :class:`Corpus`.
 """
@@ -9,8 +9,13 @@ from mohaq_jax.data.espeak import EspeakUnavailableError, load_espeak
 from mohaq_jax.data.features import FeatureConfig
 from mohaq_jax.data.phones import FOLD_61_TO_39, PHONES_39, PHONES_61
 from mohaq_jax.data.timit import TimitError, load_timit
+from mohaq_jax.data.transcribed import TranscribedError, load_transcribed
 
-DATASETS = {"espeak": load_espeak, "timit": load_timit}
+DATASETS = {
+    "espeak": load_espeak,
+    "timit": load_timit,
+    "transcribed": load_transcribed,  # real16: any transcribed recordings
+}
 
 
 def load_corpus(name: str, **kwargs) -> Corpus:
@@ -32,10 +37,12 @@ __all__ = [
     "PHONES_61",
     "Split",
     "TimitError",
+    "TranscribedError",
     "default_cache_dir",
     "iterate_batches",
     "load_corpus",
     "load_espeak",
     "load_timit",
+    "load_transcribed",
     "pad_batch",
 ]

@@ -1,0 +1,414 @@
+"""Any transcribed recordings as a phone-recognition corpus (no TIMIT licence needed).
+
+Two layouts are read:
+  * LibriSpeech (Panayotov et al., "LibriSpeech: an ASR corpus based on public
+    domain audio books", ICASSP 2015): ``SPEAKER/CHAPTER/SPEAKER-CHAPTER-NNNN.flac``
+    with one ``SPEAKER-CHAPTER.trans.txt`` per chapter ("UTT-ID WORDS ..." lines);
+    the speaker is the utterance id up to its first '-'.
+  * plain: ``*.wav`` / ``*.flac`` with a same-name ``.txt`` transcript, anywhere
+    below the corpus folder; the speaker is the first sub-folder, or for files
+    directly in the corpus folder the file name up to its first '-' or '_'.
+
+Frame labels come either from offline forced alignment of the transcripts
+(``labels="align"``, :mod:`mohaq_jax.data.align`) or from phone-times files
+beside the audio (``labels="given"``: ``NAME.phone.json``, ``NAME.TextGrid``,
+``NAME_phone.lab`` or an HTS ``NAME.lab``; see :mod:`mohaq_jax.data.phone_times`).
+Features are those of the TIMIT and eSpeak corpora (:mod:`mohaq_jax.data.features`),
+audio resampled to the front end's rate; classes are the 39 TIMIT scoring phones.
+Speakers, not utterances, are split into train/dev/test, by a hash of the speaker
+id and ``split_seed`` (the same speakers land in the same split on every machine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+import scipy.signal
+from tqdm.auto import tqdm
+
+from mohaq_jax.data import align as align_lib
+from mohaq_jax.data import corpus as corpus_lib
+from mohaq_jax.data import features as features_lib
+from mohaq_jax.data import phone_times as times_lib
+from mohaq_jax.data.phones import PHONES_39
+
+AUDIO_SUFFIXES = (".flac", ".wav")
+
+#: Phone-times files looked for beside NAME.wav with labels="given", in order.
+GIVEN_ENDINGS = (".phone.json", ".TextGrid", "_phone.lab", ".lab")
+
+
+class TranscribedError(ValueError):
+    """A corpus folder or file that cannot be used; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One recording and where its labels come from."""
+
+    utt_id: str
+    speaker: str
+    audio: pathlib.Path
+    text: str | None  # transcript, None when there is none
+    times: pathlib.Path | None  # phone-times file, None when there is none
+
+
+def read_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:
+    """Reads WAV/FLAC (anything libsndfile reads) as int16-unit floats, channel 0.
+
+    Returns:
+      (samples shape=(n,) float32, sample_rate).
+
+    Raises:
+      TranscribedError: unreadable file.
+    """
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(os.fspath(path), dtype="int16", always_2d=True)
+    except Exception as error:  # soundfile raises its own error types
+        raise TranscribedError(f"{path}: unreadable audio ({error})") from None
+    return samples[:, 0].astype(np.float32), int(rate)
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Polyphase resampling to ``target`` Hz (as the eSpeak corpus resamples)."""
+    if rate == target:
+        return samples
+    gcd = np.gcd(int(rate), int(target))
+    return scipy.signal.resample_poly(
+        samples.astype(np.float64), target // gcd, rate // gcd
+    ).astype(np.float32)
+
+
+def _given_times(audio: pathlib.Path) -> pathlib.Path | None:
+    stem = audio.with_suffix("")
+    for ending in GIVEN_ENDINGS:
+        candidate = stem.parent / (stem.name + ending)
+        if not candidate.is_file():
+            continue
+        if ending == ".lab":  # MFA and others keep transcripts in .lab files
+            try:
+                times_lib.read_hts_lab(candidate)
+            except times_lib.PhoneTimesError:
+                continue
+        return candidate
+    return None
+
+
+def discover(corpus_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
+    """Finds the recordings of a LibriSpeech-layout or plain folder.
+
+    Args:
+      corpus_dir: the folder (a LibriSpeech part such as ``dev-clean`` or its
+        parent, or any folder of audio with same-name transcripts).
+
+    Returns:
+      (layout "librispeech" or "plain", utterances sorted by id).
+
+    Raises:
+      TranscribedError: missing folder, missing audio named by a transcript, no
+        audio at all.
+    """
+    root = pathlib.Path(corpus_dir).expanduser()
+    if not root.is_dir():
+        raise TranscribedError(
+            f"corpus folder {root} does not exist (or is not a directory)"
+        )
+    utterances = []
+    transcripts = sorted(root.rglob("*.trans.txt"))
+    if transcripts:
+        for trans in transcripts:
+            lines = trans.read_text(encoding="utf-8").splitlines()
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                utt_id, _, text = line.strip().partition(" ")
+                audio = next(
+                    (
+                        trans.parent / (utt_id + s)
+                        for s in AUDIO_SUFFIXES
+                        if (trans.parent / (utt_id + s)).is_file()
+                    ),
+                    None,
+                )
+                if audio is None:
+                    raise TranscribedError(
+                        f"{trans}:{number}: no audio {utt_id}.flac/.wav beside it"
+                    )
+                speaker = utt_id.split("-")[0]
+                utterances.append(
+                    Utterance(utt_id, speaker, audio, text, _given_times(audio))
+                )
+        return "librispeech", sorted(utterances, key=lambda u: u.utt_id)
+    for audio in sorted(p for p in root.rglob("*") if p.suffix in AUDIO_SUFFIXES):
+        relative = audio.relative_to(root).with_suffix("")
+        if len(relative.parts) > 1:
+            speaker = relative.parts[0]
+        else:
+            speaker = relative.name.replace("_", "-").split("-")[0]
+        text_path = audio.with_suffix(".txt")
+        text = text_path.read_text(encoding="utf-8") if text_path.is_file() else None
+        utterances.append(
+            Utterance(relative.as_posix(), speaker, audio, text, _given_times(audio))
+        )
+    if not utterances:
+        raise TranscribedError(
+            f"{root}: no audio found (expected LibriSpeech SPEAKER/CHAPTER/*.flac "
+            "with *.trans.txt, or *.wav/*.flac with same-name .txt transcripts)"
+        )
+    return "plain", utterances
+
+
+def assign_speakers(
+    speakers: list[str],
+    split_seed: int = 0,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    all_test: bool = False,
+) -> dict[str, list[str]]:
+    """Splits speakers into train/dev/test, deterministically.
+
+    Speakers are ordered by sha256(f"{split_seed}:{speaker}"); the first
+    max(1, round(test_fraction * n)) are test, the next max(1, round(dev_fraction
+    * n)) dev, the rest train. ``all_test`` puts every speaker in test (for
+    evaluating a model trained elsewhere).
+
+    Returns:
+      dict split name -> sorted speaker ids.
+
+    Raises:
+      TranscribedError: fewer than 3 speakers (without all_test).
+    """
+    distinct = sorted(set(speakers))
+    if all_test:
+        return {"train": [], "dev": [], "test": distinct}
+    if len(distinct) < 3:
+        raise TranscribedError(
+            f"{len(distinct)} speaker(s) cannot be split into train/dev/test by "
+            "speaker; add speakers or pass all_test=True to evaluate only"
+        )
+    order = sorted(
+        distinct,
+        key=lambda s: hashlib.sha256(f"{split_seed}:{s}".encode()).hexdigest(),
+    )
+    n_test = max(1, round(test_fraction * len(order)))
+    n_dev = max(1, round(dev_fraction * len(order)))
+    if n_test + n_dev >= len(order):
+        raise TranscribedError(
+            f"dev_fraction={dev_fraction} and test_fraction={test_fraction} leave "
+            f"no training speakers among {len(order)}"
+        )
+    return {
+        "train": sorted(order[n_test + n_dev :]),
+        "dev": sorted(order[n_test : n_test + n_dev]),
+        "test": sorted(order[:n_test]),
+    }
+
+
+def utterance_features(
+    audio: pathlib.Path,
+    intervals: list[times_lib.PhoneInterval],
+    config: features_lib.FeatureConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalized features and PHONES_39 frame labels of one recording.
+
+    Frames whose centre lies past the last labelled interval are dropped.
+
+    Returns:
+      (features shape=(T, F) float32, labels shape=(T,) int32).
+    """
+    samples, rate = read_audio(audio)
+    samples = resample(samples, rate, config.sample_rate)
+    feats = features_lib.compute_features(samples, config)
+    labels = times_lib.intervals_to_frame_labels(intervals, feats.shape[0], config)
+    keep = int(np.sum(labels >= 0))  # -1 only after the last interval
+    return feats[:keep], labels[:keep]
+
+
+def _fingerprint(utterances: list[Utterance]) -> str:
+    digest = hashlib.sha256()
+    for utt in utterances:
+        for path in (utt.audio, utt.times):
+            if path is not None:
+                stat = path.stat()
+                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{utt.utt_id}|{utt.speaker}|{utt.text}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _labels(
+    utterances: list[Utterance],
+    labels: str,
+    cache_dir,
+    extra_words: dict[str, str] | None,
+    verbose: bool,
+    workers: int,
+) -> tuple[dict[str, list[times_lib.PhoneInterval]], str]:
+    """Phone intervals per usable utterance, and a summary of what was skipped."""
+    if labels == "given":
+        found = {u.utt_id: u.times for u in utterances if u.times is not None}
+        intervals = {k: times_lib.read_phone_times(p) for k, p in found.items()}
+        skipped = len(utterances) - len(found)
+        return intervals, (
+            f"phone times given for {len(found)} of {len(utterances)} utterances"
+            + (f", {skipped} without a phone-times file skipped" if skipped else "")
+        )
+    with_text = [u for u in utterances if u.text is not None]
+    items = [
+        align_lib.AlignItem(u.utt_id, u.audio, tuple(align_lib.normalize_words(u.text)))
+        for u in with_text
+    ]
+    intervals, summary = align_lib.align_items(
+        items,
+        read_audio,
+        cache_dir=cache_dir,
+        extra_words=extra_words,
+        progress=verbose,
+        workers=workers,
+    )
+    text = summary.describe()
+    if len(with_text) < len(utterances):
+        text += (
+            f"\n  {len(utterances) - len(with_text)} recording(s) without a "
+            "transcript were not used"
+        )
+    return intervals, text
+
+
+def load_transcribed(
+    corpus_dir: os.PathLike | str | None = None,
+    labels: str = "align",
+    feature_config: features_lib.FeatureConfig = features_lib.DEFAULT_CONFIG,
+    cache_dir: os.PathLike | str | None = None,
+    extra_words: dict[str, str] | None = None,
+    split_seed: int = 0,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    all_test: bool = False,
+    align_workers: int = 1,
+    verbose: bool = False,
+) -> corpus_lib.Corpus:
+    """Loads transcribed recordings as a 39-phone corpus, caching features.
+
+    Args:
+      corpus_dir: LibriSpeech-layout or plain folder (see :func:`discover`).
+      labels: "align" (pocketsphinx forced alignment of the transcripts) or
+        "given" (phone-times files beside the audio).
+      feature_config: front end settings (as TIMIT and eSpeak).
+      cache_dir: None = $MOHAQ_CACHE or ~/.cache/mohaq_jax.
+      extra_words: word -> ARPAbet pronunciation for words the CMU dictionary
+        lacks (utterances with other missing words are skipped and counted).
+      split_seed: seeds the speaker split (see :func:`assign_speakers`).
+      dev_fraction: share of speakers for dev.
+      test_fraction: share of speakers for test.
+      all_test: every speaker in test (evaluation only).
+      align_workers: processes for forced alignment (same result for any number).
+      verbose: progress bars and the alignment summary on stderr.
+
+    Returns:
+      Corpus named "transcribed", classes PHONES_39 (fold39 = identity),
+      per-speaker normalized features; ``notice`` says where the labels come
+      from and how many utterances were skipped; ``settings["labels_summary"]``
+      holds the full summary.
+
+    Raises:
+      TranscribedError: bad folder or arguments, or no usable utterance.
+    """
+    if corpus_dir is None:
+        raise TranscribedError("no corpus folder given; pass --corpus-dir DIR")
+    if labels not in ("align", "given"):
+        raise TranscribedError(f"labels={labels!r}: expected 'align' or 'given'")
+    layout, utterances = discover(corpus_dir)
+    intervals, summary = _labels(
+        utterances, labels, cache_dir, extra_words, verbose, align_workers
+    )
+    if verbose:
+        print(summary, file=sys.stderr)
+    usable = [u for u in utterances if u.utt_id in intervals]
+    if not usable:
+        raise TranscribedError(f"{corpus_dir}: no usable utterance\n{summary}")
+    speakers_by_split = assign_speakers(
+        [u.speaker for u in usable], split_seed, dev_fraction, test_fraction, all_test
+    )
+    settings = {
+        "dataset": "transcribed",
+        "corpus_dir": str(pathlib.Path(corpus_dir).expanduser().resolve()),
+        "layout": layout,
+        "labels": labels,
+        "extra_words": dict(sorted((extra_words or {}).items())),
+        "split_seed": split_seed,
+        "dev_fraction": dev_fraction,
+        "test_fraction": test_fraction,
+        "all_test": all_test,
+        "feature_config": dataclasses.asdict(feature_config),
+        "speakers": {k: len(v) for k, v in speakers_by_split.items()},
+        "utterances": len(usable),
+        "files": _fingerprint(utterances),
+    }
+    cache_root = (
+        pathlib.Path(cache_dir)
+        if cache_dir is not None
+        else corpus_lib.default_cache_dir()
+    )
+    cache_path = cache_root / f"transcribed-{corpus_lib.settings_hash(settings)}.npz"
+    if cache_path.exists():
+        splits = corpus_lib.load_splits(cache_path)
+    else:
+        started = time.time()
+        splits = {}
+        for name, speakers in speakers_by_split.items():
+            chosen = [u for u in usable if u.speaker in set(speakers)]
+            feats, frame_labels = [], []
+            for utt in tqdm(
+                chosen, desc=f"features {name}", unit="utt", disable=not verbose
+            ):
+                one_feats, one_labels = utterance_features(
+                    utt.audio, intervals[utt.utt_id], feature_config
+                )
+                feats.append(one_feats)
+                frame_labels.append(one_labels)
+            if feature_config.normalize and feats:
+                feats = features_lib.normalize_per_speaker(
+                    feats, [u.speaker for u in chosen]
+                )
+            splits[name] = corpus_lib.Split(
+                feats,
+                frame_labels,
+                [u.speaker for u in chosen],
+                [u.utt_id for u in chosen],
+            )
+        corpus_lib.save_splits(cache_path, splits)
+        if verbose:
+            print(
+                f"transcribed-corpus features computed in {time.time() - started:.1f}s"
+                f" -> {cache_path}",
+                file=sys.stderr,
+            )
+    source = (
+        "pocketsphinx forced alignment (not hand labels)"
+        if labels == "align"
+        else "the given phone-times files"
+    )
+    return corpus_lib.Corpus(
+        name="transcribed",
+        train=splits["train"],
+        dev=splits["dev"],
+        test=splits["test"],
+        classes=PHONES_39,
+        fold39=np.arange(len(PHONES_39), dtype=np.int32),
+        n_features=feature_config.n_features,
+        synthetic=False,
+        notice=f"Phone labels from {source}; {summary.splitlines()[0]}.",
+        settings={
+            **settings,
+            "labels_summary": summary,
+            "cache": str(cache_path),
+        },
+    )
