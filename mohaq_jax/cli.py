@@ -158,11 +158,12 @@ def parse_config(
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user's input is wrong (not a bug)."""
     from mohaq_jax.checkpoint import CheckpointMismatch
-    from mohaq_jax.data import EspeakUnavailableError, TimitError
+    from mohaq_jax.data import EspeakUnavailableError, TimitError, TranscribedError
 
     return (
         config_lib.ConfigError,
         TimitError,
+        TranscribedError,
         CheckpointMismatch,
         EspeakUnavailableError,
     )

@@ -188,7 +188,7 @@ AVAILABLE = {
     "model": ("sru",),
     "algorithm": ("nsga2", "simple_ga", "de"),
     "per": ("decoded", "smoothed", "raw"),
-    "data": ("espeak", "timit"),
+    "data": ("espeak", "timit", "transcribed"),
 }
 
 
@@ -262,6 +262,12 @@ def validate_data(data: DataSettings) -> None:
             data.timit_dir is not None, "--data timit needs --timit-dir DIR (your copy)"
         )
         _check_input_dir("--timit-dir", data.timit_dir)
+    if name == "transcribed":
+        _check(
+            data.corpus_dir is not None,
+            "--data transcribed needs --corpus-dir DIR (LibriSpeech layout, or *.wav "
+            "with same-name .txt transcripts)",
+        )
     if name == "espeak":
         from mohaq_jax.data import espeak
 

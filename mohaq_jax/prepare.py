@@ -110,6 +110,18 @@ def load_data(data: DataSettings, progress: bool = True):
             allow_partial=data.timit_partial,
             verbose=progress,
         )
+    elif name == "transcribed":
+        say(
+            progress,
+            f"corpus: transcribed recordings in {data.corpus_dir} (pocketsphinx "
+            "forced alignment on first use, then cached)",
+        )
+        corpus = load_corpus(
+            "transcribed",
+            corpus_dir=data.corpus_dir,
+            cache_dir=data.cache_dir,
+            verbose=progress,
+        )
     else:
         say(
             progress,
