@@ -185,7 +185,7 @@ class ExperimentConfig:
 
 #: Values of flags that other parts of the project add; until then they are refused.
 AVAILABLE = {
-    "model": ("sru",),
+    "model": ("sru", "lstm"),  # speech models of mohaq_jax.models.MODELS
     "algorithm": ("nsga2", "simple_ga", "de"),
     "per": ("decoded", "smoothed", "raw"),
     "data": ("espeak", "timit", "transcribed"),
@@ -292,6 +292,10 @@ def validate_model(model: ModelSettings) -> None:
             f"--model {model.name}: not available yet in this version "
             f"(available: {', '.join(AVAILABLE['model'])})"
         )
+    _check(
+        not (model.paper_model and model.name != "sru"),
+        f"--paper-model is the authors' SRU; it does not apply to --model {model.name}",
+    )
     _min("--hidden", model.hidden, 1)
     _min("--layers", model.layers, 1)
     _min("--proj", model.proj, 0)

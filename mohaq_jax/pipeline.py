@@ -31,6 +31,7 @@ from mohaq_jax.measure import (
     error_intervals,
     test_errors,
 )
+from mohaq_jax.models import model_of
 from mohaq_jax.models.sru import layer_specs, paper_config
 from mohaq_jax.prepare import Setup, prepare, say
 from mohaq_jax.search import compilation, mohaq, report, single_objective
@@ -237,7 +238,9 @@ def search_one(
     platform.check_objectives(objectives, maximize)  # only metrics it declares
     if beacon_config is not None and beacon_config.min_speedup is not None:
         platform.metric("speedup")  # a clear error if the platform models no speed
-    space = genome_lib.get_space(platform.space_name, layer_specs(model_cfg))
+    space = genome_lib.get_space(
+        platform.space_name, model_of(model_cfg).sites(model_cfg)
+    )
     cost_fn = platform.make_cost_fn(space)
     evaluator, float_eval = _evaluators(cfg, setup, space)
     say(progress, "float model: evaluating on dev and test (compiles once)")

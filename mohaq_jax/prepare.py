@@ -33,6 +33,7 @@ from mohaq_jax.data.batching import (
     bucketed_batches,
 )
 from mohaq_jax.data.corpus import default_cache_dir
+from mohaq_jax.models import get_model
 from mohaq_jax.models.sru import ModelConfig, paper_config
 
 
@@ -62,6 +63,16 @@ def model_config(model: ModelSettings, corpus) -> ModelConfig:
     """The acoustic model's structure for a corpus."""
     if model.paper_model:
         return paper_config(n_classes=corpus.n_classes, n_features=corpus.n_features)
+    if model.name != "sru":  # another registered model with the same settings
+        return get_model(model.name).Config(
+            n_features=corpus.n_features,
+            n_classes=corpus.n_classes,
+            hidden=model.hidden,
+            n_layers=model.layers,
+            bidirectional=model.bidirectional,
+            n_proj=model.proj,
+            dropout=model.dropout,
+        )
     return ModelConfig(
         n_features=corpus.n_features,
         n_classes=corpus.n_classes,

@@ -5,6 +5,8 @@ adds up per-batch metric sums; integer sums must match the one-batch evaluation
 exactly and rates to float tolerance, and each bucket shape compiles once.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,7 +108,9 @@ def test_beacon_errors_streaming_equals_one_batch(setup):
             slot.reshape((-1,) + (1,) * (leaf.ndim - 1)) > 0, leaf + noise, leaf
         )
 
-    problem.stacked = jax.tree.map(perturb, problem.stacked)
+    problem.beacons = dataclasses.replace(
+        problem.beacons, stacked=jax.tree.map(perturb, problem.stacked)
+    )
     genomes = np.random.default_rng(4).integers(0, 4, (6, space.n_genes))
     index = np.asarray([0, 1, 2, 1, 0, 2], np.int32)
     streamed = problem.beacon_errors(genomes, index)  # default: the dev data (stream)
@@ -118,7 +122,7 @@ def test_beacon_errors_streaming_equals_one_batch(setup):
 def test_train_evaluate_streaming_equals_one_batch(setup):
     cfg, params, calib, split, one, _ = setup
     bits = jnp.full((len(sru.layer_specs(cfg)),), 4, jnp.int32)
-    counts = train._jitted_counts(cfg, train._as_key(FOLD))
+    counts = train._jitted_counts(cfg, train._as_key(FOLD), None)
     before = counts._cache_size()
     own = train.eval_batches(split, 72, 8)  # what train.evaluate streams
     assert len(own) > 1
