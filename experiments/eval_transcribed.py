@@ -15,7 +15,6 @@ it was trained for. The logic lives in :mod:`mohaq_jax.data.transcribed` and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pathlib
@@ -70,36 +69,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def default_baseline_path(cache_dir=None) -> pathlib.Path | None:
-    """Where the search experiments' default float baseline is cached, if known.
+    """Where the search experiments' default float baseline is cached.
 
-    Forms the key as ``mohaq_jax.experiment.prepare`` does (default flags, default
-    eSpeak corpus); None when that module's helpers are not available.
+    Forms the key exactly as :func:`mohaq_jax.prepare.baseline_dir` does for the
+    default flags (default model, training settings and eSpeak corpus).
     """
-    try:
-        from mohaq_jax import experiment
-    except ImportError:
-        return None
-    needed = ("add_common_args", "load_data", "model_config_from")
-    if not all(hasattr(experiment, name) for name in needed):
-        return None
-    parser = argparse.ArgumentParser()
-    experiment.add_common_args(parser, {})
-    flags = parser.parse_args(["--no-progress"])
+    import dataclasses as _dc
+
+    from mohaq_jax import config as config_lib
+    from mohaq_jax import prepare
+
+    cfg = config_lib.ExperimentConfig()
     if cache_dir is not None:
-        flags.cache_dir = cache_dir
-    corpus = experiment.load_data(flags)
-    ident = json.dumps(
-        [
-            experiment.model_config_from(flags, corpus).to_dict(),
-            train.TrainConfig(epochs=flags.epochs).to_dict(),
-            train.data_settings(corpus),
-        ],
-        sort_keys=True,
-        default=str,
-    )
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
-    root = pathlib.Path(cache_dir or corpus_lib.default_cache_dir())
-    return root / "baselines" / f"{corpus.name}-{digest}" / train.BASELINE_FILE
+        cfg = _dc.replace(cfg, data=_dc.replace(cfg.data, cache_dir=str(cache_dir)))
+    corpus = prepare.load_data(cfg.data, progress=False)
+    model_cfg = prepare.model_config(cfg.model, corpus)
+    train_cfg = prepare.train_config(cfg.training)
+    folder = prepare.baseline_dir(cfg, corpus, model_cfg, train_cfg)
+    return pathlib.Path(folder) / train.BASELINE_FILE
 
 
 def find_baseline(cache_dir=None) -> pathlib.Path:
