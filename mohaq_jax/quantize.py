@@ -129,7 +129,9 @@ def mse_clip(
 ) -> jax.Array:
     """MSE-optimal clipping: the clip ratio of max-abs with the least quantization MSE.
 
-    All ratios are tried at once (vectorized with ``vmap``), per tensor or per channel.
+    The ratios are tried one after the other (``lax.map``), per tensor or per channel:
+    a calibration tensor of activations can hold millions of values, and trying every
+    ratio at once would hold one quantized copy per ratio (gigabytes).
 
     Args:
       x: calibration tensor.
@@ -154,7 +156,7 @@ def mse_clip(
         q = _quantize_clipped(jnp.clip(x, -clip_b, clip_b), bits, clip_b)
         return jnp.mean(jnp.square(q - x), axis=other)
 
-    errs = jax.vmap(err)(ratios)  # shape=(n_ratios,) or (n_ratios, channels)
+    errs = jax.lax.map(err, ratios)  # shape=(n_ratios,) or (n_ratios, channels)
     best = jnp.argmin(errs, axis=0)
     clip = amax * ratios[best]
     return jnp.where(jnp.asarray(bits) >= FLOAT_BITS, amax, clip)
@@ -179,5 +181,6 @@ def clip_table(
         return jnp.broadcast_to(amax, (len(BIT_OPTIONS),) + amax.shape)
     if method == "mse":
         bits = jnp.asarray(BIT_OPTIONS, jnp.int32)
-        return jax.vmap(lambda b: mse_clip(x, b, channel_axis))(bits)
+        # One bit-width at a time: memory stays at one copy of ``x``.
+        return jax.lax.map(lambda b: mse_clip(x, b, channel_axis), bits)
     raise ValueError(f"unknown calibration method {method!r}; use 'max' or 'mse'")
