@@ -37,7 +37,7 @@ FIGURES = (
     Figure(
         "tests",
         "README: test duration",
-        ("-m", "pytest", "-q"),
+        ("-m", "pytest", "-q", "-n", "2"),
     ),
     Figure(
         "silago",
