@@ -54,7 +54,15 @@ FIGURES = (
     Figure(
         "beacons",
         "Beacons: inference-only vs beacon-based on Bitfusion",
-        ("-m", "experiments.timit_bitfusion", "--beacons", "--out", "{out}/beacons"),
+        (
+            "-m",
+            "experiments.timit_bitfusion",
+            "--beacons",
+            "--memory-limit-mb",
+            "0.15",
+            "--out",
+            "{out}/beacons",
+        ),
         ("{out}/beacons/report.md",),
         ("**Beacons", "| 0 ", "| speedup"),
     ),
@@ -81,6 +89,39 @@ FIGURES = (
         ),
     ),
     Figure("nsga2", "NSGA-II generation step vs pymoo", ("-m", "benchmarks.nsga2")),
+    Figure(
+        "decoded_per",
+        "Float baseline PER read raw / smoothed / decoded (and the SiLago front)",
+        (
+            "-m",
+            "benchmarks.decoded_per",
+            "--front",
+            "{out}/timit_silago/pareto.json",
+        ),
+    ),
+    Figure(
+        "paper_scale",
+        "Paper scale: streamed evaluation memory and speed",
+        ("benchmarks/paper_scale.py", "--dev-utts", "400", "--pop", "2"),
+    ),
+    Figure(
+        "search_quality",
+        "Search quality against the true front (about 10 min)",
+        (
+            "-m",
+            "benchmarks.search_quality",
+            "--hidden",
+            "64",
+            "--proj",
+            "96",
+            "--epochs",
+            "3",
+            "--dev-utts",
+            "8",
+            "--seeds",
+            "5",
+        ),
+    ),
 )
 
 
