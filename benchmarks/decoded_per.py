@@ -14,7 +14,6 @@ pipeline's: 32 training utterances, MSE clipping).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import time
@@ -24,7 +23,6 @@ import numpy as np
 
 from mohaq_jax import decode, genome, qmodel, train
 from mohaq_jax.data import load_corpus, pad_batch
-from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models.sru import ModelConfig, layer_specs
 
@@ -86,13 +84,23 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     ckpt_dir = args.baseline_dir
-    if ckpt_dir is None:
-        found = sorted(glob.glob(str(default_cache_dir() / "baselines" / "espeak-*")))
-        if len(found) != 1:
+    if ckpt_dir is None:  # the experiments' default baseline, keyed as they key it
+        from mohaq_jax import config as config_lib
+        from mohaq_jax import prepare
+
+        cfg = config_lib.ExperimentConfig()
+        default_corpus = prepare.load_data(cfg.data, progress=False)
+        ckpt_dir = prepare.baseline_dir(
+            cfg,
+            default_corpus,
+            prepare.model_config(cfg.model, default_corpus),
+            prepare.train_config(cfg.training),
+        )
+        if not os.path.exists(os.path.join(ckpt_dir, train.BASELINE_FILE)):
             raise SystemExit(
-                f"--baseline-dir: expected one espeak baseline, got {found}"
+                f"no default baseline at {ckpt_dir}: run python -m "
+                "experiments.train_baseline first, or pass --baseline-dir"
             )
-        ckpt_dir = found[0]
     path = os.path.join(ckpt_dir, train.BASELINE_FILE)
     corpus = load_corpus("espeak")
     params, meta = train.load_params(path, corpus=corpus)
