@@ -57,7 +57,9 @@ class ModelSettings:
 
     name: str = "sru"  # --model: registry name of the acoustic model
     hidden: int = 128  # --hidden: recurrent units per direction (paper: 550)
-    layers: int = 4  # --layers: stacked recurrent layers (paper: 4): 8 quantization sites
+    layers: int = (
+        4  # --layers: stacked recurrent layers (paper: 4): 8 quantization sites
+    )
     proj: int = 64  # --proj: low-rank projection before layers 2.. (0 = none)
     dropout: float = 0.25  # --dropout: on layer outputs while training (paper: 0.1)
     bidirectional: bool = True  # --unidirectional sets False

@@ -403,7 +403,6 @@ def search_one(
                 intervals=intervals,
                 confidence=s.confidence,
                 sweep=sweep,
-                hidden_metrics=(),
             ),
         )
     n_evaluations = int(result.history[-1]["n_evaluations"])

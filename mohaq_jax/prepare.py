@@ -63,17 +63,7 @@ def model_config(model: ModelSettings, corpus) -> ModelConfig:
     """The acoustic model's structure for a corpus."""
     if model.paper_model:
         return paper_config(n_classes=corpus.n_classes, n_features=corpus.n_features)
-    if model.name != "sru":  # another registered model with the same settings
-        return get_model(model.name).Config(
-            n_features=corpus.n_features,
-            n_classes=corpus.n_classes,
-            hidden=model.hidden,
-            n_layers=model.layers,
-            bidirectional=model.bidirectional,
-            n_proj=model.proj,
-            dropout=model.dropout,
-        )
-    return ModelConfig(
+    return get_model(model.name).Config(  # the registered model's own config
         n_features=corpus.n_features,
         n_classes=corpus.n_classes,
         hidden=model.hidden,

@@ -44,7 +44,6 @@ class Details:
     sweep: dict | None = (
         None  # compression: uniform-bit sweep (pipeline.compression_sweep)
     )
-    hidden_metrics: tuple[str, ...] = ()  # metrics not reported (no such model)
 
 
 def counts_words(n_evaluations: int, n_unique: int) -> str:
@@ -177,8 +176,7 @@ def write_outputs(
     """
     os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)
     paths = {}
-    hidden = set(details.hidden_metrics) if details is not None else set()
-    metrics = {k: v for k, v in result.metrics.items() if k not in hidden}
+    metrics = result.metrics  # only what the platform declares (no placeholders)
     front_idx = np.flatnonzero(result.front)
     order = front_idx[np.argsort(metrics["error"][front_idx], kind="stable")]
     rank_of = {int(i): r for r, i in enumerate(front_idx)}
