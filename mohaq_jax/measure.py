@@ -1,7 +1,8 @@
 """What the pipeline measures after a search: test errors, intervals, sweeps.
 
-Helpers of :mod:`mohaq_jax.pipeline`, each taking the search's problem (its evaluator
-and cache) and the prepared data: the Pareto set's test error (with the beacon each
+Helpers of :mod:`mohaq_jax.pipeline`, each taking the search's problem (its evaluator),
+the problem's final state (score cache, beacons: ``SearchResult.state``) and the
+prepared data: the Pareto set's test error (with the beacon each
 genome used), bootstrap confidence intervals of dev and test error per Pareto solution
 and for the float model (per-utterance counts, :mod:`mohaq_jax.bootstrap`), and the
 compression experiment's uniform-bit sweep.
@@ -18,18 +19,18 @@ from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.prepare import Setup, say
 
 
-def test_errors(problem, genomes, batch) -> np.ndarray:
+def test_errors(problem, state, genomes, batch) -> np.ndarray:
     """Test error of genomes, with the beacon each one used on dev (min with PTQ)."""
     metric = problem.config.error_metric
     ptq = problem.errors(genomes, batch)[metric]
-    index = problem.evaluate(genomes)["beacon"].astype(np.int32)
+    index = problem.evaluate(state, genomes)[1]["beacon"].astype(np.int32)
     if not np.any(index):
         return ptq
-    beacon = problem.beacon_errors(genomes, index, batch)
+    beacon = problem.beacon_errors(state.extra, genomes, index, batch)
     return np.where(index > 0, np.minimum(ptq, beacon), ptq)
 
 
-def compression_sweep(problem, setup: Setup, sweep_bits) -> dict:
+def compression_sweep(problem, state, setup: Setup, sweep_bits) -> dict:
     """Every weight at each of ``sweep_bits`` (activations 16-bit): dev metrics, test.
 
     Returns:
@@ -42,7 +43,7 @@ def compression_sweep(problem, setup: Setup, sweep_bits) -> dict:
             for b in sweep_bits
         ]
     )
-    dev = problem.evaluate(genomes)
+    _, dev = problem.evaluate(state, genomes)
     test = problem.errors(genomes, setup.test_batch)[problem.config.error_metric]
     return {
         "bits": np.asarray(sweep_bits),
@@ -75,7 +76,9 @@ def best_within_margin(
     }
 
 
-def error_intervals(cfg, setup, problem, genomes, float_eval, beacon_config=None):
+def error_intervals(
+    cfg, setup, problem, state, genomes, float_eval, beacon_config=None
+):
     """Bootstrap intervals of dev and test error: float model and ``genomes``.
 
     Each genome is scored per utterance with the weights its dev error came from
@@ -112,7 +115,7 @@ def error_intervals(cfg, setup, problem, genomes, float_eval, beacon_config=None
     )
     sources = np.zeros(len(genomes), np.int32)
     if beacon_config is not None:
-        m = problem.evaluate(genomes)
+        _, m = problem.evaluate(state, genomes)
         won = (m["beacon"] > 0) & (m["beacon_error"] <= m["ptq_error"])
         sources = np.where(won, m["beacon"], 0).astype(np.int32)
 
@@ -122,7 +125,7 @@ def error_intervals(cfg, setup, problem, genomes, float_eval, beacon_config=None
             rows = np.flatnonzero(sources == slot)
             params = None
             if slot > 0:
-                params = jax.tree.map(lambda leaf, s=slot: leaf[s], problem.stacked)
+                params = jax.tree.map(lambda leaf, s=slot: leaf[s], state.extra.stacked)
             res = ci_eval(genomes[rows], batch, params=params)
             for k, v in res.items():
                 out.setdefault(k, np.zeros(len(genomes), v.dtype))[rows] = v

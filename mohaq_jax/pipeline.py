@@ -311,7 +311,9 @@ def search_one(
     front = np.flatnonzero(result.front)
     say(progress, f"test split: re-evaluating {len(front)} Pareto solution(s)")
     if len(front) and beacon_config is not None:
-        test_err = test_errors(problem, result.genomes[front], setup.test_batch)
+        test_err = test_errors(
+            problem, result.state, result.genomes[front], setup.test_batch
+        )
     elif len(front):
         test_err = problem.errors(result.genomes[front], setup.test_batch)[
             s.error_metric
@@ -319,10 +321,16 @@ def search_one(
     else:
         test_err = np.zeros(0)
     intervals = error_intervals(
-        cfg, setup, problem, result.genomes[front], float_eval, beacon_config
+        cfg,
+        setup,
+        problem,
+        result.state,
+        result.genomes[front],
+        float_eval,
+        beacon_config,
     )
     g16 = space.upper[None].astype(np.int32)
-    r16 = problem.evaluate(g16)
+    _, r16 = problem.evaluate(result.state, g16)
     t16 = problem.errors(g16, setup.test_batch)[s.error_metric][0]
     notes16 = [  # the platform's declared metrics, nothing made up
         f"{m} {r16[m][0]:.4g} {platform.metric(m).unit}"
@@ -374,14 +382,18 @@ def search_one(
     }
     sweep = None
     if experiment.sweep_bits:
-        sweep = compression_sweep(problem, setup, experiment.sweep_bits)
+        sweep = compression_sweep(
+            problem, result.state, setup, experiment.sweep_bits
+        )
     extra = []
     if sweep is not None:
         best = best_within_margin(problem, result, setup, sweep, experiment.margin)
         extra = reporting.compression_section(space, sweep, best, experiment.margin)
     if beacon_config is not None:
         settings["beacon_config"] = beacon_config.to_dict()
-        extra = list(extra) + reporting.beacon_section(problem)
+        extra = list(extra) + reporting.beacon_section(
+            space, result.state.extra
+        )
     paths = {}
     if main:
         paths = report.write_outputs(

@@ -44,17 +44,17 @@ def compression_section(space, sweep: dict, best: dict | None, margin: float) ->
     return lines
 
 
-def beacon_section(problem) -> list[str]:
-    """Table of the beacons a beacon-based search retrained."""
+def beacon_section(space, beacons) -> list[str]:
+    """Table of the beacons a beacon-based search retrained (its ``BeaconState``)."""
     lines = [
         "## Beacons",
         "",
         "| slot | bits | PTQ dev error | QAT dev error | epochs |",
         "|---|---|---|---|---|",
     ]
-    for b in problem.beacon_info:
+    for b in beacons.info:
         lines.append(
-            f"| {b['slot']} | {bits_words(problem.space, b['genome'])} | "
+            f"| {b['slot']} | {bits_words(space, b['genome'])} | "
             f"{b['ptq_dev_per']:.4f} | {b['qat_dev_per']:.4f} | {b['epochs']} |"
         )
     return lines
@@ -120,7 +120,7 @@ def compare_searches(corpus, plain: dict, beacons: dict, retrained: dict) -> lis
         f"{100 * best:.2f} percentage points** (the paper: up to 4.9 on Bitfusion, "
         "TIMIT).",
         "",
-        f"- beacons retrained: {problem.n_beacons}; inference-only run: "
+        f"- beacons retrained: {result.state.extra.count}; inference-only run: "
         f"{plain['out']}/report.md; beacon run: {beacons['out']}/report.md",
     ]
     return lines

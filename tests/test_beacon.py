@@ -131,16 +131,17 @@ def test_policy_creates_beacons_and_takes_min_error(parts, monkeypatch):
     _, problem = make_problem(parts, monkeypatch, calls)
     space = problem.space
     g = np.asarray([space.uniform(2), space.uniform(16), space.uniform(4)])
-    res = problem.evaluate(g)
+    state, res = problem.evaluate(problem.initial_state(), g)
     np.testing.assert_array_equal(res["beacon"], 0)
     np.testing.assert_array_equal(res["error"], res["ptq_error"])
-    assert problem.update(
-        g, res
-    )  # one beacon (per_generation=1), lowest PTQ error first
-    assert problem.n_beacons == 1 and calls == [1]
+    # one beacon (per_generation=1), lowest PTQ error first
+    updated = problem.update(state, g, res)
+    assert problem.changed(state, updated) and state.extra.count == 0
+    state = updated
+    assert state.extra.count == 1 and calls == [1]
     chosen = int(np.argmin(res["ptq_error"]))
-    np.testing.assert_array_equal(problem.beacon_genomes[1], g[chosen])
-    after = problem.evaluate(g)
+    np.testing.assert_array_equal(state.extra.genomes[1], g[chosen])
+    state, after = problem.evaluate(state, g)
     assert after["beacon"][chosen] == 1
     assert after["error"][chosen] == min(
         after["ptq_error"][chosen], after["beacon_error"][chosen]
@@ -149,27 +150,29 @@ def test_policy_creates_beacons_and_takes_min_error(parts, monkeypatch):
     far = np.flatnonzero(after["beacon"] == 0)
     np.testing.assert_array_equal(after["error"][far], res["ptq_error"][far])
     # budget: max_beacons=2
-    problem.update(g, after)
-    problem.update(g, problem.evaluate(g))
-    assert problem.n_beacons <= 2
+    state = problem.update(state, g, after)
+    state = problem.update(state, g, problem.evaluate(state, g)[1])
+    assert state.extra.count <= 2
 
 
 def test_beacons_saved_and_not_retrained_on_resume(parts, monkeypatch, tmp_path):
     calls = []
     _, problem = make_problem(parts, monkeypatch, calls)
     full = mohaq.run_search(problem, tmp_path / "full", progress=False)
-    assert problem.n_beacons >= 1
+    assert full.state.extra.count >= 1
     calls_a = []
     _, crashed = make_problem(parts, monkeypatch, calls_a)
-    mohaq.run_search(crashed, tmp_path / "b", progress=False, stop_after=2)
-    made = crashed.n_beacons
+    made = mohaq.run_search(
+        crashed, tmp_path / "b", progress=False, stop_after=2
+    ).state.extra.count
     calls_b = []
     _, resumed_problem = make_problem(parts, monkeypatch, calls_b)
     resumed = mohaq.run_search(
         resumed_problem, tmp_path / "b", resume=True, progress=False
     )
-    assert resumed_problem.n_beacons >= made
-    assert sum(calls_b) == resumed_problem.n_beacons - made  # old beacons not retrained
+    count = resumed.state.extra.count
+    assert count >= made
+    assert sum(calls_b) == count - made  # old beacons not retrained
     np.testing.assert_array_equal(resumed.genomes, full.genomes)
 
 
@@ -192,9 +195,9 @@ def test_switching_retrain_option_dispatches(parts, monkeypatch):
     monkeypatch.setattr(speech, "switching_finetune", fake_switching)
     _, problem = make_problem(parts, monkeypatch, [], retrain="switching", epochs=2)
     g = np.asarray([space.uniform(2)])
-    problem.add_beacons(g)
+    state = problem.add_beacons(problem.initial_state(), g)
     assert seen == [((1, len(space.layers)), 2)]
-    leaf = jax.tree.leaves(problem.stacked)[0]
+    leaf = jax.tree.leaves(state.extra.stacked)[0]
     np.testing.assert_array_equal(leaf[1], jax.tree.leaves(others[0])[0])
     with pytest.raises(ValueError, match="retrain"):
         beacon.BeaconConfig(retrain="full")

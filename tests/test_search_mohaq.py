@@ -57,11 +57,39 @@ def make_problem(parts, **overrides):
 def test_cache_skips_known_genomes(problem_parts):
     problem = make_problem(problem_parts)
     g = np.asarray([[0, 1, 2, 0, 1], [2, 2, 2, 2, 2]])
-    first = problem.evaluate(g)
-    assert problem.n_evaluated == 2
-    again = problem.evaluate(g[::-1])
-    assert problem.n_evaluated == 2
+    empty = problem.initial_state()
+    state, first = problem.evaluate(empty, g)
+    assert state.n_evaluated == 2 and empty.n_evaluated == 0  # a new value
+    state2, again = problem.evaluate(state, g[::-1])
+    assert state2.n_evaluated == 2
     np.testing.assert_array_equal(again["error"], first["error"][::-1])
+    # the cached errors are the evaluator's, genome by genome
+    direct = problem.errors(g)["phone_error"]
+    np.testing.assert_array_equal(first["error"], direct)
+
+
+def test_problem_is_immutable(problem_parts):
+    problem = make_problem(problem_parts)
+    with pytest.raises(AttributeError, match="immutable"):
+        problem.config = None
+
+
+def test_step_by_step_equals_run_search(problem_parts):
+    """The pure driver: init + steps reproduce run_search, and a step never changes
+    the state it was given."""
+    problem = make_problem(problem_parts)
+    searcher = mohaq.Searcher(problem)
+    state = searcher.init()
+    first = state
+    while not searcher.done(state):
+        state = searcher.step(state)
+    assert first.generation == 0 and len(first.history) == 1
+    assert first.problem.n_evaluated == 6
+    stepped = searcher.result(state)
+    full = mohaq.run_search(make_problem(problem_parts), None, progress=False)
+    np.testing.assert_array_equal(stepped.genomes, full.genomes)
+    np.testing.assert_array_equal(stepped.front, full.front)
+    assert stepped.state.n_evaluated == full.state.n_evaluated == len(full.genomes)
 
 
 def test_fitness_constraints_by_hand(problem_parts):
@@ -90,8 +118,8 @@ def test_resume_gives_same_front_as_uninterrupted(problem_parts, tmp_path):
         fresh_problem, tmp_path / "b", resume=True, progress=False
     )
     assert resumed.resumed
-    # only the generations after the crash were evaluated again
-    assert fresh_problem.n_evaluated == len(full.genomes)
+    # the restored cache counts every genome once: none was evaluated twice
+    assert resumed.state.n_evaluated == len(full.genomes)
     assert len(crashed.genomes) < len(full.genomes)
     np.testing.assert_array_equal(resumed.genomes, full.genomes)
     np.testing.assert_array_equal(resumed.front, full.front)
@@ -163,7 +191,7 @@ def test_single_objective_mode_at_the_same_budget(problem_parts, algorithm):
     problem = make_problem(problem_parts, memory_limit_mb=0.02)
     result = single_objective.run_problem(problem, algorithm)
     budget = 6 + 4 * 3  # NSGA-II's: pop_size + n_generations * n_offspring
-    assert len(result.genomes) == budget == problem.n_evaluated
+    assert len(result.genomes) == budget == result.state.n_evaluated
     assert len({g.tobytes() for g in result.genomes}) == budget
     m = result.metrics
     np.testing.assert_array_equal(

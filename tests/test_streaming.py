@@ -108,13 +108,15 @@ def test_beacon_errors_streaming_equals_one_batch(setup):
             slot.reshape((-1,) + (1,) * (leaf.ndim - 1)) > 0, leaf + noise, leaf
         )
 
-    problem.beacons = dataclasses.replace(
-        problem.beacons, stacked=jax.tree.map(perturb, problem.stacked)
+    beacons = problem.initial_state().extra
+    beacons = dataclasses.replace(
+        beacons, stacked=jax.tree.map(perturb, beacons.stacked)
     )
     genomes = np.random.default_rng(4).integers(0, 4, (6, space.n_genes))
     index = np.asarray([0, 1, 2, 1, 0, 2], np.int32)
-    streamed = problem.beacon_errors(genomes, index)  # default: the dev data (stream)
-    whole = problem.beacon_errors(genomes, index, one)
+    # default: the dev data (stream)
+    streamed = problem.beacon_errors(beacons, genomes, index)
+    whole = problem.beacon_errors(beacons, genomes, index, one)
     np.testing.assert_allclose(streamed, whole, atol=1e-7)
     assert len(set(np.round(whole, 6))) > 1
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,167 +34,27 @@ import numpy as np
 from mohaq_jax import evaluate as evaluate_lib
 from mohaq_jax import train
 from mohaq_jax.data import batching
-from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.search import score_cache
-from mohaq_jax.search.mohaq import QuantizationProblem
-
-
-@dataclasses.dataclass(frozen=True)
-class BeaconConfig:
-    """Beacon policy (defaults follow the authors' code where it states one)."""
-
-    threshold: int = 5  # max level distance to use a beacon (authors: 5)
-    genes: str = "weights"  # genes the distance counts: "weights" (authors) or "all"
-    max_beacons: int = 4  # retrained beacons besides the float model (the budget)
-    per_generation: int = 2  # new beacons retrained at most per generation
-    max_ptq_error: float | None = None  # promising: PTQ error below this (None: any)
-    min_speedup: float | None = None  # promising: speedup above this (None: any)
-    require_memory: bool = True  # promising: memory constraint satisfied
-    epochs: int = 3  # QAT epochs per beacon (authors: about 20 on TIMIT)
-    lr: float = 5e-4  # QAT learning rate
-    retrain: str = "qat"  # "qat" (STE fine-tuning) or "switching" (Kim et al. 2021)
-
-    def __post_init__(self):
-        if self.retrain not in ("qat", "switching"):
-            raise ValueError("BeaconConfig.retrain must be 'qat' or 'switching'")
-        if self.genes not in ("weights", "all"):
-            raise ValueError("BeaconConfig.genes must be 'weights' or 'all'")
-        if self.threshold < 0 or self.max_beacons < 0 or self.per_generation < 1:
-            raise ValueError(
-                "need threshold >= 0, max_beacons >= 0, per_generation >= 1"
-            )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class BeaconState:
-    """The beacons made so far (replaced, never mutated, as the search goes on)."""
-
-    genomes: np.ndarray  # shape=(capacity, n_genes) int32; slot 0 the float model
-    stacked: Any  # params pytree, leaves (capacity, ...); unused slots hold float
-    count: int = 0  # filled slots after slot 0
-    info: tuple = ()  # one dict per beacon: slot, genome, PTQ/QAT dev PER, epochs
-
-    @classmethod
-    def empty(cls, float_params, capacity: int, n_genes: int) -> BeaconState:
-        stacked = jax.tree.map(
-            lambda leaf: jnp.broadcast_to(leaf, (capacity,) + leaf.shape), float_params
-        )
-        return cls(np.zeros((capacity, n_genes), np.int32), stacked)
-
-
-def add_beacons(state: BeaconState, genomes, params, info) -> BeaconState:
-    """``state`` with ``genomes`` (retrained ``params``, leaves ``(k, ...)``) added."""
-    genomes = np.asarray(genomes, np.int32)
-    slots = state.count + 1 + np.arange(len(genomes))
-    beacon_genomes = state.genomes.copy()
-    beacon_genomes[slots] = genomes
-    stacked = jax.tree.map(
-        lambda s, p: s.at[jnp.asarray(slots)].set(p), state.stacked, params
-    )
-    records = tuple(
-        {
-            "slot": int(slot),
-            "genome": [int(v) for v in g],
-            "ptq_dev_per": float(info["ptq_dev_per"][j]),
-            "qat_dev_per": float(info["dev_per"][j]),
-            "epochs": int(info["epochs_run"][j]),
-        }
-        for j, (slot, g) in enumerate(zip(slots, genomes, strict=True))
-    )
-    return BeaconState(
-        beacon_genomes, stacked, state.count + len(genomes), state.info + records
-    )
-
-
-def distance_mask(space: GenomeSpace, genes: str) -> np.ndarray:
-    """Bool ``(n_genes,)``: the genes a beacon distance counts."""
-    if genes == "all":
-        return np.ones(space.n_genes, bool)
-    mask = np.zeros(space.n_genes, bool)
-    mask[list(space.w_gene)] = True
-    return mask
-
-
-def level_distance(genomes, beacons, mask) -> jax.Array:
-    """``(n, b)`` sums of absolute level differences over the masked genes."""
-    diff = jnp.abs(
-        genomes[:, None, :].astype(jnp.int32) - beacons[None, :, :].astype(jnp.int32)
-    )
-    return jnp.sum(jnp.where(jnp.asarray(mask)[None, None, :], diff, 0), axis=-1)
-
-
-def nearest_beacon(genomes, beacon_genomes, n_beacons, mask, threshold):
-    """Index (1-based slot) of each genome's nearest beacon within ``threshold``.
-
-    Args:
-      genomes: int ``(n, n_genes)``.
-      beacon_genomes: int ``(capacity, n_genes)``; slot 0 is the float model (never a
-        neighbour), slots ``1..n_beacons`` are beacons.
-      n_beacons: filled slots after slot 0.
-      mask: genes counted.
-      threshold: largest distance that still uses a beacon.
-
-    Returns:
-      ``(index (n,), distance (n,))``; index 0 means "no beacon near enough".
-      Ties go to the earliest beacon.
-    """
-    dist = level_distance(jnp.asarray(genomes), jnp.asarray(beacon_genomes), mask)
-    slots = jnp.arange(beacon_genomes.shape[0])
-    usable = (slots >= 1) & (slots <= n_beacons)
-    dist = jnp.where(usable[None, :], dist, jnp.iinfo(jnp.int32).max)
-    best = jnp.argmin(dist, axis=1)
-    best_dist = jnp.min(dist, axis=1)
-    return jnp.where(best_dist <= threshold, best, 0), best_dist
-
-
-def make_beacon_eval(
-    config,
-    space: GenomeSpace,
-    fold,
-    chunk_size: int | None = 2,
-    mesh=None,
-    decoder=None,
-    per_mode: str | None = None,
-    return_sums: bool = False,
-):
-    """Jitted ``evaluate(stacked_params, calib, genomes, beacon_index, batch)``.
-
-    The population evaluator (:func:`mohaq_jax.evaluate.make_population_eval`) in its
-    stacked mode: ``stacked_params`` leaves are ``(capacity, ...)``; genome ``i`` is
-    evaluated with the params of slot ``beacon_index[i]`` (weights quantized once per
-    (beacon, site, bits) into tables, then gathered; first stages shared per beacon;
-    the population split over ``mesh``). Returns
-    :class:`~mohaq_jax.evaluate.PopulationMetrics`, or with ``return_sums`` the per-genome
-    metric sums (added up over batches).
-    """
-    fn = evaluate_lib.make_population_eval(
-        config,
-        space,
-        fold,
-        chunk_size,
-        mesh,
-        decoder=decoder,
-        per_mode=per_mode,
-        stacked=True,
-        return_sums=return_sums,
-    )
-
-    def evaluate(stacked, calib, genomes, beacon_index, batch):
-        return fn(stacked, calib, genomes, batch, beacon_index)
-
-    return evaluate
+from mohaq_jax.search.beacon_state import (
+    BeaconConfig,
+    BeaconState,
+    add_beacons,
+    distance_mask,
+    level_distance,
+    make_beacon_eval,
+    nearest_beacon,
+)
+from mohaq_jax.search.problem import ProblemState, QuantizationProblem
 
 
 class BeaconProblem(QuantizationProblem):
     """A :class:`QuantizationProblem` whose errors see retrained beacons.
 
-    Metrics per genome: ``ptq_error`` (float weights, post-training quantized),
-    ``beacon`` (slot of the beacon used, 0 = none), ``beacon_error`` (error on that
-    beacon's weights; equals ``ptq_error`` when none), ``error`` = the minimum, the
-    searched objective.
+    Its :class:`~mohaq_jax.search.problem.ProblemState` carries a
+    :class:`BeaconState` in ``extra``. Metrics per genome: ``ptq_error`` (float
+    weights, post-training quantized), ``beacon`` (slot of the beacon used, 0 = none),
+    ``beacon_error`` (error on that beacon's weights; equals ``ptq_error`` when none),
+    ``error`` = the minimum, the searched objective.
 
     Args:
       problem_args: as :class:`QuantizationProblem`.
@@ -220,47 +79,65 @@ class BeaconProblem(QuantizationProblem):
         progress=False,
     ):
         super().__init__(evaluator, cost_fn, batch, config, ideal, nadir)
-        self.beacon_config = beacon_config
-        self.corpus = corpus
-        self.train_config = train_config or train.TrainConfig()
-        self.progress = progress
-        capacity = beacon_config.max_beacons + 1
-        self.mask = distance_mask(self.space, beacon_config.genes)
-        # The explicit beacon state: replaced by pure functions, never mutated.
-        self.beacons = BeaconState.empty(evaluator.params, capacity, self.space.n_genes)
-        self._beacon_eval = make_beacon_eval(
-            evaluator.config,
-            self.space,
-            evaluator.fold,
-            evaluator.chunk_size,
-            evaluator.mesh,  # beacons use the evaluator's mesh
-            evaluator.decoder,  # and read PER the same way
-            evaluator.per_mode,
-            return_sums=True,
+        fields = {
+            "beacon_config": beacon_config,
+            "corpus": corpus,
+            "train_config": train_config or train.TrainConfig(),
+            "progress": progress,
+            "mask": distance_mask(self.space, beacon_config.genes),
+            "_beacon_eval": make_beacon_eval(
+                evaluator.config,
+                self.space,
+                evaluator.fold,
+                evaluator.chunk_size,
+                evaluator.mesh,  # beacons use the evaluator's mesh
+                evaluator.decoder,  # and read PER the same way
+                evaluator.per_mode,
+                return_sums=True,
+            ),
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    # ---- state -------------------------------------------------------------------
+    def initial_state(self) -> ProblemState:
+        capacity = self.beacon_config.max_beacons + 1
+        beacons = BeaconState.empty(self.evaluator.params, capacity, self.space.n_genes)
+        return ProblemState(extra=beacons)
+
+    def state_to_tree(self, state: ProblemState):
+        beacons = state.extra
+        return {
+            "genomes": beacons.genomes,
+            "params": beacons.stacked,
+            "count": np.int32(beacons.count),
+        }
+
+    def state_meta(self, state: ProblemState) -> dict:
+        return {
+            "beacons": list(state.extra.info),
+            "beacon_config": self.beacon_config.to_dict(),
+        }
+
+    def restore_state(self, scores, tree, meta) -> ProblemState:
+        beacons = BeaconState(
+            np.asarray(tree["genomes"], np.int32),
+            jax.tree.map(jnp.asarray, tree["params"]),
+            int(tree["count"]),
+            tuple(meta.get("beacons", [])),
         )
+        return ProblemState(scores, beacons)
 
-    @property
-    def beacon_genomes(self) -> np.ndarray:
-        return self.beacons.genomes
-
-    @property
-    def stacked(self):
-        return self.beacons.stacked
-
-    @property
-    def n_beacons(self) -> int:
-        return self.beacons.count
-
-    @property
-    def beacon_info(self) -> list[dict]:
-        return list(self.beacons.info)
+    def changed(self, before: ProblemState, after: ProblemState) -> bool:
+        return after.extra.count != before.extra.count
 
     # ---- evaluation --------------------------------------------------------------
-    def assign(self, genomes) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, beacons: BeaconState, genomes) -> tuple[np.ndarray, np.ndarray]:
+        """(slot of the nearest beacon within the threshold (0: none), distance)."""
         index, dist = nearest_beacon(
             genomes,
-            self.beacon_genomes,
-            self.n_beacons,
+            beacons.genomes,
+            beacons.count,
             self.mask,
             self.beacon_config.threshold,
         )
@@ -274,10 +151,12 @@ class BeaconProblem(QuantizationProblem):
         if bc.min_speedup is not None:
             ok &= results["speedup"] > bc.min_speedup
         if bc.require_memory and cfg.memory_limit_mb is not None and cfg.memory_metric:
-            ok &= results[cfg.memory_metric] <= cfg.memory_limit_mb  # plat12
+            ok &= results[cfg.memory_metric] <= cfg.memory_limit_mb
         return ok
 
-    def beacon_errors(self, genomes, index, batch=None) -> np.ndarray:
+    def beacon_errors(
+        self, beacons: BeaconState, genomes, index, batch=None
+    ) -> np.ndarray:
         """Error of each genome on the params of beacon slot ``index[i]``.
 
         ``batch``: one batch or a streamed split (default: the dev data); metric sums
@@ -295,7 +174,11 @@ class BeaconProblem(QuantizationProblem):
             def sums(one, g=g, idx=idx):
                 one = tuple(jnp.asarray(x) for x in one)
                 return self._beacon_eval(
-                    self.stacked, self.evaluator.calib, g, idx.astype(jnp.int32), one
+                    beacons.stacked,
+                    self.evaluator.calib,
+                    g,
+                    idx.astype(jnp.int32),
+                    one,
                 )
 
             res = evaluate_lib.host_metrics(batching.accumulate_sums(sums, batches))
@@ -309,18 +192,19 @@ class BeaconProblem(QuantizationProblem):
         res["beacon_error"] = res["ptq_error"]
         return res
 
-    def _refresh(self, genomes, cache):
-        """The cache with the beacon errors of genomes whose nearest promising beacon
-        changed recomputed (pure: returns a new cache)."""
-        if self.n_beacons == 0:
-            return cache
+    def _refresh(self, state: ProblemState, genomes) -> ProblemState:
+        """``state`` with the beacon errors of genomes whose nearest promising beacon
+        changed recomputed."""
+        beacons, cache = state.extra, state.scores
+        if beacons.count == 0:
+            return state
         cached = cache.lookup(genomes)
-        index, _ = self.assign(genomes)
+        index, _ = self.assign(beacons, genomes)
         index = np.where(self.promising(cached), index, 0)
         stale = np.flatnonzero(index != cached["beacon"])
         if not len(stale):
-            return cache
-        fresh = self.beacon_errors(genomes[stale], index[stale])
+            return state
+        fresh = self.beacon_errors(beacons, genomes[stale], index[stale])
         updates = {}
         for j, i in enumerate(stale):
             entry = dict(cache.entries[genomes[i].tobytes()])
@@ -328,17 +212,18 @@ class BeaconProblem(QuantizationProblem):
             entry["beacon_error"] = float(fresh[j]) if index[i] else entry["ptq_error"]
             entry["error"] = min(entry["ptq_error"], entry["beacon_error"])
             updates[genomes[i].tobytes()] = entry
-        return score_cache.replace_entries(cache, updates)
+        scores = score_cache.replace_entries(cache, updates)
+        return dataclasses.replace(state, scores=scores)
 
     # ---- the policy --------------------------------------------------------------
-    def update(self, genomes, results) -> bool:
-        """Creates beacons from promising, uncovered genomes; True if any was made."""
-        bc = self.beacon_config
-        room = min(bc.per_generation, bc.max_beacons - self.n_beacons)
+    def update(self, state: ProblemState, genomes, results) -> ProblemState:
+        """``state`` with beacons retrained from promising, uncovered genomes."""
+        bc, beacons = self.beacon_config, state.extra
+        room = min(bc.per_generation, bc.max_beacons - beacons.count)
         if room <= 0:
-            return False
+            return state
         genomes = self.space.validate(genomes)
-        index, _ = self.assign(genomes)
+        index, _ = self.assign(beacons, genomes)
         candidates = np.flatnonzero(self.promising(results) & (index == 0))
         candidates = candidates[
             np.argsort(results["ptq_error"][candidates], kind="stable")
@@ -354,12 +239,11 @@ class BeaconProblem(QuantizationProblem):
             if len(chosen) == room:
                 break
         if not chosen:
-            return False
-        self.add_beacons(genomes[chosen])
-        return True
+            return state
+        return self.add_beacons(state, genomes[chosen])
 
-    def add_beacons(self, genomes) -> None:
-        """Retrains ``genomes`` (batched QAT) and stores them as beacons."""
+    def add_beacons(self, state: ProblemState, genomes) -> ProblemState:
+        """``state`` with ``genomes`` retrained (batched QAT) and stored as beacons."""
         genomes = self.space.validate(genomes)
         bits_w, bits_a = jax.vmap(self.space.decode)(jnp.asarray(genomes))
         args = (
@@ -388,29 +272,8 @@ class BeaconProblem(QuantizationProblem):
         params, info = retrain(
             *args, lr=bc.lr, train_config=self.train_config, progress=self.progress
         )
-        self.beacons = add_beacons(self.beacons, genomes, params, info)
-
-    # ---- checkpointing -----------------------------------------------------------
-    def extra_state(self):
-        return {
-            "genomes": self.beacon_genomes,
-            "params": self.stacked,
-            "count": np.int32(self.n_beacons),
-        }
-
-    def extra_meta(self) -> dict:
-        return {
-            "beacons": self.beacon_info,
-            "beacon_config": self.beacon_config.to_dict(),
-        }
-
-    def restore_extra(self, tree, meta) -> None:
-        self.beacons = BeaconState(
-            np.asarray(tree["genomes"], np.int32),
-            jax.tree.map(jnp.asarray, tree["params"]),
-            int(tree["count"]),
-            tuple(meta.get("beacons", [])),
-        )
+        beacons = add_beacons(state.extra, genomes, params, info)
+        return dataclasses.replace(state, extra=beacons)
 
 
 __all__ = [

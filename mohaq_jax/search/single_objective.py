@@ -302,8 +302,12 @@ def run_problem(
     column = cfg.objectives.index(objective)
     budget = cfg.budget or cfg.pop_size + cfg.n_generations * cfg.n_offspring
 
+    state = problem.initial_state()
+
     def evaluate_fn(genomes):
-        objectives, constraints = problem.fitness(problem.evaluate(genomes))
+        nonlocal state  # the problem's score cache, threaded through the search
+        state, results = problem.evaluate(state, genomes)
+        objectives, constraints = problem.fitness(results)
         return (
             np.asarray(objectives)[:, column],
             np.asarray(nsga2.total_violation(constraints)),
@@ -319,7 +323,7 @@ def run_problem(
         population_size,
     )
     genomes = out["genomes"]
-    metrics = problem.evaluate(genomes)
+    state, metrics = problem.evaluate(state, genomes)
     objectives, constraints = problem.fitness(metrics)
     feasible = np.asarray(jnp.all(constraints <= 0, axis=1))
     front = np.asarray(nsga2.pareto_mask(objectives, jnp.asarray(feasible)))
@@ -348,6 +352,7 @@ def run_problem(
         history=history,
         seconds=seconds,
         resumed=False,
+        state=state,
     )
 
 
