@@ -382,18 +382,14 @@ def search_one(
     }
     sweep = None
     if experiment.sweep_bits:
-        sweep = compression_sweep(
-            problem, result.state, setup, experiment.sweep_bits
-        )
+        sweep = compression_sweep(problem, result.state, setup, experiment.sweep_bits)
     extra = []
     if sweep is not None:
         best = best_within_margin(problem, result, setup, sweep, experiment.margin)
         extra = reporting.compression_section(space, sweep, best, experiment.margin)
     if beacon_config is not None:
         settings["beacon_config"] = beacon_config.to_dict()
-        extra = list(extra) + reporting.beacon_section(
-            space, result.state.extra
-        )
+        extra = list(extra) + reporting.beacon_section(space, result.state.extra)
     paths = {}
     if main:
         paths = report.write_outputs(
