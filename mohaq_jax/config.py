@@ -87,6 +87,7 @@ class SearchSettings:
     """Quantization search: calibration, NSGA-II, constraints, evaluation."""
 
     algorithm: str = "nsga2"  # --algorithm: search algorithm
+    compare: str = ""  # --compare: comma list of algorithms also run, same budget
     pop: int = 40  # --pop: population size (paper: 40)
     offspring: int = 10  # --offspring: genomes evaluated per generation (paper: 10)
     generations: int = 15  # --generations: after the initial population (paper: 15)
@@ -323,6 +324,13 @@ def validate_search(search: SearchSettings) -> None:
             f"--algorithm {search.algorithm}: not available yet in this version "
             f"(available: {', '.join(AVAILABLE['algorithm'])})"
         )
+    for name in compared(search):
+        _check(
+            name in AVAILABLE["algorithm"] and name != search.algorithm,
+            f"--compare {search.compare}: {name!r} is not another algorithm "
+            f"(choose from {', '.join(AVAILABLE['algorithm'])}, "
+            f"besides --algorithm {search.algorithm})",
+        )
     if search.per not in AVAILABLE["per"]:
         raise NotAvailableError(
             f"--per {search.per}: not available yet in this version "
@@ -386,6 +394,12 @@ def validate_switching(sw: SwitchingSettings, known_runs=tuple(SWITCHING_RUNS)) 
     _min("--max-train-utts", sw.max_train_utts, 0)
 
 
+def compared(search: SearchSettings) -> tuple[str, ...]:
+    """The algorithms ``--compare`` names, in order, each once."""
+    names = [n.strip() for n in (search.compare or "").split(",")]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
 def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> None:
     """Checks the named parts of a config (and the output folder); raises ConfigError.
 
@@ -404,4 +418,9 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
     }
     for part in parts:
         checks[part]()
+    if "search" in parts and "beacons" in parts:
+        _check(
+            not (compared(config.search) and config.beacons.enabled),
+            "--compare runs plain searches: use it without --beacons",
+        )
     check_folder("--out", config.output.out)

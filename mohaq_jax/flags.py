@@ -66,6 +66,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("training.retrain", "--retrain-baseline", SWITCH, "train the baseline again even if a checkpoint exists"),
     # search
     Flag("search.algorithm", "--algorithm", ("nsga2", "simple_ga", "de"), "nsga2: the Pareto front; simple_ga / de: evosax single-objective search, maximize speedup subject to the error and memory limits, at the same budget"),
+    Flag("search.compare", "--compare", str, "comma list of other algorithms (nsga2, simple_ga, de) to run on the same problem with the same seed and budget after the main search; the report compares them (not with --beacons)"),
     Flag("search.pop", "--pop", int, "population size (paper: 40)"),
     Flag("search.offspring", "--offspring", int, "genomes evaluated per generation (paper: 10)"),
     Flag("search.generations", "--generations", int, "generations after the initial population (paper: 15)"),

@@ -13,7 +13,6 @@ compares the two. Every function takes the :class:`~mohaq_jax.config.ExperimentC
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -21,80 +20,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import genome as genome_lib
-from mohaq_jax import hardware, reporting, sharding, train
+from mohaq_jax import config as config_lib
+from mohaq_jax import reporting, sharding, train
+from mohaq_jax.assemble import (  # noqa: F401 (SearchExperiment: re-exported)
+    SearchExperiment,
+    beacon_config,
+    build_problem,
+)
 from mohaq_jax.config import ExperimentConfig
-from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.measure import (
     best_within_margin,
     compression_sweep,
     error_intervals,
     test_errors,
 )
-from mohaq_jax.models import model_of
-from mohaq_jax.models.sru import layer_specs, paper_config
 from mohaq_jax.prepare import Setup, prepare, say
 from mohaq_jax.search import compilation, mohaq, report, single_objective
-from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchExperiment:
-    """What an experiment script chooses: platform, objectives, extras."""
-
-    platform: str  # hardware registry name ("silago", "bitfusion", "memory")
-    objectives: tuple[str, ...]  # searched objectives, "error" first
-    maximize: tuple[str, ...] = ()  # objectives that are maximized (speedup)
-    title: str = "MOHAQ search"  # report title
-    sweep_bits: tuple[int, ...] = ()  # uniform weight-bit sweep to report (compression)
-    margin: float | None = None  # compression: largest compression within this margin
-
-
-def objective_bounds(cost_fn, space, objectives, maximize, max_error):
-    """(ideal, nadir) per objective: lowest-bit and highest-bit genomes' costs."""
-    extremes = np.stack(
-        [np.zeros(space.n_genes, np.int32), space.upper.astype(np.int32)]
-    )
-    costs = {
-        k: np.asarray(v) for k, v in jax.vmap(cost_fn)(jnp.asarray(extremes)).items()
-    }
-    ideal, nadir = [], []
-    for name in objectives:
-        if name == "error":
-            lo, hi = 0.0, max_error
-        else:
-            vals = -costs[name] if name in maximize else costs[name]
-            lo, hi = float(vals.min()), float(vals.max())
-            if hi <= lo:
-                hi = lo + 1.0
-        ideal.append(lo)
-        nadir.append(hi)
-    return np.asarray(ideal, np.float32), np.asarray(nadir, np.float32)
-
-
-def default_memory_limit(platform, space, model_config) -> float:
-    """The platform's paper limit scaled by this model's 16-bit size / the paper model's."""
-    if platform.memory_metric is None:  # the platform declares no memory metric
-        return float("inf")
-    paper_space = genome_lib.get_space(space.name, layer_specs(paper_config()))
-    paper16 = platform.evaluate(paper_space, paper_space.upper)[platform.memory_metric]
-    ours16 = platform.evaluate(space, space.upper)[platform.memory_metric]
-    return float(platform.memory_limit_mb * ours16 / paper16)
-
-
-def beacon_config(cfg: ExperimentConfig) -> BeaconConfig:
-    """The library's beacon policy from the beacon flags."""
-    b = cfg.beacons
-    return BeaconConfig(
-        threshold=b.threshold,
-        genes=b.genes,
-        max_beacons=b.max_beacons,
-        per_generation=b.per_generation,
-        max_ptq_error=b.max_ptq_error,
-        min_speedup=b.min_speedup,
-        epochs=b.epochs,
-        retrain=b.retrain,
-    )
+from mohaq_jax.search.beacon import BeaconConfig
 
 
 def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
@@ -189,36 +131,15 @@ def retrain_front(cfg: ExperimentConfig, setup: Setup, summary: dict, bcfg) -> d
     return {int(i): float(e) for i, e in zip(verify, info["dev_per"], strict=True)}
 
 
-def _evaluators(cfg, setup, space):
-    corpus, model_cfg = setup.corpus, setup.model_config
-    mesh = None
-    if cfg.search.devices > 1 or cfg.search.data_shards > 1:
-        mesh = sharding.population_mesh(cfg.search.devices, cfg.search.data_shards)
-        say(cfg.output.progress, f"population split over {sharding.describe(mesh)}")
-    evaluator = PopulationEvaluator(
-        model_cfg,
-        space,
-        corpus.fold39,
-        setup.params,
-        setup.calib,
-        chunk_size=cfg.search.chunk_size,
-        pop_size=cfg.search.offspring,
-        mesh=mesh,
-        decoder=setup.decoder,
-        per_mode=setup.per_mode,
-    )
-    float_space = genome_lib.tied_space(space.layers, (32,), "float")
-    float_eval = PopulationEvaluator(
-        model_cfg,
-        float_space,
-        corpus.fold39,
-        setup.params,
-        setup.calib,
-        chunk_size=None,
-        decoder=setup.decoder,
-        per_mode=setup.per_mode,
-    )
-    return evaluator, float_eval
+def run_algorithm(problem, name: str, out_dir, resume: bool, progress: bool):
+    """One search of ``problem`` by ``name`` (NSGA-II, checkpointed in ``out_dir``
+    when given, or an evosax single-objective algorithm at the same budget)."""
+    if name == "nsga2":
+        main = sharding.is_main_process()
+        return mohaq.run_search(
+            problem, out_dir, resume=resume, progress=progress and main
+        )
+    return single_objective.run_problem(problem, name)
 
 
 def search_one(
@@ -234,56 +155,15 @@ def search_one(
     progress = cfg.output.progress
     corpus, model_cfg, s = setup.corpus, setup.model_config, cfg.search
     objectives, maximize = experiment.objectives, experiment.maximize
-    platform = hardware.get_platform(experiment.platform)
-    platform.check_objectives(objectives, maximize)  # only metrics it declares
-    if beacon_config is not None and beacon_config.min_speedup is not None:
-        platform.metric("speedup")  # a clear error if the platform models no speed
-    space = genome_lib.get_space(
-        platform.space_name, model_of(model_cfg).sites(model_cfg)
+    built = build_problem(cfg, setup, experiment, beacon_config)
+    problem, platform, space = built.problem, built.platform, built.space
+    float_eval, float_dev, float_test = (
+        built.float_eval,
+        built.float_dev,
+        built.float_test,
     )
-    cost_fn = platform.make_cost_fn(space)
-    evaluator, float_eval = _evaluators(cfg, setup, space)
-    say(progress, "float model: evaluating on dev and test (compiles once)")
-    zero = np.zeros((1, float_eval.space.n_genes), np.int32)
-    float_dev = float_eval(zero, setup.dev_batch)[s.error_metric][0]
-    float_test = float_eval(zero, setup.test_batch)[s.error_metric][0]
-    max_error = s.max_error if s.max_error is not None else float_dev + s.error_margin
-    memory_limit = (
-        s.memory_limit_mb
-        if s.memory_limit_mb is not None
-        else default_memory_limit(platform, space, model_cfg)
-    )
-    memory_limit = float(memory_limit) if np.isfinite(memory_limit) else None
-    search_config = mohaq.SearchConfig(
-        objectives=tuple(objectives),
-        maximize=tuple(maximize),
-        pop_size=s.pop,
-        n_offspring=s.offspring,
-        n_generations=s.generations,
-        seed=s.seed,
-        max_error=float(max_error),
-        memory_limit_mb=memory_limit,
-        memory_metric=platform.memory_metric,
-        error_metric=s.error_metric,
-        budget=s.budget,
-    )
-    ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
-    if beacon_config is None:
-        problem = mohaq.QuantizationProblem(
-            evaluator, cost_fn, setup.dev_batch, search_config, ideal, nadir
-        )
-    else:
-        problem = BeaconProblem(
-            evaluator,
-            cost_fn,
-            setup.dev_batch,
-            search_config,
-            ideal,
-            nadir,
-            beacon_config=beacon_config,
-            corpus=corpus,
-            progress=progress,
-        )
+    max_error, memory_limit = built.max_error, built.memory_limit
+    search_config, ideal, nadir = built.search_config, built.ideal, built.nadir
     os.makedirs(out_dir, exist_ok=True)
     main = sharding.is_main_process()  # only host 0 writes checkpoints and files
     state_path = os.path.join(out_dir, mohaq.STATE_FILE)
@@ -295,19 +175,17 @@ def search_one(
         )
     say(
         progress,
-        f"search: NSGA-II on {platform.name}, population {s.pop}, {s.offspring} "
-        f"offspring x {s.generations} generations; the first population compiles the "
-        "evaluator",
+        f"search: {s.algorithm} on {platform.name}, population {s.pop}, "
+        f"{s.offspring} offspring x {s.generations} generations (NSGA-II's budget); "
+        "the first population compiles the evaluator",
     )
-    if s.algorithm != "nsga2":  # evosax single-objective search, same budget
-        result = single_objective.run_problem(problem, s.algorithm)
-    else:
-        result = mohaq.run_search(
-            problem,
-            out_dir if main else None,
-            resume=cfg.output.resume,
-            progress=progress and main,
-        )
+    result = run_algorithm(
+        problem, s.algorithm, out_dir if main else None, cfg.output.resume, progress
+    )
+    runs = {s.algorithm: result}
+    for name in config_lib.compared(s):
+        say(progress, f"--compare: {name} on the same problem, seed and budget")
+        runs[name] = run_algorithm(problem, name, None, False, progress)
     front = np.flatnonzero(result.front)
     say(progress, f"test split: re-evaluating {len(front)} Pareto solution(s)")
     if len(front) and beacon_config is not None:
@@ -387,6 +265,13 @@ def search_one(
     if sweep is not None:
         best = best_within_margin(problem, result, setup, sweep, experiment.margin)
         extra = reporting.compression_section(space, sweep, best, experiment.margin)
+    if len(runs) > 1:
+        target = single_objective.target_objective(objectives, maximize)
+        rows = reporting.algorithm_rows(problem, runs, target)
+        settings["compared"] = rows
+        extra = list(extra) + reporting.algorithm_section(
+            rows, target, target in maximize
+        )
     if beacon_config is not None:
         settings["beacon_config"] = beacon_config.to_dict()
         extra = list(extra) + reporting.beacon_section(space, result.state.extra)
@@ -425,6 +310,7 @@ def search_one(
         "seconds": settings["seconds"],
         "problem": problem,
         "result": result,
+        "runs": runs,
         "test_error": test_err,
         "sweep": sweep,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mohaq_jax.search import hypervolume
 from mohaq_jax.search.report import bits_words
 
 
@@ -41,6 +42,61 @@ def compression_section(space, sweep: dict, best: dict | None, margin: float) ->
         ]
     else:
         lines.append("- no evaluated genome stayed within the margin")
+    return lines
+
+
+def algorithm_rows(problem, results: dict, target: str) -> list[dict]:
+    """One row per search run on ``problem`` (name -> ``SearchResult``): distinct
+    genomes evaluated, feasible ones, the best feasible value of ``target`` and its dev
+    error, the feasible front and its normalized hypervolume, wall time."""
+    maximized = target in problem.config.maximize
+    rows = []
+    for name, result in results.items():
+        m, ok = result.metrics, result.feasible
+        objectives, _ = problem.fitness(m)
+        ref = np.ones(objectives.shape[1], np.float32)
+        hv = float(hypervolume.hypervolume(objectives, ref, np.asarray(result.front)))
+        best = None
+        if ok.any():
+            values = np.where(ok, m[target], -np.inf if maximized else np.inf)
+            best = int(np.argmax(values) if maximized else np.argmin(values))
+        rows.append(
+            {
+                "algorithm": name,
+                "evaluated": int(len(result.genomes)),
+                "feasible": int(ok.sum()),
+                "front": int(result.front.sum()),
+                "hypervolume": hv,
+                "best": None if best is None else float(m[target][best]),
+                "best_error": None if best is None else float(m["error"][best]),
+                "seconds": float(result.seconds),
+            }
+        )
+    return rows
+
+
+def algorithm_section(rows: list[dict], target: str, maximized: bool) -> list[str]:
+    """Markdown: the searches of ``--algorithm`` and ``--compare`` side by side."""
+    word = "highest" if maximized else "lowest"
+    lines = [
+        "## Search algorithms at the same budget",
+        "",
+        "Same problem, seed, constraints and evaluation budget (distinct genomes); "
+        "hypervolume of each run's feasible front in the normalized objectives "
+        "(reference point 1). The single-objective algorithms optimize "
+        f"{target} ({word} is best) subject to the constraints.",
+        "",
+        f"| algorithm | evaluated | feasible | front | hypervolume | best feasible "
+        f"{target} | its dev error | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        best = "none" if r["best"] is None else f"{r['best']:.4g}"
+        err = "" if r["best_error"] is None else f"{r['best_error']:.4f}"
+        lines.append(
+            f"| {r['algorithm']} | {r['evaluated']} | {r['feasible']} | {r['front']} "
+            f"| {r['hypervolume']:.4f} | {best} | {err} | {r['seconds']:.1f} |"
+        )
     return lines
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "run_problem",
     "scalarize",
     "search",
+    "target_objective",
 ]
 
 ALGORITHMS = ("simple_ga", "de")  # the --algorithm choices besides "nsga2"
@@ -279,13 +280,28 @@ def search(
     }
 
 
+def target_objective(objectives: Sequence[str], maximize: Sequence[str]) -> str:
+    """The objective the single-objective mode optimizes: ``speedup`` when searched,
+    else the first maximized objective, else the first one besides ``error``."""
+    if "speedup" in objectives:
+        return "speedup"
+    for name in objectives:
+        if name in maximize:
+            return name
+    others = [n for n in objectives if n != "error"]
+    if not others:
+        raise ValueError(f"no objective besides error in {tuple(objectives)}")
+    return others[0]
+
+
 def run_problem(
-    problem, algorithm: str, objective: str = "speedup", population_size: int = 20
+    problem, algorithm: str, objective: str | None = None, population_size: int = 20
 ):
     """The single-objective search on a MOHAQ problem, at NSGA-II's budget.
 
-    Minimizes ``problem``'s normalized ``objective`` column (speedup is negated, so
-    this maximizes it) subject to its constraints (error <= max error, memory <=
+    Minimizes ``problem``'s normalized ``objective`` column (default:
+    :func:`target_objective`; speedup is negated, so this maximizes it) subject to its
+    constraints (error <= max error, memory <=
     limit), evaluating ``config.budget`` (default ``pop_size + n_generations *
     n_offspring``, MOHAQ's 190) distinct genomes through the problem's cache.
 
@@ -297,6 +313,8 @@ def run_problem(
     from mohaq_jax.search import hypervolume, mohaq  # the driver sits above
 
     cfg = problem.config
+    if objective is None:
+        objective = target_objective(cfg.objectives, cfg.maximize)
     if objective not in cfg.objectives:
         raise ValueError(f"objective {objective!r} is not among {cfg.objectives}")
     column = cfg.objectives.index(objective)
