@@ -111,7 +111,19 @@ def sites(config: ModelConfig) -> tuple[Site, ...]:
             Site(f"sru{i + 1}", "sru", m_in, k * config.output_size, two_h, two_h)
         )
     n_out = config.n_classes
-    out.append(Site("fc", "fc", config.output_size, n_out, n_out, group=_GROUP["fc"]))
+    # The authors' compute_mem counts the SRU biases only (8 800 in the paper model):
+    # the output bias exists but is left out of the reference memory formula.
+    out.append(
+        Site(
+            "fc",
+            "fc",
+            config.output_size,
+            n_out,
+            n_out,
+            group=_GROUP["fc"],
+            bias_counted=False,
+        )
+    )
     return tuple(out)
 
 
