@@ -24,7 +24,7 @@ from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data import features as features_lib
 
 
-class Utterance(Protocol):
+class UtteranceLike(Protocol):
     """What assembly needs of a reader's utterance record."""
 
     speaker: str
@@ -55,7 +55,7 @@ def cache_file(
 
 def build_splits(
     speakers_by_split: Mapping[str, Sequence[str]],
-    utterances: Sequence[Utterance],
+    utterances: Sequence[UtteranceLike],
     features_of: FeaturesFn,
     normalize: bool,
     progress: bool = False,
@@ -96,7 +96,7 @@ def build_splits(
 def load_or_build_splits(
     cache_path: pathlib.Path,
     speakers_by_split: Mapping[str, Sequence[str]],
-    utterances: Sequence[Utterance],
+    utterances: Sequence[UtteranceLike],
     features_of: FeaturesFn,
     normalize: bool,
     verbose: bool = False,
