@@ -6,24 +6,34 @@ argparse Namespace. Every field below is one flag, named in its comment, with th
 name in every experiment. The default model lives in :class:`ModelSettings` only:
 changing the default model is a one-line change there.
 
-:func:`validate` checks everything a user can get wrong (values, folders, features
-that are not available yet) before any work starts, and raises :class:`ConfigError`
-naming the flag and the value.
+:func:`validate` (in :mod:`mohaq_jax.config_checks`, re-exported here) checks
+everything a user can get wrong (values, folders, features that are not available
+yet) before any work starts, and raises :class:`ConfigError` naming the flag and the
+value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A user error in the flags or files; the message names the flag and value."""
-
-
-class NotAvailableError(ConfigError):
-    """A flag whose library code is not part of this version yet."""
+from mohaq_jax.config_checks import (
+    AVAILABLE,
+    SWITCHING_RUNS,
+    ConfigError,
+    NotAvailableError,
+    check_folder,
+    compared,
+    data_name,
+    validate,
+    validate_beacons,
+    validate_data,
+    validate_data_images,
+    validate_model,
+    validate_search,
+    validate_switching,
+    validate_training,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,16 +139,6 @@ class BeaconSettings:
     verify: int = 3  # --verify-retrain: Pareto solutions retrained to check estimates
 
 
-#: --runs of the switching experiments: name -> (base weight bits, switching-aware?).
-SWITCHING_RUNS = {
-    "u4": (4, False),
-    "u3": (3, False),
-    "s3": (3, True),
-    "u2": (2, False),
-    "s2": (2, True),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class SwitchingSettings:
     """Switching-aware retraining runs (experiments/switching_*.py)."""
@@ -184,243 +184,28 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-# ------------------------------------------------------------------- validation
-
-#: Values of flags that other parts of the project add; until then they are refused.
-AVAILABLE = {
-    "model": ("sru", "lstm"),  # speech models of mohaq_jax.models.MODELS
-    "algorithm": ("nsga2", "simple_ga", "de"),
-    "per": ("decoded", "smoothed", "raw"),
-    "data": ("espeak", "timit", "transcribed"),
-}
-
-
-def data_name(data: DataSettings) -> str:
-    """The corpus a DataSettings names (``--timit-dir`` implies TIMIT)."""
-    if data.name == "espeak" and data.timit_dir:
-        return "timit"
-    return data.name
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _min(flag: str, value, low, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    _check(value is not None and value >= low, f"{flag} must be >= {low}, got {value}")
-
-
-def _positive(flag: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    _check(value is not None and value > 0, f"{flag} must be > 0, got {value}")
-
-
-def check_folder(flag: str, path: str | None, must_exist: bool = False) -> None:
-    """A folder that exists or can be created and written (nothing is created here)."""
-    if path is None:
-        return
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if os.path.exists(path):
-        _check(os.path.isdir(path), f"{flag} {path}: exists and is not a folder")
-        _check(os.access(path, os.W_OK | os.X_OK), f"{flag} {path}: not writable")
-        return
-    _check(not must_exist, f"{flag} {path}: no such folder")
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    _check(
-        os.path.isdir(parent),
-        f"{flag} {path}: cannot create it, {parent} is a file, not a folder",
-    )
-    _check(
-        os.access(parent, os.W_OK | os.X_OK), f"{flag} {path}: {parent} not writable"
-    )
-
-
-def _check_input_dir(flag: str, path: str | None) -> None:
-    if path is None:
-        return
-    full = os.path.expanduser(path)
-    _check(os.path.exists(full), f"{flag} {path}: no such folder")
-    _check(os.path.isdir(full), f"{flag} {path}: not a folder")
-
-
-def validate_data(data: DataSettings) -> None:
-    name = data_name(data)
-    _check(
-        name in AVAILABLE["data"] or name == "transcribed",
-        f"--data {name}: unknown data set",
-    )
-    if name not in AVAILABLE["data"]:
-        raise NotAvailableError(
-            f"--data {name}: not available yet in this version "
-            f"(available: {', '.join(AVAILABLE['data'])})"
-        )
-    if name == "timit":
-        _check(
-            data.timit_dir is not None, "--data timit needs --timit-dir DIR (your copy)"
-        )
-        _check_input_dir("--timit-dir", data.timit_dir)
-    if name == "transcribed":
-        _check(
-            data.corpus_dir is not None,
-            "--data transcribed needs --corpus-dir DIR (LibriSpeech layout, or *.wav "
-            "with same-name .txt transcripts)",
-        )
-    if name == "espeak":
-        from mohaq_jax.data import espeak
-
-        if data.espeak_size not in espeak.SIZES:
-            raise NotAvailableError(
-                f"--espeak-size {data.espeak_size}: not available yet in this version "
-                f"(available: {', '.join(sorted(espeak.SIZES))})"
-            )
-    _check_input_dir("--corpus-dir", data.corpus_dir)
-    check_folder("--cache-dir", data.cache_dir)
-
-
-def validate_data_images(data: DataSettings) -> None:
-    """The image experiments' data flags."""
-    _check_input_dir("--cifar-dir", data.cifar_dir)
-    _min("--max-train", data.max_train_images, 1, allow_none=True)
-
-
-def validate_model(model: ModelSettings) -> None:
-    if model.name not in AVAILABLE["model"]:
-        raise NotAvailableError(
-            f"--model {model.name}: not available yet in this version "
-            f"(available: {', '.join(AVAILABLE['model'])})"
-        )
-    _check(
-        not (model.paper_model and model.name != "sru"),
-        f"--paper-model is the authors' SRU; it does not apply to --model {model.name}",
-    )
-    _min("--hidden", model.hidden, 1)
-    _min("--layers", model.layers, 1)
-    _min("--proj", model.proj, 0)
-    _check(
-        0.0 <= model.dropout < 1.0, f"--dropout must be in [0, 1), got {model.dropout}"
-    )
-
-
-def validate_training(training: TrainingSettings) -> None:
-    _min("--epochs", training.epochs, 1)
-    _min("--batch-size", training.batch_size, 1)
-    _positive("--lr", training.lr)
-    _min("--min-lr", training.min_lr, 0.0)
-    _min("--grad-clip", training.grad_clip, 0.0)
-    _min("--weight-decay", training.weight_decay, 0.0)
-    _min("--pad-multiple", training.pad_multiple, 1)
-    check_folder("--baseline-dir", training.baseline_dir)
-
-
-def validate_search(search: SearchSettings) -> None:
-    if search.algorithm not in AVAILABLE["algorithm"]:
-        raise NotAvailableError(
-            f"--algorithm {search.algorithm}: not available yet in this version "
-            f"(available: {', '.join(AVAILABLE['algorithm'])})"
-        )
-    for name in compared(search):
-        _check(
-            name in AVAILABLE["algorithm"] and name != search.algorithm,
-            f"--compare {search.compare}: {name!r} is not another algorithm "
-            f"(choose from {', '.join(AVAILABLE['algorithm'])}, "
-            f"besides --algorithm {search.algorithm})",
-        )
-    if search.per not in AVAILABLE["per"]:
-        raise NotAvailableError(
-            f"--per {search.per}: not available yet in this version "
-            f"(available: {', '.join(AVAILABLE['per'])})"
-        )
-    _min("--batch-frames", search.batch_frames, 16)
-    _min("--pop", search.pop, 2)
-    _min("--offspring", search.offspring, 1)
-    _min("--generations", search.generations, 0)
-    _min("--budget", search.budget, 1, allow_none=True)
-    _positive("--max-error", search.max_error, allow_none=True)
-    _min("--error-margin", search.error_margin, 0.0)
-    _positive("--memory-limit-mb", search.memory_limit_mb, allow_none=True)
-    _min("--calib-utts", search.calib_utts, 1)
-    _min("--chunk-size", search.chunk_size, 1)
-    _min("--devices", search.devices, 1)
-    _min("--data-shards", search.data_shards, 1)
-    _check(
-        search.devices % search.data_shards == 0,
-        f"--data-shards {search.data_shards} must divide --devices {search.devices}",
-    )
-    _check(
-        0.0 < search.confidence < 1.0,
-        f"--confidence must be in (0, 1), got {search.confidence}",
-    )
-    _min("--bootstrap", search.n_bootstrap, 0)
-    _min("--margin", search.margin, 0.0)
-
-
-def validate_beacons(beacons: BeaconSettings) -> None:
-    _min("--beacon-threshold", beacons.threshold, 0)
-    _min("--max-beacons", beacons.max_beacons, 0)
-    _min("--beacons-per-generation", beacons.per_generation, 1)
-    _min("--beacon-epochs", beacons.epochs, 1)
-    _min("--verify-retrain", beacons.verify, 0)
-
-
-def validate_switching(sw: SwitchingSettings, known_runs=tuple(SWITCHING_RUNS)) -> None:
-    runs = [r for r in sw.runs.split(",") if r]
-    unknown = [r for r in runs if r not in known_runs]
-    _check(
-        runs and not unknown,
-        f"--runs {sw.runs}: unknown run(s) {', '.join(unknown) or '(none given)'}; "
-        f"choose among {', '.join(known_runs)}",
-    )
-    _min("--warmup-epochs", sw.warmup_epochs, 1)
-    _min("--window-epochs", sw.window_epochs, 1)
-    _check(
-        sw.window_epochs <= sw.warmup_epochs,
-        f"--window-epochs {sw.window_epochs} exceeds --warmup-epochs "
-        f"{sw.warmup_epochs}",
-    )
-    _min("--retrain-epochs", sw.retrain_epochs, 0)
-    _check(
-        0.0 < sw.top_fraction <= 1.0,
-        f"--top-fraction must be in (0, 1], got {sw.top_fraction}",
-    )
-    _min("--switch-threshold", sw.switch_threshold, 1, allow_none=True)
-    _positive("--qat-lr", sw.qat_lr)
-    _check(2 <= sw.bits_a <= 4, f"--bits-a must be in 2..4, got {sw.bits_a}")
-    _min("--max-train-utts", sw.max_train_utts, 0)
-
-
-def compared(search: SearchSettings) -> tuple[str, ...]:
-    """The algorithms ``--compare`` names, in order, each once."""
-    names = [n.strip() for n in (search.compare or "").split(",")]
-    return tuple(dict.fromkeys(n for n in names if n))
-
-
-def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> None:
-    """Checks the named parts of a config (and the output folder); raises ConfigError.
-
-    Args:
-      config: the experiment configuration.
-      parts: which of "data", "model", "training", "search", "beacons",
-        "switching" to check (an experiment checks only the settings it uses).
-    """
-    checks = {
-        "data": lambda: validate_data(config.data),
-        "model": lambda: validate_model(config.model),
-        "training": lambda: validate_training(config.training),
-        "search": lambda: validate_search(config.search),
-        "beacons": lambda: validate_beacons(config.beacons),
-        "switching": lambda: validate_switching(config.switching),
-    }
-    for part in parts:
-        checks[part]()
-    if "search" in parts and "beacons" in parts:
-        _check(
-            not (compared(config.search) and config.beacons.enabled),
-            "--compare runs plain searches: use it without --beacons",
-        )
-    check_folder("--out", config.output.out)
+__all__ = [
+    "AVAILABLE",
+    "SWITCHING_RUNS",
+    "BeaconSettings",
+    "ConfigError",
+    "DataSettings",
+    "ExperimentConfig",
+    "ModelSettings",
+    "NotAvailableError",
+    "OutputSettings",
+    "SearchSettings",
+    "SwitchingSettings",
+    "TrainingSettings",
+    "check_folder",
+    "compared",
+    "data_name",
+    "validate",
+    "validate_beacons",
+    "validate_data",
+    "validate_data_images",
+    "validate_model",
+    "validate_search",
+    "validate_switching",
+    "validate_training",
+]

@@ -22,11 +22,6 @@ import numpy as np
 
 from mohaq_jax import config as config_lib
 from mohaq_jax import reporting, sharding, train
-from mohaq_jax.assemble import (  # noqa: F401 (SearchExperiment: re-exported)
-    SearchExperiment,
-    beacon_config,
-    build_problem,
-)
 from mohaq_jax.config import ExperimentConfig
 from mohaq_jax.measure import (
     best_within_margin,
@@ -35,6 +30,11 @@ from mohaq_jax.measure import (
     test_errors,
 )
 from mohaq_jax.prepare import Setup, prepare, say
+from mohaq_jax.problem_builder import (  # noqa: F401 (SearchExperiment: re-exported)
+    SearchExperiment,
+    beacon_config,
+    build_problem,
+)
 from mohaq_jax.search import compilation, mohaq, report, single_objective
 from mohaq_jax.search.beacon import BeaconConfig
 

@@ -9,8 +9,9 @@ sample, for an image model) and the 16-bit biases that stay unquantized. Models
 order; genome spaces (:mod:`mohaq_jax.genome`) and cost models
 (:mod:`mohaq_jax.hardware`) read only these, so neither depends on a model file.
 
-``kind`` is a free label (``"sru"``, ``"proj"``, ``"fc"``, ``"lstm"`` ...); cost
-models may select layers by it (e.g. which kinds' biases count in memory). ``group``
+``kind`` is a free label (``"sru"``, ``"proj"``, ``"fc"``, ``"lstm"`` ...) for
+names and reports; no cost model reads it: what a site stores (weights, 16-bit biases,
+recurrent vectors) is in its counts, whatever the model. ``group``
 orders the genes: a space groups the sites by ascending ``group`` and keeps forward
 order within a group (the SRU gives sru=0, proj=1, fc=2, which is the MOHAQ paper's
 gene order ``[w_sru1..4, a_sru1..4, w_proj1..3, a_proj1..3, w_fc, a_fc]``).
@@ -31,10 +32,14 @@ class Site:
     ``n_in``/``n_out`` are the matmul's input features and output columns (all slices,
     all directions); ``shape`` is the stored weight's shape when it is not
     ``(n_in, n_out)`` (e.g. a per-direction recurrent kernel ``(dirs, hidden, 4h)``
-    or a conv kernel ``(3, 3, c_in, c_out)``). ``n_bias`` counts the parameters kept
-    at 16 bits that cost models may add to memory (SRU b_f/b_r, output bias);
-    ``n_vector`` counts elementwise recurrent vectors (SRU v_f/v_r: not MACs).
-    ``macs`` overrides the MACs per frame/sample (default: one MAC per weight).
+    or a conv kernel ``(3, 3, c_in, c_out)``). ``n_bias`` counts the site's biases,
+    kept at 16 bits and added to the stored size by every cost model (SRU b_f/b_r,
+    LSTM gate biases, conv and output biases); ``bias_counted=False`` marks biases the
+    model's reference memory formula leaves out (the MOHAQ authors' ``compute_mem``
+    omits the SRU's output bias), which a spec counts only with ``all_biases``.
+    ``n_vector`` counts elementwise recurrent vectors (SRU v_f/v_r: not MACs; counted
+    only with a spec's ``count_vectors``). ``macs`` overrides the MACs per
+    frame/sample (default: one MAC per weight).
     """
 
     name: str  # "sru1", "proj1", "fc" ...: also the params key of its weight
@@ -47,6 +52,7 @@ class Site:
     path: tuple[str, ...] = ()  # params path of the weight; () = (name, "kernel")
     shape: tuple[int, ...] = ()  # stored weight shape; () = (n_in, n_out)
     macs: int = 0  # MACs per frame (or sample); 0 = n_weights
+    bias_counted: bool = True  # False: the reference memory formula omits n_bias
 
     @property
     def weight_path(self) -> tuple[str, ...]:

@@ -145,7 +145,7 @@ def test_untied_bits_run_at_the_wider_mode():
 
 
 def test_counting_more_biases_is_a_spec_choice():
-    spec = silago.SiLagoSpec(bias_kinds=("sru", "fc"), count_vectors=True)
+    spec = silago.SiLagoSpec(all_biases=True, count_vectors=True)
     out = silago.costs(
         jnp.full(8, 16), jnp.full(8, 16), base.layer_arrays(LAYERS), spec
     )

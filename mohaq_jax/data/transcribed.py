@@ -1,6 +1,6 @@
 """Any transcribed recordings as a phone-recognition corpus (no TIMIT licence needed).
 
-Two layouts are read:
+Two layouts are read (:mod:`mohaq_jax.data.transcribed_files` finds them):
   * LibriSpeech (Panayotov et al., "LibriSpeech: an ASR corpus based on public
     domain audio books", ICASSP 2015): ``SPEAKER/CHAPTER/SPEAKER-CHAPTER-NNNN.flac``
     with one ``SPEAKER-CHAPTER.trans.txt`` per chapter ("UTT-ID WORDS ..." lines);
@@ -26,144 +26,24 @@ import hashlib
 import os
 import pathlib
 import sys
-import time
 
 import numpy as np
-import scipy.signal
-from tqdm.auto import tqdm
 
 from mohaq_jax.data import align as align_lib
+from mohaq_jax.data import assemble
 from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data import features as features_lib
 from mohaq_jax.data import phone_times as times_lib
 from mohaq_jax.data.phones import PHONES_39
-
-AUDIO_SUFFIXES = (".flac", ".wav")
-
-#: Phone-times files looked for beside NAME.wav with labels="given", in order.
-GIVEN_ENDINGS = (".phone.json", ".TextGrid", "_phone.lab", ".lab")
-
-
-class TranscribedError(ValueError):
-    """A corpus folder or file that cannot be used; the message names it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Utterance:
-    """One recording and where its labels come from."""
-
-    utt_id: str
-    speaker: str
-    audio: pathlib.Path
-    text: str | None  # transcript, None when there is none
-    times: pathlib.Path | None  # phone-times file, None when there is none
-
-
-def read_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:
-    """Reads WAV/FLAC (anything libsndfile reads) as int16-unit floats, channel 0.
-
-    Returns:
-      (samples shape=(n,) float32, sample_rate).
-
-    Raises:
-      TranscribedError: unreadable file.
-    """
-    import soundfile
-
-    try:
-        samples, rate = soundfile.read(os.fspath(path), dtype="int16", always_2d=True)
-    except Exception as error:  # soundfile raises its own error types
-        raise TranscribedError(f"{path}: unreadable audio ({error})") from None
-    return samples[:, 0].astype(np.float32), int(rate)
-
-
-def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Polyphase resampling to ``target`` Hz (as the eSpeak corpus resamples)."""
-    if rate == target:
-        return samples
-    gcd = np.gcd(int(rate), int(target))
-    return scipy.signal.resample_poly(
-        samples.astype(np.float64), target // gcd, rate // gcd
-    ).astype(np.float32)
-
-
-def _given_times(audio: pathlib.Path) -> pathlib.Path | None:
-    stem = audio.with_suffix("")
-    for ending in GIVEN_ENDINGS:
-        candidate = stem.parent / (stem.name + ending)
-        if not candidate.is_file():
-            continue
-        if ending == ".lab":  # MFA and others keep transcripts in .lab files
-            try:
-                times_lib.read_hts_lab(candidate)
-            except times_lib.PhoneTimesError:
-                continue
-        return candidate
-    return None
-
-
-def discover(corpus_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
-    """Finds the recordings of a LibriSpeech-layout or plain folder.
-
-    Args:
-      corpus_dir: the folder (a LibriSpeech part such as ``dev-clean`` or its
-        parent, or any folder of audio with same-name transcripts).
-
-    Returns:
-      (layout "librispeech" or "plain", utterances sorted by id).
-
-    Raises:
-      TranscribedError: missing folder, missing audio named by a transcript, no
-        audio at all.
-    """
-    root = pathlib.Path(corpus_dir).expanduser()
-    if not root.is_dir():
-        raise TranscribedError(
-            f"corpus folder {root} does not exist (or is not a directory)"
-        )
-    utterances = []
-    transcripts = sorted(root.rglob("*.trans.txt"))
-    if transcripts:
-        for trans in transcripts:
-            lines = trans.read_text(encoding="utf-8").splitlines()
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                utt_id, _, text = line.strip().partition(" ")
-                audio = next(
-                    (
-                        trans.parent / (utt_id + s)
-                        for s in AUDIO_SUFFIXES
-                        if (trans.parent / (utt_id + s)).is_file()
-                    ),
-                    None,
-                )
-                if audio is None:
-                    raise TranscribedError(
-                        f"{trans}:{number}: no audio {utt_id}.flac/.wav beside it"
-                    )
-                speaker = utt_id.split("-")[0]
-                utterances.append(
-                    Utterance(utt_id, speaker, audio, text, _given_times(audio))
-                )
-        return "librispeech", sorted(utterances, key=lambda u: u.utt_id)
-    for audio in sorted(p for p in root.rglob("*") if p.suffix in AUDIO_SUFFIXES):
-        relative = audio.relative_to(root).with_suffix("")
-        if len(relative.parts) > 1:
-            speaker = relative.parts[0]
-        else:
-            speaker = relative.name.replace("_", "-").split("-")[0]
-        text_path = audio.with_suffix(".txt")
-        text = text_path.read_text(encoding="utf-8") if text_path.is_file() else None
-        utterances.append(
-            Utterance(relative.as_posix(), speaker, audio, text, _given_times(audio))
-        )
-    if not utterances:
-        raise TranscribedError(
-            f"{root}: no audio found (expected LibriSpeech SPEAKER/CHAPTER/*.flac "
-            "with *.trans.txt, or *.wav/*.flac with same-name .txt transcripts)"
-        )
-    return "plain", utterances
+from mohaq_jax.data.transcribed_files import (
+    AUDIO_SUFFIXES,
+    GIVEN_ENDINGS,
+    TranscribedError,
+    Utterance,
+    discover,
+    read_audio,
+    resample,
+)
 
 
 def assign_speakers(
@@ -352,45 +232,18 @@ def load_transcribed(
         "utterances": len(usable),
         "files": _fingerprint(utterances),
     }
-    cache_root = (
-        pathlib.Path(cache_dir)
-        if cache_dir is not None
-        else corpus_lib.default_cache_dir()
+    cache_path = assemble.cache_file("transcribed", settings, cache_dir)
+    splits = assemble.load_or_build_splits(
+        cache_path,
+        speakers_by_split,
+        usable,
+        lambda utt: utterance_features(
+            utt.audio, intervals[utt.utt_id], feature_config
+        ),
+        feature_config.normalize,
+        verbose,
+        "transcribed-corpus",
     )
-    cache_path = cache_root / f"transcribed-{corpus_lib.settings_hash(settings)}.npz"
-    if cache_path.exists():
-        splits = corpus_lib.load_splits(cache_path)
-    else:
-        started = time.time()
-        splits = {}
-        for name, speakers in speakers_by_split.items():
-            chosen = [u for u in usable if u.speaker in set(speakers)]
-            feats, frame_labels = [], []
-            for utt in tqdm(
-                chosen, desc=f"features {name}", unit="utt", disable=not verbose
-            ):
-                one_feats, one_labels = utterance_features(
-                    utt.audio, intervals[utt.utt_id], feature_config
-                )
-                feats.append(one_feats)
-                frame_labels.append(one_labels)
-            if feature_config.normalize and feats:
-                feats = features_lib.normalize_per_speaker(
-                    feats, [u.speaker for u in chosen]
-                )
-            splits[name] = corpus_lib.Split(
-                feats,
-                frame_labels,
-                [u.speaker for u in chosen],
-                [u.utt_id for u in chosen],
-            )
-        corpus_lib.save_splits(cache_path, splits)
-        if verbose:
-            print(
-                f"transcribed-corpus features computed in {time.time() - started:.1f}s"
-                f" -> {cache_path}",
-                file=sys.stderr,
-            )
     source = (
         "pocketsphinx forced alignment (not hand labels)"
         if labels == "align"
@@ -412,3 +265,17 @@ def load_transcribed(
             "cache": str(cache_path),
         },
     )
+
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "GIVEN_ENDINGS",
+    "TranscribedError",
+    "Utterance",
+    "assign_speakers",
+    "discover",
+    "load_transcribed",
+    "read_audio",
+    "resample",
+    "utterance_features",
+]

@@ -2,7 +2,8 @@
 
 A cost model is a pure function of per-layer bit-widths and the model's own layers
 (:class:`mohaq_jax.sites.Site`): parameter counts, MACs per frame, biases.
-No layer size is typed into this package. A
+No layer size is typed into this package, and no layer kind is read: the biases a
+model stores are the ``n_bias`` its sites declare, whichever model it is. A
 :class:`~mohaq_jax.hardware.platform.Platform` bundles a frozen spec of constants with
 such a function, declares the metrics it returns, and turns it into a cost function of
 ONE genome of a :class:`~mohaq_jax.genome.GenomeSpace`; callers ``jax.vmap`` it over
@@ -38,10 +39,11 @@ class LayerArrays:
     n_out: np.ndarray  # shape=(n_layers,), int32: kernel output columns
     n_weights: np.ndarray  # shape=(n_layers,), float32: kernel parameters
     macs: np.ndarray  # shape=(n_layers,), float32: multiply-accumulates per frame
-    n_bias: np.ndarray  # shape=(n_layers,), float32: biases (SRU b_f, b_r; fc bias)
+    n_bias: np.ndarray  # shape=(n_layers,), float32: 16-bit biases (Site.n_bias)
     n_vector: np.ndarray  # shape=(n_layers,), float32: SRU recurrent vectors v_f, v_r
+    bias_counted: np.ndarray  # shape=(n_layers,), bool: Site.bias_counted
     names: tuple[str, ...] = struct.field(pytree_node=False)
-    kinds: tuple[str, ...] = struct.field(pytree_node=False)  # "sru" | "proj" | "fc"
+    kinds: tuple[str, ...] = struct.field(pytree_node=False)  # labels, for reports
 
     @property
     def n_layers(self) -> int:
@@ -68,23 +70,30 @@ def layer_arrays(layers: Sequence[LayerSpec]) -> LayerArrays:
         macs=col("macs_per_frame", np.float32),
         n_bias=col("n_bias", np.float32),
         n_vector=col("n_vector", np.float32),
+        bias_counted=col("bias_counted", bool),
         names=tuple(layer.name for layer in layers),
         kinds=tuple(layer.kind for layer in layers),
     )
 
 
 def fixed_params(
-    layers: LayerArrays, bias_kinds: Sequence[str], count_vectors: bool
+    layers: LayerArrays, all_biases: bool = False, count_vectors: bool = False
 ) -> np.ndarray:
     """Parameters kept at a fixed (16-bit) precision per layer, shape ``(n_layers,)``.
 
-    The MOHAQ authors' memory formula counts 8 800 biases for the paper model: the SRU
-    biases b_f, b_r (``LayerSpec.n_bias`` of the 4 SRU layers, 4 x 2 x 2 x 550). It
-    leaves out the output-layer bias and the SRU vectors v_f, v_r; ``bias_kinds`` and
-    ``count_vectors`` let a spec count them too.
+    Every site's ``n_bias`` counts, whatever the model (LSTM gate biases, conv
+    biases ...), except biases a site marks ``bias_counted=False``: the MOHAQ authors'
+    memory formula counts 8 800 biases for the paper SRU, its b_f, b_r (4 layers x 2
+    dirs x 2 x 550), and leaves out the output-layer bias and the SRU vectors v_f, v_r.
+    ``all_biases`` and ``count_vectors`` let a spec count those too.
+
+    Args:
+      layers: from :func:`layer_arrays`.
+      all_biases: also count the biases marked ``bias_counted=False``.
+      count_vectors: also count the recurrent vectors (``n_vector``).
     """
-    in_kinds = np.asarray([kind in tuple(bias_kinds) for kind in layers.kinds])
-    params = np.where(in_kinds, np.asarray(layers.n_bias), 0.0)
+    n_bias = np.asarray(layers.n_bias, np.float32)
+    params = n_bias if all_biases else np.where(layers.bias_counted, n_bias, 0.0)
     if count_vectors:
         params = params + np.asarray(layers.n_vector)
     return params.astype(np.float32)
@@ -93,8 +102,8 @@ def fixed_params(
 def stored_bits(
     bits_w: jax.Array,
     layers: LayerArrays,
-    bias_kinds: Sequence[str] = ("sru",),
     bias_bits: int = 16,
+    all_biases: bool = False,
     count_vectors: bool = False,
 ) -> jax.Array:
     """Bits of the stored model: Σ weight bits x weights + fixed params x bias bits.
@@ -102,8 +111,9 @@ def stored_bits(
     Args:
       bits_w: weight bits per layer, ``(n_layers,)``.
       layers: from :func:`layer_arrays`.
-      bias_kinds: layer kinds whose biases count (the authors: SRU only).
       bias_bits: precision of the biases (the authors: 16).
+      all_biases: also count biases a site marks ``bias_counted=False`` (the SRU
+        output bias, which the authors leave out).
       count_vectors: also count the SRU vectors v_f, v_r at ``bias_bits``.
 
     Returns:
@@ -111,7 +121,7 @@ def stored_bits(
     """
     bits_w = jnp.asarray(bits_w, jnp.float32)
     weight_bits = jnp.sum(bits_w * jnp.asarray(layers.n_weights))
-    fixed = float(np.sum(fixed_params(layers, bias_kinds, count_vectors))) * bias_bits
+    fixed = float(np.sum(fixed_params(layers, all_biases, count_vectors))) * bias_bits
     return weight_bits + jnp.float32(fixed)
 
 

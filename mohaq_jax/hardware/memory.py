@@ -21,10 +21,11 @@ from mohaq_jax.quantize import BIT_OPTIONS
 class MemorySpec:
     """How the stored model is counted."""
 
-    # Layer kinds whose biases are stored (at bias_bits); the authors count SRU biases.
-    bias_kinds: tuple[str, ...] = ("sru",)
-    # Precision of stored biases (the authors' formula: 16 bits).
+    # Precision of stored biases, every site's n_bias (the authors' formula: 16 bits).
     bias_bits: int = 16
+    # Also count the biases a site marks bias_counted=False (the SRU output bias, which
+    # the authors' formula leaves out).
+    all_biases: bool = False
     # Whether the SRU vectors v_f, v_r are counted with the biases (the authors: no).
     count_vectors: bool = False
     # Reference precision of "no compression" (float32 weights and biases).
@@ -38,13 +39,13 @@ def costs(bits_w, bits_a, layers: base.LayerArrays, spec: MemorySpec):
     """
     del bits_a
     bits = base.stored_bits(
-        bits_w, layers, spec.bias_kinds, spec.bias_bits, spec.count_vectors
+        bits_w, layers, spec.bias_bits, spec.all_biases, spec.count_vectors
     )
     float_bits = base.stored_bits(
         jnp.full_like(jnp.asarray(bits_w, jnp.float32), spec.float_bits),
         layers,
-        spec.bias_kinds,
         spec.float_bits,
+        spec.all_biases,
         spec.count_vectors,
     )
     return {

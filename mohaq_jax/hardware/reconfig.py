@@ -192,13 +192,13 @@ def layer_costs(
 
     No speedup: the model claims energy and compression, not throughput (the PE takes
     one cycle per MAC at every width), so it declares none. ``memory_mb`` is the
-    weight bits (extra and index bits included) plus the fixed-precision SRU biases
-    at 16 bits.
+    weight bits (extra and index bits included) plus the sites' fixed-precision
+    biases at 16 bits (:func:`base.fixed_params`).
     """
     if extra_fraction is None:
         extra_fraction = jnp.zeros(layers.n_layers, jnp.float32)
     out = costs(layers.n_weights, layers.macs, bits_w, bits_a, extra_fraction, spec)
-    bias = float(np.sum(base.fixed_params(layers, ("sru",), False))) * 16.0
+    bias = float(np.sum(base.fixed_params(layers))) * 16.0
     out["memory_mb"] = base.memory_mb(out["weight_bits_total"] + jnp.float32(bias))
     return out
 
@@ -324,7 +324,7 @@ METRICS = (
     Metric(
         "compression_vs_uniform4", "x", True, "4 x weights / stored weight bits", False
     ),
-    Metric("memory_mb", "MB", False, "weight bits + SRU biases at 16 bits"),
+    Metric("memory_mb", "MB", False, "weight bits + the sites' biases at 16 bits"),
 )
 
 #: The 2-4-bit reconfigurable accelerator, searched with the "reconfig" genome space

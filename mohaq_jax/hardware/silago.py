@@ -18,7 +18,8 @@ Per layer ``i`` with precision ``p_i`` and ``MACs_i`` per frame:
   the authors' code (``mem_size*8*1024*1024*0.08 + Σ MACs e``; stored bits include the
   16-bit biases, every stored bit is read once per frame);
 * ``memory_mb`` = (Σ bits_w x weights + 8 800 x 16) / 8 / 2**20 for the paper model,
-  the authors' formula, with the biases taken from the layers (SRU b_f, b_r by default).
+  the authors' formula, with the biases the model's sites declare (``Site.n_bias``:
+  the SRU's b_f, b_r; an LSTM's gate and output biases), never chosen by layer kind.
 """
 
 from __future__ import annotations
@@ -52,12 +53,12 @@ class SiLagoSpec:
     # Memory access energy per stored bit (pJ), read once per frame: optimize_silago.py
     # ``mem_size*8*1024*1024*0.08``.
     memory_pj_per_bit: float = 0.08
-    # Precision of the biases kept unquantized: compute_mem's ``8800 * 16``.
+    # Precision of the biases kept unquantized (every site's n_bias): compute_mem's
+    # ``8800 * 16``, the SRU biases b_f, b_r of 4 layers (4 x 2 dirs x 2 x 550).
     bias_bits: int = 16
-    # Layer kinds whose LayerSpec.n_bias counts in memory. The authors' 8 800 are the
-    # SRU biases b_f, b_r of 4 layers (4 x 2 dirs x 2 x 550); they leave out the fc
-    # bias. Add "fc" to count it.
-    bias_kinds: tuple[str, ...] = ("sru",)
+    # Also count the biases a site marks bias_counted=False: the authors leave out the
+    # SRU's fc bias; True counts it.
+    all_biases: bool = False
     # Also store the SRU vectors v_f, v_r at bias_bits (the authors do not count them).
     count_vectors: bool = False
 
@@ -96,7 +97,7 @@ def costs(
     energy_i = base.table_lookup(precision, spec.modes, spec.mac_energy_pj)
     # Weights are stored (and read) at their own bits and widened in the DPU.
     bits = base.stored_bits(
-        bits_w, layers, spec.bias_kinds, spec.bias_bits, spec.count_vectors
+        bits_w, layers, spec.bias_bits, spec.all_biases, spec.count_vectors
     )
     energy_mac = jnp.sum(macs * energy_i)
     energy_memory = bits * jnp.float32(spec.memory_pj_per_bit)
@@ -125,7 +126,7 @@ METRICS = (
     Metric("energy_pj", "pJ/frame", False, "MAC energy + 0.08 pJ per stored bit"),
     Metric("energy_mac_pj", "pJ/frame", False, "MAC part of energy_pj", False),
     Metric("energy_memory_pj", "pJ/frame", False, "memory part of energy_pj", False),
-    Metric("memory_mb", "MB", False, "weights at their bits + SRU biases at 16 bits"),
+    Metric("memory_mb", "MB", False, "weights at their bits + biases at 16 bits"),
 )
 
 #: The SiLago platform; memory <= 6 MB is the authors' constraint for the paper model
