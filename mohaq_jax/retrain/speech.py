@@ -119,8 +119,9 @@ def switching_finetune(
       (the :class:`~switching.WeightGrid` with the extra-bit masks),
       ``quantized_params`` (kernels on the mixed grid: evaluate them with
       ``bits_w = float_bits(config)`` and the genome's ``bits_a``), ``per``/``fer``
-      on ``split``, ``history``, switch counts and ``compression`` (storage and
-      reconfigurable-accelerator energy, :func:`mohaq_jax.hardware.reconfig.retrained_costs`). For ``k``
+      on ``split``, ``history``, switch counts, ``epochs_run`` and ``compression``
+      (storage and reconfigurable-accelerator energy,
+      :func:`mohaq_jax.hardware.reconfig.retrained_costs`). For ``k``
       genomes (2-D bits, as :func:`~mohaq_jax.train.qat_finetune`): params stacked on
       a leading axis, ``info["genomes"]`` the list of per-genome infos and the keys
       of :func:`~mohaq_jax.train.qat_finetune` (``dev_per``, ``dev_fer``,
@@ -233,9 +234,10 @@ def uniform_qat(
 ):
     """Plain uniform QAT of one genome (``(n_layers,)`` bits) or ``k`` (``(k, n)``).
 
-    The project's one QAT loop, :func:`mohaq_jax.train.qat_finetune` (dev early
-    stopping, learning-rate halving); returns its ``(params, info)``, with the params
-    unstacked for one genome.
+    :func:`mohaq_jax.train.qat_finetune` (the project's one QAT loop,
+    :func:`mohaq_jax.train.loop.qat_loop`, with dev early stopping and learning-rate
+    halving); returns its ``(params, info)``, with the params unstacked for one
+    genome.
     """
     single = np.ndim(bits_w) == 1
     stacked, info = train.qat_finetune(
