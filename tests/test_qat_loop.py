@@ -84,7 +84,7 @@ def test_monitor_matches_the_hand_trace():
     np.testing.assert_allclose(out.rates["fer"], [0.30, 0.5])
     np.testing.assert_allclose(out.rates["per"], [0.60, 1.0])
     np.testing.assert_allclose(out.start_rates["fer"], [0.5, 0.5])
-    np.testing.assert_allclose(out.lrs, [0.125, 0.25])
+    np.testing.assert_allclose(out.state.lrs, [0.125, 0.25])
     np.testing.assert_allclose(
         np.stack(strategy.lrs_set),
         [[1.0, 0.5], [0.5, 0.25], [0.5, 0.25], [0.25, 0.25], [0.125, 0.25]],

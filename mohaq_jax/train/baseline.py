@@ -2,7 +2,9 @@
 
 Training follows the MOHAQ authors' recipe (Rashed et al. 2021, Sec. V-A; see
 :mod:`mohaq_jax.train.core`): training ends after ``epochs`` or when the learning rate
-falls below ``min_lr``, and the params with the best dev error are kept.
+falls below ``min_lr``, and the params with the best dev error are kept. The epochs
+run in the project's one training loop, :func:`mohaq_jax.train.loop.qat_loop` (float
+params, no quantizer), which also serves QAT and switching-aware retraining.
 
 Determinism: the batch order of epoch ``e`` comes from ``numpy.random.default_rng((seed,
 e))`` and the dropout key of step ``s`` from ``fold_in(key, s)``, so a run resumed
@@ -23,23 +25,23 @@ from flax import struct
 from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint
-from mohaq_jax.data.batching import accumulate_sums, iterate_batches, pad_rows
+from mohaq_jax.data.batching import accumulate_sums
 from mohaq_jax.models import get_model, model_of
 from mohaq_jax.models.sru import ModelConfig  # the default model's config (type hints)
 from mohaq_jax.train.core import (
     TrainConfig,
     _as_key,
     _check_sizes,
-    _epoch_rng,
     _jitted_counts,
     _jitted_step,
-    _logits_fn,
     _rates,
     eval_batches,
     learning_rate,
     make_optimizer,
     set_learning_rate,
 )
+from mohaq_jax.train.loop import DevMonitor, LoopState, QATStrategy, qat_loop
+from mohaq_jax.train.qat import qat_key, train_batches
 
 BASELINE_FILE = "baseline.msgpack"
 
@@ -77,23 +79,6 @@ class TrainState:
     epoch: jax.Array  # int32 scalar: completed epochs
     step: jax.Array  # int32 scalar: completed optimizer steps
     bad_evals: jax.Array  # int32 scalar: evaluations without improvement since halving
-
-
-def baseline_decoder(params, config: ModelConfig, corpus, ckpt_dir, **kwargs):
-    """The float baseline's phone-loop decoder, cached beside its checkpoint.
-
-    See :func:`mohaq_jax.decode.get_or_fit` (``kwargs`` go there); returns
-    ``(decoder, info)``.
-    """
-    from mohaq_jax import decode
-
-    logits_fn = _logits_fn(config)
-    batch_logits = jax.jit(
-        lambda f, n: jax.vmap(
-            lambda a, b: logits_fn(params, a, b, None, None, None, False, None)
-        )(f, n)
-    )
-    return decode.get_or_fit(ckpt_dir, params, corpus, batch_logits, **kwargs)
 
 
 def data_settings(corpus) -> dict:
@@ -161,8 +146,9 @@ def fit(
       of each epoch it ran, dev evaluation and compilation included).
     """
     _check_sizes(corpus, model_config)
-    sections = _meta_sections(corpus, model_config, train_config)
-    state = init_state(model_config, train_config)
+    tc = train_config
+    sections = _meta_sections(corpus, model_config, tc)
+    state = init_state(model_config, tc)
     history: list[dict] = []
     resumed_from, finished = None, False
     # Kept in the JSON meta, not as float32 arrays, so a resumed run compares exactly
@@ -177,128 +163,151 @@ def fit(
         resumed_from, finished = int(state.epoch), bool(meta["finished"])
         best_rates = meta["best_dev_rates"]
 
-    step_fn = _jitted_step(
-        model_config, train_config.grad_clip, train_config.weight_decay
+    strategy = _FloatStrategy(
+        _jitted_step(model_config, tc.grad_clip, tc.weight_decay),
+        _jitted_counts(model_config, _as_key(corpus.fold39)),
+        eval_batches(corpus.dev, tc.eval_batch_frames, tc.pad_multiple),
+        tc,
+        ckpt_path,
+        {**sections, "kind": "baseline"},
+        progress,
     )
-    counts_fn = _jitted_counts(model_config, _as_key(corpus.fold39))
-    key_train = jax.random.split(jax.random.key(train_config.seed))[1]
-    dev_batches = eval_batches(
-        corpus.dev, train_config.eval_batch_frames, train_config.pad_multiple
-    )
-    n_batches = -(-len(corpus.train) // train_config.batch_size)
-    last = (
-        train_config.epochs
-        if until_epoch is None
-        else min(until_epoch, train_config.epochs)
-    )
-    started = time.perf_counter()
-    params, opt_state, step = state.params, state.opt_state, int(state.step)
+    # The learning rate as the state holds it (float32), so halving and the min_lr
+    # test see the numbers an uninterrupted run sees.
+    lr = float(learning_rate(state.opt_state))
+    loop_state = LoopState.start(1, lr)
+    loop_state.epoch, loop_state.steps = int(state.epoch), int(state.step)
+    loop_state.best = {name: np.asarray([v]) for name, v in best_rates.items()}
     # Donation consumes the buffers passed in; best_params must not alias them.
-    best_params = jax.tree_util.tree_map(jnp.copy, state.best_params)
-    bad_evals = int(state.bad_evals)
-    monitor = train_config.monitor
-    epoch = int(state.epoch)
+    loop_state.best_model = jax.tree_util.tree_map(jnp.copy, state.best_params)
+    loop_state.since_halving = np.asarray([int(state.bad_evals)])
+    loop_state.active = np.asarray([not finished])
+    loop_state.history = history
+    monitor = DevMonitor(
+        metric=tc.monitor,
+        improvement_threshold=tc.improvement_threshold,
+        keep_best=True,
+        halving_patience=tc.lr_halving_patience,
+        patience=None,
+        # float training stops only when a halving takes the rate below min_lr (a
+        # start below it trains on until the first halving)
+        min_lr=min(tc.min_lr, lr),
+    )
+    last = tc.epochs if until_epoch is None else min(until_epoch, tc.epochs)
+    started = time.perf_counter()
+    out = qat_loop(
+        strategy,
+        (state.params, state.opt_state),
+        train_batches(corpus, tc),
+        qat_key(tc),
+        last,
+        lr,
+        monitor,
+        progress=progress,
+        desc="float training",
+        state=loop_state,
+    )
+    best = out.state.best
+    info = {
+        "history": out.history,
+        "best_dev_per": float(best["per"][0]),
+        "best_dev_fer": float(best["fer"][0]),
+        "epoch": out.state.epoch,
+        "finished": finished or strategy.finished,
+        "resumed_from": resumed_from,
+        "seconds": time.perf_counter() - started,
+        "epoch_seconds": strategy.epoch_seconds,
+        "path": None if ckpt_path is None else os.fspath(ckpt_path),
+    }
+    return out.model, info
 
-    epoch_seconds = []
-    while epoch < last and not finished:
-        epoch_start = time.perf_counter()
-        rng = _epoch_rng(train_config.seed, epoch)
-        losses = []
-        bar = tqdm(
-            total=n_batches,
-            desc=f"epoch {epoch + 1}/{train_config.epochs}",
-            disable=not progress,
-            leave=False,
+
+class _FloatStrategy(QATStrategy):
+    """Float training in :func:`~mohaq_jax.train.loop.qat_loop`: carry =
+    ``(params, opt_state)``, dev evaluation every ``eval_every`` epochs and at the
+    last, a checkpoint after every epoch."""
+
+    def __init__(self, step_fn, counts_fn, dev_batches, tc, ckpt_path, meta, progress):
+        self.step_fn, self.counts_fn, self.dev_batches = step_fn, counts_fn, dev_batches
+        self.tc, self.ckpt_path, self.meta, self.progress = (
+            tc,
+            ckpt_path,
+            meta,
+            progress,
         )
-        for batch in iterate_batches(
-            corpus.train, train_config.batch_size, rng, train_config.pad_multiple
-        ):
-            batch = pad_rows(batch, train_config.batch_size)
-            key = jax.random.fold_in(key_train, step)
-            params, opt_state, loss = step_fn(params, opt_state, batch, key)
-            losses.append(loss)
-            step += 1
-            bar.update(1)
-            if step % 10 == 0:
-                # cli13: no "dev_per=inf" before the first dev evaluation
-                shown = {"loss": f"{float(loss):.3f}"}
-                if np.isfinite(best_rates["per"]):
-                    shown["dev_per"] = f"{best_rates['per']:.3f}"
-                bar.set_postfix(**shown)
-        bar.close()
-        epoch += 1
-        lr = float(learning_rate(opt_state))
-        record = {
-            "epoch": epoch,
-            "loss": float(np.mean(jax.device_get(losses))),
-            "lr": lr,
-        }
-        if epoch % train_config.eval_every == 0 or epoch == train_config.epochs:
-            rates = _rates(
-                accumulate_sums(functools.partial(counts_fn, params), dev_batches)
+        self.finished, self.epoch_seconds = False, []
+
+    def begin_epoch(self, epoch, carry):
+        self.epoch_start = time.perf_counter()
+        self.epoch = epoch
+        self.lr = float(learning_rate(carry[1]))  # the rate this epoch trains with
+        return carry
+
+    def step(self, carry, active, batch, key):
+        params, opt_state, loss = self.step_fn(carry[0], carry[1], batch, key)
+        return (params, opt_state), loss
+
+    def evaluate(self, carry):
+        epoch = self.epoch + 1
+        if epoch % self.tc.eval_every and epoch != self.tc.epochs:
+            return None
+        rates = _rates(
+            accumulate_sums(
+                functools.partial(self.counts_fn, carry[0]), self.dev_batches
             )
-            record.update(dev_per=rates["per"], dev_fer=rates["fer"])
-            gain = 1.0 - train_config.improvement_threshold
-            improved = rates[monitor] < best_rates[monitor] * gain
-            if improved or not np.isfinite(best_rates[monitor]):
-                best_rates, bad_evals = rates, 0
-                best_params = jax.tree_util.tree_map(jnp.copy, params)
-            else:
-                bad_evals += 1
-                if bad_evals >= train_config.lr_halving_patience:
-                    lr *= 0.5
-                    opt_state = set_learning_rate(opt_state, lr)
-                    bad_evals = 0
-                    if lr < train_config.min_lr:
-                        record["stop"] = "lr below min_lr"
-                        finished = True
-        if epoch >= train_config.epochs:
-            finished = True
-        history.append(record)
-        epoch_seconds.append(time.perf_counter() - epoch_start)
-        if progress:
+        )
+        return {name: np.asarray([v]) for name, v in rates.items()}
+
+    def model(self, carry):
+        return carry[0]
+
+    def set_learning_rate(self, carry, lrs):
+        return carry[0], set_learning_rate(carry[1], float(lrs[0]))
+
+    def record(self, epoch, carry, losses, rates, lrs, active):
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": self.lr}
+        if rates is not None:
+            rec.update(dev_per=float(rates["per"][0]), dev_fer=float(rates["fer"][0]))
+            if not active[0]:  # the only way float training stops early
+                rec["stop"] = "lr below min_lr"
+        return rec
+
+    def end_epoch(self, epoch, carry, state):
+        epoch += 1
+        self.finished = (not state.active[0]) or epoch >= self.tc.epochs
+        self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
+        rec = state.history[-1]
+        if self.progress:
             tqdm.write(
-                f"epoch {epoch}: loss {record['loss']:.4f} lr {record['lr']:.2e}"
+                f"epoch {epoch}: loss {rec['loss']:.4f} lr {rec['lr']:.2e}"
                 + (
-                    f" dev PER {record['dev_per']:.4f} FER {record['dev_fer']:.4f}"
-                    if "dev_per" in record
+                    f" dev PER {rec['dev_per']:.4f} FER {rec['dev_fer']:.4f}"
+                    if "dev_per" in rec
                     else ""
                 )
             )
-        state = TrainState(
-            params=params,
-            opt_state=opt_state,
-            best_params=best_params,
+        if self.ckpt_path is None:
+            return
+        best = {name: float(v[0]) for name, v in state.best.items()}
+        train_state = TrainState(
+            params=carry[0],
+            opt_state=carry[1],
+            best_params=state.best_model,
             epoch=jnp.asarray(epoch, jnp.int32),
-            step=jnp.asarray(step, jnp.int32),
-            bad_evals=jnp.asarray(bad_evals, jnp.int32),
+            step=jnp.asarray(state.steps, jnp.int32),
+            bad_evals=jnp.asarray(int(state.since_halving[0]), jnp.int32),
         )
-        if ckpt_path is not None:
-            checkpoint.save(
-                ckpt_path,
-                state,
-                {
-                    **sections,
-                    "kind": "baseline",
-                    "epoch": epoch,
-                    "finished": finished,
-                    "best_dev_rates": best_rates,
-                    "history": history,
-                },
-            )
-
-    info = {
-        "history": history,
-        "best_dev_per": best_rates["per"],
-        "best_dev_fer": best_rates["fer"],
-        "epoch": epoch,
-        "finished": finished,
-        "resumed_from": resumed_from,
-        "seconds": time.perf_counter() - started,
-        "epoch_seconds": epoch_seconds,
-        "path": None if ckpt_path is None else os.fspath(ckpt_path),
-    }
-    return best_params, info
+        checkpoint.save(
+            self.ckpt_path,
+            train_state,
+            {
+                **self.meta,
+                "epoch": epoch,
+                "finished": self.finished,
+                "best_dev_rates": best,
+                "history": state.history,
+            },
+        )
 
 
 def load_params(path, corpus=None, model_config=None, train_config=None) -> tuple:

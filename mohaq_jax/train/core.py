@@ -314,6 +314,23 @@ def evaluate(
     return _rates(total)
 
 
+def baseline_decoder(params, config: ModelConfig, corpus, ckpt_dir, **kwargs):
+    """The float baseline's phone-loop decoder, cached beside its checkpoint.
+
+    See :func:`mohaq_jax.decode.get_or_fit` (``kwargs`` go there); returns
+    ``(decoder, info)``.
+    """
+    from mohaq_jax import decode
+
+    logits_fn = _logits_fn(config)
+    batch_logits = jax.jit(
+        lambda f, n: jax.vmap(
+            lambda a, b: logits_fn(params, a, b, None, None, None, False, None)
+        )(f, n)
+    )
+    return decode.get_or_fit(ckpt_dir, params, corpus, batch_logits, **kwargs)
+
+
 def dev_rates(counts_fn: Callable, batches) -> dict:
     """Streaming error rates: ``counts_fn(batch)`` summed exactly over ``batches``.
 

@@ -117,6 +117,11 @@ class QATStrategy:
             f"{type(self).__name__} keeps a constant learning rate"
         )
 
+    def end_epoch(self, epoch: int, carry, state: LoopState) -> None:
+        """Called after the record of ``epoch`` is in ``state.history`` (e.g. to
+        write a checkpoint)."""
+        del epoch, carry, state
+
     def record(self, epoch: int, carry, losses: list, rates, lrs, active) -> dict:
         """The history entry of ``epoch`` (0-based); ``losses`` are on the host."""
         del carry, lrs, active
@@ -134,6 +139,53 @@ def _mean_loss(losses: list):
 
 
 @dataclasses.dataclass
+class LoopState:
+    """Where a run stands between epochs: all a resumed loop needs besides the carry.
+
+    Per-genome arrays have shape ``(k,)``.
+
+    Attributes:
+      epoch: completed epochs.
+      steps: optimizer steps taken.
+      lrs: float learning rates.
+      best: best dev rates so far ``{name: (k,)}`` (None before any evaluation).
+      best_model: the kept model (``keep_best``), else None.
+      since_best: evaluations without improvement.
+      since_halving: evaluations without improvement since the last halving.
+      active: bool, genomes still training.
+      epochs_run: int, epochs each genome trained.
+      history: one record per epoch (:meth:`QATStrategy.record`).
+    """
+
+    epoch: int
+    steps: int
+    lrs: np.ndarray
+    best: dict | None
+    best_model: Any
+    since_best: np.ndarray
+    since_halving: np.ndarray
+    active: np.ndarray
+    epochs_run: np.ndarray
+    history: list
+
+    @classmethod
+    def start(cls, k: int, lr: float, best=None, best_model=None) -> LoopState:
+        """Fresh state of ``k`` genomes at learning rate ``lr``."""
+        return cls(
+            epoch=0,
+            steps=0,
+            lrs=np.full(k, lr),
+            best=best,
+            best_model=best_model,
+            since_best=np.zeros(k, np.int64),
+            since_halving=np.zeros(k, np.int64),
+            active=np.ones(k, bool),
+            epochs_run=np.zeros(k, np.int64),
+            history=[],
+        )
+
+
+@dataclasses.dataclass
 class LoopResult:
     """What :func:`qat_loop` returns.
 
@@ -143,20 +195,52 @@ class LoopResult:
         the final carry).
       rates: dev rates of ``model`` (``{name: (k,)}``; None without evaluation).
       start_rates: dev rates before training (None unless ``evaluate_start``).
-      epochs_run: int ``(k,)`` epochs each genome trained.
-      lrs: float ``(k,)`` final learning rates.
-      history: one record per epoch (:meth:`QATStrategy.record`).
-      steps: optimizer steps taken.
+      state: the final :class:`LoopState` (``epochs_run``, ``lrs``, ``history``,
+        ``steps`` ...).
     """
 
     carry: Any
     model: Any
     rates: dict | None
     start_rates: dict | None
-    epochs_run: np.ndarray
-    lrs: np.ndarray
-    history: list
-    steps: int
+    state: LoopState
+
+    @property
+    def epochs_run(self) -> np.ndarray:
+        return self.state.epochs_run
+
+    @property
+    def history(self) -> list:
+        return self.state.history
+
+    @property
+    def steps(self) -> int:
+        return self.state.steps
+
+
+def _monitor(monitor: DevMonitor, strategy, st: LoopState, carry, rates: dict):
+    """The dev monitor's decisions after one evaluation; returns the carry."""
+    k = strategy.k
+    if st.best is None:
+        st.best = {n: np.full(k, np.inf) for n in rates}
+    best = st.best[monitor.metric]
+    gain = 1.0 - monitor.improvement_threshold
+    value = np.asarray(rates[monitor.metric])
+    improved = st.active & ((value < best * gain) | ~np.isfinite(best))
+    st.best = {n: np.where(improved, rates[n], st.best[n]) for n in st.best}
+    if monitor.keep_best:
+        st.best_model = strategy.select(improved, strategy.model(carry), st.best_model)
+    st.since_best = np.where(improved, 0, st.since_best + st.active)
+    st.since_halving = np.where(improved, 0, st.since_halving + st.active)
+    if monitor.halving_patience is not None:
+        halve = st.active & (st.since_halving >= monitor.halving_patience)
+        st.lrs = np.where(halve, st.lrs * 0.5, st.lrs)
+        st.since_halving = np.where(halve, 0, st.since_halving)
+        carry = strategy.set_learning_rate(carry, st.lrs)
+        st.active = st.active & (st.lrs >= monitor.min_lr)
+    if monitor.patience is not None:
+        st.active = st.active & (st.since_best < monitor.patience)
+    return carry
 
 
 def qat_loop(
@@ -170,78 +254,65 @@ def qat_loop(
     evaluate_start: bool = False,
     progress: bool = False,
     desc: str = "QAT",
+    state: LoopState | None = None,
 ) -> LoopResult:
-    """Trains ``epochs`` epochs with ``strategy``, monitoring the dev error.
+    """Trains up to epoch ``epochs`` with ``strategy``, monitoring the dev error.
 
     Args:
       strategy: the step, evaluation and records of this kind of run.
       carry: initial training state of the strategy.
       batches: ``batches(epoch) -> iterable of batches`` (deterministic per epoch).
       key: dropout keys; step ``s`` uses ``fold_in(key, s)``.
-      epochs: maximum epochs.
+      epochs: the loop stops after this many completed epochs.
       lr: initial learning rate (what halving starts from).
       monitor: what the dev error decides.
       evaluate_start: evaluate before training; the best so far starts there, so a
         kept-best result is never worse on dev than the start.
       progress: tqdm bar over steps with the loss and the dev error.
       desc: bar label.
+      state: where a resumed run stands (None: a fresh start; ``lr`` is then unused).
 
     Returns:
       A :class:`LoopResult`.
     """
     k = strategy.k
     start_rates = strategy.evaluate(carry) if evaluate_start else None
-    rates = start_rates
-    best = None if start_rates is None else {n: np.array(v) for n, v in rates.items()}
-    best_model = None
-    if monitor.keep_best:
-        best_model = jax.tree_util.tree_map(jnp.copy, strategy.model(carry))
-    lrs = np.full(k, lr)
-    since_best = np.zeros(k, np.int64)
-    since_halving = np.zeros(k, np.int64)
-    active = np.ones(k, bool)
-    epochs_run = np.zeros(k, np.int64)
-    history, n_step = [], 0
+    if state is None:
+        state = LoopState.start(
+            k,
+            lr,
+            best=None
+            if start_rates is None
+            else {n: np.array(v) for n, v in start_rates.items()},
+            best_model=jax.tree_util.tree_map(jnp.copy, strategy.model(carry))
+            if monitor.keep_best
+            else None,
+        )
+    st, rates = state, start_rates
     bar = tqdm(total=None, desc=desc, disable=not progress, leave=False, unit="step")
-    for epoch in range(epochs):
-        if not active.any():
+    for epoch in range(st.epoch, epochs):
+        if not st.active.any():
             break
         carry = strategy.begin_epoch(epoch, carry)
-        active_j = jnp.asarray(active)
+        active_j = jnp.asarray(st.active)
         losses = []
         for batch in batches(epoch):
             carry, loss = strategy.step(
-                carry, active_j, batch, jax.random.fold_in(key, n_step)
+                carry, active_j, batch, jax.random.fold_in(key, st.steps)
             )
             losses.append(loss)
-            n_step += 1
+            st.steps += 1
             bar.update(1)
         losses = jax.device_get(losses)
-        epochs_run += active
+        st.epochs_run = st.epochs_run + st.active
         rates = strategy.evaluate(carry)
         if rates is not None:
-            value = np.asarray(rates[monitor.metric])
-            if best is None:
-                best = {n: np.full(k, np.inf) for n in rates}
-            gain = 1.0 - monitor.improvement_threshold
-            improved = active & (value < best[monitor.metric] * gain)
-            best = {n: np.where(improved, rates[n], best[n]) for n in best}
-            if monitor.keep_best:
-                best_model = strategy.select(
-                    improved, strategy.model(carry), best_model
-                )
-            since_best = np.where(improved, 0, since_best + active)
-            since_halving = np.where(improved, 0, since_halving + active)
-            if monitor.halving_patience is not None:
-                halve = active & (since_halving >= monitor.halving_patience)
-                lrs = np.where(halve, lrs * 0.5, lrs)
-                since_halving = np.where(halve, 0, since_halving)
-                carry = strategy.set_learning_rate(carry, lrs)
-                active = active & (lrs >= monitor.min_lr)
-            if monitor.patience is not None:
-                active = active & (since_best < monitor.patience)
-        record = strategy.record(epoch, carry, losses, rates, lrs, active)
-        history.append(record)
+            carry = _monitor(monitor, strategy, st, carry, rates)
+        st.epoch = epoch + 1
+        st.history.append(
+            strategy.record(epoch, carry, losses, rates, st.lrs, st.active)
+        )
+        strategy.end_epoch(epoch, carry, st)
         shown = {"epoch": epoch + 1}
         if losses:
             shown["loss"] = f"{float(np.min(np.mean(np.stack(losses), axis=0))):.3f}"
@@ -250,16 +321,9 @@ def qat_loop(
         bar.set_postfix(**shown)
     bar.close()
     if monitor.keep_best:
-        model, final = best_model, best
+        model, final = st.best_model, st.best
     else:
         model, final = strategy.model(carry), rates
     return LoopResult(
-        carry=carry,
-        model=model,
-        rates=final,
-        start_rates=start_rates,
-        epochs_run=epochs_run,
-        lrs=lrs,
-        history=history,
-        steps=n_step,
+        carry=carry, model=model, rates=final, start_rates=start_rates, state=st
     )
