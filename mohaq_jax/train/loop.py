@@ -1,17 +1,20 @@
-"""The one quantization-aware training loop.
+"""The one training loop: quantization-aware training, retraining and float training.
 
 Every QAT run of the project goes through :func:`qat_loop`: beacon retraining and
 uniform QAT of ``k`` genomes at once (:func:`mohaq_jax.train.qat_finetune`, MOHAQ
 Sec. IV-C) and switching-aware mixed-precision retraining of the SRU and the VGG
-(:func:`mohaq_jax.retrain.switching.retrain`, Kim et al., IEEE TNNLS 2021). The loop
+(:func:`mohaq_jax.retrain.switching.retrain`, Kim et al., IEEE TNNLS 2021); float
+training of the baseline (:func:`mohaq_jax.train.fit`) runs in it too, resumed from
+a :class:`LoopState` and checkpointed in :meth:`QATStrategy.end_epoch`. The loop
 owns what they share: epochs of deterministic batches (``batches(epoch)``), the
 dropout key of step ``s`` (``fold_in(key, s)``), the optimizer step, the dev error
 after every epoch and what it decides (:class:`DevMonitor`: keep the best params,
 halve the learning rate, stop), the history and the progress bar. What differs is a
 :class:`QATStrategy`: the jitted step (vmapped over genomes with a mask of active
 genomes, or the switching-aware step that counts switches and damps updates near
-quantization thresholds), the dev evaluation, per-epoch phase changes (the selection
-of extra-bit weights) and the history record.
+quantization thresholds, or the plain float step), the dev evaluation (every epoch,
+or every ``eval_every``), per-epoch phase changes (the selection of extra-bit
+weights), the history record and what happens after an epoch (a checkpoint).
 
 The monitor works per genome with masks (fixed shapes); a strategy of one model has
 ``k = 1``.
