@@ -333,3 +333,57 @@ def test_switching_and_qat_report_the_same_info(corpus, qat_case):
     np.testing.assert_allclose(sw_info["ptq_dev_per"], info["ptq_dev_per"][:1])
     np.testing.assert_allclose(sw_info["ptq_dev_fer"], info["ptq_dev_fer"][:1])
     chex.assert_shape(sw_info["dev_per"], (1,))
+
+
+def test_switching_without_switching_is_qat_finetune(corpus, trained, calib):
+    """One QAT loop: switching-aware retraining with nothing switching (uniform
+    schedule) under qat_finetune's dev monitoring reproduces qat_finetune.
+
+    The two runs differ only in their strategy inside train.loop.qat_loop (vmapped
+    genome step through the model's quantizer vs the switching step quantizing the
+    kernels on its own grid, one model); batches, dropout keys, optimizer,
+    learning-rate halving, early stopping and the kept-best selection come from the
+    shared loop. The settings make all three act: the lr halves after epoch 4, the
+    best params are those of epoch 3, and the run stops after 4 of 5 epochs.
+    """
+    from mohaq_jax.retrain import speech, switching
+
+    params = trained[0]
+    n_layers = len(layer_specs(MODEL))
+    bits_w, bits_a = [LOW_BITS_W] * n_layers, [LOW_BITS_A] * n_layers
+    config = dataclasses.replace(
+        SHORT, lr_halving_patience=1, improvement_threshold=0.05
+    )
+    common = dict(lr=3e-3, train_config=config, patience=1)
+    stacked, info = train.qat_finetune(
+        params, MODEL, calib, [bits_w], [bits_a], corpus, epochs=5, **common
+    )
+    got, sw_info = speech.switching_finetune(
+        params,
+        MODEL,
+        calib,
+        bits_w,
+        bits_a,
+        corpus,
+        switching.uniform_config(5),
+        **common,
+    )
+    # the monitor acted: halving, early stop, best params not the last ones
+    lrs = [h["lr"][0] for h in info["history"]]
+    assert lrs == pytest.approx([3e-3, 3e-3, 3e-3, 1.5e-3])
+    np.testing.assert_array_equal(info["epochs_run"], [4])
+    fers = [h["dev_fer"][0] for h in info["history"]]
+    assert info["dev_fer"][0] == pytest.approx(min(fers))
+    assert min(fers) < fers[-1]
+
+    chex.assert_trees_all_close(
+        got, train.unstack_params(stacked, 0), atol=1e-5, rtol=1e-5
+    )
+    assert sw_info["epochs_run"] == 4
+    assert sw_info["per"] == pytest.approx(info["dev_per"][0])
+    assert sw_info["fer"] == pytest.approx(info["dev_fer"][0])
+    assert sw_info["ptq_fer"] == pytest.approx(info["ptq_dev_fer"][0])
+    assert [h["error"] for h in sw_info["history"]] == pytest.approx(
+        [h["dev_per"][0] for h in info["history"]]
+    )
+    assert sw_info["extra_counts"] == [0] * n_layers

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax import qmodel, quantize, sites, train
-from mohaq_jax.data.batching import iterate_batches
+from mohaq_jax.hardware import reconfig
 from mohaq_jax.models import model_of
 from mohaq_jax.retrain import switching
 
@@ -78,15 +78,6 @@ def quantized_params(params, config, wgrid: switching.WeightGrid, grid: str = "n
     return switching.quantize_sites(params, kernel_paths(config), wgrid, grid)
 
 
-def _batches_fn(corpus, tc: train.TrainConfig):
-    def batches(epoch):
-        rng = np.random.default_rng((tc.seed, epoch))
-        for batch in iterate_batches(corpus.train, tc.batch_size, rng, tc.pad_multiple):
-            yield train.pad_rows(batch, tc.batch_size)
-
-    return batches
-
-
 def switching_finetune(
     params,
     config,
@@ -99,6 +90,7 @@ def switching_finetune(
     train_config: train.TrainConfig = _DEFAULT_TRAIN,
     split: str = "dev",
     progress: bool = False,
+    patience: int | None = None,
 ) -> tuple[Any, dict]:
     """Switching-aware mixed-precision retraining of one or ``k`` genomes.
 
@@ -114,14 +106,22 @@ def switching_finetune(
       train_config: batch size, gradient clipping, weight decay, seed.
       split: split whose phone error rate is reported after every epoch.
       progress: tqdm bar.
+      patience: None (default): the fixed schedule, every epoch runs at the constant
+        ``lr`` and the last params are returned. An int: the dev monitoring of
+        :func:`~mohaq_jax.train.qat_finetune` on ``split`` (keep the best, halve the
+        learning rate after ``train_config.lr_halving_patience`` evaluations without
+        improvement, stop after ``patience``), so that with
+        :func:`switching.uniform_config` this is ``qat_finetune``'s run through the
+        switching-aware step.
 
     Returns:
       ``(params, info)``. For one genome: the latent params, and info with ``grid``
       (the :class:`~switching.WeightGrid` with the extra-bit masks),
       ``quantized_params`` (kernels on the mixed grid: evaluate them with
       ``bits_w = float_bits(config)`` and the genome's ``bits_a``), ``per``/``fer``
-      on ``split``, ``history``, switch counts and ``compression`` (storage and
-      reconfigurable-accelerator energy, :func:`switching.compression`). For ``k``
+      on ``split``, ``history``, switch counts, ``epochs_run`` and ``compression``
+      (storage and reconfigurable-accelerator energy,
+      :func:`mohaq_jax.hardware.reconfig.retrained_costs`). For ``k``
       genomes (2-D bits, as :func:`~mohaq_jax.train.qat_finetune`): params stacked on
       a leading axis, ``info["genomes"]`` the list of per-genome infos and the keys
       of :func:`~mohaq_jax.train.qat_finetune` (``dev_per``, ``dev_fer``,
@@ -147,6 +147,7 @@ def switching_finetune(
                 train_config,
                 split,
                 progress,
+                patience,
             )
             for bw, ba in zip(bits_w_np, bits_a_np, strict=True)
         ]
@@ -161,7 +162,7 @@ def switching_finetune(
             "dev_fer": np.asarray([i["fer"] for i in infos]),
             "ptq_dev_per": np.asarray([i["ptq_per"] for i in infos]),
             "ptq_dev_fer": np.asarray([i["ptq_fer"] for i in infos]),
-            "epochs_run": np.full(len(infos), switching_config.epochs),
+            "epochs_run": np.asarray([i["epochs_run"] for i in infos]),
             "history": [i["history"] for i in infos],
         }
     train._check_sizes(corpus, config)
@@ -175,14 +176,10 @@ def switching_finetune(
     eval_batches = train.eval_batches(eval_split, tc.eval_batch_frames, tc.pad_multiple)
 
     def rates(qparams):
-        total = sum(
-            np.asarray(counts_fn(qparams, b, fbits, aux[0], calib), np.int64)
-            for b in eval_batches
+        return train.dev_rates(
+            lambda b: counts_fn(qparams, b, fbits, aux[0], calib), eval_batches
         )
-        return train._rates(total)
 
-    ptq = rates(quantized_params(params, config, wgrid, switching_config.grid))
-    key = jax.random.split(jax.random.key(tc.seed))[1]
     new_params, wgrid, info = switching.retrain(
         params,
         paths,
@@ -190,15 +187,19 @@ def switching_finetune(
         make_loss(config),
         aux,
         train.make_optimizer(tc),
-        _batches_fn(corpus, tc),
-        key,
+        train.train_batches(corpus, tc),
+        train.qat_key(tc),
         switching_config,
-        evaluate=lambda q: rates(q)["per"],
+        evaluate=rates,
         progress=progress,
         desc=f"switching QAT w{bits_w_np.tolist()}",
+        monitor=None if patience is None else train.DevMonitor.of(tc, patience),
+        lr=lr,
+        evaluate_start=True,
+        error_key="per",
     )
     qparams = quantized_params(new_params, config, wgrid, switching_config.grid)
-    final = rates(qparams)
+    final, ptq = info["rates"], info["start_rates"]
     specs = layer_specs(config)
     info.update(
         grid=wgrid,
@@ -207,7 +208,7 @@ def switching_finetune(
         fer=final["fer"],
         ptq_per=ptq["per"],
         ptq_fer=ptq["fer"],
-        compression=switching.compression(
+        compression=reconfig.retrained_costs(
             [s.n_weights for s in specs],
             bits_w_np,
             info["extra_counts"],
@@ -233,9 +234,10 @@ def uniform_qat(
 ):
     """Plain uniform QAT of one genome (``(n_layers,)`` bits) or ``k`` (``(k, n)``).
 
-    The project's one QAT loop, :func:`mohaq_jax.train.qat_finetune` (dev early
-    stopping, learning-rate halving); returns its ``(params, info)``, with the params
-    unstacked for one genome.
+    :func:`mohaq_jax.train.qat_finetune` (the project's one QAT loop,
+    :func:`mohaq_jax.train.loop.qat_loop`, with dev early stopping and learning-rate
+    halving); returns its ``(params, info)``, with the params unstacked for one
+    genome.
     """
     single = np.ndim(bits_w) == 1
     stacked, info = train.qat_finetune(
