@@ -67,6 +67,20 @@ FIGURES = (
         ("**Beacons", "| 0 ", "| speedup"),
     ),
     Figure(
+        "compare",
+        "Search algorithms at the same budget in one run (--compare)",
+        (
+            "-m",
+            "experiments.timit_silago",
+            "--compare",
+            "simple_ga,de",
+            "--out",
+            "{out}/compare",
+        ),
+        ("{out}/compare/report.md",),
+        ("| nsga2", "| simple_ga", "| de "),
+    ),
+    Figure(
         "compression",
         "Compression: uniform sweep and the searched best within 1 point",
         ("-m", "experiments.timit_compression", "--out", "{out}/compression"),
