@@ -56,7 +56,8 @@ class SearchConfig:
     max_error: float = 0.24  # constraint: dev error <= this (absolute fraction)
     memory_limit_mb: float | None = None  # constraint: memory <= this; None = none
     memory_metric: str | None = "memory_mb"  # platform metric the limit bounds (plat12)
-    error_metric: str = "phone_error"  # "phone_error" | "frame_error" | "loss"
+    error_metric: str = "phone_error"  # "phone_error" | "frame_error" | "loss" |
+    # "class_error" (image classification, evaluate_tasks.ClassificationMetrics)
     budget: int | None = None  # stop once this many genomes were evaluated
 
     def __post_init__(self):
@@ -64,7 +65,12 @@ class SearchConfig:
             raise ValueError("need pop_size >= 2, n_offspring >= 1, n_generations >= 0")
         if "error" not in self.objectives:
             raise ValueError("objectives must include 'error'")
-        if self.error_metric not in ("phone_error", "frame_error", "loss"):
+        if self.error_metric not in (
+            "phone_error",
+            "frame_error",
+            "loss",
+            "class_error",
+        ):
             raise ValueError(f"unknown error_metric {self.error_metric!r}")
         if not self.max_error > 0:
             raise ValueError("max_error must be > 0")
