@@ -174,8 +174,8 @@ def check_image_batch(batch) -> None:
 
 def _image_batches(data) -> Sequence:
     """One ``(images, labels)`` batch as a 1-list; a sequence of batches as a list."""
-    if isinstance(data, tuple) and len(data) == 2 and getattr(data[0], "ndim", 0) == 4:
-        return [data]
+    if isinstance(data, tuple) and len(data) == 2 and getattr(data[1], "ndim", 0) == 1:
+        return [data]  # (images, labels): labels are 1-D, a batch of batches is not
     batches = list(data)
     if not batches:
         raise ValueError("no image batches to evaluate")

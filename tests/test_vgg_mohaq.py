@@ -152,7 +152,9 @@ def test_population_batched_equals_loop(setup, space_name, chunk_size):
     space = genome.get_space(space_name, vgg.sites(TINY))
     rng = np.random.default_rng(3)
     genomes = rng.integers(0, space.upper + 1, (5, space.n_genes)).astype(np.int32)
-    ev = evaluate.PopulationEvaluator(TINY, space, None, params, calib, chunk_size)
+    ev = evaluate.PopulationEvaluator(
+        TINY, space, None, params, calib, chunk_size, pop_size=6
+    )
     got = ev(genomes, (images, labels))
     ref = loop_errors(params, calib, space, genomes, images, labels)
     np.testing.assert_allclose(got["loss"], ref[:, 0], rtol=1e-4, atol=1e-5)

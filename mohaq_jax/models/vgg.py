@@ -244,7 +244,7 @@ def _run_sites(config: VGGConfig, qparams, bits_a, clips, x, indices) -> jax.Arr
                 "SAME",
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
-            x = nn.relu(x + layer["bias"])
+            x = nn.relu(x + layer["bias"][None, None, None])
             if i % 2 == 1:
                 x = jax.lax.reduce_window(
                     x,
@@ -255,7 +255,7 @@ def _run_sites(config: VGGConfig, qparams, bits_a, clips, x, indices) -> jax.Arr
                     "VALID",
                 )
         else:
-            x = x @ layer["kernel"] + layer["bias"]
+            x = x @ layer["kernel"] + layer["bias"][None]
             if i < len(layers) - 1:
                 x = nn.relu(x)
     return x
