@@ -25,7 +25,9 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints, got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,12 +111,21 @@ def test_quantized_forward_matches_numpy_and_flax(setup, bits_w, bits_a):
     chex.assert_shape(got, (7, 3))
     np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-4)
     # the Flax module (training/calibration forward) with fake-quantized weights
-    qparams = qmodel.quantize_params(params, TINY, jnp.asarray(bits_w), calib)
-    clips = qmodel.act_clips(calib, jnp.asarray(bits_a))
-    flax_out = vgg.apply_batch(qparams, TINY, images, jnp.asarray(bits_a), clips)
+    flax_out, one = flax_logits(params, calib, bits_w, bits_a, images)
     np.testing.assert_allclose(got, np.asarray(flax_out), atol=2e-5, rtol=1e-4)
-    one = vgg.apply(qparams, TINY, images[3], jnp.asarray(bits_a), clips)
     np.testing.assert_allclose(got[3], np.asarray(one), atol=2e-5, rtol=1e-4)
+
+
+@jax.jit
+def flax_logits(params, calib, bits_w, bits_a, images):
+    """The Flax forward of the batch and, by the contract's ``apply``, of image 3."""
+    bits_w, bits_a = jnp.asarray(bits_w), jnp.asarray(bits_a)
+    qparams = qmodel.quantize_params(params, TINY, bits_w, calib)
+    clips = qmodel.act_clips(calib, bits_a)
+    return (
+        vgg.apply_batch(qparams, TINY, images, bits_a, clips),
+        vgg.apply(qparams, TINY, images[3], bits_a, clips),
+    )
 
 
 def test_capture_gives_every_site_input(setup):
@@ -132,12 +141,7 @@ def loop_errors(params, calib, space, genomes, images, labels):
     out = []
     for g in genomes:
         bits_w, bits_a = space.decode(jnp.asarray(g))
-        qparams = qmodel.quantize_params(params, TINY, bits_w, calib)
-        logits = np.asarray(
-            vgg.apply_batch(
-                qparams, TINY, images, bits_a, qmodel.act_clips(calib, bits_a)
-            )
-        )
+        logits = np.asarray(flax_logits(params, calib, bits_w, bits_a, images)[0])
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         nll = -logp[np.arange(len(labels)), np.maximum(labels, 0)]
         wrong = (logits.argmax(-1) != labels) & valid
@@ -236,3 +240,22 @@ def test_mohaq_search_on_the_vgg(setup, platform_name, objectives, maximize):
     costs = platform.evaluate(space, result.genomes)
     for name in objectives[1:]:
         np.testing.assert_allclose(result.metrics[name], costs[name], rtol=1e-6)
+
+
+def test_init_params_are_flax_defaults_in_one_draw():
+    """Same tree and shapes as the Flax module's init; LeCun-normal statistics."""
+    cfg = vgg.VGGConfig(conv_widths=(8, 8, 16, 16, 32, 32), fc_widths=(64, 64))
+    params = vgg.init_params(jax.random.key(0), cfg)
+    image = jnp.zeros((16, 16, 1), jnp.float32)
+    ref = jax.eval_shape(
+        lambda k: vgg.VGG(cfg).init(k, image)["params"], jax.random.key(0)
+    )
+    chex.assert_trees_all_equal_shapes_and_dtypes(params, ref)
+    for site in vgg.sites(cfg):
+        kernel = np.asarray(params[site.name]["kernel"])
+        fan_in = np.prod(site.weight_shape[:-1])
+        assert np.abs(kernel).max() <= 2 / np.sqrt(fan_in) / 0.8796 + 1e-6
+        np.testing.assert_allclose(kernel.std(), 1 / np.sqrt(fan_in), rtol=0.2)
+        np.testing.assert_array_equal(params[site.name]["bias"], 0.0)
+    again = vgg.init_params(jax.random.key(0), cfg)
+    chex.assert_trees_all_equal(params, again)
