@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mohaq_jax import vision_search
+from mohaq_jax import cli, vision_search
 from mohaq_jax.data.images import CifarError
 
 DEFAULTS = vision_search.VisionSearchConfig()
@@ -32,39 +32,68 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+        description=__doc__, formatter_class=cli.HelpFormatter, allow_abbrev=False
     )
-    add = p.add_argument
-    add("--out", default=DEFAULTS.out, help="output folder")
-    add("--dataset", choices=("digits", "cifar10"), default=DEFAULTS.dataset)
-    add("--cifar-dir", default=None, help="CIFAR-10 python batches (cifar10)")
-    add("--max-train", type=int, default=None, help="keep this many train images")
-    add("--image-size", type=int, default=DEFAULTS.image_size, help="digits size")
-    add("--conv-widths", type=_ints, default=None, help="six conv widths, e.g. 8,8,...")
-    add("--fc-widths", type=_ints, default=None, help="two hidden FC widths")
-    add("--platform", choices=sorted(vision_search.OBJECTIVES), default="bitfusion")
-    add("--epochs", type=int, default=DEFAULTS.epochs, help="float training epochs")
-    add("--batch-size", type=int, default=DEFAULTS.batch_size)
-    add("--lr", type=float, default=DEFAULTS.lr)
-    add("--train-seed", type=int, default=DEFAULTS.train_seed)
-    add("--baseline-dir", default=DEFAULTS.baseline_dir, help="float VGG cache")
-    add("--calib-images", type=int, default=DEFAULTS.calib_images)
-    add("--calib", choices=("mse", "max"), default=DEFAULTS.calib, help="clipping")
-    add("--eval-batch", type=int, default=DEFAULTS.eval_batch)
-    add("--max-eval", type=int, default=None, help="at most this many dev/test images")
-    add("--pop", type=int, default=DEFAULTS.pop)
-    add("--offspring", type=int, default=DEFAULTS.offspring)
-    add("--generations", type=int, default=DEFAULTS.generations)
-    add("--seed", type=int, default=DEFAULTS.seed)
-    add("--max-error", type=float, default=None, help="dev error bound")
-    add("--error-margin", type=float, default=DEFAULTS.error_margin)
-    add("--memory-limit-mb", type=float, default=None)
-    add("--chunk-size", type=int, default=DEFAULTS.chunk_size)
-    add("--resume", action="store_true")
-    add("--no-progress", action="store_true")
-    add("--debug", action="store_true", help="tracebacks instead of one-line errors")
+    d = DEFAULTS
+
+    def add(flag, help, **kwargs):
+        field = flag[2:].replace("-", "_")
+        kwargs.setdefault("default", getattr(d, field, None))
+        p.add_argument(flag, help=help, **kwargs)
+
+    add("--out", "output folder (report.md, pareto.csv, plots, search checkpoint)")
+    add("--dataset", "image data set", choices=("digits", "cifar10"))
+    add("--cifar-dir", "CIFAR-10 python batches (cifar-10-batches-py), for cifar10")
+    add("--max-train", "keep only this many training images", type=int)
+    add("--image-size", "digits: 8x8 images upsampled to this size", type=int)
+    add(
+        "--conv-widths",
+        "six conv widths, comma-separated; None = the data set's",
+        type=_ints,
+    )
+    add("--fc-widths", "two hidden FC widths; None = the data set's", type=_ints)
+    add(
+        "--platform", "accelerator cost model", choices=sorted(vision_search.OBJECTIVES)
+    )
+    add("--epochs", "float training epochs", type=int)
+    add("--batch-size", "float training batch size", type=int)
+    add("--lr", "float training learning rate (Adam, cosine decay)", type=float)
+    add("--train-seed", "float training seed (init, batch order)", type=int)
+    add("--baseline-dir", "float VGG cache folder ('' = no cache)")
+    add(
+        "--calib-images",
+        "training images the clipping values are calibrated on",
+        type=int,
+    )
+    add(
+        "--calib",
+        "clipping calibration: MSE-optimal or max-abs",
+        choices=("mse", "max"),
+    )
+    add("--eval-batch", "images per evaluation batch", type=int)
+    add("--max-eval", "evaluate on at most this many dev/test images", type=int)
+    add("--pop", "NSGA-II population", type=int)
+    add("--offspring", "genomes evaluated per generation", type=int)
+    add("--generations", "generations after the initial population", type=int)
+    add("--seed", "search seed", type=int)
+    add(
+        "--max-error",
+        "dev error bound; None = float dev error + --error-margin",
+        type=float,
+    )
+    add("--error-margin", "allowed dev error above the float model's", type=float)
+    add(
+        "--memory-limit-mb", "memory constraint in MB; None = no constraint", type=float
+    )
+    add("--chunk-size", "genomes evaluated together (lax.map batch size)", type=int)
+    add("--resume", "continue the search from OUT's checkpoint", action="store_true")
+    add("--no-progress", "no progress output", action="store_true", default=False)
+    add(
+        "--debug",
+        "tracebacks instead of one-line errors",
+        action="store_true",
+        default=False,
+    )
     return p
 
 

@@ -55,3 +55,13 @@ def test_cifar_without_files_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         vision_mohaq.main(["--dataset", "cifar10"])
     assert "--dataset cifar10 needs --cifar-dir" in capsys.readouterr().err
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        vision_mohaq.main(["--help"])
+    assert exit_info.value.code == 0
+    blocks = capsys.readouterr().out.split("options:", 1)[1].split("\n  -")[1:]
+    for block in blocks:
+        if not block.startswith("h, --help"):
+            assert "(default:" in " ".join(block.split()), block.split()[0]
