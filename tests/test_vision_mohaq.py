@@ -4,11 +4,13 @@ import csv
 import json
 import os
 
+import chex
 import numpy as np
 import pytest
 
 from experiments import vision_mohaq
-from mohaq_jax import genome, hardware
+from mohaq_jax import genome, hardware, vision_search
+from mohaq_jax.data.images import ImageSplit
 from mohaq_jax.models import vgg
 
 TINY_FLAGS = [
@@ -19,7 +21,7 @@ TINY_FLAGS = [
 ]  # fmt: skip
 
 
-def test_main_writes_the_pareto_set(tmp_path):
+def test_main_writes_the_pareto_set(tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = TINY_FLAGS + [
         "--out", str(out), "--baseline-dir", str(tmp_path / "base"),
@@ -44,6 +46,28 @@ def test_main_writes_the_pareto_set(tmp_path):
     doc = json.loads((out / "pareto.json").read_text())
     assert doc["settings"]["search_config"]["error_metric"] == "class_error"
     assert "dev class error <=" in (out / "report.md").read_text()
+    # a second run finds the float baseline in the cache instead of training it
+    cfg = vision_search.VisionSearchConfig(
+        image_size=8, conv_widths=(2, 2, 3, 3, 4, 4), fc_widths=(8, 8), max_train=96,
+        epochs=1, batch_size=32, baseline_dir=str(tmp_path / "base"), progress=False,
+    )  # fmt: skip
+    monkeypatch.setattr(vision_search.vision, "fit", None)  # calling it would fail
+    data = vision_search.load_data(cfg)
+    params, info = vision_search.float_baseline(
+        cfg, data, vision_search.model_config(cfg, data)
+    )
+    assert info["path"].startswith(str(tmp_path / "base"))
+    chex.assert_trees_all_close(params, summary["problem"].evaluator.params)
+
+
+def test_image_batches_keep_one_shape():
+    images = np.arange(5 * 2 * 2 * 1, dtype=np.float32).reshape(5, 2, 2, 1)
+    split = ImageSplit(images, np.arange(5, dtype=np.int32))
+    batches = vision_search.image_batches(split, 2)
+    assert [b[0].shape for b in batches] == [(2, 2, 2, 1)] * 3
+    np.testing.assert_array_equal(batches[-1][1], [4, -1])  # padding is not scored
+    np.testing.assert_array_equal(batches[-1][0][1], 0.0)
+    assert len(vision_search.image_batches(split, 4, limit=3)) == 1
 
 
 def test_cifar_without_files_is_one_line_error(tmp_path, capsys):
