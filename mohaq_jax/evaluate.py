@@ -14,7 +14,9 @@ per genome:
 
 Nothing here knows a model: the model comes from its config
 (:func:`mohaq_jax.models.model_of`) and is used only through the model contract (its
-sites and its ``first_stage``/``rest_stages`` fast path). With ``stacked=True`` several
+sites and its ``first_stage``/``rest_stages`` fast path); what a batch is and which
+metrics its logits give is the model's task (:mod:`mohaq_jax.evaluate_tasks`: speech
+frames or image classification). With ``stacked=True`` several
 param sets (retrained beacons) are evaluated in the same pass, each genome with its own.
 
 The population is processed in chunks (``lax.map`` with ``batch_size``) so large
@@ -31,38 +33,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from mohaq_jax import metrics, quantize, sharding, sites
 from mohaq_jax.data import batching
+from mohaq_jax.evaluate_tasks import (  # noqa: F401  (public names of this module)
+    ClassificationMetrics,
+    PopulationMetrics,
+    Task,
+    check_batch,
+    get_task,
+    host_metrics,
+    metrics_from_sums,
+)
 from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.models import model_of
 from mohaq_jax.qmodel import Calibration, act_clips
-
-
-@struct.dataclass
-class PopulationMetrics:
-    """Per-genome results; every field has shape ``(pop,)``. All are minimized."""
-
-    loss: jax.Array  # mean framewise cross-entropy over valid frames, float32
-    frame_error: jax.Array  # fraction of misclassified frames, float32
-    phone_error: jax.Array  # phone error rate (39 folded phones), float32
-    phone_edits: jax.Array  # summed Levenshtein distance, int32
-    n_phones: jax.Array  # summed reference phone count, int32
-
-
-def metrics_from_sums(sums) -> PopulationMetrics:
-    """Rates from per-genome ``(loss_sum, n_frames, frame_wrong, edits, n_phones)``."""
-    loss_sum, n_frames, wrong, edits, n_phones = sums
-    n_frames_f = jnp.maximum(n_frames, 1).astype(jnp.float32)
-    return PopulationMetrics(
-        loss=loss_sum / n_frames_f,
-        frame_error=wrong.astype(jnp.float32) / n_frames_f,
-        phone_error=edits.astype(jnp.float32)
-        / jnp.maximum(n_phones, 1).astype(jnp.float32),
-        phone_edits=edits,
-        n_phones=n_phones,
-    )
 
 
 def weight_tables(
@@ -92,6 +77,11 @@ def genome_params(params, tables, space: GenomeSpace, genome) -> dict:
     for i, site in enumerate(space.layers):
         new = sites.set_weight(new, site, tables[i][genome[space.w_gene[i]]])
     return new
+
+
+def task_of(config) -> Task:
+    """The task of ``config``'s model (its ``TASK``; speech frames when absent)."""
+    return get_task(getattr(model_of(config), "TASK", "frames"))
 
 
 def _first_genes(space: GenomeSpace, config) -> tuple[int, ...]:
@@ -164,14 +154,17 @@ def evaluate_genome(
     Args:
       params, tables, calib: float params, :func:`weight_tables`, clipping tables.
       genome: int ``(n_genes,)``.
-      batch: ``(features (B, T, F), labels (B, T), lengths (B,))``.
-      config, space, fold: static model config, genome space, class -> phone folding.
+      batch: one batch of the model's task (speech: ``(features (B, T, F), labels
+        (B, T), lengths (B,))``; images: ``(images (B, H, W, C), labels (B,))``).
+      config, space, fold: static model config, genome space, class -> phone folding
+        (speech; unused by classification).
       first: optional :func:`first_stage_outputs`; when given, the genome's first
         stage is gathered from it instead of computed.
       decoder, per_mode: how PER reads phones (:func:`metrics.error_counts`).
 
     Returns:
-      ``(loss_sum, n_frames, frame_wrong, phone_edits, n_phones)`` scalars.
+      The task's sums: speech ``(loss_sum, n_frames, frame_wrong, phone_edits,
+      n_phones)``, classification ``(loss_sum, n_samples, n_wrong)``; scalars.
     """
     model = model_of(config)
     _, bits_a = space.decode(genome)
@@ -182,28 +175,7 @@ def evaluate_genome(
     else:
         hidden = first[first_stage_index(space, config, genome)]
     logits = model.rest_stages(config, qparams, bits_a, clips, hidden, batch)
-    _, labels, lengths = batch
-    return metrics.error_counts(
-        logits, labels, lengths, fold, decoder=decoder, per_mode=per_mode
-    )
-
-
-def _pad_utterances(batch, multiple: int):
-    """Pads a batch with empty utterances (length 0: no frames, no phones, no errors)."""
-    features, labels, lengths = batch
-    n = features.shape[0]
-    extra = -(-n // multiple) * multiple - n
-    if extra == 0:
-        return batch
-    return (
-        jnp.concatenate(
-            [features, jnp.zeros((extra,) + features.shape[1:], features.dtype)]
-        ),
-        jnp.concatenate(
-            [labels, jnp.full((extra,) + labels.shape[1:], -1, labels.dtype)]
-        ),
-        jnp.concatenate([lengths, jnp.zeros((extra,), lengths.dtype)]),
-    )
+    return task_of(config).sums(logits, batch, fold, decoder, per_mode)
 
 
 def make_population_eval(
@@ -222,7 +194,8 @@ def make_population_eval(
     Args:
       config: model config (static); the model is :func:`mohaq_jax.models.model_of`.
       space: genome space (static).
-      fold: int ``(n_classes,)`` class -> scoring phone (-1 = not scored).
+      fold: int ``(n_classes,)`` class -> scoring phone (-1 = not scored); None for
+        a classification model.
       chunk_size: genomes evaluated together by ``lax.map``; ``None`` = one ``vmap``
         over the whole population (per device).
       mesh: optional :func:`mohaq_jax.sharding.population_mesh`; the population is
@@ -235,17 +208,19 @@ def make_population_eval(
         retrained beacons), and genome ``i`` is evaluated with set ``index[i]``;
         weights are quantized once per (set, site, bits) and first stages shared per
         set.
-      return_sums: return the per-genome sums ``(loss_sum, n_frames, frame_wrong,
-        phone_edits, n_phones)``, each ``(pop,)``, instead of the rates (streaming
-        evaluation adds them up over batches; see :func:`metrics_from_sums`).
+      return_sums: return the task's per-genome sums, each ``(pop,)``, instead of the
+        rates (streaming evaluation adds them up over batches; ``task.from_sums``).
 
     Returns:
-      ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> PopulationMetrics``
+      ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> metrics``
+      (:class:`PopulationMetrics` or :class:`ClassificationMetrics`)
       (with ``stacked``: ``evaluate(params, calib, genomes, batch, index (pop,))``),
       jitted; it compiles once per (population, batch) shape.
     """
-    fold = jnp.asarray(np.asarray(fold, np.int32))
-    per_mode = metrics.resolve_per_mode(per_mode, decoder)
+    task = task_of(config)
+    if task.name == "frames":
+        fold = jnp.asarray(np.asarray(fold, np.int32))
+        per_mode = metrics.resolve_per_mode(per_mode, decoder)
     n_combos = len(first_stage_combos(space, config))
     n_batch_shards = sharding.mesh_size(mesh, sharding.BATCH)
 
@@ -323,35 +298,11 @@ def make_population_eval(
         )
 
     def evaluate(params, calib, genomes, batch, *index):
-        batch = _pad_utterances(batch, n_batch_shards)
+        batch = task.pad(batch, n_batch_shards)
         sums = sums_fn(params, calib, genomes, batch, *index)
-        return sums if return_sums else metrics_from_sums(sums)
+        return sums if return_sums else task.from_sums(sums)
 
     return jax.jit(evaluate)
-
-
-def check_batch(batch) -> None:
-    """Rejects a batch with NaN/inf features or inconsistent shapes, naming the problem."""
-    features, labels, lengths = (np.asarray(x) for x in batch)
-    if features.ndim != 3:
-        raise ValueError(
-            f"features must be (batch, time, features), got {features.shape}"
-        )
-    if labels.shape != features.shape[:2] or lengths.shape != features.shape[:1]:
-        raise ValueError(
-            f"labels {labels.shape} / lengths {lengths.shape} do not match features "
-            f"{features.shape}"
-        )
-    bad = ~np.isfinite(features)
-    if np.any(bad):
-        utt, frame, feat = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"features contain NaN or inf ({int(bad.sum())} values; first at utterance "
-            f"{utt}, frame {frame}, feature {feat})"
-        )
-    # Length 0 marks an empty row (bucketed batches fill their last batch with them).
-    if np.any(lengths < 0) or np.any(lengths > features.shape[1]):
-        raise ValueError(f"lengths must be in 0..{features.shape[1]}, got {lengths}")
 
 
 @dataclasses.dataclass
@@ -367,7 +318,7 @@ class PopulationEvaluator:
 
     config: Any  # a registered model's Config
     space: GenomeSpace
-    fold: np.ndarray
+    fold: np.ndarray | None  # class -> scoring phone (speech); None for images
     params: dict
     calib: Calibration
     chunk_size: int | None = 2
@@ -395,16 +346,17 @@ class PopulationEvaluator:
 
         Args:
           genomes: int ``(pop, n_genes)`` (or one genome ``(n_genes,)``).
-          batch: one ``(features (B, T, F), labels (B, T), lengths (B,))`` batch, or
-            a sequence of them (a :class:`~mohaq_jax.data.batching.BucketedSplit`).
+          batch: one batch of the model's task, or a sequence of them (e.g. a
+            :class:`~mohaq_jax.data.batching.BucketedSplit`).
           params: float params to use instead of ``self.params``.
         """
         genomes = self.space.validate(genomes)
         if genomes.ndim == 1:
             genomes = genomes[None]
-        batches = batching.as_batches(batch)
+        task = task_of(self.config)
+        batches = task.as_batches(batch)
         for one in batches:
-            check_batch(one)
+            task.check(one)
         unique, inverse = np.unique(genomes, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         size = self.pop_size or len(genomes)
@@ -423,20 +375,5 @@ class PopulationEvaluator:
             batches,
             to_host=sharding.to_host,
         )
-        out = host_metrics(sums)
+        out = host_metrics(sums, task)
         return {k: v[: len(unique)][inverse] for k, v in out.__dict__.items()}
-
-
-def host_metrics(sums) -> PopulationMetrics:
-    """:func:`metrics_from_sums` of host sums (int64/float64), as numpy arrays."""
-    loss_sum, n_frames, wrong, edits, n_phones = sums
-    out = metrics_from_sums(
-        (
-            np.asarray(loss_sum, np.float32),
-            np.asarray(n_frames, np.int32),
-            np.asarray(wrong, np.int32),
-            np.asarray(edits, np.int32),
-            np.asarray(n_phones, np.int32),
-        )
-    )
-    return jax.tree.map(np.asarray, out)

@@ -24,7 +24,9 @@ Two speedups (both maximize, both time ratios over the same layers at 16 x 16 bi
   b / pmax passes of a pmax-bit operand. For w, a <= pmax this is exactly the
   simulator's formula; with ``high_prec=16`` in the spec it is the formula
   ``perf = (16 / max(w, 2)) (16 / max(a, 2))``. The ceilings make this speedup lower
-  than the formula's when a layer does not fill the array (e.g. 23 inputs).
+  than the formula's when a layer does not fill the array (e.g. 23 inputs). A
+  convolution is its im2col matmul (``ic`` = 3 x 3 x c_in) run once per output
+  position (:func:`matmul_uses`; its inputs, partial sums and outputs too).
 
 Energy (minimize, per frame) follows the simulator's ``Stats.get_energy``:
 core cycles x core energy per cycle + buffer bits x per-bit buffer energies + DRAM bits
@@ -122,6 +124,17 @@ def _ceil_div(a: jax.Array, b: jax.Array) -> jax.Array:
     return (a + b - 1) // b
 
 
+def matmul_uses(layers: base.LayerArrays) -> np.ndarray:
+    """Times each layer's matmul runs per frame: MACs / (n_in x n_out), at least 1.
+
+    1 for a fully connected or recurrent layer; a convolution (im2col, ``n_in`` = the
+    patch) runs once per output position, as the simulator's conv model.
+    """
+    macs = np.asarray(layers.macs, np.float64)
+    per_run = np.asarray(layers.n_in, np.float64) * np.asarray(layers.n_out)
+    return np.maximum(np.rint(macs / per_run), 1).astype(np.int32)
+
+
 def layer_cycles(
     bits_w: jax.Array, bits_a: jax.Array, layers: base.LayerArrays, spec: BitfusionSpec
 ) -> tuple[jax.Array, jax.Array]:
@@ -140,7 +153,7 @@ def layer_cycles(
     passes = _ceil_div(w, pmax) * _ceil_div(a, pmax)
     oc_tiles = jnp.asarray(_ceil_div(np.asarray(layers.n_out), spec.n_cols))
     ic_tiles = _ceil_div(jnp.asarray(layers.n_in), spec.n_rows * perf)
-    return oc_tiles * ic_tiles * passes, ic_tiles
+    return oc_tiles * ic_tiles * passes * jnp.asarray(matmul_uses(layers)), ic_tiles
 
 
 def costs(
@@ -178,8 +191,11 @@ def costs(
         _ceil_div(np.asarray(layers.n_out), spec.n_cols), jnp.float32
     )
     weight_bits = wf * jnp.asarray(layers.n_weights)  # (n_layers,)
-    input_bits = af * n_in
-    psum_bits = n_out * ic_tiles.astype(jnp.float32) * jnp.float32(spec.psum_bits)
+    uses = jnp.asarray(matmul_uses(layers), jnp.float32)  # conv: output positions
+    input_bits = af * n_in * uses
+    psum_bits = (
+        n_out * ic_tiles.astype(jnp.float32) * jnp.float32(spec.psum_bits) * uses
+    )
     batch = jnp.float32(spec.frame_batch)
 
     energy_core = cycles * jnp.float32(spec.core_pj_per_cycle)
@@ -190,7 +206,9 @@ def costs(
         + input_bits * oc_tiles * spec.ibuf_read_pj_per_bit
         + psum_bits * (spec.obuf_read_pj_per_bit + spec.obuf_write_pj_per_bit)
     )
-    dram_bits = jnp.sum(weight_bits / batch + input_bits + n_out * spec.output_bits)
+    dram_bits = jnp.sum(
+        weight_bits / batch + input_bits + n_out * uses * spec.output_bits
+    )
     energy_dram = dram_bits * jnp.float32(spec.dram_pj_per_bit)
     stored = base.stored_bits(
         w, layers, spec.bias_bits, spec.all_biases, spec.count_vectors

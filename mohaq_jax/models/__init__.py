@@ -1,22 +1,36 @@
 """Model registry: name -> model module implementing the model contract.
 
 A model is one file under ``mohaq_jax/models/`` providing (``config`` is its frozen
-``Config`` dataclass; shapes for one utterance ``(T, n_features)``):
+``Config`` dataclass):
 
 * ``Config``: frozen, hashable dataclass of the static structure.
+* ``TASK`` (optional, default ``"frames"``): what the population evaluator measures
+  and what a batch is (:mod:`mohaq_jax.evaluate_tasks`).
 * ``sites(config) -> tuple[mohaq_jax.sites.Site, ...]``: quantizable layers, forward
   order (weight at ``site.weight_path`` in the params).
 * ``init_params(key, config) -> params``.
-* ``apply(params, config, features, length, act_bits=None, act_clip=None, train=False,
-  rngs=None) -> logits (T, n_classes)``: float forward, or activation-quantized with
+* ``apply(params, config, example..., act_bits=None, act_clip=None, train=False,
+  rngs=None) -> logits``: float forward of ONE example, or activation-quantized with
   ``(n_sites,)`` bits/clips (weights are quantized by the caller,
-  :func:`mohaq_jax.qmodel.apply_quantized`).
-* ``capture(params, config, features, length) -> [site input (T, ...)]``: calibration.
-* The population evaluator's fast path, for one genome and a batch
-  ``(features (B, T, F), labels (B, T), lengths (B,))``:
+  :func:`mohaq_jax.qmodel.quantize_params`).
+* ``capture(params, config, example...) -> [site input]``: calibration.
+* The population evaluator's fast path, for one genome and one batch:
   ``first_stage_sites(config) -> tuple[int, ...]`` (sites whose bits decide the first
   stage), ``first_stage(config, qparams, bits_a, clips, batch) -> hidden`` and
-  ``rest_stages(config, qparams, bits_a, clips, hidden, batch) -> logits (B, T, C)``.
+  ``rest_stages(config, qparams, bits_a, clips, hidden, batch) -> logits``.
+
+The example and the batch depend on the task:
+
+* ``"frames"`` (speech: ``sru``, ``lstm``): an example is one utterance ``features
+  (T, n_features), length``; ``apply`` gives ``(T, n_classes)``, ``capture`` one
+  ``(T, ...)`` per site; a batch is ``(features (B, T, F), labels (B, T), lengths
+  (B,))`` and ``rest_stages`` gives ``(B, T, n_classes)``. The speech pipeline
+  (:mod:`mohaq_jax.qmodel`, :mod:`mohaq_jax.train`) uses these.
+* ``"classification"`` (images: ``vgg``): an example is one image ``(H, W, C)``;
+  ``apply`` gives ``(n_classes,)``, ``capture`` each site's input for that image; a
+  batch is ``(images (B, H, W, C), labels (B,))`` with label ``-1`` for padding,
+  and ``rest_stages`` gives ``(B, n_classes)``. Calibration and training are
+  :mod:`mohaq_jax.retrain.vision`.
 
 Adding a model is its file plus one line in :data:`MODELS`.
 """
@@ -30,6 +44,7 @@ from types import ModuleType
 MODELS: dict[str, str] = {
     "sru": "mohaq_jax.models.sru",
     "lstm": "mohaq_jax.models.lstm",
+    "vgg": "mohaq_jax.models.vgg",
 }
 
 

@@ -10,12 +10,18 @@ There is no batch normalization (it would add running statistics to the QAT loop
 As in :mod:`mohaq_jax.models.sru`, the model is written for one example ``(H, W, C)``
 (callers vmap), every quantizable layer fake-quantizes its *input activation* with the
 bit-width and clip passed in as arrays, and its *weight* is quantized by the caller,
-which replaces the kernel leaves of the params tree.
+which replaces the kernel leaves of the params tree. Implements the model contract
+of :mod:`mohaq_jax.models` for the ``"classification"`` task: the float forward is the
+Flax module :class:`VGG` (training, calibration), the population evaluator's path
+(:func:`first_stage`, :func:`rest_stages`) is a plain batched function of the params
+(``lax.conv`` over ``(B, H, W, C)``), checked against it in the tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -68,8 +74,9 @@ LayerSpec = Site  # backward-compatible name
 def sites(config: VGGConfig) -> tuple[Site, ...]:
     """The nine quantizable layers in forward order (:class:`mohaq_jax.sites.Site`).
 
-    A conv site's weight is ``(3, 3, c_in, c_out)`` and its MACs per image are its
-    weights times its output positions; genes are grouped conv (0), then fc (1).
+    A conv site's weight is ``(3, 3, c_in, c_out)``, its matmul ``n_in`` is the
+    im2col patch ``9 c_in`` and its MACs per image are its weights times its output
+    positions; genes are grouped conv (0), then fc (1).
     """
     out, size, c_in = [], config.image_size, config.channels
     for i, width in enumerate(config.conv_widths):
@@ -79,7 +86,7 @@ def sites(config: VGGConfig) -> tuple[Site, ...]:
             Site(
                 f"conv{i + 1}",
                 "conv",
-                c_in,
+                9 * c_in,  # im2col: the matmul reduces over a 3x3 patch of c_in
                 width,
                 n_bias=width,
                 shape=shape,
@@ -145,11 +152,36 @@ class VGG(nn.Module):
 
 
 def init_params(key: jax.Array, config: VGGConfig) -> dict:
-    """Initial float params of :class:`VGG` (a plain nested dict)."""
-    image = jnp.zeros(
-        (config.image_size, config.image_size, config.channels), jnp.float32
-    )
-    return VGG(config).init(key, image)["params"]
+    """Initial float params of :class:`VGG` (a plain nested dict).
+
+    Flax's defaults, LeCun-normal kernels (truncated to 2 standard deviations, std
+    ``sqrt(1 / fan_in) / 0.8796``, ``fan_in`` = every axis but the last) and zero
+    biases, drawn as ONE vector of truncated normals that is cut into the kernels:
+    one random draw per shape (as Flax's ``init`` does) costs seconds of XLA compile.
+    """
+    return _init_fn(config)(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(config: VGGConfig):
+    shapes = [site.weight_shape for site in sites(config)]
+    sizes = [math.prod(shape) for shape in shapes]
+
+    def init(key):
+        draws = jax.random.truncated_normal(key, -2.0, 2.0, (sum(sizes),), jnp.float32)
+        params, start = {}, 0
+        for site, shape, size in zip(sites(config), shapes, sizes, strict=True):
+            # 0.8796: std of a standard normal truncated to [-2, 2] (flax/JAX value)
+            std = math.sqrt(1.0 / math.prod(shape[:-1])) / 0.87962566103423978
+            kernel = draws[start : start + size].reshape(shape) * jnp.float32(std)
+            params[site.name] = {
+                "kernel": kernel,
+                "bias": jnp.zeros((shape[-1],), jnp.float32),
+            }
+            start += size
+        return params
+
+    return jax.jit(init)
 
 
 def apply_batch(params, config: VGGConfig, images, act_bits=None, act_clip=None):
@@ -172,3 +204,102 @@ def capture_inputs(params, config: VGGConfig, images) -> list[jax.Array]:
 
     inter = jax.vmap(one)(images)
     return [inter[f"{s.name}_input"][0].reshape(-1) for s in layer_specs(config)]
+
+
+# --------------------------------------------------------------------------------------
+# The model contract (mohaq_jax.models), task "classification": one image ``(H, W, C)``
+# for the float forward, batches ``(images (B, H, W, C), labels (B,))`` for the
+# population evaluator.
+# --------------------------------------------------------------------------------------
+
+Config = VGGConfig
+
+#: What the population evaluator measures (:mod:`mohaq_jax.evaluate_tasks`).
+TASK = "classification"
+
+
+def apply(
+    params,
+    config: VGGConfig,
+    image,
+    act_bits=None,
+    act_clip=None,
+    train: bool = False,
+    rngs=None,
+) -> jax.Array:
+    """Logits ``(n_classes,)`` of one image ``(H, W, C)`` (no dropout: ``train``,
+    ``rngs`` are accepted for the contract and unused)."""
+    del train, rngs
+    return VGG(config).apply({"params": params}, image, act_bits, act_clip)
+
+
+def capture(params, config: VGGConfig, image) -> list[jax.Array]:
+    """Float input of every site for one image, forward order (site input shapes)."""
+    _, state = VGG(config).apply(
+        {"params": params}, image, capture=True, mutable=["intermediates"]
+    )
+    inter = state["intermediates"]
+    return [inter[f"{site.name}_input"][0] for site in sites(config)]
+
+
+def _run_sites(config: VGGConfig, qparams, bits_a, clips, x, indices) -> jax.Array:
+    """Sites ``indices`` (consecutive, forward order) over a batch ``(B, ...)``.
+
+    Each site fake-quantizes its input at ``bits_a[i]``/``clips[i]`` and applies its
+    (already quantized) weight; ReLU after every layer but the last, 2x2 max pooling
+    after every second conv, flattening (row-major ``H, W, C``) before the first FC.
+    """
+    layers = sites(config)
+    n_conv = len(config.conv_widths)
+    for i in indices:
+        layer = qparams[layers[i].name]
+        if i >= n_conv and x.ndim == 4:
+            x = x.reshape(x.shape[0], -1)
+        x = quantize.fake_quant(x, bits_a[i], clips[i])
+        if i < n_conv:
+            x = jax.lax.conv_general_dilated(
+                x,
+                layer["kernel"],
+                (1, 1),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+            x = nn.relu(x + layer["bias"][None, None, None])
+            if i % 2 == 1:
+                x = jax.lax.reduce_window(
+                    x,
+                    jnp.array(-jnp.inf, x.dtype),
+                    jax.lax.max,
+                    (1, 2, 2, 1),
+                    (1, 2, 2, 1),
+                    "VALID",
+                )
+        else:
+            x = x @ layer["kernel"] + layer["bias"][None]
+            if i < len(layers) - 1:
+                x = nn.relu(x)
+    return x
+
+
+def first_stage_sites(config: VGGConfig) -> tuple[int, ...]:
+    """Sites whose bits decide :func:`first_stage`'s output: conv1."""
+    del config
+    return (0,)
+
+
+def first_stage(config: VGGConfig, qparams, bits_a, clips, batch) -> jax.Array:
+    """conv1 (quantized input and weight, ReLU) of a batch: ``(B, H, W, c1)``.
+
+    Args:
+      qparams: params with the genome's quantized weights.
+      bits_a, clips: ``(9,)`` activation bits and clips.
+      batch: ``(images (B, H, W, C), labels (B,))``.
+    """
+    return _run_sites(config, qparams, bits_a, clips, batch[0], (0,))
+
+
+def rest_stages(config: VGGConfig, qparams, bits_a, clips, hidden, batch):
+    """Logits ``(B, n_classes)`` from :func:`first_stage`'s output ``hidden``."""
+    del batch
+    n_sites = len(sites(config))
+    return _run_sites(config, qparams, bits_a, clips, hidden, range(1, n_sites))

@@ -20,9 +20,10 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from mohaq_jax import quantize
+from mohaq_jax import quantize, sites
 from mohaq_jax.data.images import ImageDataset, ImageSplit, iterate_image_batches
 from mohaq_jax.models import vgg
+from mohaq_jax.qmodel import Calibration
 from mohaq_jax.retrain import switching
 
 
@@ -132,6 +133,44 @@ def calibrate(
     return ActCalibration(
         a_clip=jnp.stack([quantize.clip_table(x, method, None) for x in inputs])
     )
+
+
+def calibration(
+    params,
+    config: vgg.VGGConfig,
+    images,
+    weight_method: str = "mse",
+    act_method: str = "mse",
+    per_channel: bool = True,
+) -> Calibration:
+    """Clipping tables of the float VGG for the population evaluator (every bit-width).
+
+    Weight clips per output channel (the kernel's last axis) unless ``per_channel`` is
+    False; activation clips per layer on the calibration images ``(B, H, W, C)``.
+
+    Returns:
+      A :class:`mohaq_jax.qmodel.Calibration`, as the speech models' for MOHAQ.
+    """
+    if weight_method not in ("max", "mse") or act_method not in ("max", "mse"):
+        raise ValueError("calibration methods must be 'max' or 'mse'")
+    fn = _calibration_fn(config, weight_method, act_method, per_channel)
+    return fn(params, jnp.asarray(images))
+
+
+@functools.lru_cache(maxsize=16)
+def _calibration_fn(config, weight_method, act_method, per_channel):
+    """One compiled program for every table (not one dispatch per layer)."""
+    axis = -1 if per_channel else None
+
+    def tables(params, images):
+        w_clip = tuple(
+            quantize.clip_table(sites.get_weight(params, site), weight_method, axis)
+            for site in vgg.sites(config)
+        )
+        a_clip = calibrate(params, config, images, act_method).a_clip
+        return Calibration(w_clip=w_clip, a_clip=a_clip)
+
+    return jax.jit(tables)
 
 
 def act_clips(calib: ActCalibration, bits_a) -> jax.Array:

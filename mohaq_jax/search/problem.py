@@ -32,7 +32,10 @@ from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.search import nsga2, score_cache
 
-__all__ = ["ProblemState", "QuantizationProblem", "SearchConfig"]
+__all__ = ["ERROR_METRICS", "ProblemState", "QuantizationProblem", "SearchConfig"]
+
+#: Error metrics the evaluators report (speech: frames; images: classification).
+ERROR_METRICS = ("phone_error", "frame_error", "loss", "class_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +51,8 @@ class SearchConfig:
     max_error: float = 0.24  # constraint: dev error <= this (absolute fraction)
     memory_limit_mb: float | None = None  # constraint: memory <= this; None = none
     memory_metric: str | None = "memory_mb"  # platform metric the limit bounds
-    error_metric: str = "phone_error"  # "phone_error" | "frame_error" | "loss"
+    # "phone_error" | "frame_error" | "loss" | "class_error" (image classification)
+    error_metric: str = "phone_error"
     budget: int | None = None  # stop once this many genomes were evaluated
 
     def __post_init__(self):
@@ -56,7 +60,7 @@ class SearchConfig:
             raise ValueError("need pop_size >= 2, n_offspring >= 1, n_generations >= 0")
         if "error" not in self.objectives:
             raise ValueError("objectives must include 'error'")
-        if self.error_metric not in ("phone_error", "frame_error", "loss"):
+        if self.error_metric not in ERROR_METRICS:
             raise ValueError(f"unknown error_metric {self.error_metric!r}")
         if not self.max_error > 0:
             raise ValueError("max_error must be > 0")

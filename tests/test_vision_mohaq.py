@@ -1,0 +1,91 @@
+"""End-to-end: ``python -m experiments.vision_mohaq`` with tiny flags (seconds)."""
+
+import csv
+import json
+import os
+
+import chex
+import numpy as np
+import pytest
+
+from experiments import vision_mohaq
+from mohaq_jax import genome, hardware, vision_search
+from mohaq_jax.data.images import ImageSplit
+from mohaq_jax.models import vgg
+
+TINY_FLAGS = [
+    "--image-size", "8", "--conv-widths", "2,2,3,3,4,4", "--fc-widths", "8,8",
+    "--max-train", "96", "--epochs", "1", "--batch-size", "32",
+    "--calib", "max", "--calib-images", "32", "--max-eval", "32", "--eval-batch", "32",
+    "--pop", "4", "--offspring", "2", "--generations", "1", "--no-progress",
+]  # fmt: skip
+
+
+def test_main_writes_the_pareto_set(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = TINY_FLAGS + [
+        "--out", str(out), "--baseline-dir", str(tmp_path / "base"),
+        "--platform", "reconfig", "--max-error", "1.0",
+    ]  # fmt: skip
+    summary = vision_mohaq.main(argv)
+    for name in ("pareto.csv", "pareto.json", "archive.csv", "report.md"):
+        assert (out / name).exists(), name
+    assert len(os.listdir(tmp_path / "base")) == 1  # the cached float baseline
+    with open(out / "pareto.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["n_pareto"] >= 1
+    # every reported cost is the platform's cost of the reported bits
+    space = genome.get_space("reconfig", vgg.sites(summary["problem"].evaluator.config))
+    genomes = np.asarray([[int(v) for v in r["genome"].split()] for r in rows])
+    costs = hardware.get_platform("reconfig").evaluate(space, genomes)
+    np.testing.assert_allclose(
+        [float(r["energy_pj"]) for r in rows], costs["energy_pj"], rtol=1e-5
+    )
+    errors = [float(r["error"]) for r in rows]
+    assert errors == sorted(errors) and all(0.0 <= e <= 1.0 for e in errors)
+    doc = json.loads((out / "pareto.json").read_text())
+    assert doc["settings"]["search_config"]["error_metric"] == "class_error"
+    assert "dev class error <=" in (out / "report.md").read_text()
+    # a second run finds the float baseline in the cache instead of training it
+    cfg = vision_search.VisionSearchConfig(
+        image_size=8, conv_widths=(2, 2, 3, 3, 4, 4), fc_widths=(8, 8), max_train=96,
+        epochs=1, batch_size=32, baseline_dir=str(tmp_path / "base"), progress=False,
+    )  # fmt: skip
+    monkeypatch.setattr(vision_search.vision, "fit", None)  # calling it would fail
+    data = vision_search.load_data(cfg)
+    params, info = vision_search.float_baseline(
+        cfg, data, vision_search.model_config(cfg, data)
+    )
+    assert info["path"].startswith(str(tmp_path / "base"))
+    chex.assert_trees_all_close(params, summary["problem"].evaluator.params)
+
+
+def test_image_batches_keep_one_shape():
+    images = np.arange(5 * 2 * 2 * 1, dtype=np.float32).reshape(5, 2, 2, 1)
+    split = ImageSplit(images, np.arange(5, dtype=np.int32))
+    batches = vision_search.image_batches(split, 2)
+    assert [b[0].shape for b in batches] == [(2, 2, 2, 1)] * 3
+    np.testing.assert_array_equal(batches[-1][1], [4, -1])  # padding is not scored
+    np.testing.assert_array_equal(batches[-1][0][1], 0.0)
+    assert len(vision_search.image_batches(split, 4, limit=3)) == 1
+
+
+def test_cifar_without_files_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        vision_mohaq.main(["--dataset", "cifar10", "--cifar-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no CIFAR-10 python batches" in err
+    with pytest.raises(SystemExit):
+        vision_mohaq.main(["--dataset", "cifar10"])
+    assert "--dataset cifar10 needs --cifar-dir" in capsys.readouterr().err
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        vision_mohaq.main(["--help"])
+    assert exit_info.value.code == 0
+    blocks = capsys.readouterr().out.split("options:", 1)[1].split("\n  -")[1:]
+    for block in blocks:
+        if not block.startswith("h, --help"):
+            assert "(default:" in " ".join(block.split()), block.split()[0]
