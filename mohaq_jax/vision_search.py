@@ -26,8 +26,8 @@ from mohaq_jax import checkpoint, genome, hardware
 from mohaq_jax.data.images import ImageDataset, ImageSplit, load_images
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models import vgg
-from mohaq_jax.pipeline import objective_bounds
 from mohaq_jax.prepare import say
+from mohaq_jax.problem_builder import objective_bounds
 from mohaq_jax.retrain import vision
 from mohaq_jax.search import mohaq, report
 
@@ -238,7 +238,7 @@ def run(cfg: VisionSearchConfig) -> dict:
         else np.zeros(0)
     )
     top = space.upper[None].astype(np.int32)
-    r_top = problem.evaluate(top)
+    _, r_top = problem.evaluate(result.state, top)
     t_top = problem.errors(top, test)["class_error"][0]
     top_bits = max(max(v) for v in space.gene_values)
     baselines = [
