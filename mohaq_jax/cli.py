@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mohaq_jax import config as config_lib
-from mohaq_jax.flags import FLAGS, SWITCH, Flag
+from mohaq_jax.flags import FLAGS, INTS, SWITCH, Flag
 
 SECTION_TYPES = {
     "data": config_lib.DataSettings,
     "model": config_lib.ModelSettings,
+    "vgg": config_lib.VGGSettings,
     "training": config_lib.TrainingSettings,
     "search": config_lib.SearchSettings,
     "beacons": config_lib.BeaconSettings,
@@ -32,6 +33,7 @@ SECTION_TYPES = {
 SECTION_TITLES = {
     "data": "data",
     "model": "model (float acoustic model)",
+    "vgg": "model (float VGG-9)",
     "training": "float baseline training (part of the baseline's cache key)",
     "search": "quantization search",
     "beacons": "beacons (retrain a few genomes, let them stand in for their neighbours)",
@@ -40,13 +42,25 @@ SECTION_TITLES = {
 }
 
 
-#: Flags of the image experiments only.
-IMAGE_FLAGS = ("--cifar-dir", "--max-train")
+#: Flags of the image experiments only (marked ``images`` in the flag table).
+IMAGE_FLAGS = tuple(f.flag for f in FLAGS if f.images)
+
+
+def comma_ints(text: str) -> tuple[int, ...]:
+    """``"16,16,32"`` -> ``(16, 16, 32)`` (the ``INTS`` flag kind)."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints, got {text!r}"
+        ) from None
 
 
 def _argparse_kwargs(flag: Flag) -> dict:
     if flag.kind == SWITCH:
         return {"action": "store_true"}
+    if flag.kind == INTS:
+        return {"type": comma_ints, "metavar": "N,N,..."}
     if isinstance(flag.kind, tuple):
         return {"choices": flag.kind}
     return {"type": flag.kind, "metavar": flag.flag[2:].upper().replace("-", "_")}
@@ -86,7 +100,7 @@ def build_parser(
       defaults: per-experiment defaults by flag name (``{"--out": "runs/x"}``).
       only: per section, the fields offered (default: all of the section).
       exclude: flag names not offered.
-      images: offer the image-data flags (``--cifar-dir``, ``--max-train``).
+      images: offer the image experiments' flags (:data:`IMAGE_FLAGS`).
       prog: program name in messages (default: argparse's).
 
     Returns:
@@ -95,7 +109,10 @@ def build_parser(
     defaults = dict(defaults or {})
     only = {k: set(v) for k, v in (only or {}).items()}
     parser = ArgumentParser(
-        description=description, formatter_class=HelpFormatter, prog=prog
+        description=description,
+        formatter_class=HelpFormatter,
+        prog=prog,
+        allow_abbrev=False,  # one name per flag: no prefixes (--max-train)
     )
     sections = list(sections)
     if "output" not in sections:
@@ -159,9 +176,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user's input is wrong (not a bug)."""
     from mohaq_jax.checkpoint import CheckpointMismatch
     from mohaq_jax.data import EspeakUnavailableError, TimitError, TranscribedError
+    from mohaq_jax.data.images import CifarError
 
     return (
         config_lib.ConfigError,
+        CifarError,
         TimitError,
         TranscribedError,
         CheckpointMismatch,

@@ -33,6 +33,7 @@ from mohaq_jax.config_checks import (
     validate_search,
     validate_switching,
     validate_training,
+    validate_vgg,
 )
 
 
@@ -57,8 +58,9 @@ class DataSettings:
     cache_dir: str | None = (
         None  # --cache-dir: features and baselines (None: $MOHAQ_CACHE)
     )
-    cifar_dir: str | None = None  # --cifar-dir: CIFAR-10 python batches (image runs)
-    max_train_images: int | None = None  # --max-train: CIFAR-10 training images used
+    cifar_dir: str | None = None  # --cifar-dir: CIFAR-10 batches (None: the digits)
+    max_train_images: int | None = None  # --max-train-images: first N (None: all)
+    image_size: int = 16  # --image-size: digits upsampled from 8x8 to this (x8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,14 @@ class ModelSettings:
     dropout: float = 0.25  # --dropout: on layer outputs while training (paper: 0.1)
     bidirectional: bool = True  # --unidirectional sets False
     paper_model: bool = False  # --paper-model: the authors' 4 x 550, projection 256
+
+
+@dataclasses.dataclass(frozen=True)
+class VGGSettings:
+    """Widths of the image experiments' float VGG-9 (6 conv + 3 FC layers)."""
+
+    conv_widths: tuple[int, ...] | None = None  # --conv-widths: six (None: data set's)
+    fc_widths: tuple[int, ...] | None = None  # --fc-widths: two hidden (None: data's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +106,7 @@ class TrainingSettings:
 class SearchSettings:
     """Quantization search: calibration, NSGA-II, constraints, evaluation."""
 
+    platform: str | None = None  # --platform: image search's cost model (speech: own)
     algorithm: str = "nsga2"  # --algorithm: search algorithm
     compare: str = ""  # --compare: comma list of algorithms also run, same budget
     pop: int = 40  # --pop: population size (paper: 40)
@@ -113,9 +124,12 @@ class SearchSettings:
     error_metric: str = "phone_error"  # --error-metric: "phone_error" | "frame_error"
     per: str = "decoded"  # --per: phone error read as "decoded", "smoothed" or "raw"
     calib_utts: int = 32  # --calib-utts: training utterances that calibrate clipping
+    calib_images: int = 256  # --calib-images: training images that calibrate clips
     calib: str = "mse"  # --calib: clipping calibration, "mse" or "max"
     chunk_size: int = 2  # --chunk-size: genomes evaluated together (lax.map batch)
     batch_frames: int = 16384  # --batch-frames: frames per streamed evaluation batch
+    eval_batch: int = 256  # --eval-batch: images per streamed evaluation batch
+    max_eval: int | None = None  # --max-eval: first N dev/test images (None: all)
     devices: int = 1  # --devices: devices the population is split over
     data_shards: int = 1  # --data-shards: of --devices, how many split the utterances
     confidence: float = 0.95  # --confidence: level of the bootstrap intervals
@@ -174,6 +188,7 @@ class ExperimentConfig:
 
     data: DataSettings = DataSettings()
     model: ModelSettings = ModelSettings()
+    vgg: VGGSettings = VGGSettings()
     training: TrainingSettings = TrainingSettings()
     search: SearchSettings = SearchSettings()
     beacons: BeaconSettings = BeaconSettings()
@@ -197,6 +212,7 @@ __all__ = [
     "SearchSettings",
     "SwitchingSettings",
     "TrainingSettings",
+    "VGGSettings",
     "check_folder",
     "compared",
     "data_name",
@@ -208,4 +224,5 @@ __all__ = [
     "validate_search",
     "validate_switching",
     "validate_training",
+    "validate_vgg",
 ]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         SearchSettings,
         SwitchingSettings,
         TrainingSettings,
+        VGGSettings,
     )
 
 
@@ -47,6 +48,7 @@ AVAILABLE = {
     "algorithm": ("nsga2", "simple_ga", "de"),
     "per": ("decoded", "smoothed", "raw"),
     "data": ("espeak", "timit", "transcribed"),
+    "platform": ("bitfusion", "reconfig"),  # cost models of the image search
 }
 
 
@@ -141,7 +143,24 @@ def validate_data(data: DataSettings) -> None:
 def validate_data_images(data: DataSettings) -> None:
     """The image experiments' data flags."""
     _check_input_dir("--cifar-dir", data.cifar_dir)
-    _min("--max-train", data.max_train_images, 1, allow_none=True)
+    _min("--max-train-images", data.max_train_images, 1, allow_none=True)
+    _check(
+        data.image_size >= 8 and data.image_size % 8 == 0,
+        f"--image-size must be a positive multiple of 8, got {data.image_size}",
+    )
+
+
+def validate_vgg(vgg: VGGSettings) -> None:
+    """The VGG-9's widths: six conv and two hidden FC widths, each >= 1."""
+    for flag, widths, n in (
+        ("--conv-widths", vgg.conv_widths, 6),
+        ("--fc-widths", vgg.fc_widths, 2),
+    ):
+        if widths is None:
+            continue
+        text = ",".join(str(w) for w in widths)
+        _check(len(widths) == n, f"{flag} {text}: the VGG-9 needs {n} widths")
+        _check(min(widths) >= 1, f"{flag} {text}: widths must be >= 1")
 
 
 def validate_model(model: ModelSettings) -> None:
@@ -179,6 +198,11 @@ def validate_search(search: SearchSettings) -> None:
             f"--algorithm {search.algorithm}: not available yet in this version "
             f"(available: {', '.join(AVAILABLE['algorithm'])})"
         )
+    _check(
+        search.platform is None or search.platform in AVAILABLE["platform"],
+        f"--platform {search.platform}: unknown "
+        f"(choose from {', '.join(AVAILABLE['platform'])})",
+    )
     for name in compared(search):
         _check(
             name in AVAILABLE["algorithm"] and name != search.algorithm,
@@ -200,6 +224,9 @@ def validate_search(search: SearchSettings) -> None:
     _min("--error-margin", search.error_margin, 0.0)
     _positive("--memory-limit-mb", search.memory_limit_mb, allow_none=True)
     _min("--calib-utts", search.calib_utts, 1)
+    _min("--calib-images", search.calib_images, 1)
+    _min("--eval-batch", search.eval_batch, 1)
+    _min("--max-eval", search.max_eval, 1, allow_none=True)
     _min("--chunk-size", search.chunk_size, 1)
     _min("--devices", search.devices, 1)
     _min("--data-shards", search.data_shards, 1)
@@ -260,11 +287,14 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
 
     Args:
       config: the experiment configuration.
-      parts: which of "data", "model", "training", "search", "beacons",
-        "switching" to check (an experiment checks only the settings it uses).
+      parts: which of "data", "images" (the image data flags), "vgg", "model",
+        "training", "search", "beacons", "switching" to check (an experiment
+        checks only the settings it uses).
     """
     checks = {
         "data": lambda: validate_data(config.data),
+        "images": lambda: validate_data_images(config.data),
+        "vgg": lambda: validate_vgg(config.vgg),
         "model": lambda: validate_model(config.model),
         "training": lambda: validate_training(config.training),
         "search": lambda: validate_search(config.search),

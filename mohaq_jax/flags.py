@@ -2,8 +2,10 @@
 
 One row per flag: ``"section.field"`` of :class:`mohaq_jax.config.ExperimentConfig`
 that it sets, its one name (the same in every experiment), its kind (``int``,
-``float``, ``str``, ``SWITCH`` for an on/off flag, or a tuple of choices) and its help.
-Defaults are the dataclass defaults (shown by ``--help``); experiments override a few.
+``float``, ``str``, ``SWITCH`` for an on/off flag, ``INTS`` for comma-separated ints,
+or a tuple of choices) and its help. Defaults are the dataclass defaults (shown by
+``--help``); experiments override a few. Flags marked ``images`` are offered only by
+the image experiments (``cli.build_parser(..., images=True)``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 from typing import Any
 
 SWITCH = "switch"  # an on/off flag (argparse store_true)
+INTS = "ints"  # comma-separated ints, e.g. "16,16,32" -> (16, 16, 32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,9 +23,10 @@ class Flag:
 
     target: str  # "section.field" of ExperimentConfig
     flag: str  # the flag's one name, e.g. "--pop"
-    kind: Any  # int, float, str, SWITCH, or a tuple of choices
+    kind: Any  # int, float, str, SWITCH, INTS, or a tuple of choices
     help: str  # what it does (the default is appended by --help)
     invert: bool = False  # a SWITCH that sets the field to False (--no-progress)
+    images: bool = False  # offered by the image experiments only
 
     @property
     def section(self) -> str:
@@ -43,8 +47,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("data.data_seed", "--data-seed", int, "seed of the synthesized corpus (speakers, sentences, noise)"),
     Flag("data.corpus_dir", "--corpus-dir", str, "folder of a transcribed speech corpus (with --data transcribed)"),
     Flag("data.cache_dir", "--cache-dir", str, "where features and baselines are cached (None: $MOHAQ_CACHE or ~/.cache/mohaq_jax)"),
-    Flag("data.cifar_dir", "--cifar-dir", str, "folder with the CIFAR-10 python batches (image experiments; None: scikit-learn's 8x8 digits)"),
-    Flag("data.max_train_images", "--max-train", int, "CIFAR-10 only: use the first N training images (None: all)"),
+    Flag("data.cifar_dir", "--cifar-dir", str, "folder with the CIFAR-10 python batches (cifar-10-batches-py); implies CIFAR-10 (None: scikit-learn's 8x8 digits)", images=True),
+    Flag("data.max_train_images", "--max-train-images", int, "use the first N training images only (None: all)", images=True),
+    Flag("data.image_size", "--image-size", int, "digits: the 8x8 images are upsampled to this size (a multiple of 8; CIFAR-10 stays 32x32)", images=True),
     # model
     Flag("model.name", "--model", str, "acoustic model (registry name)"),
     Flag("model.hidden", "--hidden", int, "recurrent units per direction (paper: 550)"),
@@ -53,6 +58,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("model.dropout", "--dropout", float, "dropout on recurrent-layer outputs while training (paper: 0.1)"),
     Flag("model.bidirectional", "--unidirectional", SWITCH, "forward recurrence only (else bidirectional)", invert=True),
     Flag("model.paper_model", "--paper-model", SWITCH, "the authors' size: 4 bidirectional layers of 550, projection 256 (overrides --hidden/--layers/--proj/--dropout)"),
+    # vgg
+    Flag("vgg.conv_widths", "--conv-widths", INTS, "the VGG-9's six conv widths, comma-separated (None: the data set's, 16,16,32,32,64,64 for digits, 32,32,64,64,128,128 for CIFAR-10)", images=True),
+    Flag("vgg.fc_widths", "--fc-widths", INTS, "the VGG-9's two hidden FC widths, comma-separated (None: the data set's, 128,128 for digits, 512,512 for CIFAR-10)", images=True),
     # training
     Flag("training.epochs", "--epochs", int, "maximum float training epochs"),
     Flag("training.batch_size", "--batch-size", int, "examples per training step"),
@@ -62,11 +70,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("training.weight_decay", "--weight-decay", float, "decoupled weight decay (AdamW; 0 = Adam)"),
     Flag("training.pad_multiple", "--pad-multiple", int, "batch lengths are rounded up to a multiple of this (fewer compilations, more padding)"),
     Flag("training.seed", "--train-seed", int, "init, dropout and batch-order seed of float training"),
-    Flag("training.baseline_dir", "--baseline-dir", str, "checkpoint folder of the float baseline (None: a folder in the cache named after data, model and training settings, shared by every experiment)"),
+    Flag("training.baseline_dir", "--baseline-dir", str, "checkpoint folder of the float baseline (None: a folder in the cache named after data, model and training settings, shared by every experiment; the image search keeps one file per such settings in it)"),
     Flag("training.retrain", "--retrain-baseline", SWITCH, "train the baseline again even if a checkpoint exists"),
     # search
     Flag("search.algorithm", "--algorithm", ("nsga2", "simple_ga", "de"), "nsga2: the Pareto front; simple_ga / de: evosax single-objective search, maximize speedup subject to the error and memory limits, at the same budget"),
     Flag("search.compare", "--compare", str, "comma list of other algorithms (nsga2, simple_ga, de) to run on the same problem with the same seed and budget after the main search; the report compares them (not with --beacons)"),
+    Flag("search.platform", "--platform", ("bitfusion", "reconfig"), "accelerator cost model of the image search: bitfusion (error, speedup, energy; 2/4/8/16 bits) or reconfig (error, energy, compression; 2/3/4 bits); each speech experiment has its own", images=True),
     Flag("search.pop", "--pop", int, "population size (paper: 40)"),
     Flag("search.offspring", "--offspring", int, "genomes evaluated per generation (paper: 10)"),
     Flag("search.generations", "--generations", int, "generations after the initial population (paper: 15)"),
@@ -74,13 +83,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("search.budget", "--budget", int, "stop after this many genome evaluations (None: no limit)"),
     Flag("search.max_error", "--max-error", float, "error constraint as a fraction (paper: 0.24 on TIMIT); None: float dev error + --error-margin"),
     Flag("search.error_margin", "--error-margin", float, "default error constraint above the float model's dev error (the paper's 24% was about 7 points above its float PER)"),
-    Flag("search.memory_limit_mb", "--memory-limit-mb", float, "memory constraint in MB; None: the platform's paper limit scaled by this model's 16-bit size relative to the paper model's"),
+    Flag("search.memory_limit_mb", "--memory-limit-mb", float, "memory constraint in MB; None: the speech searches scale the platform's paper limit by this model's 16-bit size relative to the paper model's, the image search has no memory constraint"),
     Flag("search.error_metric", "--error-metric", ("phone_error", "frame_error"), "error objective measured on the dev set"),
     Flag("search.per", "--per", ("smoothed", "decoded", "raw"), "how the phone error is read off the model: smoothed framewise posteriors, decoded, or raw argmax"),
     Flag("search.calib_utts", "--calib-utts", int, "training utterances used to calibrate clipping values"),
+    Flag("search.calib_images", "--calib-images", int, "training images used to calibrate clipping values", images=True),
     Flag("search.calib", "--calib", ("mse", "max"), "clipping calibration: MSE-optimal clip ratio or max-abs"),
     Flag("search.chunk_size", "--chunk-size", int, "genomes evaluated together (lax.map batch size; small on CPU, large on GPU)"),
     Flag("search.batch_frames", "--batch-frames", int, "frames per streamed evaluation batch (dev/test splits are scored in length-bucketed batches of at most this many frames, padding included): memory is bounded by it, results do not depend on it"),
+    Flag("search.eval_batch", "--eval-batch", int, "images per evaluation batch (dev/test splits are streamed in batches of this many; results do not depend on it)", images=True),
+    Flag("search.max_eval", "--max-eval", int, "evaluate on the first N dev and test images only (None: all)", images=True),
     Flag("search.devices", "--devices", int, "devices the population is split over (a jax.sharding mesh; all hosts' devices in a multi-host run); 1 = no sharding"),
     Flag("search.data_shards", "--data-shards", int, "of --devices, how many split the data along utterances"),
     Flag("search.confidence", "--confidence", float, "level of the bootstrap confidence intervals of dev and test error"),

@@ -195,6 +195,10 @@ def run_vgg(cfg: ExperimentConfig) -> dict:
     else:
         data = images_lib.load_digits(image_size=16, seed=sw.seed)
         config = vgg.digits_config()
+        n = cfg.data.max_train_images  # --max-train-images: as with CIFAR-10
+        if n is not None:
+            train = images_lib.ImageSplit(data.train.images[:n], data.train.labels[:n])
+            data = dataclasses.replace(data, train=train)
     print(data.notice)
     tc = vision.ImageTrainConfig(
         epochs=tr.epochs,

@@ -23,6 +23,8 @@ import jax
 import numpy as np
 
 from mohaq_jax import checkpoint, genome, hardware
+from mohaq_jax.config import ConfigError, DataSettings, ExperimentConfig
+from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.data.images import ImageDataset, ImageSplit, load_images
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models import vgg
@@ -41,92 +43,116 @@ OBJECTIVES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class VisionSearchConfig:
-    """Settings of one image MOHAQ run (the experiment's flags, one field each)."""
+#: The image search's defaults where they differ from the speech experiments' (by
+#: flag name, for :func:`mohaq_jax.cli.build_parser`): MOHAQ's 40/10/15 search,
+#: Kim et al.'s VGG training, a 5-point error margin.
+DEFAULTS = {
+    "--out": "results/vision_mohaq",
+    "--platform": "bitfusion",
+    "--epochs": 15,
+    "--batch-size": 64,
+    "--baseline-dir": "results/baselines",
+    "--error-margin": 0.05,
+}
 
-    out: str = "results/vision_mohaq"  # output folder (report, CSVs, plots)
-    dataset: str = "digits"  # "digits" (scikit-learn, always there) | "cifar10"
-    cifar_dir: str | None = None  # CIFAR-10 python batches (with --dataset cifar10)
-    max_train: int | None = None  # keep only this many training images (quick runs)
-    image_size: int = 16  # digits: 8x8 upsampled to this (a multiple of 8)
-    conv_widths: tuple[int, ...] | None = None  # None: the data set's VGG-9 widths
-    fc_widths: tuple[int, ...] | None = None  # None: the data set's VGG-9 widths
-    platform: str = "bitfusion"  # "bitfusion" | "reconfig"
-    epochs: int = 15  # float training epochs
-    batch_size: int = 64  # float training batch
-    lr: float = 2e-3  # float training learning rate
-    train_seed: int = 0  # init and batch order of the float training
-    baseline_dir: str = "results/baselines"  # float VGG cache ("" = no cache)
-    calib_images: int = 256  # training images the clips are calibrated on
-    calib: str = "mse"  # clipping calibration: "mse" (MSE-optimal) or "max" (max-abs)
-    eval_batch: int = 256  # images per evaluation batch (dev/test streamed)
-    max_eval: int | None = None  # evaluate on at most this many dev/test images
-    pop: int = 40  # NSGA-II population (MOHAQ: 40)
-    offspring: int = 10  # genomes per generation (MOHAQ: 10)
-    generations: int = 15  # generations after the initial population
-    seed: int = 0  # search seed
-    max_error: float | None = None  # dev error bound; None: float dev + error_margin
-    error_margin: float = 0.05  # allowed dev error above the float model's
-    memory_limit_mb: float | None = None  # None: no memory constraint
-    chunk_size: int | None = 2  # genomes per lax.map step (None: one vmap)
-    resume: bool = False  # continue the search from OUT's checkpoint
-    progress: bool = True  # print phases and progress bars
-
-    def __post_init__(self):
-        if self.platform not in OBJECTIVES:
-            raise ValueError(
-                f"--platform must be one of {sorted(OBJECTIVES)}, got {self.platform!r}"
-            )
-        if self.dataset not in ("digits", "cifar10"):
-            raise ValueError(
-                f"--dataset must be digits or cifar10, got {self.dataset!r}"
-            )
-        for name in ("epochs", "batch_size", "calib_images", "eval_batch", "offspring"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.calib not in ("mse", "max"):
-            raise ValueError(f"--calib must be mse or max, got {self.calib!r}")
-        if self.pop < 2 or self.generations < 0:
-            raise ValueError("--pop must be >= 2 and --generations >= 0")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+#: The settings the image search reads, by config section (the rest is unused).
+FIELDS = {
+    "data": ("cifar_dir", "max_train_images", "image_size"),
+    "vgg": ("conv_widths", "fc_widths"),
+    "training": (
+        "epochs",
+        "batch_size",
+        "lr",
+        "grad_clip",
+        "seed",
+        "baseline_dir",
+        "retrain",
+    ),
+    "search": (
+        "platform",
+        "pop",
+        "offspring",
+        "generations",
+        "seed",
+        "max_error",
+        "error_margin",
+        "memory_limit_mb",
+        "calib_images",
+        "calib",
+        "eval_batch",
+        "max_eval",
+        "chunk_size",
+    ),
+    "output": ("out", "resume", "progress", "debug"),
+}
 
 
-def load_data(cfg: VisionSearchConfig) -> ImageDataset:
-    """The image data set the flags name (CifarError if the CIFAR files are absent)."""
-    if cfg.dataset == "cifar10":
-        if not cfg.cifar_dir:
-            raise ValueError("--dataset cifar10 needs --cifar-dir DIR")
-        return load_images("cifar10", cifar_dir=cfg.cifar_dir, max_train=cfg.max_train)
-    data = load_images("digits", image_size=cfg.image_size)
-    if cfg.max_train is not None:
-        train = ImageSplit(
-            data.train.images[: cfg.max_train], data.train.labels[: cfg.max_train]
+def default_config(**sections) -> ExperimentConfig:
+    """The image search's config with its :data:`DEFAULTS`; ``sections`` (e.g.
+    ``data={"max_train_images": 96}``) override fields, as their flags would."""
+    from mohaq_jax.flags import FLAGS
+
+    by_flag = {f.flag: f for f in FLAGS if f.section != "switching"}
+    values: dict[str, dict] = {}
+    for flag, value in DEFAULTS.items():
+        values.setdefault(by_flag[flag].section, {})[by_flag[flag].field] = value
+    for section, fields in sections.items():
+        values.setdefault(section, {}).update(fields)
+    base = ExperimentConfig()
+    return dataclasses.replace(
+        base,
+        **{s: dataclasses.replace(getattr(base, s), **v) for s, v in values.items()},
+    )
+
+
+def run_settings(cfg: ExperimentConfig) -> dict:
+    """The settings of ``cfg`` that the image search reads (for the report)."""
+    return {
+        section: {f: getattr(getattr(cfg, section), f) for f in fields}
+        for section, fields in FIELDS.items()
+        if section != "output"
+    }
+
+
+def load_data(data: DataSettings) -> ImageDataset:
+    """The images the flags name: CIFAR-10 with ``--cifar-dir`` (CifarError if its
+    files are absent), else the upsampled digits; the first ``--max-train-images``."""
+    if data.cifar_dir:
+        return load_images(
+            "cifar10", cifar_dir=data.cifar_dir, max_train=data.max_train_images
         )
-        data = dataclasses.replace(data, train=train)
-    return data
+    images = load_images("digits", image_size=data.image_size)
+    n = data.max_train_images
+    if n is not None:
+        train = ImageSplit(images.train.images[:n], images.train.labels[:n])
+        images = dataclasses.replace(images, train=train)
+    return images
 
 
-def model_config(cfg: VisionSearchConfig, data: ImageDataset) -> vgg.VGGConfig:
+def model_config(cfg: ExperimentConfig, data: ImageDataset) -> vgg.VGGConfig:
     """The VGG-9 for the data: the data set's widths unless the flags give some."""
-    base = vgg.cifar_config() if cfg.dataset == "cifar10" else vgg.digits_config()
+    base = vgg.cifar_config() if cfg.data.cifar_dir else vgg.digits_config()
     height, _, channels = data.image_shape
     return dataclasses.replace(
         base,
         image_size=height,
         channels=channels,
         n_classes=data.n_classes,
-        conv_widths=cfg.conv_widths or base.conv_widths,
-        fc_widths=cfg.fc_widths or base.fc_widths,
+        conv_widths=cfg.vgg.conv_widths or base.conv_widths,
+        fc_widths=cfg.vgg.fc_widths or base.fc_widths,
     )
 
 
-def float_baseline(cfg, data, model_cfg) -> tuple[dict, dict]:
-    """Float params, trained once and cached under ``baseline_dir`` by their settings."""
+def float_baseline(cfg: ExperimentConfig, data, model_cfg) -> tuple[dict, dict]:
+    """Float params, trained once and cached by their settings in ``--baseline-dir``
+    (None: ``<cache>/baselines``); ``--retrain-baseline`` trains them again."""
+    tr = cfg.training
     train_cfg = vision.ImageTrainConfig(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.train_seed
+        epochs=tr.epochs,
+        batch_size=tr.batch_size,
+        lr=tr.lr,
+        grad_clip=tr.grad_clip,
+        seed=tr.seed,
     )
     key = {
         "data": data.settings | {"n_train": len(data.train)},
@@ -134,22 +160,21 @@ def float_baseline(cfg, data, model_cfg) -> tuple[dict, dict]:
         "training": train_cfg.to_dict(),
     }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = (
-        os.path.join(cfg.baseline_dir, f"vgg_{data.name}_{digest}.msgpack")
-        if cfg.baseline_dir
-        else None
-    )
-    if path is not None and os.path.exists(path):
+    folder = tr.baseline_dir
+    if folder is None:
+        folder = os.path.join(cfg.data.cache_dir or default_cache_dir(), "baselines")
+    path = os.path.join(folder, f"vgg_{data.name}_{digest}.msgpack")
+    progress = cfg.output.progress
+    if os.path.exists(path) and not tr.retrain:
         shapes = jax.eval_shape(lambda: vgg.init_params(jax.random.key(0), model_cfg))
         template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
         params, meta = checkpoint.load(path, template)
-        say(cfg.progress, f"float VGG-9: loaded {path}")
+        say(progress, f"float VGG-9: loaded {path}")
         return params, {**meta, "path": path}
-    say(cfg.progress, f"float VGG-9: training {cfg.epochs} epochs on {data.name}")
-    params, info = vision.fit(data, model_cfg, train_cfg, progress=cfg.progress)
+    say(progress, f"float VGG-9: training {tr.epochs} epochs on {data.name}")
+    params, info = vision.fit(data, model_cfg, train_cfg, progress=progress)
     meta = {"key": key, "history": info["history"], "seconds": info["seconds"]}
-    if path is not None:
-        checkpoint.save(path, params, meta)
+    checkpoint.save(path, params, meta)
     return params, {**meta, "path": path}
 
 
@@ -168,28 +193,46 @@ def image_batches(split: ImageSplit, size: int, limit: int | None = None) -> lis
     return batches
 
 
-def run(cfg: VisionSearchConfig) -> dict:
-    """The whole image MOHAQ experiment; returns a summary dict (paths, front)."""
+def run(cfg: ExperimentConfig) -> dict:
+    """The whole image MOHAQ experiment; returns a summary dict (paths, front).
+
+    Args:
+      cfg: the settings of :data:`FIELDS` (the image flags of ``cli.build_parser``
+        with :data:`DEFAULTS`, or :func:`default_config`); validated by the caller
+        (``config.validate``), except that ``--platform`` must name a cost model.
+    """
     t_start = time.perf_counter()
-    data = load_data(cfg)
+    search, output = cfg.search, cfg.output
+    if search.platform not in OBJECTIVES:
+        raise ConfigError(
+            f"--platform {search.platform}: the image search needs one of "
+            f"{', '.join(sorted(OBJECTIVES))}"
+        )
+    data = load_data(cfg.data)
     model_cfg = model_config(cfg, data)
     params, baseline = float_baseline(cfg, data, model_cfg)
     calib = vision.calibration(
         params,
         model_cfg,
-        data.train.images[: cfg.calib_images],
-        weight_method=cfg.calib,
-        act_method=cfg.calib,
+        data.train.images[: search.calib_images],
+        weight_method=search.calib,
+        act_method=search.calib,
     )
-    platform = hardware.get_platform(cfg.platform)
-    objectives, maximize = OBJECTIVES[cfg.platform]
+    platform = hardware.get_platform(search.platform)
+    objectives, maximize = OBJECTIVES[search.platform]
     platform.check_objectives(objectives, maximize)
     space = genome.get_space(platform.space_name, vgg.sites(model_cfg))
     cost_fn = platform.make_cost_fn(space)
-    dev = image_batches(data.dev, cfg.eval_batch, cfg.max_eval)
-    test = image_batches(data.test, cfg.eval_batch, cfg.max_eval)
+    dev = image_batches(data.dev, search.eval_batch, search.max_eval)
+    test = image_batches(data.test, search.eval_batch, search.max_eval)
     evaluator = PopulationEvaluator(
-        model_cfg, space, None, params, calib, cfg.chunk_size, pop_size=cfg.offspring
+        model_cfg,
+        space,
+        None,
+        params,
+        calib,
+        search.chunk_size,
+        pop_size=search.offspring,
     )
     float_eval = PopulationEvaluator(
         model_cfg,
@@ -202,19 +245,24 @@ def run(cfg: VisionSearchConfig) -> dict:
     zero = np.zeros((1, float_eval.space.n_genes), np.int32)
     float_dev = float(float_eval(zero, dev)["class_error"][0])
     float_test = float(float_eval(zero, test)["class_error"][0])
-    say(cfg.progress, f"float VGG-9: dev error {float_dev:.4f}, test {float_test:.4f}")
+    say(
+        output.progress,
+        f"float VGG-9: dev error {float_dev:.4f}, test {float_test:.4f}",
+    )
     max_error = (
-        cfg.max_error if cfg.max_error is not None else float_dev + cfg.error_margin
+        search.max_error
+        if search.max_error is not None
+        else float_dev + search.error_margin
     )
     search_config = mohaq.SearchConfig(
         objectives=objectives,
         maximize=maximize,
-        pop_size=cfg.pop,
-        n_offspring=cfg.offspring,
-        n_generations=cfg.generations,
-        seed=cfg.seed,
+        pop_size=search.pop,
+        n_offspring=search.offspring,
+        n_generations=search.generations,
+        seed=search.seed,
         max_error=float(max_error),
-        memory_limit_mb=cfg.memory_limit_mb,
+        memory_limit_mb=search.memory_limit_mb,
         memory_metric=platform.memory_metric,
         error_metric="class_error",
     )
@@ -222,14 +270,14 @@ def run(cfg: VisionSearchConfig) -> dict:
     problem = mohaq.QuantizationProblem(
         evaluator, cost_fn, dev, search_config, ideal, nadir
     )
-    os.makedirs(cfg.out, exist_ok=True)
+    os.makedirs(output.out, exist_ok=True)
     say(
-        cfg.progress,
+        output.progress,
         f"search: NSGA-II on {platform.name} ({space.n_genes} genes), population "
-        f"{cfg.pop}, {cfg.offspring} offspring x {cfg.generations} generations",
+        f"{search.pop}, {search.offspring} offspring x {search.generations} generations",
     )
     result = mohaq.run_search(
-        problem, cfg.out, resume=cfg.resume, progress=cfg.progress
+        problem, output.out, resume=output.resume, progress=output.progress
     )
     front = np.flatnonzero(result.front)
     test_err = (
@@ -254,19 +302,19 @@ def run(cfg: VisionSearchConfig) -> dict:
         },
     ]
     settings = {
-        "platform": cfg.platform,
+        "platform": search.platform,
         "space": space.name,
         "data": data.settings,
         "model_config": model_cfg.to_dict(),
         "search_config": search_config.to_dict(),
-        "run_config": cfg.to_dict(),
+        "run_config": run_settings(cfg),
         "baseline_checkpoint": baseline.get("path"),
         "seconds": {"search": result.seconds, "total": time.perf_counter() - t_start},
         "ideal": ideal.tolist(),
         "nadir": nadir.tolist(),
     }
     paths = report.write_outputs(
-        cfg.out,
+        output.out,
         space,
         result,
         objectives,
@@ -278,7 +326,7 @@ def run(cfg: VisionSearchConfig) -> dict:
         details=report.Details(
             float_dev=float_dev,
             max_error=float(max_error),
-            memory_limit_mb=cfg.memory_limit_mb,
+            memory_limit_mb=search.memory_limit_mb,
             error_metric="class_error",
         ),
     )
@@ -292,7 +340,7 @@ def run(cfg: VisionSearchConfig) -> dict:
         }
         for i in order
     ]
-    if cfg.progress:
+    if output.progress:
         print(
             f"\n{len(front)} Pareto solutions; "
             f"{report.counts_words(int(result.history[-1]['n_evaluations']), len(result.genomes))}"
@@ -305,7 +353,7 @@ def run(cfg: VisionSearchConfig) -> dict:
                 f", {costs}"
             )
     return {
-        "out": cfg.out,
+        "out": output.out,
         "files": paths,
         "front": rows,
         "baselines": baselines,

@@ -23,6 +23,7 @@ SCRIPTS = [
     "train_baseline",
     "switching_sru",
     "switching_vgg",
+    "vision_mohaq",
 ]
 
 TINY_DATA = ["--espeak-size", "tiny", "--hidden", "16", "--layers", "1", "--proj", "0"]
@@ -46,6 +47,31 @@ def test_help_explains_every_flag_and_default(name, capsys):
         if block.startswith("h, --help"):
             continue
         assert "(default:" in " ".join(block.split()), f"{name}: -{block.split()[0]}"
+
+
+def _offered_flags(name, capsys) -> set[str]:
+    module = importlib.import_module(f"experiments.{name}")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    text = capsys.readouterr().out.split("options:", 1)[1]
+    return {line.split()[0].rstrip(",") for line in text.splitlines()
+            if line.startswith("  -")}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_experiment_flag_comes_from_the_flag_table(name, capsys):
+    table = {flag.flag: flag for flag in cli.FLAGS}
+    offered = _offered_flags(name, capsys) - {"-h"}
+    assert offered and offered <= set(table), sorted(offered - set(table))
+    images = {f for f in offered if table[f].images}
+    assert not images or name in ("switching_vgg", "vision_mohaq"), sorted(images)
+
+
+def test_the_image_experiments_share_their_data_flags(capsys):
+    vgg = _offered_flags("switching_vgg", capsys)
+    search = _offered_flags("vision_mohaq", capsys)
+    assert {"--cifar-dir", "--max-train-images"} <= vgg & search
+    assert "--dataset" not in search and "--max-train" not in search
 
 
 def test_one_name_per_flag_everywhere():
@@ -74,6 +100,10 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(pipeline, "prepare", boom)
     monkeypatch.setattr(switching_runs, "run_sru", boom)
+    monkeypatch.setattr(switching_runs, "run_vgg", boom)
+    from mohaq_jax import vision_search
+
+    monkeypatch.setattr(vision_search, "run", boom)
 
 
 @pytest.mark.parametrize(
@@ -98,6 +128,13 @@ def no_work(monkeypatch):
         ("switching_sru", ["--runs", "u4,x9"], "--runs u4,x9: unknown run(s) x9"),
         ("timit_silago", ["--pop", "many"], "--pop: invalid int value: 'many'"),
         ("timit_silago", ["--calib", "best"], "--calib: invalid choice: 'best'"),
+        ("vision_mohaq", ["--image-size", "4"], "--image-size must be a positive"),
+        ("vision_mohaq", ["--cifar-dir", "/nonexistent"], "--cifar-dir /nonexistent"),
+        ("switching_vgg", ["--cifar-dir", "/nonexistent"], "--cifar-dir /nonexistent"),
+        ("switching_vgg", ["--max-train-images", "0"], "--max-train-images must be"),
+        ("vision_mohaq", ["--max-train-images", "0"], "--max-train-images must be"),
+        ("timit_silago", ["--max-train-images", "5"], "unrecognized arguments"),
+        ("timit_silago", ["--hid", "5"], "unrecognized arguments: --hid"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line_before_any_work(

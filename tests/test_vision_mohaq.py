@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from experiments import vision_mohaq
-from mohaq_jax import genome, hardware, vision_search
+from mohaq_jax import cli, config, flags, genome, hardware, vision_search
 from mohaq_jax.data.images import ImageSplit
 from mohaq_jax.models import vgg
 
 TINY_FLAGS = [
     "--image-size", "8", "--conv-widths", "2,2,3,3,4,4", "--fc-widths", "8,8",
-    "--max-train", "96", "--epochs", "1", "--batch-size", "32",
+    "--max-train-images", "96", "--epochs", "1", "--batch-size", "32",
     "--calib", "max", "--calib-images", "32", "--max-eval", "32", "--eval-batch", "32",
     "--pop", "4", "--offspring", "2", "--generations", "1", "--no-progress",
 ]  # fmt: skip
@@ -46,13 +46,17 @@ def test_main_writes_the_pareto_set(tmp_path, monkeypatch):
     doc = json.loads((out / "pareto.json").read_text())
     assert doc["settings"]["search_config"]["error_metric"] == "class_error"
     assert "dev class error <=" in (out / "report.md").read_text()
+    assert doc["settings"]["run_config"]["data"]["max_train_images"] == 96
     # a second run finds the float baseline in the cache instead of training it
-    cfg = vision_search.VisionSearchConfig(
-        image_size=8, conv_widths=(2, 2, 3, 3, 4, 4), fc_widths=(8, 8), max_train=96,
-        epochs=1, batch_size=32, baseline_dir=str(tmp_path / "base"), progress=False,
+    cfg = vision_search.default_config(
+        data={"image_size": 8, "max_train_images": 96},
+        vgg={"conv_widths": (2, 2, 3, 3, 4, 4), "fc_widths": (8, 8)},
+        training={"epochs": 1, "batch_size": 32, "baseline_dir": str(tmp_path / "base")},
+        output={"progress": False},
     )  # fmt: skip
     monkeypatch.setattr(vision_search.vision, "fit", None)  # calling it would fail
-    data = vision_search.load_data(cfg)
+    data = vision_search.load_data(cfg.data)
+    assert len(data.train) == 96
     params, info = vision_search.float_baseline(
         cfg, data, vision_search.model_config(cfg, data)
     )
@@ -72,13 +76,66 @@ def test_image_batches_keep_one_shape():
 
 def test_cifar_without_files_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        vision_mohaq.main(["--dataset", "cifar10", "--cifar-dir", str(tmp_path)])
+        vision_mohaq.main(["--cifar-dir", str(tmp_path)])  # --cifar-dir: CIFAR-10
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no CIFAR-10 python batches" in err
     with pytest.raises(SystemExit):
-        vision_mohaq.main(["--dataset", "cifar10"])
-    assert "--dataset cifar10 needs --cifar-dir" in capsys.readouterr().err
+        vision_mohaq.main(["--cifar-dir", str(tmp_path / "absent")])
+    assert "--cifar-dir " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--image-size", "12"], "--image-size must be a positive multiple of 8"),
+        (["--conv-widths", "4,4"], "--conv-widths 4,4: the VGG-9 needs 6 widths"),
+        (["--fc-widths", "8,0"], "--fc-widths 8,0: widths must be >= 1"),
+        (
+            ["--conv-widths", "a,b"],
+            "--conv-widths: expected comma-separated ints, got 'a,b'",
+        ),
+        (["--platform", "silago"], "--platform: invalid choice: 'silago'"),
+        (["--max-train-images", "0"], "--max-train-images must be >= 1, got 0"),
+        (["--calib-images", "0"], "--calib-images must be >= 1, got 0"),
+        (["--eval-batch", "0"], "--eval-batch must be >= 1, got 0"),
+        (["--max-eval", "0"], "--max-eval must be >= 1, got 0"),
+        (["--pop", "1"], "--pop must be >= 2, got 1"),
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--dataset", "cifar10"], "unrecognized arguments: --dataset"),
+        (["--max-train", "5"], "unrecognized arguments: --max-train"),
+    ],
+)
+def test_bad_flags_are_one_line_before_any_work(argv, expected, monkeypatch, capsys):
+    monkeypatch.setattr(vision_search, "run", None)  # calling it would fail
+    with pytest.raises(SystemExit) as exit_info:
+        vision_mohaq.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+
+
+def test_flags_build_the_shared_config():
+    cfg = cli.config_from_args(
+        vision_mohaq.build_parser().parse_args(
+            ["--cifar-dir", "c", "--conv-widths", "1,2,3,4,5,6", "--no-progress"]
+        )
+    )
+    assert cfg.data == config.DataSettings(cifar_dir="c")
+    assert cfg.vgg == config.VGGSettings(conv_widths=(1, 2, 3, 4, 5, 6))
+    assert cfg.output.progress is False
+    # the image search's defaults: MOHAQ's 40/10/15 search, 15 epochs, 5 points
+    defaults = cli.config_from_args(vision_mohaq.build_parser().parse_args([]))
+    assert defaults == vision_search.default_config()
+    assert (defaults.search.pop, defaults.search.offspring) == (40, 10)
+    assert (defaults.search.generations, defaults.search.error_margin) == (15, 0.05)
+    assert (defaults.training.epochs, defaults.training.batch_size) == (15, 64)
+    assert defaults.search.platform == "bitfusion"
+    assert defaults.output.out == "results/vision_mohaq"
+    # every platform the flag offers has objectives, and the reverse
+    (platform,) = [f for f in flags.FLAGS if f.flag == "--platform"]
+    assert platform.kind == tuple(sorted(vision_search.OBJECTIVES))
+    assert config.AVAILABLE["platform"] == platform.kind
 
 
 def test_help_shows_every_default(capsys):
