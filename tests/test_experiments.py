@@ -117,6 +117,13 @@ def no_work(monkeypatch):
         ("timit_silago", ["--per", "best"], "--per: invalid choice: 'best'"),
         ("timit_silago", ["--batch-frames", "8"], "--batch-frames must be >= 16"),
         ("timit_silago", ["--algorithm", "cmaes"], "--algorithm: invalid choice"),
+        ("timit_silago", ["--compare", "nsga2"], "'nsga2' is not another algorithm"),
+        ("timit_silago", ["--compare", "de,cmaes"], "'cmaes' is not another"),
+        (
+            "timit_bitfusion",
+            ["--compare", "de", "--beacons"],
+            "--compare runs plain searches",
+        ),
         ("timit_silago", ["--data", "transcribed"], "needs --corpus-dir DIR"),
         (
             "timit_silago",
@@ -209,7 +216,10 @@ def tiny_runs(tmp_path_factory):
         first = timit_silago.main(common + ["--out", str(root / "a")])
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            second = timit_silago.main(common + ["--out", str(root / "b"), "--resume"])
+            second = timit_silago.main(
+                common
+                + ["--out", str(root / "b"), "--resume", "--compare", "simple_ga"]
+            )
     finally:
         del os.environ["MOHAQ_CACHE"]
         for k, v in saved.items():
@@ -257,6 +267,44 @@ def test_same_seed_gives_identical_pareto_csv(tiny_runs):
     assert (root / "a" / "archive.csv").read_bytes() == (
         root / "b" / "archive.csv"
     ).read_bytes()
+
+
+def test_compare_reports_each_algorithm_at_the_same_budget(tiny_runs):
+    """--compare simple_ga (second run): its table rows recomputed from the runs."""
+    summary = tiny_runs["second"]
+    runs, problem = summary["runs"], summary["problem"]
+    assert list(runs) == ["nsga2", "simple_ga"]
+    # pop + generations * offspring, or the whole space when smaller (tiny: 3^2)
+    budget = min(6 + 2 * 3, int(np.prod(problem.space.upper + 1)))
+    text = (tiny_runs["root"] / "b" / "report.md").read_text()
+    assert "## Search algorithms at the same budget" in text
+    assert (
+        "## Search algorithms"
+        not in (tiny_runs["root"] / "a" / "report.md").read_text()
+    )
+    for name, result in runs.items():
+        assert len(result.genomes) == budget
+        m = result.metrics
+        ok = np.asarray(m["error"] <= problem.config.max_error)
+        if problem.config.memory_limit_mb is not None:
+            ok &= m["memory_mb"] <= problem.config.memory_limit_mb
+        np.testing.assert_array_equal(result.feasible, ok)
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert int(cells[1]) == budget and int(cells[2]) == int(ok.sum())
+        assert int(cells[3]) == int(result.front.sum())
+        if ok.any():
+            best = int(np.flatnonzero(ok)[np.argmax(m["speedup"][ok])])
+            assert float(cells[5]) == pytest.approx(m["speedup"][best], rel=1e-3)
+            assert float(cells[6]) == pytest.approx(m["error"][best], abs=1e-4)
+    # the same problem: a genome both evaluated has the same metrics in both
+    a, b = runs["nsga2"], runs["simple_ga"]
+    keys = {g.tobytes(): i for i, g in enumerate(a.genomes)}
+    common = [
+        (keys[g.tobytes()], j) for j, g in enumerate(b.genomes) if g.tobytes() in keys
+    ]
+    for i, j in common:
+        assert a.metrics["error"][i] == b.metrics["error"][j]
 
 
 def test_resume_without_checkpoint_says_so(tiny_runs):
