@@ -67,4 +67,9 @@ def model_of(config) -> ModuleType:
     )
 
 
-__all__ = ["MODELS", "get_model", "model_of"]
+def names(task: str = "frames") -> tuple[str, ...]:
+    """Registered models of ``task`` (``"frames"``: speech; ``"classification"``)."""
+    return tuple(n for n in MODELS if getattr(get_model(n), "TASK", "frames") == task)
+
+
+__all__ = ["MODELS", "get_model", "model_of", "names"]
