@@ -51,7 +51,6 @@ DEFAULTS = {
     "--platform": "bitfusion",
     "--epochs": 15,
     "--batch-size": 64,
-    "--baseline-dir": "results/baselines",
     "--error-margin": 0.05,
 }
 
