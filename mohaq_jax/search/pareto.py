@@ -4,8 +4,9 @@ Deb, Pratap, Agarwal & Meyarivan, "A fast and elitist multiobjective genetic alg
 NSGA-II", IEEE TEVC 2002 (non-dominated sorting, crowding distance) with Deb's
 constrained domination (Deb 2000). **Every objective is minimized.** Constraints follow
 pymoo's ``G`` convention: ``g <= 0`` is satisfied, an individual's total violation is
-``sum(max(g, 0))``. Fronts are integer ranks computed with a dominance matrix and front
-peeling in one ``lax.while_loop`` (fixed shapes, one compiled function per size).
+``sum(max(g, 0))``. Fronts are integer ranks computed with a bit-packed dominance matrix
+and front peeling in one ``lax.while_loop`` (fixed shapes, one compiled function per
+size); every sort is a ``uint32`` one (:mod:`mohaq_jax.search.ordering`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from mohaq_jax.search import ordering
 
 __all__ = [
     "constrained_rank",
@@ -124,14 +128,62 @@ def _dominance_matrix(objectives: jax.Array) -> jax.Array:
     return all_le & any_lt
 
 
+_BIT = 1 << np.arange(32, dtype=np.uint32)
+
+
+def _pack_bits(mask: jax.Array) -> jax.Array:
+    """``uint32 (..., ceil(n / 32))``: bit ``k`` of word ``w`` is ``mask[..., 32w + k]``."""
+    n = mask.shape[-1]
+    n_words = -(-n // 32)
+    pad = jnp.zeros((*mask.shape[:-1], 32 * n_words - n), bool)
+    grouped = jnp.concatenate([mask, pad], axis=-1).reshape(
+        *mask.shape[:-1], n_words, 32
+    )
+    return jnp.sum(
+        jnp.where(grouped, jnp.asarray(_BIT), jnp.uint32(0)), axis=-1, dtype=jnp.uint32
+    )
+
+
+def _dominance_words(objectives: jax.Array, valid: jax.Array) -> jax.Array:
+    """Bit-packed dominance, ``uint32 (ceil(n / 32), n)``.
+
+    Bit ``k`` of word ``[w, j]``: valid ``i = 32w + k`` Pareto-dominates ``j``. Packing
+    along the dominator axis makes each front-peeling pass read ``n^2 / 8`` bytes
+    instead of ``n^2``; the comparison itself (about 1 ms for 2 000 points on a CPU
+    core) is fused into the packing and never stored unpacked.
+    """
+    n, n_obj = objectives.shape
+    n_words = -(-n // 32)
+    columns = objectives.T
+    # Invalid and padding rows are +inf everywhere: such a row dominates nothing.
+    rows = jnp.where(valid[None, :], columns, _F32_INF)
+    rows = jnp.concatenate(
+        [rows, jnp.full((n_obj, 32 * n_words - n), _F32_INF, jnp.float32)], axis=1
+    ).reshape(n_obj, n_words, 32)
+    all_le = jnp.ones((n_words, 32, n), bool)
+    any_lt = jnp.zeros((n_words, 32, n), bool)
+    for m in range(n_obj):
+        mine, theirs = rows[m][:, :, None], columns[m][None, None, :]
+        all_le &= mine <= theirs
+        any_lt |= mine < theirs
+    bit = jnp.asarray(_BIT)[None, :, None]
+    return jnp.sum(
+        jnp.where(all_le & any_lt, bit, jnp.uint32(0)), axis=1, dtype=jnp.uint32
+    )
+
+
 def _dense_rank(values: jax.Array, active: jax.Array) -> jax.Array:
     """0-based dense rank of ``values`` among ``active`` entries (ties share)."""
-    keys = jnp.where(active, values, _F32_INF)
-    order = jnp.argsort(keys, stable=True)
-    sorted_keys = keys[order]
+    keys = ordering.float_key(jnp.where(active, values, _F32_INF))
+    n = keys.shape[0]
+    if n <= ordering.SMALL:
+        first = ordering.first_occurrence(keys)
+        below = (keys[None, :] < keys[:, None]) & first[None, :]
+        return jnp.sum(below, axis=1, dtype=jnp.int32)
+    sorted_keys = jnp.sort(keys)
     is_new = jnp.concatenate([jnp.ones(1, bool), sorted_keys[1:] != sorted_keys[:-1]])
-    level = jnp.cumsum(is_new.astype(jnp.int32)) - 1
-    return jnp.zeros_like(level).at[order].set(level)
+    level = jnp.cumsum(is_new, dtype=jnp.int32) - 1
+    return level[ordering.positions(keys)]
 
 
 def constrained_rank(objectives, violation, n_stop: int) -> jax.Array:
@@ -144,7 +196,7 @@ def constrained_rank(objectives, violation, n_stop: int) -> jax.Array:
     """
     n = objectives.shape[0]
     feasible = violation <= 0.0
-    dominance = _dominance_matrix(objectives) & feasible[:, None] & feasible[None, :]
+    dominance = _dominance_words(objectives, feasible)
     ranks = jnp.full(n, -1, jnp.int32)
 
     def cond(carry):
@@ -154,9 +206,8 @@ def constrained_rank(objectives, violation, n_stop: int) -> jax.Array:
     def body(carry):
         front_id, ranks, n_ranked = carry
         unranked = ranks < 0
-        # Reducing over the leading axis vectorizes over j; on CPU this beats both a
-        # dominator-count matvec and bit-packed rows.
-        dominated = jnp.any(dominance & unranked[:, None], axis=0)
+        live = _pack_bits(unranked)[:, None]
+        dominated = jnp.any((dominance & live) != jnp.uint32(0), axis=0)
         front = feasible & unranked & ~dominated
         ranks = jnp.where(front, front_id, ranks)
         return front_id + 1, ranks, n_ranked + jnp.sum(front, dtype=jnp.int32)
@@ -167,7 +218,11 @@ def constrained_rank(objectives, violation, n_stop: int) -> jax.Array:
     leftover = feasible & (ranks < 0)
     ranks = jnp.where(leftover, n_fronts, ranks)
     first_infeasible = n_fronts + jnp.any(leftover).astype(jnp.int32)
-    infeasible_rank = first_infeasible + _dense_rank(violation, ~feasible)
+    infeasible_rank = first_infeasible + jax.lax.cond(
+        jnp.all(feasible),
+        lambda: jnp.zeros(n, jnp.int32),
+        lambda: _dense_rank(violation, ~feasible),
+    )
     return jnp.where(feasible, ranks, infeasible_rank)
 
 
@@ -192,6 +247,30 @@ def non_dominated_rank(objectives: jax.Array, violation: jax.Array | None = None
     return constrained_rank(objectives, jnp.asarray(violation, jnp.float32), n)
 
 
+def _front_value_order(objectives, ranks):
+    """int32 ``(n_obj, n)``: per objective, indices sorted by (rank, value, index)."""
+    n = objectives.shape[0]
+    values = objectives.T
+    if n <= ordering.SMALL:
+        index = jnp.arange(n, dtype=jnp.int32)
+        r_i, r_j = ranks[None, :, None], ranks[None, None, :]
+        v_i, v_j = values[:, :, None], values[:, None, :]
+        earlier = (index[None, :] < index[:, None])[None]
+        before = (r_j < r_i) | ((r_j == r_i) & ((v_j < v_i) | ((v_j == v_i) & earlier)))
+        return ordering.inverse_permutation(jnp.sum(before, axis=-1, dtype=jnp.int32))
+    bits = ordering.index_bits(n)
+    if 2 * bits + 1 > 32:  # ranks and value positions no longer share a uint32
+        index = jnp.arange(n, dtype=jnp.int32)
+        return jax.vmap(lambda v: jnp.lexsort((index, v, ranks)))(values).astype(
+            jnp.int32
+        )
+    value_position = ordering.positions(ordering.float_key(values))
+    primary = (ranks.astype(jnp.uint32)[None, :] << jnp.uint32(bits)) | (
+        value_position.astype(jnp.uint32)
+    )
+    return ordering.stable_order(primary)
+
+
 def crowding_distance(objectives: jax.Array, ranks: jax.Array) -> jax.Array:
     """NSGA-II crowding distance within each front, pymoo's conventions.
 
@@ -204,40 +283,34 @@ def crowding_distance(objectives: jax.Array, ranks: jax.Array) -> jax.Array:
 
     Args:
       objectives: float ``(n, n_obj)``.
-      ranks: int ``(n,)`` front of each point (as from :func:`non_dominated_rank`).
+      ranks: int ``(n,)`` front of each point, in ``0..n`` (as from
+        :func:`non_dominated_rank`; larger values count as ``n``).
 
     Returns:
       float32 ``(n,)``.
     """
     objectives = jnp.asarray(objectives, jnp.float32)
-    ranks = jnp.asarray(ranks, jnp.int32)
     n, n_obj = objectives.shape
-    index = jnp.arange(n, dtype=jnp.int32)
-    segment = jnp.clip(ranks, 0, n)
-    front_size = jax.ops.segment_sum(jnp.ones(n, jnp.int32), segment, n + 1)[segment]
-
-    def one_objective(values):
-        order = jnp.lexsort((index, values, ranks))
-        ranks_s, values_s = ranks[order], values[order]
-        same = ranks_s[1:] == ranks_s[:-1]
-        gap = values_s[1:] - values_s[:-1]
-        to_last = jnp.concatenate(
-            [jnp.full(1, _F32_INF), jnp.where(same, gap, _F32_INF)]
-        )
-        to_next = jnp.concatenate(
-            [jnp.where(same, gap, _F32_INF), jnp.full(1, _F32_INF)]
-        )
-        span = (
-            jax.ops.segment_max(values, segment, n + 1)
-            - jax.ops.segment_min(values, segment, n + 1)
-        )[segment][order]
-        has_span = span > 0.0
-        contribution = jnp.where(
-            has_span, (to_last + to_next) / jnp.where(has_span, span, 1.0), 0.0
-        )
-        return jnp.zeros(n, jnp.float32).at[order].set(contribution)
-
-    total = jnp.sum(jax.vmap(one_objective, in_axes=1, out_axes=1)(objectives), axis=1)
+    ranks = jnp.clip(jnp.asarray(ranks, jnp.int32), 0, n)
+    front_size = jax.ops.segment_sum(jnp.ones(n, jnp.int32), ranks, n + 1)[ranks]
+    order = _front_value_order(objectives, ranks)  # (n_obj, n)
+    values = objectives.T
+    values_s = jnp.take_along_axis(values, order, axis=1)
+    ranks_s = ranks[order]
+    same = ranks_s[:, 1:] == ranks_s[:, :-1]
+    gap = jnp.where(same, values_s[:, 1:] - values_s[:, :-1], _F32_INF)
+    edge = jnp.full((n_obj, 1), _F32_INF, jnp.float32)
+    to_last = jnp.concatenate([edge, gap], axis=1)
+    to_next = jnp.concatenate([gap, edge], axis=1)
+    segment_max = jax.vmap(lambda v: jax.ops.segment_max(v, ranks, n + 1))(values)
+    segment_min = jax.vmap(lambda v: jax.ops.segment_min(v, ranks, n + 1))(values)
+    span = jnp.take_along_axis(segment_max - segment_min, ranks_s, axis=1)
+    has_span = span > 0.0
+    contribution = jnp.where(
+        has_span, (to_last + to_next) / jnp.where(has_span, span, 1.0), 0.0
+    )
+    inverse = ordering.inverse_permutation(order)
+    total = jnp.sum(jnp.take_along_axis(contribution, inverse, axis=1), axis=0)
     return jnp.where(front_size <= 2, _F32_INF, total / n_obj)
 
 

@@ -1,0 +1,237 @@
+"""The pieces of an NSGA-II generation (:class:`~mohaq_jax.search.nsga2.NSGA2`).
+
+Split from :mod:`mohaq_jax.search.nsga2`: survival (constrained rank, crowding, random
+tie-breaks), pymoo's binary tournament and mating, the retried search for unique
+offspring, and the archive. Each function takes the strategy (static sizes and settings)
+and arrays; all are pure and traceable. Objectives are minimized.
+
+Speed on a CPU (``benchmarks/nsga2.py``): no float, multi-operand or lexicographic sort
+(each order is a ``uint32`` sort, :mod:`mohaq_jax.search.ordering`), duplicate
+elimination against a hash set of the archive (:mod:`mohaq_jax.search.keyset`) instead
+of sorting the archive, and bit-packed front peeling (:mod:`mohaq_jax.search.pareto`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from mohaq_jax.search import keyset, ordering
+from mohaq_jax.search.nsga2_state import Params, State
+from mohaq_jax.search.pareto import constrained_rank, crowding_distance, dominates
+from mohaq_jax.search.variation import (
+    _bits,
+    _genome_keys,
+    _polynomial_mutation,
+    _random_reset,
+    _round_levels,
+    _sbx,
+    _uniform_crossover,
+    _uniform_levels,
+    seed_words,
+    sub_seed,
+)
+
+_U32 = jnp.uint32
+
+
+def survival_order(key, objectives, violation, n_keep: int):
+    """NSGA-II survival: indices of the best ``n_keep``, with their ranks and crowding.
+
+    Order: constrained rank, then larger crowding distance (0 for infeasible
+    individuals), remaining ties at random.
+
+    Args:
+      key: PRNG key or hash-generator seed (tie-breaks).
+      objectives: float32 ``(n, n_obj)``, minimized.
+      violation: float32 ``(n,)`` total violation.
+      n_keep: survivors.
+
+    Returns:
+      ``(keep int32 (n_keep,), ranks int32 (n,), crowding float32 (n,))``.
+    """
+    n = violation.shape[0]
+    ranks = constrained_rank(objectives, violation, n_keep)
+    crowding = crowding_distance(objectives, ranks)
+    crowding = jnp.where(violation <= 0.0, crowding, 0.0)
+    # The 24 bits of a uniform float (_uniform), as tie-breaks.
+    tie_break = _bits(seed_words(key), n) >> _U32(8)
+    width = ordering.index_bits(n)
+    if 2 * width + 1 > 32:  # ranks and crowding positions no longer share a uint32
+        keep = jnp.lexsort((tie_break, -crowding, ranks))
+        return keep[:n_keep].astype(jnp.int32), ranks, crowding
+    # A stable sort of randomly shuffled individuals breaks the remaining ties at random.
+    shuffle = ordering.random_permutation(tie_break, key_bits=24)
+    crowded = ordering.positions(~ordering.float_key(crowding)).astype(_U32)
+    primary = (jnp.clip(ranks, 0, n).astype(_U32) << _U32(width)) | crowded
+    keep = shuffle[ordering.stable_order(primary[shuffle])]
+    return keep[:n_keep], ranks, crowding
+
+
+def tournament(strategy, seed, state: State, n_select: int):
+    """pymoo's binary tournament (``comp_by_dom_and_crowding``): winner indices."""
+    pop_size = strategy.pop_size
+    n_random = 2 * n_select
+    n_perms = math.ceil(n_random / pop_size)
+    # The 24 bits of uniform floats (_uniform): rows of permutation keys, then coins.
+    width = max(pop_size, n_select)
+    draws = (_bits(seed, (n_perms + 1) * width) >> _U32(8)).reshape(n_perms + 1, width)
+    # Concatenated random permutations, as pymoo's random_permutations.
+    perms = ordering.random_permutation(draws[:n_perms, :pop_size], key_bits=24)
+    pairs = perms.reshape(-1)[:n_random].reshape(n_select, 2)
+    a, b = pairs[:, 0], pairs[:, 1]
+    coin = draws[n_perms, :n_select] < _U32(1 << 23)
+    v_a, v_b = state.violation[a], state.violation[b]
+    f_a, f_b = state.objectives[a], state.objectives[b]
+    c_a, c_b = state.crowding[a], state.crowding[b]
+    random_pick = jnp.where(coin, a, b)
+    by_violation = jnp.where(v_a < v_b, a, jnp.where(v_b < v_a, b, random_pick))
+    by_crowding = jnp.where(c_a > c_b, a, jnp.where(c_b > c_a, b, random_pick))
+    by_dominance = jnp.where(
+        dominates(f_a, f_b), a, jnp.where(dominates(f_b, f_a), b, by_crowding)
+    )
+    return jnp.where((v_a > 0.0) | (v_b > 0.0), by_violation, by_dominance)
+
+
+def mate(strategy, seed, state: State, params: Params, n_matings: int):
+    """pymoo's mating: tournament, crossover, mutation; ``2 * n_matings`` children."""
+    seed = seed_words(seed)
+    seed_select, seed_cross, seed_mut = (sub_seed(seed, i) for i in range(3))
+    winners = tournament(strategy, seed_select, state, 2 * n_matings)
+    parents = state.population[winners].reshape(n_matings, 2, strategy.n_genes)
+    parent_1, parent_2 = parents[:, 0], parents[:, 1]
+    upper = jnp.asarray(strategy.upper, jnp.float32)
+    if strategy.variation == "sbx_pm":
+        child_1, child_2 = _sbx(
+            seed_cross,
+            parent_1.astype(jnp.float32),
+            parent_2.astype(jnp.float32),
+            upper,
+            params,
+        )
+        children = _round_levels(jnp.concatenate([child_1, child_2]), upper)
+        mutated = _polynomial_mutation(
+            seed_mut, children.astype(jnp.float32), upper, params
+        )
+        return _round_levels(mutated, upper)
+    child_1, child_2 = _uniform_crossover(seed_cross, parent_1, parent_2, params)
+    return _random_reset(seed_mut, jnp.concatenate([child_1, child_2]), upper, params)
+
+
+def candidates(strategy, seed, state: State, params: Params, iteration):
+    """``pool_rounds`` matings in pymoo's order (round by round, each round's first
+    children, then its second); uniformly random genomes once matings are spent."""
+    seed = sub_seed(seed, iteration)
+    pool, n_matings, n_genes = (
+        strategy.pool_rounds,
+        strategy.n_matings,
+        strategy.n_genes,
+    )
+
+    def mated():
+        children = mate(strategy, sub_seed(seed, 0), state, params, pool * n_matings)
+        return (
+            children.reshape(2, pool, n_matings, n_genes)
+            .transpose(1, 0, 2, 3)
+            .reshape(-1, n_genes)
+        )
+
+    def random():
+        shape = (2 * pool * n_matings, n_genes)
+        upper = jnp.asarray(strategy.upper, jnp.float32)
+        return _uniform_levels(sub_seed(seed, 1), shape, upper)
+
+    # A branch, not a select: the unused one costs nothing (outside vmap).
+    return jax.lax.cond(iteration >= strategy.n_mating_iterations, random, mated)
+
+
+def unique_offspring(strategy, key, state: State, params: Params):
+    """Offspring none equal to an archived genome or to each other.
+
+    Mating is retried, ``pool_rounds`` matings per ``lax.while_loop`` iteration, until
+    ``n_offspring`` unique genomes are found or ``max_mating_rounds`` matings were
+    drawn; then one batch of uniformly random genomes; then duplicates fill the rest.
+
+    Returns:
+      ``(offspring int32 (n_offspring, n_genes), n_unique, n_random, n_rounds)``.
+    """
+    seed = seed_words(key)
+    n_off, n_iterations = strategy.n_offspring, strategy.n_mating_iterations
+    n_candidates = 2 * strategy.pool_rounds * strategy.n_matings
+
+    def body(carry):
+        iteration, buffer, chosen, n_filled, n_random, _ = carry
+        pool = candidates(strategy, seed, state, params, iteration)
+        keys = _genome_keys(pool, strategy.code_words)
+        is_new = ordering.first_occurrence(keys)
+        is_new &= ~keyset.contains(state.archive_index, state.archive_index_used, keys)
+        # Only a retry has chosen offspring to avoid.
+        is_new &= jax.lax.cond(
+            n_filled > 0,
+            lambda: ~keyset.contains(*chosen, keys),
+            lambda: jnp.ones(keys.shape, bool),
+        )
+        position = n_filled + jnp.cumsum(is_new, dtype=jnp.int32) - 1
+        position = jnp.where(is_new, position, n_off)
+        buffer = buffer.at[position].set(pool, mode="drop")
+        n_added = jnp.minimum(jnp.sum(is_new, dtype=jnp.int32), n_off - n_filled)
+        # Remember the chosen keys only if another retry will need them.
+        chosen = jax.lax.cond(
+            n_filled + n_added < n_off,
+            lambda: keyset.insert(*chosen, keys, is_new & (position < n_off)),
+            lambda: chosen,
+        )
+        n_random = n_random + jnp.where(iteration >= n_iterations, n_added, 0)
+        return iteration + 1, buffer, chosen, n_filled + n_added, n_random, pool
+
+    def cond(carry):
+        iteration, _, _, n_filled, _, _ = carry
+        return (n_filled < n_off) & (iteration <= n_iterations)
+
+    start = (
+        jnp.int32(0),
+        jnp.zeros((n_off, strategy.n_genes), jnp.int32),
+        keyset.empty(n_off),
+        jnp.int32(0),
+        jnp.int32(0),
+        jnp.zeros((n_candidates, strategy.n_genes), jnp.int32),
+    )
+    iterations, buffer, _, n_filled, n_random, last = jax.lax.while_loop(
+        cond, body, start
+    )
+    # Too few unique genomes even at random (a nearly exhausted space): the last
+    # candidates, all archived or already chosen, fill the remaining slots.
+    slots = jnp.arange(n_off)
+    offspring = jnp.where((slots < n_filled)[:, None], buffer, last[:n_off])
+    n_rounds = jnp.minimum(iterations, n_iterations) * strategy.pool_rounds
+    return offspring, n_filled, n_random, n_rounds.astype(jnp.int32)
+
+
+def store(strategy, state: State, genomes, objectives, violation) -> State:
+    """Appends evaluated genomes to the archive (those beyond its capacity are not)."""
+    n = genomes.shape[0]
+    slots = state.archive_count + jnp.arange(n, dtype=jnp.int32)
+    n_stored = jnp.minimum(state.archive_count + n, strategy.archive_size)
+    generation = jnp.broadcast_to(state.generation_counter, slots.shape)
+    index, used = keyset.insert(
+        state.archive_index,
+        state.archive_index_used,
+        _genome_keys(genomes, strategy.code_words),
+        slots < strategy.archive_size,
+    )
+    return state.replace(
+        archive_genomes=state.archive_genomes.at[slots].set(genomes, mode="drop"),
+        archive_objectives=state.archive_objectives.at[slots].set(
+            objectives, mode="drop"
+        ),
+        archive_violation=state.archive_violation.at[slots].set(violation, mode="drop"),
+        archive_generation=state.archive_generation.at[slots].set(
+            generation, mode="drop"
+        ),
+        archive_count=n_stored.astype(jnp.int32),
+        archive_index=index,
+        archive_index_used=used,
+        n_evaluations=state.n_evaluations + n,
+    )
