@@ -84,15 +84,15 @@ def insert(
     def body(carry):
         round_, table, used, active = carry
         slot = probe(round_)
-        occupied = used[slot]
-        present = occupied & (table[slot] == keys)
-        write = active & ~occupied
+        write = active & ~used[slot]
         target = jnp.where(write, slot, n_slots)
         table = table.at[target].set(keys, mode="drop")
         used = used.at[target].set(True, mode="drop")
-        # Two keys may race for one empty slot: the one whose key stayed there won.
-        placed = write & (table[slot] == keys)
-        return round_ + jnp.uint32(1), table, used, active & ~present & ~placed
+        # Occupied slots were not written, so the new table tells both whether a key
+        # was present and whether it won a race with another key for an empty slot.
+        # (Reading only the new table lets XLA scatter in place: no table copy.)
+        done = table[slot] == keys
+        return round_ + jnp.uint32(1), table, used, active & ~done
 
     _, table, used, _ = jax.lax.while_loop(
         lambda carry: jnp.any(carry[3]),

@@ -20,14 +20,17 @@ import jax.numpy as jnp
 
 from mohaq_jax.search import keyset, ordering
 from mohaq_jax.search.nsga2_state import Params, State
-from mohaq_jax.search.pareto import constrained_rank, crowding_distance, dominates
+from mohaq_jax.search.pareto import (
+    constrained_rank,
+    crowding_distance,
+    dominates,
+    value_positions,
+)
 from mohaq_jax.search.variation import (
     _bits,
     _genome_keys,
-    _polynomial_mutation,
     _random_reset,
-    _round_levels,
-    _sbx,
+    _sbx_pm_rows,
     _uniform_crossover,
     _uniform_levels,
     seed_words,
@@ -53,20 +56,35 @@ def survival_order(key, objectives, violation, n_keep: int):
       ``(keep int32 (n_keep,), ranks int32 (n,), crowding float32 (n,))``.
     """
     n = violation.shape[0]
-    ranks = constrained_rank(objectives, violation, n_keep)
-    crowding = crowding_distance(objectives, ranks)
+    positions = value_positions(objectives)
+    ranks = constrained_rank(objectives, violation, n_keep, positions)
+    crowding = crowding_distance(objectives, ranks, positions)
     crowding = jnp.where(violation <= 0.0, crowding, 0.0)
     # The 24 bits of a uniform float (_uniform), as tie-breaks.
     tie_break = _bits(seed_words(key), n) >> _U32(8)
-    width = ordering.index_bits(n)
-    if 2 * width + 1 > 32:  # ranks and crowding positions no longer share a uint32
+    bits = ordering.index_bits(n)
+    if 2 * bits + 1 > 32:  # ranks and crowding positions no longer share a uint32
         keep = jnp.lexsort((tie_break, -crowding, ranks))
         return keep[:n_keep].astype(jnp.int32), ranks, crowding
-    # A stable sort of randomly shuffled individuals breaks the remaining ties at random.
+    # Random tie-breaks: a stable sort of randomly shuffled individuals.
     shuffle = ordering.random_permutation(tie_break, key_bits=24)
-    crowded = ordering.positions(~ordering.float_key(crowding)).astype(_U32)
-    primary = (jnp.clip(ranks, 0, n).astype(_U32) << _U32(width)) | crowded
-    keep = shuffle[ordering.stable_order(primary[shuffle])]
+    crowded = ordering.positions(~ordering.float_key(crowding))
+    rank_bits = jnp.clip(ranks, 0, n).astype(_U32)
+    low = _U32((1 << bits) - 1)
+
+    def one_sort():  # (rank, crowding position, place in the shuffle) in one uint32
+        place = ordering.inverse_permutation(shuffle).astype(_U32)
+        key = (rank_bits << _U32(2 * bits)) | (crowded << _U32(bits)) | place
+        return shuffle[(jnp.sort(key) & low).astype(jnp.int32)]
+
+    def stable():
+        primary = (rank_bits << _U32(bits)) | crowded
+        return shuffle[ordering.stable_order(primary[shuffle])]
+
+    if n <= ordering.SMALL or 3 * bits > 32:
+        keep = stable()
+    else:
+        keep = jax.lax.cond(jnp.max(ranks) < (1 << (32 - 2 * bits)), one_sort, stable)
     return keep[:n_keep], ranks, crowding
 
 
@@ -95,51 +113,59 @@ def tournament(strategy, seed, state: State, n_select: int):
     return jnp.where((v_a > 0.0) | (v_b > 0.0), by_violation, by_dominance)
 
 
-def mate(strategy, seed, state: State, params: Params, n_matings: int):
-    """pymoo's mating: tournament, crossover, mutation; ``2 * n_matings`` children."""
+def mate(strategy, seed, state: State, params: Params, n_rounds: int):
+    """pymoo's mating, ``n_rounds`` times: tournament, crossover, mutation.
+
+    Returns:
+      int32 ``(2 * n_rounds * n_matings, n_genes)`` children in pymoo's order: round by
+      round, each round's first children, then its second.
+    """
     seed = seed_words(seed)
     seed_select, seed_cross, seed_mut = (sub_seed(seed, i) for i in range(3))
-    winners = tournament(strategy, seed_select, state, 2 * n_matings)
-    parents = state.population[winners].reshape(n_matings, 2, strategy.n_genes)
-    parent_1, parent_2 = parents[:, 0], parents[:, 1]
+    n_matings, n_genes = strategy.n_matings, strategy.n_genes
+    total = n_rounds * n_matings
+    winners = tournament(strategy, seed_select, state, 2 * total)
     upper = jnp.asarray(strategy.upper, jnp.float32)
     if strategy.variation == "sbx_pm":
-        child_1, child_2 = _sbx(
-            seed_cross,
-            parent_1.astype(jnp.float32),
-            parent_2.astype(jnp.float32),
+        row = jnp.arange(2 * total, dtype=jnp.int32)
+        second = (row // n_matings) % 2 == 1
+        mating = (row // (2 * n_matings)) * n_matings + row % n_matings
+        parent_1 = state.population[winners[2 * mating]]
+        parent_2 = state.population[winners[2 * mating + 1]]
+        return _sbx_pm_rows(
+            (seed_cross, seed_mut),
+            parent_1,
+            parent_2,
+            second,
+            mating,
+            total,
             upper,
             params,
         )
-        children = _round_levels(jnp.concatenate([child_1, child_2]), upper)
-        mutated = _polynomial_mutation(
-            seed_mut, children.astype(jnp.float32), upper, params
-        )
-        return _round_levels(mutated, upper)
-    child_1, child_2 = _uniform_crossover(seed_cross, parent_1, parent_2, params)
-    return _random_reset(seed_mut, jnp.concatenate([child_1, child_2]), upper, params)
+    parents = state.population[winners].reshape(total, 2, n_genes)
+    child_1, child_2 = _uniform_crossover(
+        seed_cross, parents[:, 0], parents[:, 1], params
+    )
+    children = _random_reset(
+        seed_mut, jnp.concatenate([child_1, child_2]), upper, params
+    )
+    return (
+        children.reshape(2, n_rounds, n_matings, n_genes)
+        .transpose(1, 0, 2, 3)
+        .reshape(-1, n_genes)
+    )
 
 
 def candidates(strategy, seed, state: State, params: Params, iteration):
-    """``pool_rounds`` matings in pymoo's order (round by round, each round's first
-    children, then its second); uniformly random genomes once matings are spent."""
+    """``pool_rounds`` matings in pymoo's order (:func:`mate`); uniformly random
+    genomes once matings are spent."""
     seed = sub_seed(seed, iteration)
-    pool, n_matings, n_genes = (
-        strategy.pool_rounds,
-        strategy.n_matings,
-        strategy.n_genes,
-    )
 
     def mated():
-        children = mate(strategy, sub_seed(seed, 0), state, params, pool * n_matings)
-        return (
-            children.reshape(2, pool, n_matings, n_genes)
-            .transpose(1, 0, 2, 3)
-            .reshape(-1, n_genes)
-        )
+        return mate(strategy, sub_seed(seed, 0), state, params, strategy.pool_rounds)
 
     def random():
-        shape = (2 * pool * n_matings, n_genes)
+        shape = (2 * strategy.pool_rounds * strategy.n_matings, strategy.n_genes)
         upper = jnp.asarray(strategy.upper, jnp.float32)
         return _uniform_levels(sub_seed(seed, 1), shape, upper)
 

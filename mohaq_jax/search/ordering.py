@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # Up to this many elements, (n, n) comparisons beat sorting on CPU.
-SMALL = 256
+SMALL = 64
 
 
 def index_bits(n: int) -> int:
@@ -57,8 +57,28 @@ def _rowwise(fn, ndim: int):
     return fn
 
 
+def _count_below(sorted_keys: jax.Array, keys: jax.Array) -> jax.Array:
+    """uint32: how many of ``sorted_keys`` (1-D, ascending) are below each of ``keys``.
+
+    A branchless binary search whose ``uint32`` carry is the result. (``jnp.searchsorted``
+    ends with a dtype conversion that XLA fuses into each consumer, where it can keep
+    the CPU code from vectorizing: the dominance words ran 4x slower.)
+    """
+    n = sorted_keys.shape[0]
+    steps = n.bit_length()
+
+    def body(i, below):
+        step = jnp.uint32(1) << (jnp.uint32(steps - 1) - i.astype(jnp.uint32))
+        probe = below + step
+        last = jnp.minimum(probe, jnp.uint32(n)) - jnp.uint32(1)
+        take = (probe <= jnp.uint32(n)) & (sorted_keys[last] < keys)
+        return jnp.where(take, probe, below)
+
+    return jax.lax.fori_loop(0, steps, body, jnp.zeros(keys.shape, jnp.uint32))
+
+
 def positions(keys: jax.Array) -> jax.Array:
-    """int32 ``(..., n)``: how many keys of the same row are smaller, per key.
+    """uint32 ``(..., n)``: how many keys of the same row are smaller, per key.
 
     Equal keys share their tie group's first position in sorted order, so the result
     is an order-preserving code of ``keys`` in ``index_bits(n)`` bits.
@@ -69,10 +89,9 @@ def positions(keys: jax.Array) -> jax.Array:
     n = keys.shape[-1]
     if n <= SMALL:
         smaller = keys[..., None, :] < keys[..., :, None]
-        return jnp.sum(smaller, axis=-1, dtype=jnp.int32)
+        return jnp.sum(smaller, axis=-1, dtype=jnp.uint32)
     sorted_keys = jnp.sort(keys, axis=-1)
-    search = _rowwise(lambda s, k: jnp.searchsorted(s, k, side="left"), keys.ndim)
-    return search(sorted_keys, keys).astype(jnp.int32)
+    return _rowwise(_count_below, keys.ndim)(sorted_keys, keys)
 
 
 def inverse_permutation(permutation: jax.Array) -> jax.Array:
@@ -105,7 +124,7 @@ def stable_order(keys: jax.Array) -> jax.Array:
     if 2 * bits > 32:
         return jnp.argsort(keys, axis=-1, stable=True).astype(jnp.int32)
     index = index.astype(jnp.uint32).reshape((1,) * (keys.ndim - 1) + (n,))
-    packed = (positions(keys).astype(jnp.uint32) << jnp.uint32(bits)) | index
+    packed = (positions(keys) << jnp.uint32(bits)) | index
     low = jnp.uint32((1 << bits) - 1)
     return (jnp.sort(packed, axis=-1) & low).astype(jnp.int32)
 

@@ -144,32 +144,48 @@ def _pack_bits(mask: jax.Array) -> jax.Array:
     )
 
 
-def _dominance_words(objectives: jax.Array, valid: jax.Array) -> jax.Array:
+def value_positions(objectives: jax.Array) -> jax.Array:
+    """uint32 ``(n_obj, n)``: per objective, how many values are smaller (ties share).
+
+    Order-preserving integer codes of the objectives (``ordering.positions``): sorting
+    and dominance on them equal those on the floats. :func:`constrained_rank` and
+    :func:`crowding_distance` accept them so that a caller computes them once.
+    """
+    objectives = jnp.asarray(objectives, jnp.float32)
+    return ordering.positions(ordering.float_key(objectives.T))
+
+
+def _dominance_words(positions: jax.Array, valid: jax.Array) -> jax.Array:
     """Bit-packed dominance, ``uint32 (ceil(n / 32), n)``.
 
-    Bit ``k`` of word ``[w, j]``: valid ``i = 32w + k`` Pareto-dominates ``j``. Packing
-    along the dominator axis makes each front-peeling pass read ``n^2 / 8`` bytes
-    instead of ``n^2``; the comparison itself (about 1 ms for 2 000 points on a CPU
-    core) is fused into the packing and never stored unpacked.
+    Bit ``k`` of word ``[w, j]``: valid ``i = 32w + k`` Pareto-dominates ``j``. On
+    integer positions (:func:`value_positions`) dominance is ``all(p_i <= p_j)`` and
+    ``sum(p_i) < sum(p_j)``: one comparison per objective plus one. Packing along the
+    dominator axis makes each front-peeling pass read ``n^2 / 8`` bytes; the
+    comparisons (0.4 ms for 2 000 points on a CPU core) are fused into the packing, an
+    OR of 32 shifted rows, which XLA vectorizes (a sum over a reduced axis it does not).
     """
-    n, n_obj = objectives.shape
+    n_obj, n = positions.shape
     n_words = -(-n // 32)
-    columns = objectives.T
-    # Invalid and padding rows are +inf everywhere: such a row dominates nothing.
-    rows = jnp.where(valid[None, :], columns, _F32_INF)
-    rows = jnp.concatenate(
-        [rows, jnp.full((n_obj, 32 * n_words - n), _F32_INF, jnp.float32)], axis=1
-    ).reshape(n_obj, n_words, 32)
-    all_le = jnp.ones((n_words, 32, n), bool)
-    any_lt = jnp.zeros((n_words, 32, n), bool)
-    for m in range(n_obj):
-        mine, theirs = rows[m][:, :, None], columns[m][None, None, :]
-        all_le &= mine <= theirs
-        any_lt |= mine < theirs
-    bit = jnp.asarray(_BIT)[None, :, None]
-    return jnp.sum(
-        jnp.where(all_le & any_lt, bit, jnp.uint32(0)), axis=1, dtype=jnp.uint32
-    )
+    positions = positions.astype(jnp.uint32)
+    total = jnp.sum(positions, axis=0, dtype=jnp.uint32)
+    # Invalid and padding rows lie beyond every position: such a row dominates nothing.
+    beyond = jnp.uint32(n_obj * n + 1)
+
+    def rows(feature):
+        feature = jnp.where(valid, feature, beyond)
+        padding = jnp.full(32 * n_words - n, beyond, jnp.uint32)
+        return jnp.concatenate([feature, padding]).reshape(n_words, 32)
+
+    row_positions = [rows(positions[m]) for m in range(n_obj)]
+    row_total = rows(total)
+    words = jnp.zeros((n_words, n), jnp.uint32)
+    for bit in range(32):
+        dominated = row_total[:, bit : bit + 1] < total[None, :]
+        for m in range(n_obj):
+            dominated &= row_positions[m][:, bit : bit + 1] <= positions[m][None, :]
+        words |= dominated.astype(jnp.uint32) << jnp.uint32(bit)
+    return words
 
 
 def _dense_rank(values: jax.Array, active: jax.Array) -> jax.Array:
@@ -186,17 +202,20 @@ def _dense_rank(values: jax.Array, active: jax.Array) -> jax.Array:
     return level[ordering.positions(keys)]
 
 
-def constrained_rank(objectives, violation, n_stop: int) -> jax.Array:
+def constrained_rank(objectives, violation, n_stop: int, positions=None) -> jax.Array:
     """Constrained non-dominated ranks, peeling feasible fronts until ``n_stop`` ranked.
 
     Feasible individuals come first, ranked by Pareto fronts; infeasible ones follow,
     one front per distinct total violation, smaller first (Deb's constrained
     domination). If peeling stops early, the unranked feasible individuals share one
     rank after the last peeled front (enough for survival, which never reaches them).
+    ``positions``: :func:`value_positions` of the objectives, if already computed.
     """
     n = objectives.shape[0]
     feasible = violation <= 0.0
-    dominance = _dominance_words(objectives, feasible)
+    if positions is None:
+        positions = value_positions(objectives)
+    dominance = _dominance_words(positions, feasible)
     ranks = jnp.full(n, -1, jnp.int32)
 
     def cond(carry):
@@ -247,31 +266,47 @@ def non_dominated_rank(objectives: jax.Array, violation: jax.Array | None = None
     return constrained_rank(objectives, jnp.asarray(violation, jnp.float32), n)
 
 
-def _front_value_order(objectives, ranks):
-    """int32 ``(n_obj, n)``: per objective, indices sorted by (rank, value, index)."""
-    n = objectives.shape[0]
-    values = objectives.T
+def _front_value_order(positions, ranks):
+    """int32 ``(n_obj, n)``: per objective, indices sorted by (rank, value, index).
+
+    ``positions``: :func:`value_positions`; ``ranks`` in ``0..n``.
+    """
+    n_obj, n = positions.shape
+    index = jnp.arange(n, dtype=jnp.int32)
     if n <= ordering.SMALL:
-        index = jnp.arange(n, dtype=jnp.int32)
         r_i, r_j = ranks[None, :, None], ranks[None, None, :]
-        v_i, v_j = values[:, :, None], values[:, None, :]
+        p_i, p_j = positions[:, :, None], positions[:, None, :]
         earlier = (index[None, :] < index[:, None])[None]
-        before = (r_j < r_i) | ((r_j == r_i) & ((v_j < v_i) | ((v_j == v_i) & earlier)))
+        before = (r_j < r_i) | ((r_j == r_i) & ((p_j < p_i) | ((p_j == p_i) & earlier)))
         return ordering.inverse_permutation(jnp.sum(before, axis=-1, dtype=jnp.int32))
     bits = ordering.index_bits(n)
-    if 2 * bits + 1 > 32:  # ranks and value positions no longer share a uint32
-        index = jnp.arange(n, dtype=jnp.int32)
-        return jax.vmap(lambda v: jnp.lexsort((index, v, ranks)))(values).astype(
+    if 2 * bits + 1 > 32:  # ranks and positions no longer share a uint32
+        return jax.vmap(lambda p: jnp.lexsort((index, p, ranks)))(positions).astype(
             jnp.int32
         )
-    value_position = ordering.positions(ordering.float_key(values))
-    primary = (ranks.astype(jnp.uint32)[None, :] << jnp.uint32(bits)) | (
-        value_position.astype(jnp.uint32)
-    )
-    return ordering.stable_order(primary)
+    u32, low = jnp.uint32, jnp.uint32((1 << bits) - 1)
+    rank_bits = ranks.astype(u32)[None, :]
+    packed = (positions << u32(bits)) | index.astype(u32)[None, :]
+
+    def one_sort():  # (rank, position, index) in one uint32
+        key = (rank_bits << u32(2 * bits)) | packed
+        return (jnp.sort(key, axis=1) & low).astype(jnp.int32)
+
+    def two_sorts():  # the stable value order, then stably by rank
+        by_value = (jnp.sort(packed, axis=1) & low).astype(jnp.int32)
+        place = ordering.inverse_permutation(by_value).astype(u32)
+        by_rank = jnp.sort((rank_bits << u32(bits)) | place, axis=1) & low
+        return jnp.take_along_axis(by_value, by_rank.astype(jnp.int32), axis=1)
+
+    if 3 * bits > 32:
+        return two_sorts()
+    fits = jnp.max(ranks) < (1 << (32 - 2 * bits))
+    return jax.lax.cond(fits, one_sort, two_sorts)
 
 
-def crowding_distance(objectives: jax.Array, ranks: jax.Array) -> jax.Array:
+def crowding_distance(
+    objectives: jax.Array, ranks: jax.Array, positions: jax.Array | None = None
+) -> jax.Array:
     """NSGA-II crowding distance within each front, pymoo's conventions.
 
     As ``pymoo...rank_and_crowding.metrics.calc_crowding_distance`` applied front by
@@ -285,6 +320,7 @@ def crowding_distance(objectives: jax.Array, ranks: jax.Array) -> jax.Array:
       objectives: float ``(n, n_obj)``.
       ranks: int ``(n,)`` front of each point, in ``0..n`` (as from
         :func:`non_dominated_rank`; larger values count as ``n``).
+      positions: :func:`value_positions` of the objectives, if already computed.
 
     Returns:
       float32 ``(n,)``.
@@ -292,8 +328,10 @@ def crowding_distance(objectives: jax.Array, ranks: jax.Array) -> jax.Array:
     objectives = jnp.asarray(objectives, jnp.float32)
     n, n_obj = objectives.shape
     ranks = jnp.clip(jnp.asarray(ranks, jnp.int32), 0, n)
+    if positions is None:
+        positions = value_positions(objectives)
     front_size = jax.ops.segment_sum(jnp.ones(n, jnp.int32), ranks, n + 1)[ranks]
-    order = _front_value_order(objectives, ranks)  # (n_obj, n)
+    order = _front_value_order(positions, ranks)  # (n_obj, n)
     values = objectives.T
     values_s = jnp.take_along_axis(values, order, axis=1)
     ranks_s = ranks[order]

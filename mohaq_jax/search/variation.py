@@ -88,60 +88,62 @@ def _pow(base, exponent):
     return jnp.exp(exponent * jnp.log(base))
 
 
-def _sbx(key, parent_1, parent_2, upper, params):
-    """pymoo ``cross_sbx`` on floats in ``[0, upper]``; both children, unrounded."""
-    eps = 1.0e-14
-    u_var, u_spread, u_exch, u_mating = _uniforms(key, 4, parent_1.shape)
+def _sbx_child(uniforms, parent_1, parent_2, second, upper, params):
+    """One child of pymoo ``cross_sbx`` per row, unrounded.
+
+    Args:
+      uniforms: ``(u_var, u_spread, u_exch)`` shaped like the parents and ``u_mating``
+        ``(n, 1)``, pymoo's draws for the mating.
+      parent_1, parent_2: float ``(n, n_genes)`` in ``[0, upper]``.
+      second: bool, broadcastable to ``(n, 1)``: the mating's second child, else its
+        first.
+    """
+    u_var, u_spread, u_exch, u_mating = uniforms
     cross = u_var < params.sbx_prob_var
-    cross &= jnp.abs(parent_1 - parent_2) > eps
+    cross &= jnp.abs(parent_1 - parent_2) > 1.0e-14
     cross &= (upper > 0.0)[None, :]
-    smaller = parent_1 < parent_2
     y1 = jnp.minimum(parent_1, parent_2)
     y2 = jnp.maximum(parent_1, parent_2)
     delta = jnp.where(cross, y2 - y1, 1.0)
-    eta = params.sbx_eta
     upper_row = upper[None, :]
-
-    # Each child's spread factor on its own: stacking the two (fewer power ops to
-    # compile) made XLA's CPU code 3x slower.
-    def spread(distance):
-        beta = 1.0 + 2.0 * distance / delta
-        alpha = 2.0 - _pow(beta, -(eta + 1.0))
-        inside = u_spread <= 1.0 / alpha
-        base = jnp.where(
-            inside,
-            u_spread * alpha,
-            1.0 / jnp.where(inside, 1.0, 2.0 - u_spread * alpha),
-        )
-        return _pow(base, 1.0 / (eta + 1.0))
-
-    c1 = 0.5 * ((y1 + y2) - spread(y1) * delta)
-    c2 = 0.5 * ((y1 + y2) + spread(upper_row - y2) * delta)
-    child_1 = jnp.where(smaller, c1, c2)
-    child_2 = jnp.where(smaller, c2, c1)
+    # pymoo computes the lower child c1 and upper child c2, orders them by the parents
+    # and swaps them with probability prob_exchange: the first child is c1 exactly
+    # when the swap and "parent_1 < parent_2" differ. Only this row's one is computed.
     swap = (u_exch < params.sbx_prob_exchange) ^ (parent_1 > parent_2)
-    child_1, child_2 = (
-        jnp.where(swap, child_2, child_1),
-        jnp.where(swap, child_1, child_2),
+    lower = swap ^ (parent_1 < parent_2) ^ second
+    beta = 1.0 + 2.0 * jnp.where(lower, y1, upper_row - y2) / delta
+    eta = params.sbx_eta
+    alpha = 2.0 - _pow(beta, -(eta + 1.0))
+    inside = u_spread <= 1.0 / alpha
+    base = jnp.where(
+        inside, u_spread * alpha, 1.0 / jnp.where(inside, 1.0, 2.0 - u_spread * alpha)
     )
-    child_1 = jnp.clip(jnp.where(cross, child_1, parent_1), 0.0, upper_row)
-    child_2 = jnp.clip(jnp.where(cross, child_2, parent_2), 0.0, upper_row)
+    spread = _pow(base, 1.0 / (eta + 1.0))
+    child = 0.5 * ((y1 + y2) + jnp.where(lower, -spread, spread) * delta)
+    parent = jnp.where(second, parent_2, parent_1)
+    child = jnp.clip(jnp.where(cross, child, parent), 0.0, upper_row)
     # A mating that does not recombine passes its parents through (pymoo Crossover.do).
-    mate = u_mating[:, 0] < params.crossover_prob
-    child_1 = jnp.where(mate[:, None], child_1, parent_1)
-    child_2 = jnp.where(mate[:, None], child_2, parent_2)
-    return child_1, child_2
+    return jnp.where(u_mating < params.crossover_prob, child, parent)
 
 
-def _polynomial_mutation(key, genomes, upper, params):
-    """pymoo ``mut_pm`` + ``Mutation.do`` on floats in ``[0, upper]`` (unrounded)."""
-    shape = genomes.shape
-    u_ind, u_var, rand = _uniforms(key, 3, shape)
+def _sbx(key, parent_1, parent_2, upper, params):
+    """pymoo ``cross_sbx`` on floats in ``[0, upper]``; both children, unrounded."""
+    u_var, u_spread, u_exch, u_mating = _uniforms(key, 4, parent_1.shape)
+    uniforms = (u_var, u_spread, u_exch, u_mating[:, :1])
+    return tuple(
+        _sbx_child(uniforms, parent_1, parent_2, second, upper, params)
+        for second in (False, True)
+    )
+
+
+def _mutate_pm(uniforms, genomes, upper, params):
+    """pymoo ``mut_pm`` + ``Mutation.do`` with draws ``(u_ind (n, 1), u_var, rand)``."""
+    u_ind, u_var, rand = uniforms
     upper_row = upper[None, :]
     span = jnp.where(upper_row > 0.0, upper_row, 1.0)
     mutate = u_var < params.mutation_prob_var
     mutate &= upper_row > 0.0
-    mutate &= u_ind[:, :1] <= params.mutation_prob
+    mutate &= u_ind <= params.mutation_prob
     delta_1 = genomes / span
     delta_2 = (upper_row - genomes) / span
     eta = params.mutation_eta
@@ -157,6 +159,73 @@ def _polynomial_mutation(key, genomes, upper, params):
     delta_q = jnp.where(low_side, root - 1.0, 1.0 - root)
     mutated = jnp.clip(genomes + delta_q * upper_row, 0.0, upper_row)
     return jnp.where(mutate, mutated, genomes)
+
+
+def _polynomial_mutation(key, genomes, upper, params):
+    """pymoo ``mut_pm`` + ``Mutation.do`` on floats in ``[0, upper]`` (unrounded)."""
+    u_ind, u_var, rand = _uniforms(key, 3, genomes.shape)
+    return _mutate_pm((u_ind[:, :1], u_var, rand), genomes, upper, params)
+
+
+def _uniform_at(seed, counter):
+    """Uniform ``[0, 1)`` float32: the generator's numbers at ``uint32`` ``counter``."""
+    mixed = _fmix32(counter * jnp.uint32(_GOLDEN) + seed[0])
+    return _to_unit(_fmix32(mixed ^ seed[1]))
+
+
+def _sbx_pm_rows(seeds, parent_1, parent_2, second, mating, n_matings, upper, params):
+    """Integer SBX, rounding, polynomial mutation, rounding: one child per row.
+
+    Row ``r`` is the first or (``second[r]``) second child of mating ``mating[r]`` of
+    ``n_matings``, with the random numbers, so the result, of ``_sbx`` over all matings
+    followed by ``_polynomial_mutation`` of ``concatenate([children_1, children_2])``.
+    One elementwise computation: a concatenation inside XLA's fused CPU code stops
+    vectorization (the mating ran 5-10x slower).
+
+    Args:
+      seeds: ``(crossover seed, mutation seed)``, :func:`seed_words` form.
+      parent_1, parent_2: int ``(n, n_genes)``, the row's mating's parents.
+      second: bool ``(n,)``.
+      mating: int32 ``(n,)`` in ``0..n_matings-1``.
+      n_matings: static int.
+      upper: float32 ``(n_genes,)``.
+
+    Returns:
+      int32 ``(n, n_genes)`` levels.
+    """
+    seed_cross, seed_mut = seeds
+    n_genes = parent_1.shape[1]
+    u32 = jnp.uint32
+    gene = jnp.arange(n_genes, dtype=u32)[None, :]
+    # Counters of pymoo's draws, as _uniforms lays them out: stream k of an (n, g)
+    # array holds k * n * g + row * g + gene.
+    row_cross = (mating.astype(u32) * u32(n_genes))[:, None]
+    size_cross = u32(n_matings * n_genes)
+    cross = [
+        _uniform_at(seed_cross, u32(k) * size_cross + row_cross + gene)
+        for k in range(3)
+    ]
+    cross.append(_uniform_at(seed_cross, u32(3) * size_cross + row_cross))
+    second = second[:, None]
+    child = _sbx_child(
+        cross,
+        parent_1.astype(jnp.float32),
+        parent_2.astype(jnp.float32),
+        second,
+        upper,
+        params,
+    )
+    child = _round_levels(child, upper).astype(jnp.float32)
+    row_mut = (
+        (second.astype(u32) * u32(n_matings)) + mating.astype(u32)[:, None]
+    ) * u32(n_genes)
+    size_mut = u32(2 * n_matings * n_genes)
+    mut = (
+        _uniform_at(seed_mut, row_mut),
+        _uniform_at(seed_mut, size_mut + row_mut + gene),
+        _uniform_at(seed_mut, u32(2) * size_mut + row_mut + gene),
+    )
+    return _round_levels(_mutate_pm(mut, child, upper, params), upper)
 
 
 def _round_levels(genomes, upper):
