@@ -56,7 +56,7 @@ def survival_order(key, objectives, violation, n_keep: int):
       ``(keep int32 (n_keep,), ranks int32 (n,), crowding float32 (n,))``.
     """
     n = violation.shape[0]
-    positions = value_positions(objectives)
+    positions = value_positions(objectives) if n > ordering.SMALL else None
     ranks = constrained_rank(objectives, violation, n_keep, positions)
     crowding = crowding_distance(objectives, ranks, positions)
     crowding = jnp.where(violation <= 0.0, crowding, 0.0)
@@ -83,6 +83,8 @@ def survival_order(key, objectives, violation, n_keep: int):
 
     if n <= ordering.SMALL or 3 * bits > 32:
         keep = stable()
+    elif ordering.index_bits(n + 1) + 2 * bits <= 32:  # every rank 0..n fits
+        keep = one_sort()
     else:
         keep = jax.lax.cond(jnp.max(ranks) < (1 << (32 - 2 * bits)), one_sort, stable)
     return keep[:n_keep], ranks, crowding
@@ -193,22 +195,21 @@ def unique_offspring(strategy, key, state: State, params: Params):
         keys = _genome_keys(pool, strategy.code_words)
         is_new = ordering.first_occurrence(keys)
         is_new &= ~keyset.contains(state.archive_index, state.archive_index_used, keys)
-        # Only a retry has chosen offspring to avoid.
+
+        def not_chosen():  # only a retry has chosen offspring to avoid
+            filled = jnp.arange(n_off) < n_filled
+            return ~jnp.any(
+                (keys[:, None] == chosen[None, :]) & filled[None, :], axis=1
+            )
+
         is_new &= jax.lax.cond(
-            n_filled > 0,
-            lambda: ~keyset.contains(*chosen, keys),
-            lambda: jnp.ones(keys.shape, bool),
+            n_filled > 0, not_chosen, lambda: jnp.ones(keys.shape, bool)
         )
         position = n_filled + jnp.cumsum(is_new, dtype=jnp.int32) - 1
         position = jnp.where(is_new, position, n_off)
         buffer = buffer.at[position].set(pool, mode="drop")
+        chosen = chosen.at[position].set(keys, mode="drop")
         n_added = jnp.minimum(jnp.sum(is_new, dtype=jnp.int32), n_off - n_filled)
-        # Remember the chosen keys only if another retry will need them.
-        chosen = jax.lax.cond(
-            n_filled + n_added < n_off,
-            lambda: keyset.insert(*chosen, keys, is_new & (position < n_off)),
-            lambda: chosen,
-        )
         n_random = n_random + jnp.where(iteration >= n_iterations, n_added, 0)
         return iteration + 1, buffer, chosen, n_filled + n_added, n_random, pool
 
@@ -219,7 +220,7 @@ def unique_offspring(strategy, key, state: State, params: Params):
     start = (
         jnp.int32(0),
         jnp.zeros((n_off, strategy.n_genes), jnp.int32),
-        keyset.empty(n_off),
+        jnp.zeros(n_off, jnp.uint32),
         jnp.int32(0),
         jnp.int32(0),
         jnp.zeros((n_candidates, strategy.n_genes), jnp.int32),

@@ -129,6 +129,8 @@ def _dominance_matrix(objectives: jax.Array) -> jax.Array:
 
 
 _BIT = 1 << np.arange(32, dtype=np.uint32)
+# Up to this many points, dominance is a plain bool matrix (quick to compile).
+_PACK_ABOVE = 256
 
 
 def _pack_bits(mask: jax.Array) -> jax.Array:
@@ -213,9 +215,13 @@ def constrained_rank(objectives, violation, n_stop: int, positions=None) -> jax.
     """
     n = objectives.shape[0]
     feasible = violation <= 0.0
-    if positions is None:
+    packed = n > _PACK_ABOVE
+    if packed and positions is None:
         positions = value_positions(objectives)
-    dominance = _dominance_words(positions, feasible)
+    if packed:
+        dominance = _dominance_words(positions, feasible)
+    else:  # small: a plain bool matrix compiles faster and runs as fast
+        dominance = _dominance_matrix(objectives) & feasible[:, None]
     ranks = jnp.full(n, -1, jnp.int32)
 
     def cond(carry):
@@ -225,8 +231,11 @@ def constrained_rank(objectives, violation, n_stop: int, positions=None) -> jax.
     def body(carry):
         front_id, ranks, n_ranked = carry
         unranked = ranks < 0
-        live = _pack_bits(unranked)[:, None]
-        dominated = jnp.any((dominance & live) != jnp.uint32(0), axis=0)
+        if packed:
+            live = _pack_bits(unranked)[:, None]
+            dominated = jnp.any((dominance & live) != jnp.uint32(0), axis=0)
+        else:
+            dominated = jnp.any(dominance & unranked[:, None], axis=0)
         front = feasible & unranked & ~dominated
         ranks = jnp.where(front, front_id, ranks)
         return front_id + 1, ranks, n_ranked + jnp.sum(front, dtype=jnp.int32)
@@ -266,18 +275,20 @@ def non_dominated_rank(objectives: jax.Array, violation: jax.Array | None = None
     return constrained_rank(objectives, jnp.asarray(violation, jnp.float32), n)
 
 
-def _front_value_order(positions, ranks):
+def _front_value_order(values, positions, ranks):
     """int32 ``(n_obj, n)``: per objective, indices sorted by (rank, value, index).
 
-    ``positions``: :func:`value_positions`; ``ranks`` in ``0..n``.
+    ``values``: the objectives transposed ``(n_obj, n)``; ``positions``: their
+    :func:`value_positions` (unused up to ``ordering.SMALL`` points); ``ranks`` in
+    ``0..n``.
     """
-    n_obj, n = positions.shape
+    n_obj, n = values.shape
     index = jnp.arange(n, dtype=jnp.int32)
     if n <= ordering.SMALL:
         r_i, r_j = ranks[None, :, None], ranks[None, None, :]
-        p_i, p_j = positions[:, :, None], positions[:, None, :]
+        v_i, v_j = values[:, :, None], values[:, None, :]
         earlier = (index[None, :] < index[:, None])[None]
-        before = (r_j < r_i) | ((r_j == r_i) & ((p_j < p_i) | ((p_j == p_i) & earlier)))
+        before = (r_j < r_i) | ((r_j == r_i) & ((v_j < v_i) | ((v_j == v_i) & earlier)))
         return ordering.inverse_permutation(jnp.sum(before, axis=-1, dtype=jnp.int32))
     bits = ordering.index_bits(n)
     if 2 * bits + 1 > 32:  # ranks and positions no longer share a uint32
@@ -298,6 +309,8 @@ def _front_value_order(positions, ranks):
         by_rank = jnp.sort((rank_bits << u32(bits)) | place, axis=1) & low
         return jnp.take_along_axis(by_value, by_rank.astype(jnp.int32), axis=1)
 
+    if ordering.index_bits(n + 1) + 2 * bits <= 32:  # every rank 0..n fits
+        return one_sort()
     if 3 * bits > 32:
         return two_sorts()
     fits = jnp.max(ranks) < (1 << (32 - 2 * bits))
@@ -328,11 +341,11 @@ def crowding_distance(
     objectives = jnp.asarray(objectives, jnp.float32)
     n, n_obj = objectives.shape
     ranks = jnp.clip(jnp.asarray(ranks, jnp.int32), 0, n)
-    if positions is None:
+    if positions is None and n > ordering.SMALL:
         positions = value_positions(objectives)
     front_size = jax.ops.segment_sum(jnp.ones(n, jnp.int32), ranks, n + 1)[ranks]
-    order = _front_value_order(positions, ranks)  # (n_obj, n)
     values = objectives.T
+    order = _front_value_order(values, positions, ranks)  # (n_obj, n)
     values_s = jnp.take_along_axis(values, order, axis=1)
     ranks_s = ranks[order]
     same = ranks_s[:, 1:] == ranks_s[:, :-1]
