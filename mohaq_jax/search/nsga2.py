@@ -64,7 +64,6 @@ import jax.numpy as jnp
 import numpy as np
 from evosax.algorithms.population_based import base as evosax_base
 
-from mohaq_jax.search import hypervolume as hv
 from mohaq_jax.search import keyset, nsga2_steps
 from mohaq_jax.search.nsga2_state import (
     Params,
@@ -118,7 +117,6 @@ __all__ = [
 _constrained_rank = constrained_rank
 _sbx = _sbx
 _polynomial_mutation = _polynomial_mutation
-_F32_INF = float("inf")
 
 
 class NSGA2(evosax_base.PopulationBasedAlgorithm):
@@ -276,25 +274,7 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
         )
 
     def _metrics(self, state: State, params: Params) -> dict[str, jax.Array]:
-        feasible = state.violation <= 0.0
-        front = feasible & (state.rank == 0)
-        best = jnp.min(jnp.where(feasible[:, None], state.objectives, _F32_INF), axis=0)
-        if params.ref_point is None:
-            volume = jnp.float32(jnp.nan)
-        else:
-            volume = hv.hypervolume(state.objectives, params.ref_point, front)
-        return {
-            "generation_counter": state.generation_counter,
-            "n_evaluations": state.n_evaluations,
-            "n_feasible": jnp.sum(feasible, dtype=jnp.int32),
-            "n_front": jnp.sum(front, dtype=jnp.int32),
-            "best_objectives": best,
-            "best_fitness": state.best_fitness,
-            "hypervolume": volume,
-            "n_unique_offspring": state.n_unique_offspring,
-            "n_random_offspring": state.n_random_offspring,
-            "n_mating_rounds": state.n_mating_rounds,
-        }
+        return nsga2_steps.metrics(state, params)
 
     # ---- the evosax interface -------------------------------------------------------
 

@@ -18,6 +18,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from mohaq_jax.search import hypervolume as hv
 from mohaq_jax.search import keyset, ordering
 from mohaq_jax.search.nsga2_state import Params, State
 from mohaq_jax.search.pareto import (
@@ -38,6 +39,7 @@ from mohaq_jax.search.variation import (
 )
 
 _U32 = jnp.uint32
+_F32_INF = float("inf")
 
 
 def survival_order(key, objectives, violation, n_keep: int):
@@ -262,3 +264,26 @@ def store(strategy, state: State, genomes, objectives, violation) -> State:
         archive_index_used=used,
         n_evaluations=state.n_evaluations + n,
     )
+
+
+def metrics(state: State, params: Params) -> dict[str, jax.Array]:
+    """``tell``'s metrics of the new population (see :meth:`NSGA2.tell`)."""
+    feasible = state.violation <= 0.0
+    front = feasible & (state.rank == 0)
+    best = jnp.min(jnp.where(feasible[:, None], state.objectives, _F32_INF), axis=0)
+    if params.ref_point is None:
+        volume = jnp.float32(jnp.nan)
+    else:
+        volume = hv.hypervolume(state.objectives, params.ref_point, front)
+    return {
+        "generation_counter": state.generation_counter,
+        "n_evaluations": state.n_evaluations,
+        "n_feasible": jnp.sum(feasible, dtype=jnp.int32),
+        "n_front": jnp.sum(front, dtype=jnp.int32),
+        "best_objectives": best,
+        "best_fitness": state.best_fitness,
+        "hypervolume": volume,
+        "n_unique_offspring": state.n_unique_offspring,
+        "n_random_offspring": state.n_random_offspring,
+        "n_mating_rounds": state.n_mating_rounds,
+    }
