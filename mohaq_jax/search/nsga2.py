@@ -90,8 +90,8 @@ from mohaq_jax.search.pareto import (
 from mohaq_jax.search.variation import (
     _code_words,
     _first_unique,
-    _polynomial_mutation,
-    _sbx,
+    _polynomial_mutation,  # noqa: F401 (tests use nsga2._polynomial_mutation)
+    _sbx,  # noqa: F401 (tests use nsga2._sbx)
     _uniform_levels,
 )
 
@@ -113,10 +113,7 @@ __all__ = [
     "total_violation",
 ]
 
-# Names older code and tests use.
-_constrained_rank = constrained_rank
-_sbx = _sbx
-_polynomial_mutation = _polynomial_mutation
+_constrained_rank = constrained_rank  # the name older code and tests use
 
 
 class NSGA2(evosax_base.PopulationBasedAlgorithm):
