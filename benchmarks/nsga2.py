@@ -1,13 +1,22 @@
-"""Generation-step time of our NSGA-II against pymoo 0.6's, 3 objectives.
+"""Generation-step time of our NSGA-II against pymoo 0.6's, 3 objectives, one CPU.
 
 One generation = ask + evaluation + tell, with offspring = population size, on
 DTLZ2 over 10 integer genes of 32 levels (a trivial evaluation: a jitted function for
 ours, pymoo's vectorized numpy problem for pymoo). Both use the integer SBX/PM recipe
 with eliminated duplicates (ours against the archive of every evaluated genome, pymoo's
-against the population). Reports the step time after warm-up (the best of ``--repeats`` means, since other
-processes share the CPU) and the ratio, and the compile time of our step (CPU seconds of
-this process, default XLA options and :func:`~mohaq_jax.search.compilation.jit_small`'s),
-plus that of a whole MOHAQ-sized search (``make_run``, population 40, 10 offspring).
+against the population and offspring). pymoo runs its own loop (``algorithm.next()``).
+
+Ours is timed two ways, both after warm-up and with the same archive capacity:
+  * ``scan``: generations inside one jitted ``lax.scan`` (how :func:`make_run` runs a
+    whole search), per generation;
+  * ``call``: one jitted step call per generation from Python, the state donated (as
+    a driver that evaluates outside jit runs it), dispatch included.
+Each figure is the best of ``--repeats`` means (other processes share the CPU); pymoo
+is measured in the same run, interleaved with ours, and the ratio uses the same
+repeats. Compile times are CPU seconds of this process: the driver's
+sample+init+ask+tell (default XLA options and
+:func:`~mohaq_jax.search.compilation.jit_small`'s) and a whole ``make_run`` scan (both
+options), at MOHAQ's size (population 40, 10 offspring) and population 100.
 
 Run: ``python -m benchmarks.nsga2 [--sizes 100 1000] [--steps 10]``.
 """
@@ -45,8 +54,8 @@ def _compile(fn, *args, fast: bool = False):
 
 
 def compile_times(pop_size: int, n_offspring: int) -> dict[str, float]:
-    """CPU seconds to compile a search: the driver's sample/init/ask/tell (default
-    options and ``jit_small``) and a whole ``make_run`` scan of 15 generations."""
+    """CPU seconds to compile a search: the driver's sample/init/ask/tell and a whole
+    ``make_run`` scan of 15 generations, each with default options and ``jit_small``."""
     strategy = nsga2.NSGA2(pop_size, n_offspring, np.full(N_GENES, LEVELS - 1))
     params = strategy.default_params
     evaluate = jax.jit(jax.vmap(dtlz2))
@@ -66,88 +75,110 @@ def compile_times(pop_size: int, n_offspring: int) -> dict[str, float]:
         ):
             total += _compile(fn, *args, fast=fast)[1]
         out["driver_fast" if fast else "driver"] = total
-    out["make_run"] = _compile(nsga2.make_run(strategy, dtlz2, 15), key)[1]
+    run = nsga2.make_run(strategy, dtlz2, 15)
+    out["make_run"] = _compile(run, key)[1]
+    out["make_run_fast"] = _compile(run, key, fast=True)[1]
     return out
 
 
-def time_ours(pop_size: int, n_steps: int, n_warmup: int, repeats: int = 3):
-    """(best mean seconds per generation (ask + evaluate + tell), compile CPU s)."""
-    strategy = nsga2.NSGA2(
-        pop_size,
-        pop_size,
-        np.full(N_GENES, LEVELS - 1),
-        archive_size=pop_size * (repeats * n_steps + n_warmup + 1),
-    )
-    params = strategy.default_params
-    evaluate = jax.vmap(dtlz2)
+class Ours:
+    """Our generation step at one population size, ready to time."""
 
-    def step(state, key):
-        key_ask, key_tell = jax.random.split(key)
-        offspring, state = strategy.ask(key_ask, state, params)
-        state, _ = strategy.tell(
-            key_tell, offspring, evaluate(offspring), state, params
+    def __init__(self, pop_size: int, archive_generations: int):
+        self.strategy = nsga2.NSGA2(
+            pop_size,
+            pop_size,
+            np.full(N_GENES, LEVELS - 1),
+            archive_size=pop_size * (archive_generations + 1),
         )
-        return state
+        params = self.strategy.default_params
+        evaluate = jax.vmap(dtlz2)
 
-    key = jax.random.key(0)
-    population = strategy.sample(key)
-    state = strategy.init(key, population, evaluate(population), params)
-    step, seconds = _compile(step, state, key)
-    for i in range(n_warmup):
-        state = jax.block_until_ready(step(state, jax.random.fold_in(key, i + 1)))
-    best = float("inf")
-    for r in range(repeats):
-        start = time.perf_counter()
-        for i in range(n_steps):
-            state = step(state, jax.random.fold_in(key, (r + 1) * 1000 + i))
+        def step(state, key):
+            key_ask, key_tell = jax.random.split(key)
+            offspring, state = self.strategy.ask(key_ask, state, params)
+            state, _ = self.strategy.tell(
+                key_tell, offspring, evaluate(offspring), state, params
+            )
+            return state
+
+        def steps(state, key, n: int):
+            keys = jax.random.split(key, n)
+            return jax.lax.scan(lambda s, k: (step(s, k), None), state, keys)[0]
+
+        key = jax.random.key(0)
+        population = self.strategy.sample(key)
+        self.start = self.strategy.init(key, population, evaluate(population), params)
+        self.step = jax.jit(step, donate_argnums=0)
+        self.steps = jax.jit(steps, static_argnums=2)
+        self.compile_seconds = _compile(step, self.start, key)[1]
+
+    def time_calls(self, n_steps: int, n_warmup: int, seed: int) -> float:
+        """Mean seconds per step called from Python (state donated)."""
+        state = jax.tree.map(jnp.copy, self.start)
+        keys = list(jax.random.split(jax.random.key(seed), n_warmup + n_steps))
+        for key in keys[:n_warmup]:
+            state = self.step(state, key)
         jax.block_until_ready(state)
-        best = min(best, (time.perf_counter() - start) / n_steps)
-    return best, seconds
+        start = time.perf_counter()
+        for key in keys[n_warmup:]:
+            state = self.step(state, key)
+        jax.block_until_ready(state)
+        return (time.perf_counter() - start) / n_steps
+
+    def time_scan(self, n_steps: int, n_warmup: int, seed: int) -> float:
+        """Mean seconds per step inside one jitted scan of ``n_steps`` generations."""
+        key = jax.random.key(seed)
+        state = self.steps(self.start, key, n_warmup)
+        jax.block_until_ready(self.steps(state, key, n_steps))  # compile
+        start = time.perf_counter()
+        jax.block_until_ready(self.steps(state, key, n_steps))
+        return (time.perf_counter() - start) / n_steps
 
 
-def time_pymoo(pop_size: int, n_steps: int, n_warmup: int, repeats: int = 3) -> float:
-    """Best mean seconds per pymoo ``algorithm.next()`` after warm-up."""
-    from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.core.problem import Problem
-    from pymoo.operators.crossover.sbx import SBX
-    from pymoo.operators.mutation.pm import PM
-    from pymoo.operators.repair.rounding import RoundingRepair
-    from pymoo.operators.sampling.rnd import IntegerRandomSampling
-    from pymoo.problems import get_problem
-    from pymoo.termination import get_termination
+class Pymoo:
+    """pymoo 0.6's NSGA-II on the same problem and settings, stepped by ``next()``."""
 
-    class Discretized(Problem):
-        def __init__(self):
-            self.inner = get_problem("dtlz2", n_var=N_GENES, n_obj=3)
-            super().__init__(n_var=N_GENES, n_obj=3, xl=0, xu=LEVELS - 1, vtype=int)
+    def __init__(self, pop_size: int):
+        from pymoo.algorithms.moo.nsga2 import NSGA2
+        from pymoo.core.problem import Problem
+        from pymoo.operators.crossover.sbx import SBX
+        from pymoo.operators.mutation.pm import PM
+        from pymoo.operators.repair.rounding import RoundingRepair
+        from pymoo.operators.sampling.rnd import IntegerRandomSampling
+        from pymoo.problems import get_problem
+        from pymoo.termination import get_termination
 
-        def _evaluate(self, x, out, *args, **kwargs):
-            out["F"] = self.inner.evaluate(x / (LEVELS - 1.0))
+        class Discretized(Problem):
+            def __init__(self):
+                self.inner = get_problem("dtlz2", n_var=N_GENES, n_obj=3)
+                super().__init__(n_var=N_GENES, n_obj=3, xl=0, xu=LEVELS - 1, vtype=int)
 
-    algorithm = NSGA2(
-        pop_size=pop_size,
-        n_offsprings=pop_size,
-        sampling=IntegerRandomSampling(),
-        crossover=SBX(prob=1.0, eta=3, vtype=float, repair=RoundingRepair()),
-        mutation=PM(eta=3, vtype=float, repair=RoundingRepair()),
-        eliminate_duplicates=True,
-    )
-    algorithm.setup(
-        Discretized(),
-        termination=get_termination("n_gen", 10**6),
-        seed=0,
-        verbose=False,
-    )
-    algorithm.next()  # initial population
-    for _ in range(n_warmup):
-        algorithm.next()
-    best = float("inf")
-    for _ in range(repeats):
+            def _evaluate(self, x, out, *args, **kwargs):
+                out["F"] = self.inner.evaluate(x / (LEVELS - 1.0))
+
+        self.algorithm = NSGA2(
+            pop_size=pop_size,
+            n_offsprings=pop_size,
+            sampling=IntegerRandomSampling(),
+            crossover=SBX(prob=1.0, eta=3, vtype=float, repair=RoundingRepair()),
+            mutation=PM(eta=3, vtype=float, repair=RoundingRepair()),
+            eliminate_duplicates=True,
+        )
+        self.algorithm.setup(
+            Discretized(),
+            termination=get_termination("n_gen", 10**6),
+            seed=0,
+            verbose=False,
+        )
+        self.algorithm.next()  # initial population
+
+    def time_steps(self, n_steps: int) -> float:
+        """Mean seconds per ``algorithm.next()``."""
         start = time.perf_counter()
         for _ in range(n_steps):
-            algorithm.next()
-        best = min(best, (time.perf_counter() - start) / n_steps)
-    return best
+            self.algorithm.next()
+        return (time.perf_counter() - start) / n_steps
 
 
 def main() -> None:
@@ -156,25 +187,38 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-compile", action="store_true", help="skip compile times")
     args = parser.parse_args()
     print(f"device: {jax.devices()[0].device_kind}, {jax.device_count()} device(s)")
-    for pop_size, n_offspring in ((40, 10), (100, 100)):
-        times = compile_times(pop_size, n_offspring)
-        print(
-            f"compile (CPU s), pop {pop_size}, {n_offspring} offspring: driver "
-            f"sample+init+ask+tell {times['driver']:.2f} (jit_small "
-            f"{times['driver_fast']:.2f}), make_run scan {times['make_run']:.2f}"
-        )
+    if not args.no_compile:
+        for pop_size, n_offspring in ((40, 10), (100, 100)):
+            times = compile_times(pop_size, n_offspring)
+            print(
+                f"compile (CPU s), pop {pop_size}, {n_offspring} offspring: driver "
+                f"sample+init+ask+tell {times['driver']:.2f} (jit_small "
+                f"{times['driver_fast']:.2f}), make_run scan {times['make_run']:.2f} "
+                f"(jit_small {times['make_run_fast']:.2f})",
+                flush=True,
+            )
     print(
-        f"{'pop':>6} {'offspring':>9} {'compile s':>9} {'ours ms':>9} {'pymoo ms':>9} "
-        f"{'speedup':>8}"
+        f"{'pop':>6} {'compile s':>9} {'scan ms':>8} {'call ms':>8} {'pymoo ms':>9} "
+        f"{'ratio scan':>10} {'ratio call':>10}"
     )
     for pop_size in args.sizes:
-        ours, seconds = time_ours(pop_size, args.steps, args.warmup, args.repeats)
-        theirs = time_pymoo(pop_size, args.steps, args.warmup, args.repeats)
+        # The archive holds as many generations as the whole timed run of pymoo.
+        ours = Ours(pop_size, args.warmup + args.repeats * args.steps)
+        theirs = Pymoo(pop_size)
+        theirs.time_steps(args.warmup)
+        scan, call, pymoo = [], [], []
+        for r in range(args.repeats):  # interleaved: load changes hit all three
+            scan.append(ours.time_scan(args.steps, args.warmup, r))
+            call.append(ours.time_calls(args.steps, args.warmup, r))
+            pymoo.append(theirs.time_steps(args.steps))
+        scan, call, pymoo = min(scan), min(call), min(pymoo)
         print(
-            f"{pop_size:>6} {pop_size:>9} {seconds:>9.2f} {1e3 * ours:>9.2f} "
-            f"{1e3 * theirs:>9.2f} {theirs / ours:>7.1f}x",
+            f"{pop_size:>6} {ours.compile_seconds:>9.2f} {1e3 * scan:>8.3f} "
+            f"{1e3 * call:>8.3f} {1e3 * pymoo:>9.2f} {pymoo / scan:>9.1f}x "
+            f"{pymoo / call:>9.1f}x",
             flush=True,
         )
 

@@ -33,8 +33,9 @@ template (:meth:`NSGA2.empty_state`) are public so that step-by-step drivers
 (:mod:`mohaq_jax.search.mohaq`) reproduce it exactly.
 
 Differences from pymoo's NSGA-II (all deliberate, see the tests):
-  * Duplicates are eliminated against the whole archive (every genome ever evaluated),
-    pymoo only against the current population and the other offspring.
+  * Duplicates are eliminated against the whole archive (every genome ever evaluated,
+    kept in a hash set: :mod:`mohaq_jax.search.keyset`), pymoo only against the current
+    population and the other offspring.
   * Like pymoo, mating is retried (up to ``max_mating_rounds`` = 100 matings of
     ``n_offspring`` children) until enough unique offspring exist; under jit this is a
     ``lax.while_loop`` whose iterations each draw ``pool_rounds`` matings at once.
@@ -46,6 +47,10 @@ Differences from pymoo's NSGA-II (all deliberate, see the tests):
     them in population order.
   * Random numbers come from a counter-based hash generator
     (:mod:`mohaq_jax.search.variation`), not threefry: same seed, same front.
+
+The generation's pieces live in :mod:`mohaq_jax.search.nsga2_steps`; every sort there
+is a ``uint32`` one (:mod:`mohaq_jax.search.ordering`), so a generation of population
+1 000 takes about 2 ms on one CPU core (``benchmarks/nsga2.py``).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from evosax.algorithms.population_based import base as evosax_base
 
-from mohaq_jax.search import hypervolume as hv
+from mohaq_jax.search import keyset, nsga2_steps
 from mohaq_jax.search.nsga2_state import (
     Params,
     State,
@@ -84,20 +89,10 @@ from mohaq_jax.search.pareto import (
 )
 from mohaq_jax.search.variation import (
     _code_words,
-    _first_occurrence,
     _first_unique,
-    _genome_keys,
-    _in_sorted,
-    _polynomial_mutation,
-    _random_reset,
-    _round_levels,
-    _sbx,
-    _sorted_known,
-    _uniform,
-    _uniform_crossover,
+    _polynomial_mutation,  # noqa: F401 (tests use nsga2._polynomial_mutation)
+    _sbx,  # noqa: F401 (tests use nsga2._sbx)
     _uniform_levels,
-    seed_words,
-    sub_seed,
 )
 
 __all__ = [
@@ -119,12 +114,6 @@ __all__ = [
 ]
 
 _constrained_rank = constrained_rank  # the name older code and tests use
-_F32_INF = float("inf")
-
-
-# --------------------------------------------------------------------------------------
-# The strategy
-# --------------------------------------------------------------------------------------
 
 
 class NSGA2(evosax_base.PopulationBasedAlgorithm):
@@ -184,9 +173,12 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
         self.variation = variation
         self.pool_rounds = int(pool_rounds)
         self.max_mating_rounds = int(max_mating_rounds)
-        self._words = _code_words(self.upper)
+        # Genes packed into uint32 code words (duplicate elimination).
+        self.code_words = _code_words(self.upper)
         # pymoo mates in pairs: ceil(n_offspring / 2) matings give 2 children each.
-        self._n_matings = math.ceil(self.n_offspring / 2)
+        self.n_matings = math.ceil(self.n_offspring / 2)
+        # Retries (while_loop iterations) of pool_rounds matings each.
+        self.n_mating_iterations = math.ceil(self.max_mating_rounds / self.pool_rounds)
 
     @property
     def _default_params(self) -> Params:
@@ -208,6 +200,7 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
         """A state of the right shapes with an empty archive (a checkpoint template)."""
         pop, genes, cap = self.pop_size, self.n_genes, self.archive_size
         f32, i32 = jnp.float32, jnp.int32
+        index, used = keyset.empty(cap)
         return State(
             population=jnp.zeros((pop, genes), i32),
             fitness=jnp.full((pop, n_obj), jnp.inf, f32),
@@ -223,16 +216,13 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
             archive_violation=jnp.zeros(cap, f32),
             archive_generation=jnp.full(cap, -1, i32),
             archive_count=jnp.int32(0),
+            archive_index=index,
+            archive_index_used=used,
             n_evaluations=jnp.int32(0),
             n_unique_offspring=jnp.int32(0),
             n_random_offspring=jnp.int32(0),
             n_mating_rounds=jnp.int32(0),
         )
-
-    # ---- helpers -------------------------------------------------------------------
-
-    def _upper_f(self):
-        return jnp.asarray(self.upper, jnp.float32)
 
     def sample(self, key: jax.Array, n: int | None = None) -> jax.Array:
         """Distinct uniformly random genomes (pymoo ``IntegerRandomSampling`` + dedup).
@@ -245,71 +235,22 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
           int32 ``(n, n_genes)``; distinct unless the space has fewer than ``n``.
         """
         n = self.pop_size if n is None else n
-        pool = _uniform_levels(key, (4 * n, self.n_genes), self._upper_f())
-        no_keys = jnp.zeros(1, jnp.uint32)
-        chosen, _ = _first_unique(pool, no_keys, jnp.int32(0), n, self._words)
-        return chosen
+        upper = jnp.asarray(self.upper, jnp.float32)
+        pool = _uniform_levels(key, (4 * n, self.n_genes), upper)
+        return _first_unique(pool, n, self.code_words)
 
-    def _survive(self, key, genomes, objectives, violation):
-        ranks = constrained_rank(objectives, violation, self.pop_size)
-        crowding = crowding_distance(objectives, ranks)
-        crowding = jnp.where(violation <= 0.0, crowding, 0.0)
-        tie_break = _uniform(key, violation.shape)
-        keep = jnp.lexsort((tie_break, -crowding, ranks))[: self.pop_size]
-        return (
-            genomes[keep],
-            objectives[keep],
-            violation[keep],
-            ranks[keep],
-            crowding[keep],
+    def _survive(self, key, genomes, objectives, violation, state: State) -> State:
+        keep, ranks, crowding = nsga2_steps.survival_order(
+            key, objectives, violation, self.pop_size
         )
-
-    def _tournament(self, seed, state: State, n_select: int):
-        """pymoo's binary tournament (``comp_by_dom_and_crowding``): winner indices."""
-        n_random = 2 * n_select
-        n_perms = math.ceil(n_random / self.pop_size)
-        draws = _uniform(seed, (n_perms + 1, max(self.pop_size, n_select)))
-        # Concatenated random permutations, as pymoo's random_permutations.
-        perms = jnp.argsort(draws[:n_perms, : self.pop_size], axis=1).astype(jnp.int32)
-        pairs = perms.reshape(-1)[:n_random].reshape(n_select, 2)
-        a, b = pairs[:, 0], pairs[:, 1]
-        coin = draws[n_perms, :n_select] < 0.5
-        v_a, v_b = state.violation[a], state.violation[b]
-        f_a, f_b = state.objectives[a], state.objectives[b]
-        c_a, c_b = state.crowding[a], state.crowding[b]
-        random_pick = jnp.where(coin, a, b)
-        by_violation = jnp.where(v_a < v_b, a, jnp.where(v_b < v_a, b, random_pick))
-        by_crowding = jnp.where(c_a > c_b, a, jnp.where(c_b > c_a, b, random_pick))
-        by_dominance = jnp.where(
-            dominates(f_a, f_b), a, jnp.where(dominates(f_b, f_a), b, by_crowding)
+        state = state.replace(
+            population=genomes[keep],
+            fitness=objectives[keep],
+            violation=violation[keep],
+            rank=ranks[keep],
+            crowding=crowding[keep],
         )
-        return jnp.where((v_a > 0.0) | (v_b > 0.0), by_violation, by_dominance)
-
-    def _mate(self, seed, state: State, params: Params, n_matings: int):
-        """pymoo's mating: tournament, crossover, mutation; ``2 * n_matings`` kids."""
-        seed = seed_words(seed)
-        seed_select, seed_cross, seed_mut = (sub_seed(seed, i) for i in range(3))
-        winners = self._tournament(seed_select, state, 2 * n_matings)
-        parents = state.population[winners].reshape(n_matings, 2, self.n_genes)
-        parent_1, parent_2 = parents[:, 0], parents[:, 1]
-        upper = self._upper_f()
-        if self.variation == "sbx_pm":
-            child_1, child_2 = _sbx(
-                seed_cross,
-                parent_1.astype(jnp.float32),
-                parent_2.astype(jnp.float32),
-                upper,
-                params,
-            )
-            children = _round_levels(jnp.concatenate([child_1, child_2]), upper)
-            mutated = _polynomial_mutation(
-                seed_mut, children.astype(jnp.float32), upper, params
-            )
-            return _round_levels(mutated, upper)
-        child_1, child_2 = _uniform_crossover(seed_cross, parent_1, parent_2, params)
-        return _random_reset(
-            seed_mut, jnp.concatenate([child_1, child_2]), upper, params
-        )
+        return self._update_best(state)
 
     def _update_best(self, state: State) -> State:
         best = _lexicographic_best(state.violation, state.fitness)
@@ -330,73 +271,7 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
         )
 
     def _metrics(self, state: State, params: Params) -> dict[str, jax.Array]:
-        feasible = state.violation <= 0.0
-        front = feasible & (state.rank == 0)
-        best = jnp.min(jnp.where(feasible[:, None], state.objectives, _F32_INF), axis=0)
-        if params.ref_point is None:
-            volume = jnp.float32(jnp.nan)
-        else:
-            volume = hv.hypervolume(state.objectives, params.ref_point, front)
-        return {
-            "generation_counter": state.generation_counter,
-            "n_evaluations": state.n_evaluations,
-            "n_feasible": jnp.sum(feasible, dtype=jnp.int32),
-            "n_front": jnp.sum(front, dtype=jnp.int32),
-            "best_objectives": best,
-            "best_fitness": state.best_fitness,
-            "hypervolume": volume,
-            "n_unique_offspring": state.n_unique_offspring,
-            "n_random_offspring": state.n_random_offspring,
-            "n_mating_rounds": state.n_mating_rounds,
-        }
-
-    def _store(self, state: State, genomes, objectives, violation) -> State:
-        slots = state.archive_count + jnp.arange(genomes.shape[0], dtype=jnp.int32)
-        n_stored = jnp.minimum(
-            state.archive_count + genomes.shape[0], self.archive_size
-        )
-        generation = jnp.broadcast_to(state.generation_counter, slots.shape)
-        return state.replace(
-            archive_genomes=state.archive_genomes.at[slots].set(genomes, mode="drop"),
-            archive_objectives=state.archive_objectives.at[slots].set(
-                objectives, mode="drop"
-            ),
-            archive_violation=state.archive_violation.at[slots].set(
-                violation, mode="drop"
-            ),
-            archive_generation=state.archive_generation.at[slots].set(
-                generation, mode="drop"
-            ),
-            archive_count=n_stored.astype(jnp.int32),
-            n_evaluations=state.n_evaluations + genomes.shape[0],
-        )
-
-    @property
-    def _n_mating_iterations(self) -> int:
-        return math.ceil(self.max_mating_rounds / self.pool_rounds)
-
-    def _candidates(self, seed, state: State, params: Params, iteration):
-        """``pool_rounds`` matings in pymoo's order (round by round, each round's first
-        children, then its second); uniformly random genomes once matings are spent."""
-        seed = sub_seed(seed, iteration)
-        n_candidates = 2 * self.pool_rounds * self._n_matings
-
-        def mated():
-            children = self._mate(
-                sub_seed(seed, 0), state, params, self.pool_rounds * self._n_matings
-            )
-            return (
-                children.reshape(2, self.pool_rounds, self._n_matings, self.n_genes)
-                .transpose(1, 0, 2, 3)
-                .reshape(-1, self.n_genes)
-            )
-
-        def random():
-            shape = (n_candidates, self.n_genes)
-            return _uniform_levels(sub_seed(seed, 1), shape, self._upper_f())
-
-        # A branch, not a select: the unused one costs nothing (outside vmap).
-        return jax.lax.cond(iteration >= self._n_mating_iterations, random, mated)
+        return nsga2_steps.metrics(state, params)
 
     # ---- the evosax interface -------------------------------------------------------
 
@@ -433,84 +308,27 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
                 f"got {population.shape}"
             )
         state = self.empty_state(objectives.shape[1])
-        state = self._store(state, population, objectives, violation)
-        genomes, objectives, violation, rank, crowding = self._survive(
-            key, population, objectives, violation
-        )
-        state = state.replace(
-            population=genomes,
-            fitness=objectives,
-            violation=violation,
-            rank=rank,
-            crowding=crowding,
-        )
-        return self._update_best(state)
+        state = nsga2_steps.store(self, state, population, objectives, violation)
+        return self._survive(key, population, objectives, violation, state)
 
     def _ask(self, key: jax.Array, state: State, params: Params):
-        """Offspring none equal to an archived genome or to each other (see ``ask``).
+        """Offspring none equal to an archived genome or to each other (see ``ask``)."""
+        offspring, n_unique, n_random, n_rounds = nsga2_steps.unique_offspring(
+            self, key, state, params
+        )
+        return offspring, state.replace(
+            n_unique_offspring=n_unique,
+            n_random_offspring=n_random,
+            n_mating_rounds=n_rounds,
+        )
+
+    def ask(self, key: jax.Array, state: State, params: Params):
+        """Offspring to evaluate, none equal to an archived genome or to each other.
 
         Mating is retried, ``pool_rounds`` matings per ``lax.while_loop`` iteration,
         until ``n_offspring`` unique genomes are found or ``max_mating_rounds``
         matings were drawn; then one batch of uniformly random genomes; then
         duplicates fill the rest.
-        """
-        seed = seed_words(key)
-        known_sorted = _sorted_known(
-            _genome_keys(state.archive_genomes, self._words), state.archive_count
-        )
-        n_off, n_iterations = self.n_offspring, self._n_mating_iterations
-        n_candidates = 2 * self.pool_rounds * self._n_matings
-        slots = jnp.arange(n_off)
-
-        def body(carry):
-            iteration, buffer, buffer_keys, n_filled, n_random, _ = carry
-            candidates = self._candidates(seed, state, params, iteration)
-            keys = _genome_keys(candidates, self._words)
-            in_buffer = _in_sorted(keys, _sorted_known(buffer_keys, n_filled), n_filled)
-            is_new = _first_occurrence(keys) & ~in_buffer
-            is_new &= ~_in_sorted(keys, known_sorted, state.archive_count)
-            position = n_filled + jnp.cumsum(is_new, dtype=jnp.int32) - 1
-            position = jnp.where(is_new, position, n_off)
-            buffer = buffer.at[position].set(candidates, mode="drop")
-            buffer_keys = buffer_keys.at[position].set(keys, mode="drop")
-            n_added = jnp.minimum(jnp.sum(is_new, dtype=jnp.int32), n_off - n_filled)
-            n_random = n_random + jnp.where(iteration >= n_iterations, n_added, 0)
-            return (
-                iteration + 1,
-                buffer,
-                buffer_keys,
-                n_filled + n_added,
-                n_random,
-                (candidates),
-            )
-
-        def cond(carry):
-            iteration, _, _, n_filled, _, _ = carry
-            return (n_filled < n_off) & (iteration <= n_iterations)
-
-        start = (
-            jnp.int32(0),
-            jnp.zeros((n_off, self.n_genes), jnp.int32),
-            jnp.zeros(n_off, jnp.uint32),
-            jnp.int32(0),
-            jnp.int32(0),
-            jnp.zeros((n_candidates, self.n_genes), jnp.int32),
-        )
-        iterations, buffer, _, n_filled, n_random, last = jax.lax.while_loop(
-            cond, body, start
-        )
-        # Too few unique genomes even at random (a nearly exhausted space): the last
-        # candidates, all archived or already chosen, fill the remaining slots.
-        offspring = jnp.where((slots < n_filled)[:, None], buffer, last[:n_off])
-        n_rounds = jnp.minimum(iterations, n_iterations) * self.pool_rounds
-        return offspring, state.replace(
-            n_unique_offspring=n_filled,
-            n_random_offspring=n_random,
-            n_mating_rounds=n_rounds.astype(jnp.int32),
-        )
-
-    def ask(self, key: jax.Array, state: State, params: Params):
-        """Offspring to evaluate, none equal to an archived genome or to each other.
 
         Args:
           key: PRNG key.
@@ -528,21 +346,14 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
         population = jnp.asarray(population, jnp.int32)
         objectives, violation = split_fitness(fitness)
         state = state.replace(generation_counter=state.generation_counter + 1)
-        state = self._store(state, population, objectives, violation)
-        genomes, objectives, violation, rank, crowding = self._survive(
+        state = nsga2_steps.store(self, state, population, objectives, violation)
+        return self._survive(
             key,
             jnp.concatenate([state.population, population]),
             jnp.concatenate([state.fitness, objectives]),
             jnp.concatenate([state.violation, violation]),
+            state,
         )
-        state = state.replace(
-            population=genomes,
-            fitness=objectives,
-            violation=violation,
-            rank=rank,
-            crowding=crowding,
-        )
-        return self._update_best(state)
 
     @functools.partial(jax.jit, static_argnames=("self",))
     def tell(

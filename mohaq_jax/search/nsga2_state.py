@@ -84,6 +84,10 @@ class State(evosax_base.State):
     archive_violation: jax.Array  # shape=(capacity,), float32
     archive_generation: jax.Array  # shape=(capacity,), int32 generation evaluated
     archive_count: jax.Array  # shape=(), int32 filled slots
+    # Hash set of the archived genomes' keys (mohaq_jax.search.keyset), for duplicate
+    # elimination: slots = keyset.table_size(capacity).
+    archive_index: jax.Array  # shape=(slots,), uint32 genome keys
+    archive_index_used: jax.Array  # shape=(slots,), bool occupied slots
     n_evaluations: jax.Array  # shape=(), int32 genomes told so far
     n_unique_offspring: jax.Array  # shape=(), int32 unique genomes the last ask found
     n_random_offspring: jax.Array  # shape=(), int32 of them random (mating ran dry)
@@ -132,9 +136,13 @@ def archive_front(state: State) -> jax.Array:
 
 
 def _lexicographic_best(violation, objectives):
-    """Index of the smallest ``(violation, objectives[0], objectives[1], ...)``."""
-    columns = [objectives[:, m] for m in range(objectives.shape[1] - 1, -1, -1)]
-    return jnp.lexsort((*columns, violation))[0]
+    """Index of the smallest ``(violation, objectives[0], objectives[1], ...)``; the
+    first such index on ties (successive minima: no sort)."""
+    candidate = jnp.ones(violation.shape, bool)
+    for column in [violation, *(objectives[:, m] for m in range(objectives.shape[1]))]:
+        masked = jnp.where(candidate & ~jnp.isnan(column), column, jnp.inf)
+        candidate &= masked == jnp.min(masked)
+    return jnp.argmax(candidate)
 
 
 def _lexicographic_less(violation_a, objectives_a, violation_b, objectives_b):

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mohaq_jax.search import ordering
+
 __all__ = ["seed_words", "sub_seed"]
 
 _GOLDEN = 0x9E3779B9
@@ -51,18 +53,33 @@ def sub_seed(seed: jax.Array, stream) -> jax.Array:
     return jnp.stack([first, second])
 
 
-def _bits(seed, n: int) -> jax.Array:
-    counter = jnp.arange(n, dtype=jnp.uint32)
+def _bits(seed, n: int, offset: int = 0) -> jax.Array:
+    """uint32 ``(n,)``: the generator's numbers ``offset .. offset + n - 1``."""
+    counter = jnp.arange(n, dtype=jnp.uint32) + jnp.uint32(offset)
     mixed = _fmix32(counter * jnp.uint32(_GOLDEN) + seed[0])
     return _fmix32(mixed ^ seed[1])
+
+
+def _to_unit(bits):
+    return (bits >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
 
 
 def _uniform(key, shape):
     """Uniform ``[0, 1)`` float32 of ``shape`` from a key or a :func:`seed_words` seed."""
     seed = seed_words(key)
     n = int(np.prod(shape, dtype=np.int64))
-    bits = _bits(seed, n) >> jnp.uint32(8)
-    return (bits.astype(jnp.float32) * jnp.float32(2.0**-24)).reshape(shape)
+    return _to_unit(_bits(seed, n)).reshape(shape)
+
+
+def _uniforms(key, count: int, shape) -> tuple[jax.Array, ...]:
+    """``tuple(_uniform(key, (count, *shape)))``, the same numbers, drawn per stream.
+
+    Slicing one generated ``(count, ...)`` array inside a fused consumer keeps XLA's CPU
+    code from vectorizing (SBX and mutation ran 4-5x slower); a stream apiece does not.
+    """
+    seed = seed_words(key)
+    n = int(np.prod(shape, dtype=np.int64))
+    return tuple(_to_unit(_bits(seed, n, k * n)).reshape(shape) for k in range(count))
 
 
 def _pow(base, exponent):
@@ -71,59 +88,62 @@ def _pow(base, exponent):
     return jnp.exp(exponent * jnp.log(base))
 
 
-def _sbx(key, parent_1, parent_2, upper, params):
-    """pymoo ``cross_sbx`` on floats in ``[0, upper]``; both children, unrounded."""
-    eps = 1.0e-14
-    shape = parent_1.shape
-    # One draw for all four uses: each random-bits call compiles its own generator.
-    u_var, u_spread, u_exch, u_mating = _uniform(key, (4, *shape))
+def _sbx_child(uniforms, parent_1, parent_2, second, upper, params):
+    """One child of pymoo ``cross_sbx`` per row, unrounded.
+
+    Args:
+      uniforms: ``(u_var, u_spread, u_exch)`` shaped like the parents and ``u_mating``
+        ``(n, 1)``, pymoo's draws for the mating.
+      parent_1, parent_2: float ``(n, n_genes)`` in ``[0, upper]``.
+      second: bool, broadcastable to ``(n, 1)``: the mating's second child, else its
+        first.
+    """
+    u_var, u_spread, u_exch, u_mating = uniforms
     cross = u_var < params.sbx_prob_var
-    cross &= jnp.abs(parent_1 - parent_2) > eps
+    cross &= jnp.abs(parent_1 - parent_2) > 1.0e-14
     cross &= (upper > 0.0)[None, :]
-    smaller = parent_1 < parent_2
     y1 = jnp.minimum(parent_1, parent_2)
     y2 = jnp.maximum(parent_1, parent_2)
     delta = jnp.where(cross, y2 - y1, 1.0)
-    rand = u_spread
-    eta = params.sbx_eta
-    # Both children's spread factors in one stacked array: each power op is costly to
-    # compile when eta is traced.
     upper_row = upper[None, :]
-    beta = 1.0 + 2.0 * jnp.stack([y1, upper_row - y2]) / delta[None]
+    # pymoo computes the lower child c1 and upper child c2, orders them by the parents
+    # and swaps them with probability prob_exchange: the first child is c1 exactly
+    # when the swap and "parent_1 < parent_2" differ. Only this row's one is computed.
+    swap = (u_exch < params.sbx_prob_exchange) ^ (parent_1 > parent_2)
+    lower = swap ^ (parent_1 < parent_2) ^ second
+    beta = 1.0 + 2.0 * jnp.where(lower, y1, upper_row - y2) / delta
+    eta = params.sbx_eta
     alpha = 2.0 - _pow(beta, -(eta + 1.0))
-    rand = rand[None]
-    inside = rand <= 1.0 / alpha
+    inside = u_spread <= 1.0 / alpha
     base = jnp.where(
-        inside, rand * alpha, 1.0 / jnp.where(inside, 1.0, 2.0 - rand * alpha)
+        inside, u_spread * alpha, 1.0 / jnp.where(inside, 1.0, 2.0 - u_spread * alpha)
     )
     spread = _pow(base, 1.0 / (eta + 1.0))
-    c1 = 0.5 * ((y1 + y2) - spread[0] * delta)
-    c2 = 0.5 * ((y1 + y2) + spread[1] * delta)
-    child_1 = jnp.where(smaller, c1, c2)
-    child_2 = jnp.where(smaller, c2, c1)
-    swap = (u_exch < params.sbx_prob_exchange) ^ (parent_1 > parent_2)
-    child_1, child_2 = (
-        jnp.where(swap, child_2, child_1),
-        jnp.where(swap, child_1, child_2),
-    )
-    child_1 = jnp.clip(jnp.where(cross, child_1, parent_1), 0.0, upper_row)
-    child_2 = jnp.clip(jnp.where(cross, child_2, parent_2), 0.0, upper_row)
+    child = 0.5 * ((y1 + y2) + jnp.where(lower, -spread, spread) * delta)
+    parent = jnp.where(second, parent_2, parent_1)
+    child = jnp.clip(jnp.where(cross, child, parent), 0.0, upper_row)
     # A mating that does not recombine passes its parents through (pymoo Crossover.do).
-    mate = u_mating[:, 0] < params.crossover_prob
-    child_1 = jnp.where(mate[:, None], child_1, parent_1)
-    child_2 = jnp.where(mate[:, None], child_2, parent_2)
-    return child_1, child_2
+    return jnp.where(u_mating < params.crossover_prob, child, parent)
 
 
-def _polynomial_mutation(key, genomes, upper, params):
-    """pymoo ``mut_pm`` + ``Mutation.do`` on floats in ``[0, upper]`` (unrounded)."""
-    shape = genomes.shape
-    u_ind, u_var, rand = _uniform(key, (3, *shape))
+def _sbx(key, parent_1, parent_2, upper, params):
+    """pymoo ``cross_sbx`` on floats in ``[0, upper]``; both children, unrounded."""
+    u_var, u_spread, u_exch, u_mating = _uniforms(key, 4, parent_1.shape)
+    uniforms = (u_var, u_spread, u_exch, u_mating[:, :1])
+    return tuple(
+        _sbx_child(uniforms, parent_1, parent_2, second, upper, params)
+        for second in (False, True)
+    )
+
+
+def _mutate_pm(uniforms, genomes, upper, params):
+    """pymoo ``mut_pm`` + ``Mutation.do`` with draws ``(u_ind (n, 1), u_var, rand)``."""
+    u_ind, u_var, rand = uniforms
     upper_row = upper[None, :]
     span = jnp.where(upper_row > 0.0, upper_row, 1.0)
     mutate = u_var < params.mutation_prob_var
     mutate &= upper_row > 0.0
-    mutate &= u_ind[:, :1] <= params.mutation_prob
+    mutate &= u_ind <= params.mutation_prob
     delta_1 = genomes / span
     delta_2 = (upper_row - genomes) / span
     eta = params.mutation_eta
@@ -141,6 +161,73 @@ def _polynomial_mutation(key, genomes, upper, params):
     return jnp.where(mutate, mutated, genomes)
 
 
+def _polynomial_mutation(key, genomes, upper, params):
+    """pymoo ``mut_pm`` + ``Mutation.do`` on floats in ``[0, upper]`` (unrounded)."""
+    u_ind, u_var, rand = _uniforms(key, 3, genomes.shape)
+    return _mutate_pm((u_ind[:, :1], u_var, rand), genomes, upper, params)
+
+
+def _uniform_at(seed, counter):
+    """Uniform ``[0, 1)`` float32: the generator's numbers at ``uint32`` ``counter``."""
+    mixed = _fmix32(counter * jnp.uint32(_GOLDEN) + seed[0])
+    return _to_unit(_fmix32(mixed ^ seed[1]))
+
+
+def _sbx_pm_rows(seeds, parent_1, parent_2, second, mating, n_matings, upper, params):
+    """Integer SBX, rounding, polynomial mutation, rounding: one child per row.
+
+    Row ``r`` is the first or (``second[r]``) second child of mating ``mating[r]`` of
+    ``n_matings``, with the random numbers, so the result, of ``_sbx`` over all matings
+    followed by ``_polynomial_mutation`` of ``concatenate([children_1, children_2])``.
+    One elementwise computation: a concatenation inside XLA's fused CPU code stops
+    vectorization (the mating ran 5-10x slower).
+
+    Args:
+      seeds: ``(crossover seed, mutation seed)``, :func:`seed_words` form.
+      parent_1, parent_2: int ``(n, n_genes)``, the row's mating's parents.
+      second: bool ``(n,)``.
+      mating: int32 ``(n,)`` in ``0..n_matings-1``.
+      n_matings: static int.
+      upper: float32 ``(n_genes,)``.
+
+    Returns:
+      int32 ``(n, n_genes)`` levels.
+    """
+    seed_cross, seed_mut = seeds
+    n_genes = parent_1.shape[1]
+    u32 = jnp.uint32
+    gene = jnp.arange(n_genes, dtype=u32)[None, :]
+    # Counters of pymoo's draws, as _uniforms lays them out: stream k of an (n, g)
+    # array holds k * n * g + row * g + gene.
+    row_cross = (mating.astype(u32) * u32(n_genes))[:, None]
+    size_cross = u32(n_matings * n_genes)
+    cross = [
+        _uniform_at(seed_cross, u32(k) * size_cross + row_cross + gene)
+        for k in range(3)
+    ]
+    cross.append(_uniform_at(seed_cross, u32(3) * size_cross + row_cross))
+    second = second[:, None]
+    child = _sbx_child(
+        cross,
+        parent_1.astype(jnp.float32),
+        parent_2.astype(jnp.float32),
+        second,
+        upper,
+        params,
+    )
+    child = _round_levels(child, upper).astype(jnp.float32)
+    row_mut = (
+        (second.astype(u32) * u32(n_matings)) + mating.astype(u32)[:, None]
+    ) * u32(n_genes)
+    size_mut = u32(2 * n_matings * n_genes)
+    mut = (
+        _uniform_at(seed_mut, row_mut),
+        _uniform_at(seed_mut, size_mut + row_mut + gene),
+        _uniform_at(seed_mut, u32(2) * size_mut + row_mut + gene),
+    )
+    return _round_levels(_mutate_pm(mut, child, upper, params), upper)
+
+
 def _round_levels(genomes, upper):
     return jnp.clip(jnp.round(genomes), 0.0, upper[None, :]).astype(jnp.int32)
 
@@ -152,13 +239,13 @@ def _uniform_levels(key, shape, upper):
 
 
 def _uniform_crossover(key, parent_1, parent_2, params):
-    u_swap, u_mating = _uniform(key, (2, *parent_1.shape))
+    u_swap, u_mating = _uniforms(key, 2, parent_1.shape)
     swap = (u_swap < params.uniform_prob) & (u_mating[:, :1] < params.crossover_prob)
     return jnp.where(swap, parent_2, parent_1), jnp.where(swap, parent_1, parent_2)
 
 
 def _random_reset(key, genomes, upper, params):
-    u_ind, u_var, u_level = _uniform(key, (3, *genomes.shape))
+    u_ind, u_var, u_level = _uniforms(key, 3, genomes.shape)
     mutate = (u_var < params.mutation_prob_var) & (u_ind[:, :1] <= params.mutation_prob)
     levels = jnp.minimum(jnp.floor(u_level * (upper + 1.0)[None, :]), upper[None, :])
     return jnp.where(mutate, levels.astype(jnp.int32), genomes)
@@ -210,42 +297,23 @@ def _genome_keys(genomes, words):
     return key
 
 
-def _first_unique(candidates, known_keys, n_known, n_take: int, words):
-    """The first ``n_take`` candidates equal to no known genome and no earlier one.
+def _first_unique(candidates, n_take: int, words):
+    """The first ``n_take`` candidates that equal no earlier one.
 
     Args:
       candidates: int32 ``(n_pool, n_genes)`` in preference order.
-      known_keys: uint32 ``(capacity,)`` keys (:func:`_genome_keys`) of the genomes to
-        avoid; only the first ``n_known`` are filled.
-      n_known: int32 scalar.
       n_take: how many to return.
 
     Returns:
-      ``(chosen (n_take, n_genes), n_unique)``; if fewer than ``n_take`` candidates are
-      unique, the rest are filled with duplicates, in pool order.
+      int32 ``(n_take, n_genes)``: the unique candidates in pool order, then (if fewer
+      than ``n_take`` are unique) the duplicates in pool order.
     """
-    keys = _genome_keys(candidates, words)
-    seen = _in_sorted(keys, _sorted_known(known_keys, n_known), n_known)
-    is_new = _first_occurrence(keys) & ~seen
-    chosen = jnp.argsort(~is_new, stable=True)[:n_take]
-    return candidates[chosen], jnp.sum(is_new, dtype=jnp.int32)
-
-
-def _sorted_known(known_keys, n_known):
-    """Sorted keys; unfilled slots (index >= ``n_known``) repeat slot 0's key."""
-    filled = jnp.arange(known_keys.shape[0]) < n_known
-    return jnp.sort(jnp.where(filled, known_keys, known_keys[0]))
-
-
-def _in_sorted(keys, known_sorted, n_known):
-    """Bool ``(n,)``: key found among the sorted known keys (none if ``n_known`` 0)."""
-    slot = jnp.clip(jnp.searchsorted(known_sorted, keys), 0, known_sorted.shape[0] - 1)
-    return (known_sorted[slot] == keys) & (n_known > 0)
-
-
-def _first_occurrence(keys):
-    """Bool ``(n,)``: the earliest of equal keys (a stable sort keeps it first)."""
-    order = jnp.argsort(keys, stable=True)
-    keys_sorted = keys[order]
-    first_s = jnp.concatenate([jnp.ones(1, bool), keys_sorted[1:] != keys_sorted[:-1]])
-    return jnp.zeros(keys.shape, bool).at[order].set(first_s)
+    is_new = ordering.first_occurrence(_genome_keys(candidates, words))
+    n_new = jnp.sum(is_new, dtype=jnp.int32)
+    slot = jnp.where(
+        is_new,
+        jnp.cumsum(is_new, dtype=jnp.int32) - 1,
+        n_new + jnp.cumsum(~is_new, dtype=jnp.int32) - 1,
+    )
+    chosen = jnp.zeros((n_take, candidates.shape[1]), candidates.dtype)
+    return chosen.at[slot].set(candidates, mode="drop")
