@@ -84,7 +84,8 @@ def algorithm_section(rows: list[dict], target: str, maximized: bool) -> list[st
         "Same problem, seed, constraints and evaluation budget (distinct genomes); "
         "hypervolume of each run's feasible front in the normalized objectives "
         "(reference point 1). The single-objective algorithms optimize "
-        f"{target} ({word} is best) subject to the constraints.",
+        f"{target} ({word} is best) subject to the constraints. Seconds: wall "
+        "time of each search; the first one also compiled the evaluator.",
         "",
         f"| algorithm | evaluated | feasible | front | hypervolume | best feasible "
         f"{target} | its dev error | seconds |",
