@@ -4,6 +4,13 @@ import os
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests run tiny programs: compiling them dominates, so compile them cheaply (LLVM
+# backend optimization level 0, as compilation.jit_small does for NSGA-II's steps).
+# MOHAQ_TEST_XLA_O0=0 keeps XLA's defaults.
+if os.environ.get("MOHAQ_TEST_XLA_O0", "1") != "0":
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -316,6 +316,9 @@ def qat_loop(
             strategy.record(epoch, carry, losses, rates, st.lrs, st.active)
         )
         strategy.end_epoch(epoch, carry, st)
+        if bar.total is None and losses:  # steps per epoch known now: show an ETA
+            bar.total = bar.n + len(losses) * (epochs - epoch - 1)
+            bar.refresh()
         shown = {"epoch": epoch + 1}
         if losses:
             shown["loss"] = f"{float(np.min(np.mean(np.stack(losses), axis=0))):.3f}"
