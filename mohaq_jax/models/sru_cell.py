@@ -16,16 +16,12 @@ only through ``hidden``, ``n_dirs``, ``output_size``, ``highway_bias`` and ``res
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
-if TYPE_CHECKING:
-    from mohaq_jax.models.sru import ModelConfig
 
-
-def sru_layer(config: ModelConfig, layer, x_mm, x_cell, valid) -> jax.Array:
+def sru_layer(config, layer, x_mm, x_cell, valid) -> jax.Array:
     """One SRU layer over a batch of utterances, time-major, both directions in one scan.
 
     The only implementation of the SRU equations: :class:`SRULayer` (training, one
@@ -35,7 +31,8 @@ def sru_layer(config: ModelConfig, layer, x_mm, x_cell, valid) -> jax.Array:
     padding frames (equivalent to reversing each utterance by its length).
 
     Args:
-      config: model config.
+      config: the SRU's ``ModelConfig`` (reads ``hidden``, ``n_dirs``,
+        ``highway_bias``, ``rescale``, ``output_size``).
       layer: the layer's params (``kernel`` already quantized, ``v``, ``bias``).
       x_mm: ``(T, B, n_in)`` matmul input (activation already quantized).
       x_cell: ``(T, B, d_in)`` the layer's float input (the highway term).
