@@ -99,6 +99,13 @@ class QuantizationProblem:
       ideal, nadir: per-objective normalization points, in the minimized convention.
     """
 
+    evaluator: PopulationEvaluator
+    space: GenomeSpace  # the evaluator's genome space
+    batch: object  # the dev data
+    config: SearchConfig
+    ideal: np.ndarray  # shape=(n_obj,) float32
+    nadir: np.ndarray  # shape=(n_obj,) float32
+
     def __init__(
         self,
         evaluator: PopulationEvaluator,
@@ -136,12 +143,6 @@ class QuantizationProblem:
             f"{type(self).__name__} is immutable: {name!r} cannot be set; "
             "search state lives in a ProblemState"
         )
-
-    evaluator: PopulationEvaluator
-    space: GenomeSpace
-    config: SearchConfig
-    ideal: np.ndarray  # shape=(n_obj,) float32
-    nadir: np.ndarray  # shape=(n_obj,) float32
 
     # ---- state -------------------------------------------------------------------
     def initial_state(self) -> ProblemState:
