@@ -131,15 +131,18 @@ def retrain_front(cfg: ExperimentConfig, setup: Setup, summary: dict, bcfg) -> d
     return {int(i): float(e) for i, e in zip(verify, info["dev_per"], strict=True)}
 
 
-def run_algorithm(problem, name: str, out_dir, resume: bool, progress: bool):
+def run_algorithm(
+    problem, name: str, out_dir, resume: bool, progress: bool, state=None
+):
     """One search of ``problem`` by ``name`` (NSGA-II, checkpointed in ``out_dir``
-    when given, or an evosax single-objective algorithm at the same budget)."""
+    when given, or an evosax single-objective algorithm at the same budget, starting
+    from the problem ``state`` of an earlier search when given: shared scores)."""
     if name == "nsga2":
         main = sharding.is_main_process()
         return mohaq.run_search(
             problem, out_dir, resume=resume, progress=progress and main
         )
-    return single_objective.run_problem(problem, name)
+    return single_objective.run_problem(problem, name, state=state)
 
 
 def search_one(
@@ -185,7 +188,9 @@ def search_one(
     runs = {s.algorithm: result}
     for name in config_lib.compared(s):
         say(progress, f"--compare: {name} on the same problem, seed and budget")
-        runs[name] = run_algorithm(problem, name, None, False, progress)
+        # Genomes an earlier search scored are not evaluated again (same problem).
+        latest = list(runs.values())[-1].state
+        runs[name] = run_algorithm(problem, name, None, False, progress, latest)
     front = np.flatnonzero(result.front)
     say(progress, f"test split: re-evaluating {len(front)} Pareto solution(s)")
     if len(front) and beacon_config is not None:

@@ -85,7 +85,9 @@ def algorithm_section(rows: list[dict], target: str, maximized: bool) -> list[st
         "hypervolume of each run's feasible front in the normalized objectives "
         "(reference point 1). The single-objective algorithms optimize "
         f"{target} ({word} is best) subject to the constraints. Seconds: wall "
-        "time of each search; the first one also compiled the evaluator.",
+        "time of each search; the first one also compiled the evaluator, and later "
+        "single-objective ones reuse the scores of genomes an earlier search "
+        "evaluated, so they pay only for their new genomes.",
         "",
         f"| algorithm | evaluated | feasible | front | hypervolume | best feasible "
         f"{target} | its dev error | seconds |",

@@ -198,3 +198,12 @@ def test_single_objective_mode_at_the_same_budget(problem_parts, algorithm):
         result.feasible, (m["memory_mb"] <= 0.02) & (m["error"] <= 10.0)
     )
     assert np.all(result.feasible[result.front])
+    # Started from an NSGA-II search's state (same problem): the same search, the
+    # shared genomes scored once.
+    nsga = mohaq.run_search(problem, None, progress=False)
+    warm = single_objective.run_problem(problem, algorithm, state=nsga.state)
+    np.testing.assert_array_equal(warm.genomes, result.genomes)
+    np.testing.assert_array_equal(warm.metrics["error"], m["error"])
+    np.testing.assert_array_equal(warm.front, result.front)
+    shared = {g.tobytes() for g in nsga.genomes} & {g.tobytes() for g in result.genomes}
+    assert warm.state.n_evaluated == len(nsga.genomes) + budget - len(shared)

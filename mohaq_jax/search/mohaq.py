@@ -51,6 +51,7 @@ __all__ = [
     "SearchResult",
     "SearchState",
     "Searcher",
+    "archive_result",
     "run_search",
 ]
 
@@ -81,6 +82,34 @@ class SearchResult:
     seconds: float  # wall time of the search (all sessions, when resumed)
     resumed: bool
     state: ProblemState | None = None  # the problem's final state (cache, beacons)
+
+
+def archive_result(
+    problem: QuantizationProblem,
+    pstate: ProblemState,
+    genomes: np.ndarray,
+    generation: np.ndarray,
+    history: list[dict[str, Any]],
+    seconds: float,
+    resumed: bool = False,
+) -> SearchResult:
+    """The :class:`SearchResult` of the distinct ``genomes`` a search evaluated:
+    their metrics (from ``pstate``'s cache), feasibility and feasible front."""
+    pstate, metrics = problem.evaluate(pstate, genomes)
+    objectives, constraints = problem.fitness(metrics)
+    feasible = np.asarray(jnp.all(constraints <= 0, axis=1))
+    front = np.asarray(nsga2.pareto_mask(objectives, jnp.asarray(feasible)))
+    return SearchResult(
+        genomes=genomes,
+        generation=generation,
+        metrics=metrics,
+        feasible=feasible,
+        front=front,
+        history=history,
+        seconds=seconds,
+        resumed=resumed,
+        state=pstate,
+    )
 
 
 class Searcher:
@@ -178,20 +207,14 @@ class Searcher:
         _, first = np.unique(genomes, axis=0, return_index=True)
         first = np.sort(first)
         genomes, generation = genomes[first], generation[first]
-        pstate, metrics = problem.evaluate(state.problem, genomes)
-        objectives, constraints = problem.fitness(metrics)
-        feasible = np.asarray(jnp.all(constraints <= 0, axis=1))
-        front = np.asarray(nsga2.pareto_mask(objectives, jnp.asarray(feasible)))
-        return SearchResult(
-            genomes=genomes,
-            generation=generation,
-            metrics=metrics,
-            feasible=feasible,
-            front=front,
-            history=list(state.history),
-            seconds=state.seconds,
-            resumed=resumed,
-            state=pstate,
+        return archive_result(
+            problem,
+            state.problem,
+            genomes,
+            generation,
+            list(state.history),
+            state.seconds,
+            resumed,
         )
 
     # ---- checkpoints ---------------------------------------------------------------

@@ -295,15 +295,24 @@ def target_objective(objectives: Sequence[str], maximize: Sequence[str]) -> str:
 
 
 def run_problem(
-    problem, algorithm: str, objective: str | None = None, population_size: int = 20
+    problem,
+    algorithm: str,
+    objective: str | None = None,
+    population_size: int = 20,
+    state=None,
 ):
     """The single-objective search on a MOHAQ problem, at NSGA-II's budget.
 
     Minimizes ``problem``'s normalized ``objective`` column (default:
     :func:`target_objective`; speedup is negated, so this maximizes it) subject to its
-    constraints (error <= max error, memory <=
-    limit), evaluating ``config.budget`` (default ``pop_size + n_generations *
-    n_offspring``, MOHAQ's 190) distinct genomes through the problem's cache.
+    constraints (error <= max error, memory <= limit), evaluating ``config.budget``
+    (default ``pop_size + n_generations * n_offspring``, MOHAQ's 190) distinct genomes
+    through the problem's cache.
+
+    Args:
+      state: the problem's state to start from (None: a fresh one); a state from an
+        earlier search of the same problem lends its scores, so genomes both searches
+        ask for are evaluated once. The budget counts this search's genomes only.
 
     Returns:
       :class:`~mohaq_jax.search.mohaq.SearchResult` (its front: the feasible
@@ -319,8 +328,7 @@ def run_problem(
         raise ValueError(f"objective {objective!r} is not among {cfg.objectives}")
     column = cfg.objectives.index(objective)
     budget = cfg.budget or cfg.pop_size + cfg.n_generations * cfg.n_offspring
-
-    state = problem.initial_state()
+    state = problem.initial_state() if state is None else state
 
     def evaluate_fn(genomes):
         nonlocal state  # the problem's score cache, threaded through the search
@@ -340,38 +348,28 @@ def run_problem(
         jax.random.key(cfg.seed),
         population_size,
     )
-    genomes = out["genomes"]
-    state, metrics = problem.evaluate(state, genomes)
-    objectives, constraints = problem.fitness(metrics)
-    feasible = np.asarray(jnp.all(constraints <= 0, axis=1))
-    front = np.asarray(nsga2.pareto_mask(objectives, jnp.asarray(feasible)))
-    ref = jnp.ones(objectives.shape[1], jnp.float32)
     seconds = time.perf_counter() - start
-    history = [
+    result = mohaq.archive_result(
+        problem, state, out["genomes"], out["generation"], [], seconds
+    )
+    objectives, _ = problem.fitness(result.metrics)
+    ref = jnp.ones(objectives.shape[1], jnp.float32)
+    feasible = result.feasible
+    result.history.append(
         {
             "generation": int(out["n_generations"]),
-            "n_evaluations": len(genomes),
+            "n_evaluations": len(result.genomes),
             "n_feasible": int(feasible.sum()),
-            "best_error": float(metrics["error"][feasible].min())
+            "best_error": float(result.metrics["error"][feasible].min())
             if feasible.any()
             else float("nan"),
             "hypervolume": float(
-                hypervolume.hypervolume(objectives, ref, jnp.asarray(front))
+                hypervolume.hypervolume(objectives, ref, jnp.asarray(result.front))
             ),
             "seconds": seconds,
         }
-    ]
-    return mohaq.SearchResult(
-        genomes=genomes,
-        generation=out["generation"],
-        metrics=metrics,
-        feasible=feasible,
-        front=front,
-        history=history,
-        seconds=seconds,
-        resumed=False,
-        state=state,
     )
+    return result
 
 
 def comparison_lines(
