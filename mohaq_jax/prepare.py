@@ -221,6 +221,20 @@ def calibration_batch(corpus, n_utts: int):
     return pad_batch(corpus.train, rng.choice(len(corpus.train), n_cal, replace=False))
 
 
+def calibrate_on_train(search, corpus, params, model_cfg) -> qmodel.Calibration:
+    """Clipping tables of ``params`` calibrated on ``--calib-utts`` training
+    utterances with the ``--calib`` method (``search``: the SearchSettings)."""
+    cal = calibration_batch(corpus, search.calib_utts)
+    return qmodel.calibrate(
+        params,
+        model_cfg,
+        jnp.asarray(cal.features),
+        jnp.asarray(cal.lengths),
+        weight_method=search.calib,
+        act_method=search.calib,
+    )
+
+
 def whole_split(split, batch_frames: int = DEFAULT_BATCH_FRAMES) -> BucketedSplit:
     """A dev/test split as streamed, length-bucketed batches of ``batch_frames``.
 
@@ -245,15 +259,7 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         f"{min(cfg.search.calib_utts, len(corpus.train))} training utterances",
     )
     t0 = time.perf_counter()
-    cal = calibration_batch(corpus, cfg.search.calib_utts)
-    calib = qmodel.calibrate(
-        params,
-        model_cfg,
-        jnp.asarray(cal.features),
-        jnp.asarray(cal.lengths),
-        weight_method=cfg.search.calib,
-        act_method=cfg.search.calib,
-    )
+    calib = calibrate_on_train(cfg.search, corpus, params, model_cfg)
     say(progress, f"calibration: done ({time.perf_counter() - t0:.1f} s)")
     decoder = None
     if cfg.search.per == "decoded":

@@ -77,7 +77,6 @@ def _run_row(name, sw, sc, info, seconds, test: dict) -> dict:
 
 def run_sru(cfg: ExperimentConfig) -> dict:
     """The SRU experiment: float baseline (shared cache), then every run."""
-    from mohaq_jax import qmodel
     from mohaq_jax.models.sru import layer_specs
     from mohaq_jax.retrain import speech
 
@@ -93,15 +92,7 @@ def run_sru(cfg: ExperimentConfig) -> dict:
         for s in ("dev", "test")
     }
     prepare.say(progress, f"calibration: {cfg.search.calib} clipping")
-    cb = prepare.calibration_batch(corpus, cfg.search.calib_utts)
-    calib = qmodel.calibrate(
-        params,
-        config,
-        jnp.asarray(cb.features),
-        jnp.asarray(cb.lengths),
-        weight_method=cfg.search.calib,
-        act_method=cfg.search.calib,
-    )
+    calib = prepare.calibrate_on_train(cfg.search, corpus, params, config)
     qat_corpus = _first_train_utts(corpus, sw.max_train_utts)
     qat_train = dataclasses.replace(
         prepare.train_config(cfg.training, cfg.search.batch_frames), seed=sw.seed
