@@ -34,6 +34,7 @@ import numpy as np
 import scipy.signal
 from tqdm.auto import tqdm
 
+from mohaq_jax import checkpoint
 from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data.phone_times import PhoneInterval
 
@@ -268,6 +269,45 @@ def _align_job(job) -> tuple[str, str, object]:
     return item.utt_id, "aligned", [list(i) for i in intervals]
 
 
+#: Format tag of an alignment cache file.
+ALIGN_FORMAT = "mohaq_jax.align/1"
+
+
+def _doc_digest(doc: dict) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def save_alignments(path: pathlib.Path, doc: dict, key: str) -> None:
+    """Writes an alignment cache atomically, with its key and a sha256 of ``doc``."""
+    text = json.dumps(
+        {"format": ALIGN_FORMAT, "key": key, "sha256": _doc_digest(doc), "doc": doc},
+        sort_keys=True,
+    )
+    checkpoint.write_bytes_atomic(path, text.encode())
+
+
+def load_alignments(path: pathlib.Path, key: str | None = None) -> dict:
+    """Reads what :func:`save_alignments` wrote, checking format, key and checksum.
+
+    Raises:
+      FileNotFoundError: no file.
+      DamagedCacheError: truncated, corrupted, another format or another key.
+    """
+    try:
+        stored = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise corpus_lib.DamagedCacheError(f"{path}: not JSON ({error})") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("doc"), dict):
+        raise corpus_lib.DamagedCacheError(f"{path}: not a {ALIGN_FORMAT} file")
+    corpus_lib.check_meta(path, json.dumps(stored), ALIGN_FORMAT, key)
+    doc = stored["doc"]
+    if stored.get("sha256") != _doc_digest(doc):
+        raise corpus_lib.DamagedCacheError(f"{path}: checksum mismatch")
+    if set(doc) != {"aligned", "missing_words", "failed"}:
+        raise corpus_lib.DamagedCacheError(f"{path}: unexpected sections {sorted(doc)}")
+    return doc
+
+
 @dataclasses.dataclass(frozen=True)
 class AlignItem:
     """One utterance to align."""
@@ -326,10 +366,10 @@ def align_items(
         if cache_dir is not None
         else corpus_lib.default_cache_dir()
     )
-    path = root / f"align-{corpus_lib.settings_hash(settings)}.json"
-    if path.exists():
-        doc = json.loads(path.read_text())
-    else:
+    key = corpus_lib.settings_hash(settings)
+    path = root / f"align-{key}.json"
+    doc = corpus_lib.read_cache(path, lambda p: load_alignments(p, key))
+    if doc is None:
         doc = {"aligned": {}, "missing_words": {}, "failed": {}}
         jobs = [(item, read_audio) for item in items]
         if workers == 1:
@@ -356,10 +396,7 @@ def align_items(
         finally:
             if pool is not None:
                 pool.shutdown()
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
+        save_alignments(path, doc, key)
     alignments = {
         utt: [PhoneInterval(float(s), float(e), str(p)) for s, e, p in rows]
         for utt, rows in doc["aligned"].items()

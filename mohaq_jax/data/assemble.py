@@ -53,6 +53,11 @@ def cache_file(
     return root / f"{prefix}-{corpus_lib.settings_hash(dict(settings))}.npz"
 
 
+def cache_key(cache_path: pathlib.Path) -> str:
+    """The settings hash in a :func:`cache_file` name (stored in the file too)."""
+    return cache_path.stem.rsplit("-", 1)[-1]
+
+
 def build_splits(
     speakers_by_split: Mapping[str, Sequence[str]],
     utterances: Sequence[UtteranceLike],
@@ -104,19 +109,26 @@ def load_or_build_splits(
 ) -> dict[str, corpus_lib.Split]:
     """The cached splits at ``cache_path``, else :func:`build_splits`, then cached.
 
+    A damaged cache (truncated, corrupted, built for another key) is reported in one
+    line and built again (:func:`corpus.read_cache`).
+
     Args:
       cache_path: from :func:`cache_file`.
       speakers_by_split, utterances, features_of, normalize: see :func:`build_splits`.
       verbose: progress bars and the time taken (stderr).
       what: the data set, named in the timing message.
     """
-    if cache_path.exists():
-        return corpus_lib.load_splits(cache_path)
+    key = cache_key(cache_path)
+    cached = corpus_lib.read_cache(
+        cache_path, lambda path: corpus_lib.load_splits(path, key=key)
+    )
+    if cached is not None:
+        return cached
     started = time.time()
     splits = build_splits(
         speakers_by_split, utterances, features_of, normalize, progress=verbose
     )
-    corpus_lib.save_splits(cache_path, splits)
+    corpus_lib.save_splits(cache_path, splits, key=key)
     if verbose:
         print(
             f"{what} features computed in {time.time() - started:.1f}s -> {cache_path}",

@@ -285,15 +285,16 @@ def write_espeak(
     feature_config: features_lib.FeatureConfig = features_lib.DEFAULT_CONFIG,
     degrade_audio: bool = True,
     progress: bool = False,
+    key: str | None = None,
 ) -> pathlib.Path:
     """Generates the corpus into a cache file in bounded memory (one speaker at a time).
 
     Writes what :func:`corpus.save_splits` would write for
     :func:`generate_espeak`'s splits, through :class:`SplitWriter`; the file appears
-    (atomically) only when complete.
+    (atomically) only when complete, with ``key`` stored in it.
     """
     voices_lib.check_size(size)
-    with SplitWriter(path, SPLIT_NAMES, feature_config.n_features) as writer:
+    with SplitWriter(path, SPLIT_NAMES, feature_config.n_features, key) as writer:
         for name, chunk in speaker_chunks(
             seed, size, feature_config, degrade_audio, progress
         ):
@@ -345,18 +346,28 @@ def load_espeak(
         if cache_dir is not None
         else corpus_lib.default_cache_dir()
     )
-    cache_path = cache_root / f"espeak-{size}-{corpus_lib.settings_hash(settings)}.npz"
-    if not cache_path.exists():
+    key = corpus_lib.settings_hash(settings)
+    cache_path = cache_root / f"espeak-{size}-{key}.npz"
+    splits = corpus_lib.read_cache(
+        cache_path, lambda path: corpus_lib.load_splits(path, key=key)
+    )
+    if splits is None:
         started = time.time()
         write_espeak(
-            cache_path, seed, size, feature_config, degrade_audio, progress=verbose
+            cache_path,
+            seed,
+            size,
+            feature_config,
+            degrade_audio,
+            progress=verbose,
+            key=key,
         )
         if verbose:
             print(
                 f"eSpeak corpus generated in {time.time() - started:.1f}s "
                 f"-> {cache_path}"
             )
-    splits = corpus_lib.load_splits(cache_path)
+        splits = corpus_lib.load_splits(cache_path, key=key)
     return corpus_lib.Corpus(
         name="espeak",
         train=splits["train"],

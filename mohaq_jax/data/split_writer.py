@@ -6,7 +6,8 @@ TIMIT-sized synthesized corpus is generated a few utterances at a time instead:
 next to the destination and keeps only per-utterance lengths and ids in memory; on
 :meth:`SplitWriter.close` it assembles the same ``.npz`` layout that ``save_splits``
 writes (``<split>/features``, ``<split>/labels``, ``<split>/lengths``,
-``<split>/speakers``, ``<split>/utt_ids``), copying the raw files into the archive in
+``<split>/speakers``, ``<split>/utt_ids`` and the ``meta`` member with the key),
+copying the raw files into the archive in
 blocks, and renames it into place atomically. Memory is bounded by one chunk plus a
 copy block, whatever the corpus size. :func:`corpus.load_splits` reads the result.
 """
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mohaq_jax.data import corpus as corpus_lib
+
 #: Bytes copied at a time from the raw files into the archive.
 COPY_BLOCK = 1 << 22
 
@@ -35,6 +38,8 @@ class SplitWriter:
       path: destination ``.npz``.
       split_names: the splits, in the order they are stored.
       n_features: F, the width of every utterance's features.
+      key: the settings key the file is built for, stored with it (see
+        :func:`corpus.load_splits`).
     """
 
     def __init__(
@@ -42,8 +47,10 @@ class SplitWriter:
         path: os.PathLike | str,
         split_names: Sequence[str] = ("train", "dev", "test"),
         n_features: int = 0,
+        key: str | None = None,
     ):
         self.path = pathlib.Path(path)
+        self.key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.n_features = int(n_features)
         self._tmp = pathlib.Path(
@@ -133,6 +140,13 @@ class SplitWriter:
                     for key, value in small.items():
                         with zf.open(f"{name}/{key}.npy", "w", force_zip64=True) as f:
                             np.lib.format.write_array(f, value, allow_pickle=False)
+                with zf.open(f"{corpus_lib.META_MEMBER}.npy", "w") as f:
+                    np.lib.format.write_array(
+                        f, corpus_lib.splits_meta(self.key), allow_pickle=False
+                    )
+                zf.close()
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             if os.path.exists(tmp):

@@ -20,6 +20,7 @@ import numpy as np
 
 from mohaq_jax import checkpoint, metrics
 from mohaq_jax.data.batching import iterate_batches
+from mohaq_jax.data.corpus import DamagedCacheError, read_cache
 from mohaq_jax.decode.bigram import DEFAULT_ALPHA, estimate
 from mohaq_jax.decode.phone_loop import DEFAULT_N_STATES, Decoder
 
@@ -122,16 +123,49 @@ def save(path, decoder: Decoder, meta: dict) -> None:
 
 
 def load(path) -> tuple[Decoder, dict]:
-    """Reads what :func:`save` wrote: ``(decoder, meta)``."""
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        decoder = Decoder(
-            log_prior=jnp.asarray(data["log_prior"]),
-            log_bigram=jnp.asarray(data["log_bigram"]),
-            lm_weight=jnp.float32(data["lm_weight"]),
-            insertion_penalty=jnp.float32(data["insertion_penalty"]),
-            n_states=int(data["n_states"]),
-        )
-        return decoder, json.loads(str(data["meta"]))
+    """Reads what :func:`save` wrote: ``(decoder, meta)``.
+
+    Every array is read whole, so a changed byte fails its zip CRC-32.
+
+    Raises:
+      FileNotFoundError: no file.
+      DamagedCacheError: truncated, corrupted or not a decoder file (names the path).
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            decoder = Decoder(
+                log_prior=jnp.asarray(data["log_prior"]),
+                log_bigram=jnp.asarray(data["log_bigram"]),
+                lm_weight=jnp.float32(data["lm_weight"]),
+                insertion_penalty=jnp.float32(data["insertion_penalty"]),
+                n_states=int(data["n_states"]),
+            )
+            meta = json.loads(str(data["meta"]))
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # zipfile, numpy, zlib and json each raise their own
+        raise DamagedCacheError(f"{path}: {type(error).__name__}: {error}") from None
+    n_classes = decoder.log_prior.shape[0] if decoder.log_prior.ndim == 1 else -1
+    if not isinstance(meta, dict) or decoder.log_bigram.shape != (
+        n_classes + 1,
+        n_classes + 1,
+    ):
+        raise DamagedCacheError(f"{path}: not a decoder file")
+    return decoder, meta
+
+
+def load_cached(path, key: str) -> tuple[Decoder, dict] | None:
+    """The decoder cached at ``path`` for ``key``, or None (missing, damaged, stale).
+
+    A damaged file is reported in one line naming it; another key means another
+    baseline or grid and is refitted without a word.
+    """
+    if path is None:
+        return None
+    cached = read_cache(path, load)
+    if cached is None or cached[1].get("key") != key:
+        return None
+    return cached
 
 
 def _dev_batches(split, logits_fn, batch_size: int):
@@ -185,10 +219,9 @@ def get_or_fit(
         json.dumps(key_doc, sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
     path = None if ckpt_dir is None else os.path.join(os.fspath(ckpt_dir), DECODER_FILE)
-    if path is not None and os.path.exists(path):
-        decoder, meta = load(path)
-        if meta.get("key") == key:
-            return decoder, {**meta, "loaded": True, "path": path}
+    cached = load_cached(path, key)
+    if cached is not None:
+        return cached[0], {**cached[1], "loaded": True, "path": path}
     decoder = estimate(corpus.train.labels, corpus.n_classes, n_states, alpha)
     decoder, per = tune(
         decoder,
