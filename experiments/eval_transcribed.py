@@ -54,6 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "shared recordings, align otherwise)",
     )
     p.add_argument(
+        "--phone-tier",
+        default=None,
+        help="with --labels given: the TextGrid tier holding the phones (default: "
+        "the tier named 'phones', else the only one whose name contains 'phone')",
+    )
+    p.add_argument(
         "--baseline",
         default=None,
         help="baseline checkpoint (folder or baseline.msgpack); default: the search "
@@ -152,6 +158,7 @@ def main(argv=None) -> int:
         "transcribed",
         corpus_dir=corpus_dir,
         labels=labels,
+        phone_tier=args.phone_tier,
         all_test=True,
         cache_dir=args.cache_dir,
         verbose=not args.no_progress,

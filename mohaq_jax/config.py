@@ -50,11 +50,15 @@ class DataSettings:
     timit_partial: bool = (
         False  # --timit-partial: split a partial TIMIT copy by speaker
     )
+    allow_missing_labels: bool = (
+        False  # --allow-missing-labels: leave out TIMIT recordings without .PHN
+    )
     espeak_size: str = "default"  # --espeak-size: "default", "tiny" (tests), "timit"
     data_seed: int = (
         0  # --data-seed: synthesized corpus seed (speakers, sentences, noise)
     )
     corpus_dir: str | None = None  # --corpus-dir: folder of --data transcribed
+    phone_tier: str | None = None  # --phone-tier: given TextGrid labels (None: align)
     cache_dir: str | None = (
         None  # --cache-dir: features and baselines (None: $MOHAQ_CACHE)
     )

@@ -109,6 +109,7 @@ def load_data(data: DataSettings, progress: bool = True):
             timit_dir=data.timit_dir,
             cache_dir=data.cache_dir,
             allow_partial=data.timit_partial,
+            allow_missing_labels=data.allow_missing_labels,
             verbose=progress,
         )
     elif name == "transcribed":
@@ -120,6 +121,8 @@ def load_data(data: DataSettings, progress: bool = True):
         corpus = load_corpus(
             "transcribed",
             corpus_dir=data.corpus_dir,
+            labels="given" if data.phone_tier is not None else "align",
+            phone_tier=data.phone_tier,
             cache_dir=data.cache_dir,
             verbose=progress,
         )

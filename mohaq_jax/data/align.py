@@ -218,11 +218,18 @@ class AlignmentSummary:
     aligned: list[str]  # utterance ids with phone intervals
     missing_words: dict[str, list[str]]  # skipped: utt id -> words not in dictionary
     failed: dict[str, str]  # skipped: utt id -> why the decoder failed
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)  # -> why
+    empty: list[str] = dataclasses.field(default_factory=list)  # no words to align
 
     @property
     def n_skipped(self) -> int:
         """Utterances without an alignment."""
-        return len(self.missing_words) + len(self.failed)
+        return (
+            len(self.missing_words)
+            + len(self.failed)
+            + len(self.unreadable)
+            + len(self.empty)
+        )
 
     def describe(self, max_words: int = 20) -> str:
         """A short human-readable report (one to three lines)."""
@@ -238,6 +245,17 @@ class AlignmentSummary:
             lines.append(
                 f"  {len(self.missing_words)} skipped for {len(words)} word(s) missing "
                 f"from the pronouncing dictionary: {shown} (add them with extra_words)"
+            )
+        if self.unreadable:
+            first = next(iter(self.unreadable.items()))
+            lines.append(
+                f"  {len(self.unreadable)} skipped for unreadable audio "
+                f"(e.g. {first[0]}: {first[1]})"
+            )
+        if self.empty:
+            lines.append(
+                f"  {len(self.empty)} skipped for an empty transcript "
+                f"(e.g. {self.empty[0]})"
             )
         if self.failed:
             first = next(iter(self.failed.items()))
@@ -257,9 +275,18 @@ def _start_worker(extra_words: dict[str, str] | None) -> None:
 
 
 def _align_job(job) -> tuple[str, str, object]:
-    """(utt id, "aligned" | "missing_words" | "failed", intervals | words | why)."""
+    """Aligns one utterance: ``(utt id, outcome, payload)``.
+
+    Outcomes: "aligned" (payload: intervals), "missing_words" (the words), "failed"
+    or "unreadable" (why), "empty" (no words to align; payload None).
+    """
     item, read_audio = job
-    samples, rate = read_audio(item.audio)
+    if not item.words:
+        return item.utt_id, "empty", None
+    try:
+        samples, rate = read_audio(item.audio)
+    except (OSError, ValueError, RuntimeError) as error:
+        return item.utt_id, "unreadable", " ".join(str(error).split())
     try:
         intervals = _WORKER.align(samples, rate, list(item.words))
     except MissingWordsError as error:
@@ -271,6 +298,8 @@ def _align_job(job) -> tuple[str, str, object]:
 
 #: Format tag of an alignment cache file.
 ALIGN_FORMAT = "mohaq_jax.align/1"
+#: What happened to each utterance, one section per outcome of :func:`_align_job`.
+DOC_SECTIONS = ("aligned", "missing_words", "failed", "unreadable", "empty")
 
 
 def _doc_digest(doc: dict) -> str:
@@ -303,7 +332,7 @@ def load_alignments(path: pathlib.Path, key: str | None = None) -> dict:
     doc = stored["doc"]
     if stored.get("sha256") != _doc_digest(doc):
         raise corpus_lib.DamagedCacheError(f"{path}: checksum mismatch")
-    if set(doc) != {"aligned", "missing_words", "failed"}:
+    if set(doc) != set(DOC_SECTIONS):
         raise corpus_lib.DamagedCacheError(f"{path}: unexpected sections {sorted(doc)}")
     return doc
 
@@ -370,7 +399,7 @@ def align_items(
     path = root / f"align-{key}.json"
     doc = corpus_lib.read_cache(path, lambda p: load_alignments(p, key))
     if doc is None:
-        doc = {"aligned": {}, "missing_words": {}, "failed": {}}
+        doc = {section: {} for section in DOC_SECTIONS}
         jobs = [(item, read_audio) for item in items]
         if workers == 1:
             _start_worker(extra_words)
@@ -406,5 +435,7 @@ def align_items(
         aligned=list(alignments),
         missing_words=doc["missing_words"],
         failed=doc["failed"],
+        unreadable=doc["unreadable"],
+        empty=sorted(doc["empty"]),
     )
     return alignments, summary

@@ -72,6 +72,26 @@ SILENCE_NAMES = frozenset(
 #: CMU/ARPAbet (and Festival) names that are not themselves TIMIT 39 classes.
 _ARPABET_FOLDS = {"ao": "aa", "zh": "sh", "ax": "ah", "axr": "er"}
 
+#: IPA symbols of American English with one clear ARPAbet/TIMIT phone (the CMU
+#: dictionary's correspondence, e.g. Wikipedia "ARPABET"; MFA's english_us_mfa
+#: diphthongs aj/aw/ej/ow/ɔj and aspirated or dental stops included). Symbols
+#: with no single phone (a bare "a", "o", "e") are not listed: they are refused.
+IPA_TO_ARPABET = {
+    "ɑ": "aa", "ɒ": "aa", "æ": "ae", "ʌ": "ah", "ə": "ax", "ɐ": "ah", "ɔ": "ao",
+    "aʊ": "aw", "aw": "aw", "aɪ": "ay", "aj": "ay", "ɛ": "eh", "ɝ": "er",
+    "ɚ": "axr", "eɪ": "ey", "ej": "ey", "ɪ": "ih", "ɨ": "ix", "i": "iy",
+    "oʊ": "ow", "əʊ": "ow", "ow": "ow", "ɔɪ": "oy", "ɔj": "oy", "ʊ": "uh",
+    "u": "uw", "ʉ": "ux",
+    "b": "b", "tʃ": "ch", "t͡ʃ": "ch", "d": "d", "ð": "dh", "ɾ": "dx", "f": "f",
+    "ɡ": "g", "g": "g", "h": "hh", "dʒ": "jh", "d͡ʒ": "jh", "k": "k", "l": "l",
+    "ɫ": "l", "l̩": "el", "ɫ̩": "el", "m": "m", "m̩": "em", "n": "n", "n̩": "en",
+    "ŋ": "ng", "p": "p", "ɹ": "r", "r": "r", "s": "s", "ʃ": "sh", "t": "t",
+    "θ": "th", "v": "v", "w": "w", "j": "y", "z": "z", "ʒ": "zh", "ɾ̃": "nx",
+}
+#: Marks dropped before the IPA look-up: stress, length, aspiration, dental,
+#: unreleased, rhotic hook (``ɝ`` itself is listed above).
+_IPA_MARKS = re.compile("[ˈˌːˑʰʲʷ̪̚˞]")
+
 _STRESS = re.compile(r"[0-9]+$")
 
 
@@ -80,22 +100,26 @@ def to_timit39(phone: str) -> str:
 
     Stress digits are dropped and case ignored; CMU AO -> aa, ZH -> sh, AX/AH -> ah;
     silence, pause and noise markers (SILENCE_NAMES) -> sil; TIMIT's 61 labels fold
-    as Lee & Hon.
+    as Lee & Hon; IPA symbols with a clear ARPAbet phone (IPA_TO_ARPABET, stress,
+    length and aspiration marks dropped) map through it.
 
     Args:
-      phone: e.g. "AO1", "zh", "SIL", "pau", "ix".
+      phone: e.g. "AO1", "zh", "SIL", "pau", "ix", "ɑː".
 
     Returns:
       One of PHONES_39.
 
     Raises:
-      PhoneTimesError: an unknown name, or TIMIT's glottal stop 'q' (not scored,
-        so it has no class).
+      PhoneTimesError: an unknown name, an IPA symbol without a clear phone, or
+        TIMIT's glottal stop 'q' (not scored, so it has no class); the message
+        says which names are expected.
     """
     name = phone.strip().lower()
     if name in SILENCE_NAMES:
         return "sil"
     name = _STRESS.sub("", name)
+    if not name.isascii() or (name in IPA_TO_ARPABET and name not in PHONES_61):
+        name = IPA_TO_ARPABET.get(_IPA_MARKS.sub("", name), name)
     name = _ARPABET_FOLDS.get(name, name)
     if name in PHONES_39:
         return name
@@ -103,7 +127,14 @@ def to_timit39(phone: str) -> str:
         folded = fold_61_to_39(name)
         if folded is not None:
             return folded
-    raise PhoneTimesError(f"phone {phone!r} has no TIMIT-39 class")
+    if not phone.strip().isascii():
+        hint = (
+            "an IPA symbol with no clear TIMIT-39 phone; map the tier to ARPAbet "
+            "(CMU) or TIMIT labels"
+        )
+    else:
+        hint = "expected ARPAbet (CMU), TIMIT, Festival or IPA phone names"
+    raise PhoneTimesError(f"phone {phone!r} has no TIMIT-39 class ({hint})")
 
 
 def _checked(intervals: list[PhoneInterval], path) -> list[PhoneInterval]:
@@ -231,6 +262,11 @@ def read_textgrid(
     Raises:
       PhoneTimesError: unreadable file or no such tier (the message lists tiers).
     """
+    return _read_textgrid(path, tier)[0]
+
+
+def _read_textgrid(path, tier) -> tuple[list[PhoneInterval], str]:
+    """(intervals, the tier read); see :func:`read_textgrid`."""
     from praatio import textgrid
 
     try:
@@ -244,18 +280,21 @@ def read_textgrid(
         ]
         if len(candidates) != 1:
             raise PhoneTimesError(
-                f"{path}: cannot tell the phone tier among {names}; pass tier="
+                f"{path}: cannot tell the phone tier among {names}; pass tier= "
+                "(--phone-tier)"
             )
         tier = candidates[0]
     if tier not in names:
-        raise PhoneTimesError(f"{path}: no tier {tier!r}; tiers are {names}")
+        raise PhoneTimesError(
+            f"{path}: no tier {tier!r}; tiers are {names} (--phone-tier)"
+        )
     entries = grid.getTier(tier).entries
     intervals = [
         PhoneInterval(float(e.start), float(e.end), str(e.label).strip())
         for e in entries
         if float(e.end) > float(e.start)
     ]
-    return _checked(intervals, path)
+    return _checked(intervals, path), tier
 
 
 #: File name endings this module reads, and the reader of each.
@@ -267,15 +306,55 @@ READERS = {
 }
 
 
-def read_phone_times(path: os.PathLike | str) -> list[PhoneInterval]:
-    """Reads phone times, choosing the reader by file name ending (see READERS)."""
+def read_phone_times(
+    path: os.PathLike | str, tier: str | None = None
+) -> list[PhoneInterval]:
+    """Reads phone times, choosing the reader by file name ending (see READERS).
+
+    Every label is checked on the way: one that :func:`to_timit39` cannot map is an
+    error naming the file, the tier and the label.
+
+    Args:
+      path: the phone-times file.
+      tier: the TextGrid tier (None: see :func:`read_textgrid`); other formats have
+        no tiers and ignore it.
+
+    Raises:
+      PhoneTimesError: unknown format, unreadable file, no such tier, or a label
+        with no TIMIT-39 class.
+    """
     name = pathlib.Path(path).name.lower()
     for ending, reader in READERS.items():
         if name.endswith(ending):
-            return reader(path)
+            if reader is read_textgrid:
+                intervals, tier = _read_textgrid(path, tier)
+            else:
+                intervals, tier = reader(path), None
+            check_labels(intervals, path, tier)
+            return intervals
     raise PhoneTimesError(
         f"{path}: unknown phone-times format (endings: {sorted(READERS)})"
     )
+
+
+def check_labels(
+    intervals: list[PhoneInterval], path: os.PathLike | str, tier: str | None = None
+) -> None:
+    """Raises PhoneTimesError naming file, tier and label unless every label maps.
+
+    Args:
+      intervals: as read from ``path``.
+      path: the file, named in the message.
+      tier: its tier (TextGrid), named in the message.
+    """
+    for interval in intervals:
+        try:
+            to_timit39(interval.phone)
+        except PhoneTimesError as error:
+            where = f"{path}" + (f", tier {tier!r}" if tier is not None else "")
+            raise PhoneTimesError(
+                f"{where}: label at {interval.start_s:.3f}s: {error}"
+            ) from None
 
 
 def to_timit39_intervals(intervals: list[PhoneInterval]) -> list[PhoneInterval]:

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import sys
 from collections.abc import Iterable
 
 import numpy as np
@@ -36,7 +37,14 @@ from mohaq_jax.data.timit_files import (
     read_phn,
     read_sphere,
 )
-from mohaq_jax.data.timit_layout import Utterance, discover, find_nltk_timit
+from mohaq_jax.data.timit_layout import (
+    Unlabelled,
+    Utterance,
+    describe_unlabelled,
+    discover,
+    discover_all,
+    find_nltk_timit,
+)
 from mohaq_jax.data.timit_recipe import (
     CORE_TEST_SPEAKERS,
     DEV_SPEAKERS,
@@ -87,6 +95,7 @@ def load_timit(
     cache_dir: os.PathLike | str | None = None,
     allow_partial: bool = False,
     verbose: bool = False,
+    allow_missing_labels: bool = False,
 ) -> corpus_lib.Corpus:
     """Loads TIMIT with the standard recipe, caching features.
 
@@ -98,6 +107,8 @@ def load_timit(
         ~/.cache/mohaq_jax.
       allow_partial: split an incomplete copy by speaker instead of failing.
       verbose: progress bars and the time taken (stderr).
+      allow_missing_labels: leave out the recordings of a complete copy that have
+        no .PHN file instead of failing (they are named and counted either way).
 
     Returns:
       Corpus with 61 training classes (fold39 maps 'q' to -1), per-speaker
@@ -113,8 +124,17 @@ def load_timit(
                 "no TIMIT directory given and no NLTK TIMIT sample found; "
                 "pass --timit-dir"
             )
-    layout, utterances = discover(timit_dir)
-    speakers_by_split = assign_splits(layout, utterances, allow_partial)
+    layout, utterances, unlabelled = discover_all(timit_dir)
+    speakers_by_split = assign_splits(
+        layout, utterances, allow_partial, unlabelled, allow_missing_labels
+    )
+    if unlabelled:
+        labelled = {u.speaker for u in utterances}
+        lost = sorted({u.speaker for u in unlabelled} - labelled)
+        print(
+            f"TIMIT: left out {describe_unlabelled(unlabelled, lost)}",
+            file=sys.stderr,
+        )
     settings = {
         "dataset": "timit",
         "timit_dir": str(pathlib.Path(timit_dir).expanduser().resolve()),
@@ -123,6 +143,7 @@ def load_timit(
         "feature_config": dataclasses.asdict(feature_config),
         "speakers": {k: len(v) for k, v in speakers_by_split.items()},
         "files": _fingerprint(utterances),
+        **({"unlabelled": len(unlabelled)} if unlabelled else {}),
     }
     cache_path = assemble.cache_file("timit", settings, cache_dir)
     splits = assemble.load_or_build_splits(
@@ -155,9 +176,11 @@ __all__ = [
     "N_TRAIN_SPEAKERS",
     "SPHERE_HEADER_MAGIC",
     "TimitError",
+    "Unlabelled",
     "Utterance",
     "assign_splits",
     "discover",
+    "discover_all",
     "find_nltk_timit",
     "load_timit",
     "parse_sphere_header",

@@ -32,6 +32,30 @@ class Utterance:
         return f"{self.speaker}_{self.name}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Unlabelled:
+    """An SX/SI recording whose .PHN file is missing."""
+
+    speaker: str  # lower case
+    wav: pathlib.Path
+    directory: str  # as Utterance.directory
+
+
+def describe_unlabelled(unlabelled, speakers_without_labels, limit: int = 3) -> str:
+    """One line naming and counting recordings without .PHN (and such speakers)."""
+    names = " ".join(str(u.wav) for u in unlabelled[:limit])
+    more = f" ... ({len(unlabelled)} in all)" if len(unlabelled) > limit else ""
+    text = f"{len(unlabelled)} recording(s) without a .PHN file: {names}{more}"
+    if speakers_without_labels:
+        shown = " ".join(sorted(speakers_without_labels)[:limit])
+        extra = len(speakers_without_labels) - limit
+        text += (
+            f"; speaker(s) whose .PHN files are all lost: {shown}"
+            + (f" ... ({len(speakers_without_labels)} in all)" if extra > 0 else "")
+        )
+    return text
+
+
 # ------------------------------------------------------------------------ layout
 
 
@@ -65,7 +89,9 @@ def _count_sa(speaker_dir: pathlib.Path) -> int:
     )
 
 
-def _speaker_utterances(speaker_dir: pathlib.Path, speaker: str, directory: str):
+def _speaker_utterances(
+    speaker_dir: pathlib.Path, speaker: str, directory: str, unlabelled: list
+):
     by_stem: dict[str, dict[str, pathlib.Path]] = {}
     for entry in speaker_dir.iterdir():
         stem, _, ext = entry.name.partition(".")
@@ -76,6 +102,7 @@ def _speaker_utterances(speaker_dir: pathlib.Path, speaker: str, directory: str)
             continue
         files = by_stem[stem]
         if "phn" not in files:
+            unlabelled.append(Unlabelled(speaker, files["wav"], directory))
             continue
         if "wav" not in files:
             raise TimitError(f"{files['phn']}: no matching .WAV file")
@@ -86,14 +113,23 @@ _NLTK_SPEAKER_DIR = re.compile(r"^dr[1-8]-([fm][a-z]{3}[0-9])$", re.IGNORECASE)
 
 
 def discover(timit_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
-    """Finds the SX/SI utterances of a TIMIT copy.
+    """Finds the SX/SI utterances of a TIMIT copy (see :func:`discover_all`)."""
+    layout, utterances, _ = discover_all(timit_dir)
+    return layout, utterances
+
+
+def discover_all(
+    timit_dir: os.PathLike | str,
+) -> tuple[str, list[Utterance], list[Unlabelled]]:
+    """Finds the SX/SI utterances of a TIMIT copy, and recordings without .PHN.
 
     Args:
       timit_dir: the LDC directory (holding TRAIN/ and TEST/, possibly one or
         two levels down) or NLTK's ``corpora/timit``.
 
     Returns:
-      (layout, utterances): layout is "ldc" or "nltk".
+      (layout, utterances, unlabelled): layout is "ldc" or "nltk"; unlabelled are
+      the SX/SI .WAV files without a .PHN beside them.
 
     Raises:
       TimitError: missing directory or no recognizable layout.
@@ -108,12 +144,13 @@ def discover(timit_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
         for e in sorted(root.iterdir())
         if e.is_dir() and _NLTK_SPEAKER_DIR.match(e.name)
     ]
+    unlabelled: list[Unlabelled] = []
     if nltk_dirs:
         utterances = []
         for entry in nltk_dirs:
             speaker = _NLTK_SPEAKER_DIR.match(entry.name).group(1).lower()
-            utterances.extend(_speaker_utterances(entry, speaker, ""))
-        return "nltk", utterances
+            utterances.extend(_speaker_utterances(entry, speaker, "", unlabelled))
+        return "nltk", utterances, unlabelled
     ldc_root = _find_ldc_root(root)
     if ldc_root is None:
         raise TimitError(
@@ -132,7 +169,9 @@ def discover(timit_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
                 if speaker_dir.is_dir():
                     n_sa += _count_sa(speaker_dir)
                     utterances.extend(
-                        _speaker_utterances(speaker_dir, speaker_dir.name.lower(), part)
+                        _speaker_utterances(
+                            speaker_dir, speaker_dir.name.lower(), part, unlabelled
+                        )
                     )
     if not utterances and n_sa:
         raise TimitError(
@@ -141,8 +180,11 @@ def discover(timit_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
             "reads the same two), so the SX and SI utterances are needed"
         )
     if not utterances:
-        raise TimitError(f"{ldc_root}: TRAIN/TEST hold no .WAV/.PHN utterances")
-    return "ldc", utterances
+        raise TimitError(
+            f"{ldc_root}: TRAIN/TEST hold no .WAV/.PHN utterances"
+            + (f" ({describe_unlabelled(unlabelled, [])})" if unlabelled else "")
+        )
+    return "ldc", utterances, unlabelled
 
 
 def find_nltk_timit() -> pathlib.Path | None:

@@ -8,10 +8,12 @@ it. :func:`assign_splits` applies it to the speakers a copy holds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from mohaq_jax.data.timit_files import TimitError
-from mohaq_jax.data.timit_layout import Utterance
+from mohaq_jax.data.timit_layout import Unlabelled, Utterance, describe_unlabelled
 
 #: The 24 speakers of the core test set (two male, one female per dialect region).
 CORE_TEST_SPEAKERS: tuple[str, ...] = (
@@ -109,7 +111,11 @@ def speaker_summary(speakers, limit: int = 5) -> str:
 
 
 def assign_splits(
-    layout: str, utterances: list[Utterance], allow_partial: bool = False
+    layout: str,
+    utterances: list[Utterance],
+    allow_partial: bool = False,
+    unlabelled: Sequence[Unlabelled] = (),
+    allow_missing_labels: bool = False,
 ) -> dict[str, list[str]]:
     """Chooses the speakers of train/dev/test.
 
@@ -120,6 +126,11 @@ def assign_splits(
     neither list are left out (as in the recipe), the rest train; an empty dev
     or test set is filled with evenly spaced training speakers.
 
+    Recordings without a .PHN (``unlabelled``) count towards a complete copy but
+    are never used: on a complete copy they are an error unless
+    ``allow_missing_labels``; a speaker whose .PHN files are all lost is named as
+    such, not as missing.
+
     Returns:
       dict split name -> sorted speaker ids.
 
@@ -127,9 +138,10 @@ def assign_splits(
       TimitError: naming missing or misplaced speakers.
     """
     where: dict[str, set[str]] = {}
-    for utt in utterances:
+    for utt in [*utterances, *unlabelled]:
         where.setdefault(utt.speaker, set()).add(utt.directory)
-    present = set(where)
+    present = {utt.speaker for utt in utterances}
+    lost = sorted(set(where) - present)  # every .PHN of these speakers is missing
     train_dir = {s for s, d in where.items() if "train" in d}
     test_dir = {s for s, d in where.items() if "test" in d}
     listed = set(DEV_SPEAKERS) | set(CORE_TEST_SPEAKERS)
@@ -140,13 +152,22 @@ def assign_splits(
                 "speakers of the dev/core-test lists found under TRAIN: "
                 + speaker_summary(misplaced)
             )
-    missing_dev = [s for s in DEV_SPEAKERS if s not in present]
-    missing_core = [s for s in CORE_TEST_SPEAKERS if s not in present]
+    missing_dev = [s for s in DEV_SPEAKERS if s not in where]
+    missing_core = [s for s in CORE_TEST_SPEAKERS if s not in where]
     full = (
         layout == "ldc"
         and len(train_dir) == N_TRAIN_SPEAKERS
         and len(test_dir) == N_TEST_DIR_SPEAKERS
     )
+    without_labels = (
+        "; " + describe_unlabelled(list(unlabelled), lost) if unlabelled else ""
+    )
+    if full and unlabelled and not allow_missing_labels:
+        raise TimitError(
+            f"TIMIT copy {describe_unlabelled(list(unlabelled), lost)}; restore "
+            "them, or add --allow-missing-labels (in Python: "
+            "allow_missing_labels=True) to leave them out"
+        )
     if full and (missing_dev or missing_core):
         raise TimitError(
             "this TIMIT copy has all 630 speakers but not those of the standard lists; "
@@ -158,14 +179,13 @@ def assign_splits(
             f"incomplete TIMIT copy ({layout} layout): {len(train_dir)} of "
             f"{N_TRAIN_SPEAKERS} training speakers; missing dev speakers: "
             f"{speaker_summary(missing_dev)}; missing core test speakers: "
-            f"{speaker_summary(missing_core)}. Add --timit-partial (in Python: "
-            "allow_partial=True) to split "
-            "whatever speakers exist"
+            f"{speaker_summary(missing_core)}{without_labels}. Add --timit-partial "
+            "(in Python: allow_partial=True) to split whatever speakers exist"
         )
     dev = sorted(s for s in present if s in DEV_SPEAKERS)
     test = sorted(s for s in present if s in CORE_TEST_SPEAKERS)
     if layout == "ldc":
-        train = sorted(train_dir)
+        train = sorted(train_dir & present)
     else:
         train = sorted(present - listed)
     for name, chosen in (("test", test), ("dev", dev)):

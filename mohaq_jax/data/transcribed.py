@@ -12,7 +12,11 @@ Two layouts are read (:mod:`mohaq_jax.data.transcribed_files` finds them):
 Frame labels come either from offline forced alignment of the transcripts
 (``labels="align"``, :mod:`mohaq_jax.data.align`) or from phone-times files
 beside the audio (``labels="given"``: ``NAME.phone.json``, ``NAME.TextGrid``,
-``NAME_phone.lab`` or an HTS ``NAME.lab``; see :mod:`mohaq_jax.data.phone_times`).
+``NAME_phones.TextGrid``, ``NAME_phone.lab`` or an HTS ``NAME.lab``; see
+:mod:`mohaq_jax.data.phone_times`). A recording that cannot be read, or whose
+transcript is empty, is skipped and counted with its reason, as one with a word
+missing from the pronouncing dictionary; a phone-times file with a label that has no
+TIMIT-39 class is refused, naming file, tier and label.
 Features are those of the TIMIT and eSpeak corpora (:mod:`mohaq_jax.data.features`),
 audio resampled to the front end's rate; classes are the 39 TIMIT scoring phones.
 Speakers, not utterances, are split into train/dev/test, by a hash of the speaker
@@ -40,6 +44,7 @@ from mohaq_jax.data.transcribed_files import (
     GIVEN_ENDINGS,
     TranscribedError,
     Utterance,
+    audio_problem,
     discover,
     read_audio,
     resample,
@@ -130,16 +135,17 @@ def _labels(
     extra_words: dict[str, str] | None,
     verbose: bool,
     workers: int,
+    phone_tier: str | None = None,
 ) -> tuple[dict[str, list[times_lib.PhoneInterval]], str]:
-    """Phone intervals per usable utterance, and a summary of what was skipped."""
+    """Phone intervals per usable utterance, and a summary of what was skipped.
+
+    Raises:
+      TranscribedError: a phone-times file that cannot be used (unreadable, no
+        such tier, a label with no TIMIT-39 class): the message names file, tier
+        and label.
+    """
     if labels == "given":
-        found = {u.utt_id: u.times for u in utterances if u.times is not None}
-        intervals = {k: times_lib.read_phone_times(p) for k, p in found.items()}
-        skipped = len(utterances) - len(found)
-        return intervals, (
-            f"phone times given for {len(found)} of {len(utterances)} utterances"
-            + (f", {skipped} without a phone-times file skipped" if skipped else "")
-        )
+        return _given_labels(utterances, phone_tier)
     with_text = [u for u in utterances if u.text is not None]
     items = [
         align_lib.AlignItem(u.utt_id, u.audio, tuple(align_lib.normalize_words(u.text)))
@@ -162,6 +168,36 @@ def _labels(
     return intervals, text
 
 
+def _given_labels(
+    utterances: list[Utterance], phone_tier: str | None
+) -> tuple[dict[str, list[times_lib.PhoneInterval]], str]:
+    """Phone intervals read from the files beside the audio; see :func:`_labels`."""
+    unreadable = {}
+    intervals = {}
+    for utt in utterances:
+        if utt.times is None:
+            continue
+        problem = audio_problem(utt.audio)
+        if problem is not None:
+            unreadable[utt.utt_id] = problem
+            continue
+        try:
+            intervals[utt.utt_id] = times_lib.read_phone_times(utt.times, phone_tier)
+        except times_lib.PhoneTimesError as error:
+            raise TranscribedError(" ".join(str(error).split())) from None
+    without = sum(u.times is None for u in utterances)
+    text = f"phone times given for {len(intervals)} of {len(utterances)} utterances"
+    if without:
+        text += f", {without} without a phone-times file skipped"
+    if unreadable:
+        first = next(iter(unreadable.items()))
+        text += (
+            f"\n  {len(unreadable)} skipped for unreadable audio "
+            f"(e.g. {first[0]}: {first[1]})"
+        )
+    return intervals, text
+
+
 def load_transcribed(
     corpus_dir: os.PathLike | str | None = None,
     labels: str = "align",
@@ -174,6 +210,7 @@ def load_transcribed(
     all_test: bool = False,
     align_workers: int = 1,
     verbose: bool = False,
+    phone_tier: str | None = None,
 ) -> corpus_lib.Corpus:
     """Loads transcribed recordings as a 39-phone corpus, caching features.
 
@@ -191,6 +228,8 @@ def load_transcribed(
       all_test: every speaker in test (evaluation only).
       align_workers: processes for forced alignment (same result for any number).
       verbose: progress bars and the alignment summary on stderr.
+      phone_tier: with labels="given", the TextGrid tier of the phones (None: the
+        tier named "phones", else the only one whose name contains "phone").
 
     Returns:
       Corpus named "transcribed", classes PHONES_39 (fold39 = identity),
@@ -199,7 +238,8 @@ def load_transcribed(
       holds the full summary.
 
     Raises:
-      TranscribedError: bad folder or arguments, or no usable utterance.
+      TranscribedError: bad folder or arguments, no usable utterance, or a
+        phone-times file that cannot be used (file, tier and label named).
     """
     if corpus_dir is None:
         raise TranscribedError("no corpus folder given; pass --corpus-dir DIR")
@@ -207,7 +247,7 @@ def load_transcribed(
         raise TranscribedError(f"labels={labels!r}: expected 'align' or 'given'")
     layout, utterances = discover(corpus_dir)
     intervals, summary = _labels(
-        utterances, labels, cache_dir, extra_words, verbose, align_workers
+        utterances, labels, cache_dir, extra_words, verbose, align_workers, phone_tier
     )
     if verbose:
         print(summary, file=sys.stderr)
@@ -222,6 +262,7 @@ def load_transcribed(
         "corpus_dir": str(pathlib.Path(corpus_dir).expanduser().resolve()),
         "layout": layout,
         "labels": labels,
+        **({"phone_tier": phone_tier} if phone_tier is not None else {}),
         "extra_words": dict(sorted((extra_words or {}).items())),
         "split_seed": split_seed,
         "dev_fraction": dev_fraction,

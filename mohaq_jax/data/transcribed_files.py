@@ -10,7 +10,8 @@ Two layouts are read:
     directly in the corpus folder the file name up to its first '-' or '_'.
 
 Beside each recording a phone-times file (``NAME.phone.json``, ``NAME.TextGrid``,
-``NAME_phone.lab`` or an HTS ``NAME.lab``; :mod:`mohaq_jax.data.phone_times`) is
+``NAME_phones.TextGrid``, ``NAME_phone.lab`` or an HTS ``NAME.lab``;
+:mod:`mohaq_jax.data.phone_times`) is
 noted when there is one. :mod:`mohaq_jax.data.transcribed` turns what is found here
 into a corpus.
 """
@@ -29,7 +30,14 @@ from mohaq_jax.data import phone_times as times_lib
 AUDIO_SUFFIXES = (".flac", ".wav")
 
 #: Phone-times files looked for beside NAME.wav with labels="given", in order.
-GIVEN_ENDINGS = (".phone.json", ".TextGrid", "_phone.lab", ".lab")
+GIVEN_ENDINGS = (
+    ".phone.json",
+    ".TextGrid",
+    "_phones.TextGrid",
+    "_phone.TextGrid",
+    "_phone.lab",
+    ".lab",
+)
 
 
 class TranscribedError(ValueError):
@@ -63,6 +71,23 @@ def read_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:
     except Exception as error:  # soundfile raises its own error types
         raise TranscribedError(f"{path}: unreadable audio ({error})") from None
     return samples[:, 0].astype(np.float32), int(rate)
+
+
+def audio_problem(path: os.PathLike | str) -> str | None:
+    """Why a recording cannot be used (unreadable header, no samples), or None.
+
+    Reads the header only (cheap for a whole corpus); damage past the header shows
+    when the samples are read (:func:`read_audio`).
+    """
+    import soundfile
+
+    try:
+        info = soundfile.info(os.fspath(path))
+    except Exception as error:  # soundfile raises its own error types
+        return "unreadable audio (" + " ".join(str(error).split()) + ")"
+    if info.frames <= 0:
+        return "no audio samples"
+    return None
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
