@@ -12,6 +12,14 @@ word-level pass with ``set_align_text`` (optional silences between words), then 
 sub-word pass with ``set_alignment`` whose ``get_alignment()`` yields words ->
 phones -> HMM states with start frame and duration at 100 frames/s.
 
+Silence at the utterance edges: the grammar of ``set_align_text`` lets the first
+and last word absorb a short leading or trailing silence (a 65 ms pause after the
+last word of arctic_a0009 came out as the word's final phone), so the transcript is
+aligned between two silence words. A silence word cannot be shorter than its HMM (3
+frames, 30 ms); an edge silence of that minimum length means there was none, and
+its frames go back to the neighbouring phone. The boundary error this gives against
+the shared recordings' labels is measured by ``benchmarks/align_boundaries.py``.
+
 An utterance with a word missing from the dictionary is never aligned with a
 guessed pronunciation: it is skipped and counted in :class:`AlignmentSummary`
 (pass ``extra_words`` to supply pronunciations). An utterance the decoder cannot
@@ -42,7 +50,12 @@ from mohaq_jax.data.phone_times import PhoneInterval
 ALIGN_RATE = 16000
 
 #: Bump when the alignment procedure changes, to invalidate cached alignments.
-ALIGN_VERSION = 1
+ALIGN_VERSION = 2
+
+#: pocketsphinx's silence word, aligned at both edges of every utterance.
+SILENCE_WORD = "<sil>"
+#: Frames of the shortest silence word (its HMM's states); see the module docstring.
+MIN_SILENCE_FRAMES = 3
 
 #: Beams of the retry for utterances the default beams lose (pocketsphinx options).
 WIDE_BEAMS = {
@@ -89,6 +102,7 @@ class Aligner:
         extra_words: dict[str, str] | None = None,
         hmm: str | None = None,
         dictionary: str | None = None,
+        edge_silence: bool = True,
     ):
         """Loads the acoustic model and dictionary.
 
@@ -97,6 +111,8 @@ class Aligner:
             (or replacing in) the dictionary.
           hmm: acoustic model folder; None = the wheel's en-us model.
           dictionary: pronouncing dictionary; None = the wheel's cmudict-en-us.
+          edge_silence: align between two optional silence words (see the module
+            docstring); False = the transcript alone.
 
         Raises:
           ImportError: pocketsphinx is not installed (says how to install it).
@@ -115,6 +131,7 @@ class Aligner:
         if dictionary is not None:
             self._kwargs["dict"] = dictionary
         self.extra_words = dict(sorted((extra_words or {}).items()))
+        self.edge_silence = edge_silence
         self.decoder = self._new_decoder({})
         self._wide = None  # built on the first utterance the default beams miss
         self.frame_rate = float(self.decoder.config["frate"])
@@ -176,6 +193,8 @@ class Aligner:
         if missing:
             raise MissingWordsError(missing)
         pcm = to_pcm16(samples, sample_rate)
+        if self.edge_silence:
+            words = [SILENCE_WORD, *words, SILENCE_WORD]
         try:
             alignment = self._two_passes(self.decoder, pcm, words)
             if alignment is None:
@@ -196,7 +215,30 @@ class Aligner:
                 intervals.append(PhoneInterval(start, end, phone.name))
         if not intervals:
             raise AlignmentError("no phone alignment found")
+        if self.edge_silence:
+            intervals = _drop_minimal_edge_silence(
+                intervals, MIN_SILENCE_FRAMES / self.frame_rate
+            )
         return intervals
+
+
+def _drop_minimal_edge_silence(
+    intervals: list[PhoneInterval], shortest: float
+) -> list[PhoneInterval]:
+    """Gives an edge silence of the silence word's minimum length to its neighbour."""
+    out = list(intervals)
+
+    def minimal(interval: PhoneInterval) -> bool:
+        is_silence = interval.phone.upper() == "SIL"
+        return is_silence and interval.end_s - interval.start_s <= shortest + 1e-6
+
+    if len(out) > 1 and minimal(out[0]):
+        out[1] = out[1]._replace(start_s=out[0].start_s)
+        out = out[1:]
+    if len(out) > 1 and minimal(out[-1]):
+        out[-2] = out[-2]._replace(end_s=out[-1].end_s)
+        out = out[:-1]
+    return out
 
 
 def to_pcm16(samples: np.ndarray, sample_rate: int) -> bytes:
