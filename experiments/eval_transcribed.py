@@ -20,7 +20,7 @@ import os
 import pathlib
 import sys
 
-from mohaq_jax import checkpoint, train
+from mohaq_jax import checkpoint, cli, train
 from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data import load_corpus
 from mohaq_jax.models.sru import ModelConfig
@@ -226,4 +226,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.guarded(main, prog="eval_transcribed"))

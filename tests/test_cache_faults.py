@@ -556,7 +556,7 @@ def test_phone_tier_choice(tmp_path, capsys):
         assert message in line and "--phone-tier" in line and "'arpabet'" in line
 
 
-def test_phone_tier_flag_reaches_the_loader(tmp_path, monkeypatch):
+def test_corpus_flags_reach_the_loader(tmp_path, monkeypatch):
     from mohaq_jax import prepare
     from mohaq_jax.config import DataSettings
 
@@ -571,6 +571,11 @@ def test_phone_tier_flag_reaches_the_loader(tmp_path, monkeypatch):
     with pytest.raises(transcribed.TranscribedError):
         prepare.load_data(settings, progress=False)
     assert seen["phone_tier"] == "ipa" and seen["labels"] == "given"
+    parser = cli.build_parser("x", ("data",))
+    args = parser.parse_args(["--allow-missing-labels", "--timit-dir", "t"])
+    with pytest.raises(transcribed.TranscribedError):
+        prepare.load_data(cli.config_from_args(args).data, progress=False)
+    assert seen["name"] == "timit" and seen["allow_missing_labels"] is True
 
 
 @needs_real_speech
