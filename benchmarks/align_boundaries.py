@@ -93,7 +93,9 @@ def trimmed(samples, rate, given, edge_s: float):
     start, end = ARCTIC_SPEECH[0] - edge_s, ARCTIC_SPEECH[1] + edge_s
     cut = samples[round(start * rate) : round(end * rate)]
     shifted = [
-        pt.PhoneInterval(max(i.start_s, start) - start, min(i.end_s, end) - start, i.phone)
+        pt.PhoneInterval(
+            max(i.start_s, start) - start, min(i.end_s, end) - start, i.phone
+        )
         for i in given
         if i.end_s > start and i.start_s < end
     ]
@@ -131,7 +133,8 @@ def measure(aligner: align.Aligner, all_mfa: bool = False) -> list[Row]:
         if name == "arctic_a0009":
             for edge_ms in (65, 40):
                 cut, shifted = trimmed(samples, rate, given, edge_ms / 1000)
-                jobs.append(("arctic", f"{name} cut to {edge_ms} ms", cut, rate, text, shifted))
+                name_cut = f"{name} cut to {edge_ms} ms"
+                jobs.append(("arctic", name_cut, cut, rate, text, shifted))
     rows = []
     for group, name, samples, rate, text, given in jobs:
         got = aligner.align(samples, rate, align.normalize_words(text))
