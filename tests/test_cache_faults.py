@@ -214,6 +214,32 @@ def test_interrupted_split_writer_leaves_no_cache(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no cache, no temporary files
 
 
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from mohaq_jax.data.split_writer import SplitWriter
+    with SplitWriter(sys.argv[1], ("train",), 4, "k") as writer:
+        writer.add("train", [np.ones((5, 4), np.float32)], [np.zeros(5, np.int32)],
+                   ["s0"], ["u0"])
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_writer_killed_mid_write_publishes_nothing(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "espeak-tiny-x.npz"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(path)], env=env, timeout=120
+    )
+    assert proc.returncode == -9
+    assert not path.exists()  # only its temporary folder is left beside it
+    calls = []
+    assert_splits_equal(_load(path, calls), _load(tmp_path / "fresh" / path.name))
+    assert calls and not damage_reports(capsys.readouterr().err)
+
+
 # ------------------------------------------------------------- alignment JSON
 
 
