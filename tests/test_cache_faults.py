@@ -532,6 +532,17 @@ def test_unreadable_audio_is_skipped_by_the_aligner_with_its_reason(
     assert "pocketsphinx" not in text or "blank" not in text.split("pocketsphinx")[1]
 
 
+def test_unreadable_transcript_is_one_line_exit_2(tmp_path, capsys):
+    root = tmp_path / "corpus"
+    _given_corpus(root)
+    (root / "spk1" / "u1.txt").write_bytes(b"\xff\xfe bad \x80")
+    with pytest.raises(SystemExit) as caught:
+        cli.guarded(lambda: _load_given(root, tmp_path), prog="x")
+    assert caught.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "u1.txt: unreadable transcript" in line
+
+
 def test_ipa_tier_is_mapped_to_timit_phones(tmp_path):
     root = tmp_path / "corpus"
     _given_corpus(root, tiers={"phones": IPA})

@@ -115,6 +115,13 @@ def _given_times(audio: pathlib.Path) -> pathlib.Path | None:
     return None
 
 
+def _read_transcript(path: pathlib.Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise TranscribedError(f"{path}: unreadable transcript ({error})") from None
+
+
 def discover(corpus_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
     """Finds the recordings of a LibriSpeech-layout or plain folder.
 
@@ -126,8 +133,8 @@ def discover(corpus_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
       (layout "librispeech" or "plain", utterances sorted by id).
 
     Raises:
-      TranscribedError: missing folder, missing audio named by a transcript, no
-        audio at all.
+      TranscribedError: missing folder, missing audio named by a transcript, an
+        unreadable transcript (not UTF-8), no audio at all.
     """
     root = pathlib.Path(corpus_dir).expanduser()
     if not root.is_dir():
@@ -138,7 +145,7 @@ def discover(corpus_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
     transcripts = sorted(root.rglob("*.trans.txt"))
     if transcripts:
         for trans in transcripts:
-            lines = trans.read_text(encoding="utf-8").splitlines()
+            lines = _read_transcript(trans).splitlines()
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
@@ -167,7 +174,7 @@ def discover(corpus_dir: os.PathLike | str) -> tuple[str, list[Utterance]]:
         else:
             speaker = relative.name.replace("_", "-").split("-")[0]
         text_path = audio.with_suffix(".txt")
-        text = text_path.read_text(encoding="utf-8") if text_path.is_file() else None
+        text = _read_transcript(text_path) if text_path.is_file() else None
         utterances.append(
             Utterance(relative.as_posix(), speaker, audio, text, _given_times(audio))
         )
