@@ -229,7 +229,8 @@ def load_splits(
 
 def _load_splits(path, names, key) -> dict[str, Split]:
     out = {}
-    with np.load(path, allow_pickle=False) as data:
+    # The file is opened here so that it is closed even when numpy cannot read it.
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
         if META_MEMBER in data.files:
             check_meta(path, str(data[META_MEMBER]), SPLITS_FORMAT, key)
         for name in names:

@@ -132,7 +132,7 @@ def load(path) -> tuple[Decoder, dict]:
       DamagedCacheError: truncated, corrupted or not a decoder file (names the path).
     """
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             decoder = Decoder(
                 log_prior=jnp.asarray(data["log_prior"]),
                 log_bigram=jnp.asarray(data["log_bigram"]),
