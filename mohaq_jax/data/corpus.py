@@ -32,14 +32,14 @@ SPLITS_FORMAT = "mohaq_jax.splits/1"
 #: Name of the JSON member (format and key) inside a corpus cache ``.npz``.
 META_MEMBER = "meta"
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 class DamagedCacheError(ValueError):
     """A derived cache file that cannot be trusted; the message names it and why."""
 
 
-def read_cache(path: os.PathLike | str, load: Callable[[pathlib.Path], T]) -> T | None:
+def read_cache(path: os.PathLike | str, load: Callable[[pathlib.Path], _T]) -> _T | None:
     """``load(path)``, or None when the file is missing or damaged.
 
     A damaged file (``load`` raised :class:`DamagedCacheError`) is reported in one
