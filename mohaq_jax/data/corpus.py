@@ -39,7 +39,9 @@ class DamagedCacheError(ValueError):
     """A derived cache file that cannot be trusted; the message names it and why."""
 
 
-def read_cache(path: os.PathLike | str, load: Callable[[pathlib.Path], _T]) -> _T | None:
+def read_cache(
+    path: os.PathLike | str, load: Callable[[pathlib.Path], _T]
+) -> _T | None:
     """``load(path)``, or None when the file is missing or damaged.
 
     A damaged file (``load`` raised :class:`DamagedCacheError`) is reported in one
