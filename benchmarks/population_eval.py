@@ -122,12 +122,13 @@ def interleaved(fns: dict, repeats: int) -> dict:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def torch_anchor(config, params, calib, space, batch, genomes):
+def torch_anchor(config, params, calib, space, batch, genomes, threads: int = 0):
     """One genome at a time through PyTorch + the ``sru`` package (the authors' stack).
 
     Returns a callable that evaluates ``genomes`` in a Python loop: per genome, the
     weights are fake-quantized in torch, the model runs forward (``sru``'s CPU kernel)
     and the frame errors are counted; or None when torch/sru are not installed.
+    ``threads``: torch's intra-op threads during the call (0 = torch's default).
     """
     if not torch_sru.available():
         return None
@@ -139,13 +140,17 @@ def torch_anchor(config, params, calib, space, batch, genomes):
     scored = labels >= 0
     settings = [torch_sru.genome_clips(calib, space, g) for g in np.asarray(genomes)]
 
+    default_threads = torch.get_num_threads()
+
     def run():
         wrong = 0
+        torch.set_num_threads(threads or default_threads)
         with torch.no_grad():
             for bits_w, bits_a, w_clip, a_clip in settings:
                 model.set_genome(bits_w, bits_a, w_clip, a_clip)
                 logits = model(feats, pad)
                 wrong += int(((logits.argmax(-1) != labels) & scored).sum())
+        torch.set_num_threads(default_threads)
         return wrong
 
     return run
@@ -313,7 +318,12 @@ def main(argv=None):
         if anchor is None:
             print("torch anchor: skipped (pip install -e '.[bench]' for torch and sru)")
         else:
+            # torch's default threads (all cores) and one thread: on a loaded machine
+            # the default's spinning workers can cost more than they gain.
             fns["torch"] = anchor
+            fns["torch_1"] = torch_anchor(
+                config, params, calib, space, batch, genomes[: args.torch], threads=1
+            )
             raw = evaluate.make_population_eval(
                 config, space, fold, chunk_size=_chunk(args.chunk), per_mode="raw"
             )
@@ -376,28 +386,32 @@ def main(argv=None):
         )
     )
     if anchor is not None:
-        torch_rate = args.torch / t["torch"]
         raw_rate = args.pop / t["raw"]
+        print(
+            f"(g) {torch_sru.versions()}, one genome at a time (weights fake-quantized "
+            f"in torch, forward, frame errors; {args.torch} genomes a round), against "
+            f"the batched pass with raw PER (chunk {chosen}, {raw_rate:.1f} genomes/s) "
+            f"and the jitted loop:"
+        )
         results["torch_sru"] = {
-            "genomes_per_s": torch_rate,
             "genomes_timed": args.torch,
             "batched_raw_genomes_per_s": raw_rate,
-            "ratio_batched_raw": raw_rate / torch_rate,
-            "ratio_batched": rate / torch_rate,
-            "ratio_loop": loop_rate / torch_rate,
-            "gflops": torch_rate * work["per_genome"] / 1e9,
         }
-        print(
-            f"(g) {torch_sru.versions()} (one genome at a time: weights "
-            f"fake-quantized in torch, forward, frame errors; {args.torch} genomes a "
-            f"round): {torch_rate:.2f} genomes/s, "
-            f"{results['torch_sru']['gflops']:.1f} GFLOP/s"
-        )
-        print(
-            f"    batched pass with raw PER (chunk {chosen}) {raw_rate:.1f} genomes/s "
-            f"= {raw_rate / torch_rate:.1f}x torch; batched (smoothed PER) "
-            f"{rate / torch_rate:.1f}x; jitted loop {loop_rate / torch_rate:.1f}x"
-        )
+        for name, threads in (("torch", "default"), ("torch_1", "1")):
+            torch_rate = args.torch / t[name]
+            results["torch_sru"][f"threads_{threads}"] = {
+                "genomes_per_s": torch_rate,
+                "ratio_batched_raw": raw_rate / torch_rate,
+                "ratio_batched": rate / torch_rate,
+                "ratio_loop": loop_rate / torch_rate,
+                "gflops": torch_rate * work["per_genome"] / 1e9,
+            }
+            print(
+                f"    torch threads {threads:7s}: {torch_rate:8.2f} genomes/s, "
+                f"{torch_rate * work['per_genome'] / 1e9:.1f} GFLOP/s; batched (raw "
+                f"PER) {raw_rate / torch_rate:.1f}x, batched (smoothed PER) "
+                f"{rate / torch_rate:.1f}x, jitted loop {loop_rate / torch_rate:.1f}x"
+            )
 
     if args.decode:
         results["decoder"] = decoder_share(

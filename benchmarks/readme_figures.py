@@ -133,15 +133,18 @@ def json_values(path: str) -> dict[str, float]:
 def markdown_tables(text: str) -> dict[str, float]:
     """Numbers of every markdown table: ``table.<heading>.<row>.<column>``.
 
-    The row is named by its first cell, the column by its header; a cell's first
-    number is the key itself, later ones ``.n2``, ``.n3`` ...
+    The heading is the section's title without parentheses, the row is named by its
+    first cell, the column by its header; a cell's first number is the key itself,
+    later ones ``.n2``, ``.n3`` ...
     """
     out, heading, header = {}, "top", None
     lines = text.splitlines()
     for i, line in enumerate(lines):
         stripped = line.strip()
         if stripped.startswith("#"):
-            heading, header = slug(stripped.lstrip("#")), None
+            # "Pareto set (4 solutions, ...)" -> "pareto_set": stable across runs
+            heading = slug(re.sub(r"\(.*?\)", "", stripped.lstrip("#")))
+            header = None
             continue
         if not stripped.startswith("|"):
             header = None
@@ -189,6 +192,9 @@ def experiment_values(folder: str) -> dict[str, float]:
         if counts:
             out["evaluations"] = float(counts.group(1))
             out["unique_genomes"] = float(counts.group(2))
+        volume = re.search(r"final normalized hypervolume ([\d.]+)", text)
+        if volume:
+            out["hypervolume"] = float(volume.group(1))
         seconds = re.search(r"run time: ([\d.]+) s", text)
         if seconds:
             out["search_seconds"] = float(seconds.group(1))

@@ -187,7 +187,7 @@ def build(config, sites, params):
               a_clip: per site, the activation clip at ``bits_a``.
             """
             qk = [
-                fake_quant(kernel, int(b), torch.as_tensor(np.asarray(c, np.float32)))
+                fake_quant(kernel, int(b), torch.from_numpy(np.array(c, np.float32)))
                 for kernel, b, c in zip(self.float_kernels, bits_w, w_clip, strict=True)
             ]
             acts = [(int(b), float(c)) for b, c in zip(bits_a, a_clip, strict=True)]
