@@ -35,8 +35,10 @@ number of a cell as ``.n2``, ``.n3``). ``--show [PREFIX]`` lists them with their
   value rounded to the number of decimals written (``0.279`` -> 3 decimals, ``1.2e7``
   -> 1 significant decimal in that notation, ``412`` -> integer); signs and a thousands
   separator (``,`` or a narrow no-break space U+202F) are allowed; a unit after the
-  number (``x``, ``%``, ``GB``) is not read, so the key must hold the value in the
-  README's unit (the extractors store points and percentages as such).
+  number (``x``, ``%``, ``GB``) is not read. A key may end in ``*FACTOR`` to scale
+  its value to the README's unit: ``<!--f:population_eval.share_of_peak*100-->52 %``;
+  error differences in points have their own keys (``sol<i>.dev_points``,
+  ``uniform.<bits>.dev_points``).
 - Measured sections are enclosed in ``<!-- measured -->`` ... ``<!-- /measured -->``.
   Inside them every number in a table body cell that starts with a number, and every
   number inside ``**bold**``, must carry a key, or ``<!--given-->`` when it is a setting
@@ -183,11 +185,13 @@ def experiment_values(folder: str) -> dict[str, float]:
             out[f"sol{i}.{field}"] = value
     for field, value in flatten(doc.get("settings", {})).items():
         out[f"settings.{field}"] = value
+    out.update(points_over_float(out))
     report = os.path.join(folder, "report.md")
     if os.path.exists(report):
         with open(report) as f:
             text = f.read()
         out.update(markdown_tables(text))
+        out.update(uniform_points(out))
         counts = re.search(r"(\d+) evaluations \((\d+) unique genomes\)", text)
         if counts:
             out["evaluations"] = float(counts.group(1))
@@ -198,6 +202,40 @@ def experiment_values(folder: str) -> dict[str, float]:
         seconds = re.search(r"run time: ([\d.]+) s", text)
         if seconds:
             out["search_seconds"] = float(seconds.group(1))
+    return out
+
+
+def points_over_float(found: dict[str, float]) -> dict[str, float]:
+    """Each solution's error minus the float model's, in percentage points.
+
+    ``sol<i>.dev_points`` and ``sol<i>.test_points`` (from ``sol<i>.error`` and
+    ``sol<i>.test_error`` against ``baseline.float32.dev_error`` / ``test_error``).
+    """
+    out = {}
+    for split, field in (("dev", "error"), ("test", "test_error")):
+        float_error = found.get(f"baseline.float32.{split}_error")
+        if float_error is None:
+            continue
+        for key, value in found.items():
+            match = re.fullmatch(r"sol(\d+)\." + field, key)
+            if match:
+                out[f"sol{match.group(1)}.{split}_points"] = 100 * (value - float_error)
+    return out
+
+
+def uniform_points(found: dict[str, float]) -> dict[str, float]:
+    """The compression sweep's dev error over the float model's, in points.
+
+    ``uniform.<bits>.dev_points`` from the report's uniform-bits table.
+    """
+    float_error = found.get("baseline.float32.dev_error")
+    out = {}
+    if float_error is None:
+        return out
+    for key, value in found.items():
+        match = re.fullmatch(r"table\.uniform_weight_bits\.(\d+)\.dev_error", key)
+        if match:
+            out[f"uniform.{match.group(1)}.dev_points"] = 100 * (value - float_error)
     return out
 
 
@@ -491,7 +529,7 @@ def values(figures: dict) -> dict[str, float]:
 # --------------------------------------------------------------------------------------
 
 _NUM = r"[-+\u2212]?\d{1,3}(?:[,\u202f]\d{3})+(?:\.\d+)?|[-+\u2212]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
-KEYED = re.compile(r"<!--\s*f:([\w.\-]+)\s*-->(\**)(" + _NUM + ")")
+KEYED = re.compile(r"<!--\s*f:([\w.\-]+(?:\*[\d.]+)?)\s*-->(\**)(" + _NUM + ")")
 GIVEN = re.compile(r"<!--\s*given\s*-->(\**)(" + _NUM + ")")
 ANY_NUMBER = re.compile(r"(?<![\w.])(" + _NUM + r")(?![\d])")
 COMMENT = re.compile(r"<!--.*?-->")
@@ -559,15 +597,17 @@ def check(readme_text: str, known: dict[str, float]) -> tuple[list[str], int]:
         if in_code:
             continue
         for key, _, written in KEYED.findall(line):
-            if key not in known:
-                problems.append(f"line {n}: {written}: key {key} is not in figures.json")
+            name, _, scale = key.partition("*")
+            if name not in known:
+                problems.append(f"line {n}: {written}: key {name} is not in figures.json")
                 continue
-            ok, expected = written_matches(written, known[key])
+            value = known[name] * (float(scale) if scale else 1.0)
+            ok, expected = written_matches(written, value)
             if ok:
                 matched += 1
             else:
                 problems.append(
-                    f"line {n}: {written} differs from {key} = {known[key]:.6g} "
+                    f"line {n}: {written} differs from {key} = {value:.6g} "
                     f"(written at that precision: {expected})"
                 )
         if MEASURED_BEGIN.search(line):

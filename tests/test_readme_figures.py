@@ -33,7 +33,8 @@ Float dev PER <!--f:silago.baseline.float32.dev_error-->0.279, wall
 |---|---|---|
 | <!--given-->16 | <!--f:silago.sol0.speedup-->2.25 | **<!--f:population_eval.ratio-->1.20x** |
 
-Full vmap <!--f:population_eval.chunk_curve.full.ratio-->**0.82x** (`--pop 64`).
+Full vmap <!--f:population_eval.chunk_curve.full.ratio-->**0.82x** (`--pop 64`), in
+per cent <!--f:population_eval.ratio*100-->120.5 %.
 <!-- /measured -->
 """
 
@@ -55,7 +56,15 @@ def _check(readme, figures, capsys):
 def test_check_passes_on_matching_readme(pair, capsys):
     code, out = _check(*pair, capsys)
     assert code == 0, out
-    assert "all 6 keyed numbers match" in out
+    assert "all 7 keyed numbers match" in out
+
+
+def test_check_scales_a_key(pair, capsys):
+    readme, figures = pair
+    readme.write_text(README.replace("-->120.5 %", "-->120.4 %"))
+    code, out = _check(readme, figures, capsys)
+    assert code == 1
+    assert "120.4 differs from population_eval.ratio*100 = 120.49" in out
 
 
 def test_check_names_an_altered_number(pair, capsys):
@@ -122,7 +131,12 @@ def test_experiment_values_read_pareto_json_and_report_tables(tmp_path):
             {
                 "baselines": [{"name": "float32", "dev_error": 0.279, "test_error": 0.3}],
                 "solutions": [
-                    {"speedup": 2.25, "genome": [0, 1], "dev_same_as_float": True},
+                    {
+                        "speedup": 2.25,
+                        "error": 0.283,
+                        "genome": [0, 1],
+                        "dev_same_as_float": True,
+                    },
                     {"speedup": 3.5, "genome": [1, 1]},
                 ],
                 "settings": {"search": {"pop": 40}},
@@ -144,6 +158,8 @@ def test_experiment_values_read_pareto_json_and_report_tables(tmp_path):
     assert got["table.compare.simplega.best_dev"] == 3.82
     assert got["table.compare.simplega.best_dev.n2"] == 0.296
     assert (got["evaluations"], got["unique_genomes"]) == (190.0, 163.0)
+    assert got["sol0.dev_points"] == pytest.approx(0.4)  # (0.283 - 0.279) x 100
+    assert "sol1.dev_points" not in got  # no error field
 
 
 def test_only_runs_the_named_figure_and_merges(tmp_path, monkeypatch, capsys):
