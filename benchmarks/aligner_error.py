@@ -1,4 +1,4 @@
-"""Phone-boundary error of the pocketsphinx forced aligner on the shared real recordings.
+"""Phone-boundary error of the pocketsphinx aligner on the shared real recordings.
 
 Aligns each recording of ``../shared/data/real_speech`` (``$MOHAQ_SHARED``) from its
 transcript with :class:`mohaq_jax.data.align.Aligner` and compares the phone start
@@ -74,7 +74,8 @@ def main(argv=None) -> dict:
     for group, row in results.items():
         print(
             f"{group:12s} {row['boundaries']:4d} boundaries, median "
-            f"{row['median_ms']:.1f} ms, {row['within_20ms_percent']:.0f} % within 20 ms"
+            f"{row['median_ms']:.1f} ms, "
+            f"{row['within_20ms_percent']:.0f} % within 20 ms"
         )
     if args.json:
         readme_figures.write_atomic(args.json, json.dumps(results, indent=1) + "\n")

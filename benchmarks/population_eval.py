@@ -1,4 +1,4 @@
-"""Population evaluation throughput: batched pass vs a per-genome loop vs the authors' stack.
+"""Population evaluation speed: batched pass, per-genome loop and the authors' stack.
 
 Prints, in one run on the current device, every variant timed in the same interleaved
 rounds:

@@ -1,6 +1,6 @@
 """Every number README.md quotes as measured, regenerated into figures.json and checked.
 
-    python -m benchmarks.readme_figures                 # run every figure (hours on CPU)
+    python -m benchmarks.readme_figures                 # every figure (hours on CPU)
     python -m benchmarks.readme_figures --only silago compression   # merge those in
     python -m benchmarks.readme_figures --list          # the commands, run nothing
     python -m benchmarks.readme_figures --show silago   # the keys and values on file
@@ -269,6 +269,7 @@ class Figure:
     what: str  # the README section it feeds
     args: tuple[str, ...]  # command after the Python interpreter; {dir} = its folder
     extract: Callable[[str], dict[str, float]]  # its folder -> {key: number}
+    env: tuple[tuple[str, str], ...] = ()  # extra environment; {dir} as in args
 
 
 _EXPERIMENT = experiment_values
@@ -286,6 +287,13 @@ FIGURES = (
         "Default run: float baseline, SiLago front, run time and memory",
         ("-m", "experiments.timit_silago", "--out", "{dir}"),
         _EXPERIMENT,
+    ),
+    Figure(
+        "silago_fresh",
+        "The default run from an empty cache (corpus and baseline built): time, RSS",
+        ("-m", "experiments.timit_silago", "--out", "{dir}"),
+        _EXPERIMENT,
+        (("MOHAQ_CACHE", "{dir}/cache"),),
     ),
     Figure(
         "decoded_per",
@@ -317,7 +325,14 @@ FIGURES = (
     Figure(
         "compare",
         "Search algorithms at the same budget in one run (--compare)",
-        ("-m", "experiments.timit_silago", "--compare", "simple_ga,de", "--out", "{dir}"),
+        (
+            "-m",
+            "experiments.timit_silago",
+            "--compare",
+            "simple_ga,de",
+            "--out",
+            "{dir}",
+        ),
         _EXPERIMENT,
     ),
     Figure(
@@ -391,6 +406,25 @@ FIGURES = (
         _JSON,
     ),
     Figure(
+        "paper_scale_1600",
+        "Paper scale: evaluation memory with 1600 dev utterances (one call)",
+        (
+            "-m",
+            "benchmarks.paper_scale",
+            "--dev-utts",
+            "1600",
+            "--pop",
+            "2",
+            "--calls",
+            "1",
+            "--part",
+            "eval",
+            "--json",
+            "{dir}/result.json",
+        ),
+        _JSON,
+    ),
+    Figure(
         "search_quality",
         "Search quality against the true front",
         (
@@ -416,12 +450,18 @@ FIGURES = (
 )
 
 
+def _fill(text: str, figure: Figure, out: str) -> str:
+    return text.replace("{dir}", os.path.join(out, figure.name)).replace("{out}", out)
+
+
 def command(figure: Figure, out: str) -> list[str]:
-    """The full command line of a figure (``{out}``: all figures, ``{dir}``: its own)."""
-    folder = os.path.join(out, figure.name)
-    return [sys.executable] + [
-        a.replace("{dir}", folder).replace("{out}", out) for a in figure.args
-    ]
+    """A figure's command line (``{out}``: all figures' folder, ``{dir}``: its own)."""
+    return [sys.executable] + [_fill(a, figure, out) for a in figure.args]
+
+
+def environment(figure: Figure, out: str) -> dict[str, str]:
+    """The figure's extra environment variables, filled in."""
+    return {k: _fill(v, figure, out) for k, v in figure.env}
 
 
 # --------------------------------------------------------------------------------------
@@ -459,30 +499,34 @@ def machine() -> dict:
 
 
 def run(figure: Figure, out: str) -> dict:
-    """Runs one figure's command; its record for figures.json (``values`` on success)."""
+    """Runs one figure's command; its figures.json record (``values`` if it worked)."""
     cmd = command(figure, out)
     folder = os.path.join(out, figure.name)
     os.makedirs(folder, exist_ok=True)
-    shown = " ".join(["python"] + cmd[1:])
+    env = environment(figure, out)
+    shown = " ".join([f"{k}={v}" for k, v in env.items()] + ["python"] + cmd[1:])
     print(f"\n### {figure.name}: {figure.what}\n$ {shown}", flush=True)
     record = {
         "what": figure.what,
         "command": shown,
         "commit": _git("rev-parse", "--short=12", "HEAD"),
-        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
+        "uncommitted_changes": bool(
+            _git("status", "--porcelain", "--untracked-files=no")
         ),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
     }
     started = time.perf_counter()
-    child = subprocess.Popen(cmd, cwd=REPO)
+    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env})
     _, status, usage = os.wait4(child.pid, 0)  # this command's own peak memory
     child.returncode = code = os.waitstatus_to_exitcode(status)
     record["wall_s"] = round(time.perf_counter() - started, 1)
     record["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes
     record["exit"] = code
-    print(f"-> exit {code}, {record['wall_s']:.0f} s, peak RSS {record['peak_rss_mb']:.0f} MB")
+    print(
+        f"-> exit {code}, {record['wall_s']:.0f} s, "
+        f"peak RSS {record['peak_rss_mb']:.0f} MB"
+    )
     if code == 0:
         try:
             record["values"] = dict(sorted(figure.extract(folder).items()))
@@ -528,7 +572,10 @@ def values(figures: dict) -> dict[str, float]:
 # --check: README.md against figures.json.
 # --------------------------------------------------------------------------------------
 
-_NUM = r"[-+\u2212]?\d{1,3}(?:[,\u202f]\d{3})+(?:\.\d+)?|[-+\u2212]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+_NUM = (
+    r"[-+\u2212]?\d{1,3}(?:[,\u202f]\d{3})+(?:\.\d+)?"  # 17,638
+    r"|[-+\u2212]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"  # 0.279, 412, 2.98e7
+)
 KEYED = re.compile(r"<!--\s*f:([\w.\-]+(?:\*[\d.]+)?)\s*-->(\**)(" + _NUM + ")")
 GIVEN = re.compile(r"<!--\s*given\s*-->(\**)(" + _NUM + ")")
 ANY_NUMBER = re.compile(r"(?<![\w.])(" + _NUM + r")(?![\d])")
@@ -599,7 +646,9 @@ def check(readme_text: str, known: dict[str, float]) -> tuple[list[str], int]:
         for key, _, written in KEYED.findall(line):
             name, _, scale = key.partition("*")
             if name not in known:
-                problems.append(f"line {n}: {written}: key {name} is not in figures.json")
+                problems.append(
+                    f"line {n}: {written}: key {name} is not in figures.json"
+                )
                 continue
             value = known[name] * (float(scale) if scale else 1.0)
             ok, expected = written_matches(written, value)
@@ -623,7 +672,9 @@ def check(readme_text: str, known: dict[str, float]) -> tuple[list[str], int]:
             spans = [(b, "bold") for b in BOLD.findall(masked)]
         elif set(line.strip()) <= set("|-: "):
             continue  # the separator row
-        elif n < len(lines) and set(lines[n].strip()) <= set("|-: ") and "-" in lines[n]:
+        elif (
+            n < len(lines) and set(lines[n].strip()) <= set("|-: ") and "-" in lines[n]
+        ):
             continue  # the header row (the separator follows)
         else:
             spans = []
@@ -660,7 +711,8 @@ def run_check(readme: str, figures_json: str) -> int:
         print(f"{name}: {p}")
     if problems:
         print(
-            f"{len(problems)} README number(s) differ from {os.path.relpath(figures_json)}"
+            f"{len(problems)} README number(s) differ from "
+            f"{os.path.relpath(figures_json)}"
             f" or have no source; {matched} match"
         )
         return 1
@@ -716,7 +768,10 @@ def main(argv=None) -> int:
     chosen = [f for f in FIGURES if args.only is None or f.name in args.only]
     if args.list:
         for f in chosen:
-            print(f"{f.name:16s} {' '.join(['python'] + command(f, args.out)[1:])}")
+            env = [f"{k}={v}" for k, v in environment(f, args.out).items()]
+            print(
+                f"{f.name:16s} {' '.join(env + ['python'] + command(f, args.out)[1:])}"
+            )
         return 0
     figures = load(args.figures)
     failed = []
@@ -727,8 +782,11 @@ def main(argv=None) -> int:
             save(args.figures, figures)  # after each figure: a later failure keeps it
         else:
             failed.append(figure.name)
-    print(f"\n{os.path.relpath(args.figures)}: {len(chosen) - len(failed)} figure(s) "
-          f"written" + (f"; failed (old entries kept): {', '.join(failed)}" if failed else ""))
+    print(
+        f"\n{os.path.relpath(args.figures)}: {len(chosen) - len(failed)} figure(s) "
+        f"written"
+        + (f"; failed (old entries kept): {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

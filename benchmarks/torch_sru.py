@@ -126,15 +126,19 @@ def build(config, sites, params):
         def __init__(self):
             self.stages = _stages(sites)
             self.custom = [QuantizedU() for _ in self.stages]
-            self.rnn = _import_sru().SRU(
-                config.n_features,
-                config.hidden,
-                num_layers=config.n_layers,
-                bidirectional=config.bidirectional,
-                highway_bias=config.highway_bias,
-                rescale=config.rescale,
-                custom_m=self.custom,
-            ).eval()
+            self.rnn = (
+                _import_sru()
+                .SRU(
+                    config.n_features,
+                    config.hidden,
+                    num_layers=config.n_layers,
+                    bidirectional=config.bidirectional,
+                    highway_bias=config.highway_bias,
+                    rescale=config.rescale,
+                    custom_m=self.custom,
+                )
+                .eval()
+            )
             self.scale_x = (
                 math.sqrt(1.0 + 2.0 * math.exp(config.highway_bias))
                 if config.rescale

@@ -129,7 +129,9 @@ def test_experiment_values_read_pareto_json_and_report_tables(tmp_path):
     (tmp_path / "pareto.json").write_text(
         json.dumps(
             {
-                "baselines": [{"name": "float32", "dev_error": 0.279, "test_error": 0.3}],
+                "baselines": [
+                    {"name": "float32", "dev_error": 0.279, "test_error": 0.3}
+                ],
                 "solutions": [
                     {
                         "speedup": 2.25,
@@ -178,8 +180,14 @@ def test_only_runs_the_named_figure_and_merges(tmp_path, monkeypatch, capsys):
     never = rf.Figure("other", "must not run", ("-c", "raise SystemExit(3)"), dict)
     monkeypatch.setattr(rf, "FIGURES", (fake, never))
     code = rf.main(
-        ["--only", "population_eval", "--out", str(tmp_path / "runs"), "--figures",
-         str(figures)]
+        [
+            "--only",
+            "population_eval",
+            "--out",
+            str(tmp_path / "runs"),
+            "--figures",
+            str(figures),
+        ]
     )
     assert code == 0, capsys.readouterr().out
     doc = json.loads(figures.read_text())["figures"]
@@ -197,7 +205,9 @@ def test_a_failed_figure_keeps_the_old_entry(tmp_path, monkeypatch, capsys):
     figures.write_text(json.dumps(FIGURES))
     broken = rf.Figure("silago", "fails", ("-c", "raise SystemExit(3)"), dict)
     monkeypatch.setattr(rf, "FIGURES", (broken,))
-    code = rf.main(["--only", "silago", "--out", str(tmp_path), "--figures", str(figures)])
+    code = rf.main(
+        ["--only", "silago", "--out", str(tmp_path), "--figures", str(figures)]
+    )
     assert code == 1
     assert json.loads(figures.read_text()) == FIGURES
     assert "failed (old entries kept): silago" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The population benchmark's outside anchor (PyTorch + the sru package) computes our SRU.
+"""The population benchmark's anchor (PyTorch + the sru package) computes our SRU.
 
 Skipped where torch or sru is not installed (they are in the ``bench`` extra only).
 """
