@@ -501,7 +501,7 @@ def machine() -> dict:
 def run(figure: Figure, out: str) -> dict:
     """Runs one figure's command; its figures.json record (``values`` if it worked)."""
     cmd = command(figure, out)
-    folder = os.path.join(out, figure.name)
+    folder = os.path.join(REPO, out, figure.name)  # commands run in the repository
     os.makedirs(folder, exist_ok=True)
     env = environment(figure, out)
     shown = " ".join([f"{k}={v}" for k, v in env.items()] + ["python"] + cmd[1:])
@@ -728,7 +728,9 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--out", default="runs/readme", help="output folder (default: %(default)s)"
+        "--out",
+        default=os.path.join(REPO, "runs", "readme"),
+        help="output folder (default: runs/readme in the repository)",
     )
     parser.add_argument(
         "--only",
@@ -767,6 +769,7 @@ def main(argv=None) -> int:
         return 0
     chosen = [f for f in FIGURES if args.only is None or f.name in args.only]
     if args.list:
+        args.out = os.path.relpath(os.path.abspath(args.out), REPO)
         for f in chosen:
             env = [f"{k}={v}" for k, v in environment(f, args.out).items()]
             print(
@@ -775,8 +778,9 @@ def main(argv=None) -> int:
         return 0
     figures = load(args.figures)
     failed = []
+    out = os.path.relpath(os.path.abspath(args.out), REPO)  # as the commands see it
     for figure in chosen:
-        record = run(figure, args.out)
+        record = run(figure, out)
         if "values" in record:
             figures[figure.name] = record
             save(args.figures, figures)  # after each figure: a later failure keeps it
