@@ -61,6 +61,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     root = shared_recordings()
+    if not (root / "arctic").is_dir():
+        print(f"error: no shared recordings at {root} (set MOHAQ_SHARED)")
+        raise SystemExit(2)
     aligner = align.Aligner(extra_words={"yknow": "Y AH N OW"})
     errors = {}
     for group, audio, text, given in cases(root):
