@@ -211,3 +211,9 @@ def test_a_failed_figure_keeps_the_old_entry(tmp_path, monkeypatch, capsys):
     assert code == 1
     assert json.loads(figures.read_text()) == FIGURES
     assert "failed (old entries kept): silago" in capsys.readouterr().out
+
+
+def test_repository_readme_matches_figures_json(capsys):
+    """The README's keyed numbers agree with the committed figures.json (as CI checks)."""
+    code = rf.main(["--check"])
+    assert code == 0, capsys.readouterr().out
