@@ -6,7 +6,7 @@ times with the recording's own labels (:func:`mohaq_jax.data.phone_times.
 boundary_errors`: labels folded to the 39 TIMIT phones, matched by edit distance):
 
 - ``arctic``: CMU ARCTIC ``arctic_a0009`` with its HTS labels (independent),
-- ``mfa``: the Montreal Forced Aligner test file ``acoustic_corpus`` with its TextGrid
+- ``mfa``: the Montreal Forced Aligner's test recordings with their TextGrids
   (independent),
 - ``librivox``: LibriVox excerpts whose phone times came from pocketsphinx itself (a
   consistency check, not an independent reference).
@@ -40,10 +40,10 @@ def cases(root):
     arctic = root / "arctic"
     given = pt.read_hts_lab(arctic / "arctic_a0009_phone.lab")
     out.append(("arctic", arctic / "arctic_a0009.wav", ARCTIC_TEXT, given))
-    mfa = root / "mfa"
-    given = pt.read_textgrid(mfa / "acoustic_corpus.TextGrid")
-    text = (mfa / "acoustic_corpus.lab").read_text()
-    out.append(("mfa", mfa / "acoustic_corpus.wav", text, given))
+    for grid in sorted((root / "mfa").glob("*.TextGrid")):
+        given = pt.read_textgrid(grid)
+        text = grid.with_suffix(".lab").read_text()
+        out.append(("mfa", grid.with_suffix(".wav"), text, given))
     return out
 
 
