@@ -14,7 +14,8 @@ of a benchmark, pytest's JUnit XML) into named numbers. Each run is recorded in
 uncommitted changes), date, machine (CPU model, cores, 1-minute load at the start,
 whether a GPU is present), exit status, wall time and the child's peak RSS; the wall
 time and peak RSS are figures too (``NAME.wall_s``, ``NAME.wall_min``,
-``NAME.peak_rss_mb``, ``NAME.peak_rss_gb``). ``--only`` replaces the named figures
+``NAME.peak_rss_mb``, ``NAME.peak_rss_gb``), and so are the machine's core count and load
+(``NAME.machine.cores``, ``NAME.machine.load_1min``). ``--only`` replaces the named figures
 and keeps the others; a failed command or extraction keeps the old entry and exits 1.
 The float baseline is cached as usual, so the first command that needs it pays for
 training it (set ``MOHAQ_CACHE`` to a fresh folder to time a fresh clone).
@@ -554,7 +555,8 @@ def save(path: str, figures: dict) -> None:
 
 
 def values(figures: dict) -> dict[str, float]:
-    """Every key of figures.json: ``NAME.KEY`` plus each run's wall time and RSS."""
+    """Every key of figures.json: ``NAME.KEY``, each run's wall time and RSS, and its
+    machine's numbers (``NAME.machine.cores``, ``NAME.machine.load_1min``)."""
     out = {}
     for name, record in figures.items():
         for key, value in record.get("values", {}).items():
@@ -565,6 +567,8 @@ def values(figures: dict) -> dict[str, float]:
         if "peak_rss_mb" in record:
             out[f"{name}.peak_rss_mb"] = record["peak_rss_mb"]
             out[f"{name}.peak_rss_gb"] = record["peak_rss_mb"] / 1024.0
+        for field, value in flatten(record.get("machine", {})).items():
+            out[f"{name}.machine.{field}"] = value
     return out
 
 
