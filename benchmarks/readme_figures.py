@@ -22,7 +22,8 @@ training it (set ``MOHAQ_CACHE`` to a fresh folder to time a fresh clone).
 
 **Keys.** A figure's numbers are named ``NAME.KEY``: ``KEY`` is the flattened path of a
 JSON leaf (``population_eval.chunk_curve.full.ratio``); experiments give
-``NAME.baseline.<slug>.<field>`` (``pareto.json``'s baselines), ``NAME.sol<i>.<field>``
+``NAME.baseline.<slug>.<field>`` (``pareto.json``'s baselines, with the metrics of their
+notes, e.g. ``silago.baseline.all_16_bit.energy_pj``), ``NAME.sol<i>.<field>``
 (its solutions, dev-error order), ``NAME.n_solutions``, ``NAME.evaluations``,
 ``NAME.unique_genomes``, and ``NAME.table.<heading>.<row>.<column>`` for every table of
 ``report.md`` (slugs: lower case, runs of other characters as ``_``; the 2nd, 3rd ..
@@ -106,6 +107,9 @@ def slug(text: str) -> str:
 NUMBER_IN_TEXT = re.compile(r"[-+\u2212]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
+NOTE_METRIC = re.compile(r"\b([a-z][a-z0-9_]*) ([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)\b")
+
+
 def _number(text: str) -> float:
     return float(text.replace("\u2212", "-"))
 
@@ -176,10 +180,14 @@ def experiment_values(folder: str) -> dict[str, float]:
         doc = json.load(f)
     out = {"n_solutions": float(len(doc["solutions"]))}
     for base in doc.get("baselines", []):
+        name = slug(base["name"])
         for field, value in flatten(
             {k: v for k, v in base.items() if k != "name"}
         ).items():
-            out[f"baseline.{slug(base['name'])}.{field}"] = value
+            out[f"baseline.{name}.{field}"] = value
+        # notes such as "speedup 1 x, energy_pj 2.978e+04 pJ/frame": metric, value
+        for metric, value in NOTE_METRIC.findall(str(base.get("notes", ""))):
+            out.setdefault(f"baseline.{name}.{metric}", _number(value))
     for i, sol in enumerate(doc["solutions"]):
         row = {k: v for k, v in sol.items() if k not in ("genome", "layers", "bits")}
         for field, value in flatten(row).items():

@@ -130,7 +130,12 @@ def test_experiment_values_read_pareto_json_and_report_tables(tmp_path):
         json.dumps(
             {
                 "baselines": [
-                    {"name": "float32", "dev_error": 0.279, "test_error": 0.3}
+                    {"name": "float32", "dev_error": 0.279, "test_error": 0.3},
+                    {
+                        "name": "all 16-bit",
+                        "dev_error": 0.28,
+                        "notes": "speedup 1 x, energy_pj 2.978e+04 pJ/frame",
+                    },
                 ],
                 "solutions": [
                     {
@@ -152,6 +157,8 @@ def test_experiment_values_read_pareto_json_and_report_tables(tmp_path):
     )
     got = rf.experiment_values(str(tmp_path))
     assert got["baseline.float32.dev_error"] == 0.279
+    assert got["baseline.all_16_bit.energy_pj"] == 29780.0
+    assert got["baseline.all_16_bit.speedup"] == 1.0
     assert got["sol1.speedup"] == 3.5
     assert "sol0.dev_same_as_float" not in got  # booleans are not figures
     assert got["n_solutions"] == 2.0
