@@ -24,12 +24,14 @@ Run: ``python -m benchmarks.nsga2 [--sizes 100 1000] [--steps 10]``.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import readme_figures
 from mohaq_jax.search import compilation, nsga2
 
 N_GENES, LEVELS = 10, 32
@@ -194,14 +196,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="skip compile times")
+    parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
+    results = {"compile": {}, "pop": {}}
     print(f"device: {jax.devices()[0].device_kind}, {jax.device_count()} device(s)")
     if not args.no_compile:
         for pop_size, n_offspring in ((40, 10), (100, 100)):
-            t = {
-                k: f"{c:.2f}/{w:.2f}"
-                for k, (c, w) in compile_times(pop_size, n_offspring).items()
+            seconds = compile_times(pop_size, n_offspring)
+            results["compile"][f"pop{pop_size}"] = {
+                k: {"cpu_s": c, "wall_s": w} for k, (c, w) in seconds.items()
             }
+            t = {k: f"{c:.2f}/{w:.2f}" for k, (c, w) in seconds.items()}
             print(
                 f"compile (CPU s/wall s), pop {pop_size}, {n_offspring} offspring: "
                 f"driver sample+init+ask+tell {t['driver']} (jit_small "
@@ -224,12 +229,22 @@ def main() -> None:
             call.append(ours.time_calls(args.steps, args.warmup, r))
             pymoo.append(theirs.time_steps(args.steps))
         scan, call, pymoo = min(scan), min(call), min(pymoo)
+        results["pop"][str(pop_size)] = {
+            "compile_s": ours.compile_seconds,
+            "scan_ms": 1e3 * scan,
+            "call_ms": 1e3 * call,
+            "pymoo_ms": 1e3 * pymoo,
+            "ratio_scan": pymoo / scan,
+            "ratio_call": pymoo / call,
+        }
         print(
             f"{pop_size:>6} {ours.compile_seconds:>9.2f} {1e3 * scan:>8.3f} "
             f"{1e3 * call:>8.3f} {1e3 * pymoo:>9.2f} {pymoo / scan:>9.1f}x "
             f"{pymoo / call:>9.1f}x",
             flush=True,
         )
+    if args.json:
+        readme_figures.write_atomic(args.json, json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,31 @@
-"""Population evaluation throughput: batched pass vs a per-genome loop (issues 2 and 8).
+"""Population evaluation speed: batched pass, per-genome loop and the authors' stack.
 
-Prints, in one run on the current device:
-  (a) genomes/s of the batched pass (``make_population_eval``, best chunk size),
+Prints, in one run on the current device, every variant timed in the same interleaved
+rounds:
+  (a) genomes/s of the batched pass (``make_population_eval``) at the chunk size given
+      by ``--chunk``, fixed before timing (never the best of several),
   (b) genomes/s of a loop calling the *same* ``evaluate_genome``, jitted once for one
       genome, warmed up, weight tables computed once outside (never weakened),
   (c) their ratio,
-  (d) the batched pass's achieved GFLOP/s (model matmul FLOPs: 2 x MACs per frame x
-      frames per genome) as a share of a plain ``jnp.dot`` measured in the same run,
-  (e) the chunk-size curve,
+  (d) GFLOP/s of the matmul work each side actually does (2 x MACs x padded frames;
+      the batched pass computes the first stage once per setting of its genes, the
+      loop once per genome) as a share of a plain ``jnp.dot`` measured in the same run,
+  (e) every chunk size of ``--chunks`` against the same loop,
   (f) the phone-loop decoder's share of evaluation time (decoded vs raw-argmax PER at
-      the best chunk size; goal <= 20 %),
-and optionally a PyTorch-eager anchor (one genome at a time, the way the method's
-authors ran it) and device scaling of the sharded evaluator (``--devices``).
+      ``--chunk``; goal <= 20 %),
+  (g) the outside anchor: PyTorch + the ``sru`` package (the MOHAQ authors' stack,
+      ``benchmarks/torch_sru.py``), one genome at a time, same model, data, genomes
+      and quantized sites, against the batched pass with raw PER (torch computes the
+      frame errors only) and the loop; skipped without the ``bench`` extra,
+and optionally device scaling of the sharded evaluator (``--devices``).
 
 Timings are interleaved (every variant once per repeat) and reported as medians, so a
 noisy shared CPU biases all variants alike; compare ratios, not absolute numbers.
 
-  python benchmarks/population_eval.py                       # CPU, pop 64
-  python benchmarks/population_eval.py --pop 256 --chunks 8,32,64,full  # GPU
+  python -m benchmarks.population_eval                         # CPU, pop 64
+  python -m benchmarks.population_eval --pop 256 --chunk 32 --chunks 8,32,64,full  # GPU
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
-      python benchmarks/population_eval.py --devices 8       # functional check only
+      python -m benchmarks.population_eval --devices 8       # functional check only
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import readme_figures, torch_sru
 from mohaq_jax import decode, evaluate, genome, qmodel, sharding
 from mohaq_jax.models import sru
 
@@ -45,6 +52,7 @@ def build(args):
         hidden=args.hidden,
         n_layers=args.layers,
         bidirectional=not args.unidirectional,
+        n_proj=args.proj,
     )
     key_p, key_x, key_y, key_g = jax.random.split(jax.random.key(args.seed), 4)
     params = sru.init_params(key_p, config)
@@ -69,11 +77,36 @@ def build(args):
     return config, params, calib, space, (feats, labels, lengths), genomes, fold
 
 
-def flops_per_genome(config, batch) -> float:
-    """Matmul FLOPs of one genome on the batch: 2 x MACs per frame x padded frames."""
+def matmul_flops(config, space, batch, pop: int) -> dict:
+    """Matmul FLOPs (2 x MACs x padded frames) of the work each side actually does.
+
+    The batched pass computes the first stage (layer 1 and its projection) once per
+    setting of the first stage's genes, for every setting, when there are fewer
+    settings than genomes (``evaluate.make_population_eval``); every genome then runs
+    the remaining layers. The per-genome loop and the torch anchor run every layer for
+    every genome.
+
+    Returns:
+      ``per_genome`` (all layers, one genome), ``first`` (the first stage, once),
+      ``first_settings`` (settings of its genes), ``shared`` (bool) and
+      ``batched_population`` (the batched pass on ``pop`` genomes).
+    """
     features = batch[0]
-    macs = sum(spec.macs_per_frame for spec in sru.layer_specs(config))
-    return 2.0 * macs * features.shape[0] * features.shape[1]
+    frames = features.shape[0] * features.shape[1]
+    specs = sru.layer_specs(config)
+    first_sites = set(sru.first_stage_sites(config))
+    first = sum(s.macs_per_frame for i, s in enumerate(specs) if i in first_sites)
+    total = sum(s.macs_per_frame for s in specs)
+    n_settings = len(evaluate.first_stage_combos(space, config))
+    shared = n_settings < pop
+    batched = (n_settings * first + pop * (total - first)) if shared else pop * total
+    return {
+        "per_genome": 2.0 * total * frames,
+        "first": 2.0 * first * frames,
+        "first_settings": n_settings,
+        "shared": shared,
+        "batched_population": 2.0 * batched * frames,
+    }
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
@@ -89,88 +122,42 @@ def interleaved(fns: dict, repeats: int) -> dict:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def torch_anchor(config, params, calib, space, batch, genomes, n_genomes: int):
-    """Seconds per genome of the same model in PyTorch eager, one genome at a time."""
-    try:
-        import torch
-    except ImportError:
+def torch_anchor(config, params, calib, space, batch, genomes, threads: int = 0):
+    """One genome at a time through PyTorch + the ``sru`` package (the authors' stack).
+
+    Returns a callable that evaluates ``genomes`` in a Python loop: per genome, the
+    weights are fake-quantized in torch, the model runs forward (``sru``'s CPU kernel)
+    and the frame errors are counted; or None when torch/sru are not installed.
+    ``threads``: torch's intra-op threads during the call (0 = torch's default).
+    """
+    if not torch_sru.available():
         return None
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    specs = sru.layer_specs(config)
-    feats = torch.from_numpy(np.asarray(batch[0]))
-    lengths = np.asarray(batch[2])
-    tables = [np.asarray(t) for t in evaluate.weight_tables(params, calib, space)]
-    a_clip = np.asarray(calib.a_clip)
-    h, d = config.hidden, config.n_dirs
-    scale_x = float(np.sqrt(1.0 + 2.0 * np.exp(config.highway_bias)))
-    p_np = jax.tree_util.tree_map(np.asarray, params)
+    import torch
 
-    def fq(x, bits, clip):
-        if bits >= 32:
-            return x
-        levels = 2.0 ** (bits - 1) - 1
-        step = clip / levels
-        return (
-            torch.clamp(
-                torch.round(torch.clamp(x, -clip, clip) / step), -levels, levels
-            )
-            * step
-        )
+    model = torch_sru.build(config, sru.layer_specs(config), params)
+    feats, pad = torch_sru.inputs(batch[0], batch[2])
+    labels = torch.from_numpy(np.ascontiguousarray(np.asarray(batch[1]).T))
+    scored = labels >= 0
+    settings = [torch_sru.genome_clips(calib, space, g) for g in np.asarray(genomes)]
 
-    def forward(g):
-        bits = space.bits_table[np.arange(space.n_genes), g]
-        x = feats.transpose(0, 1)  # (T, B, F)
-        for i in range(config.n_layers):
-            site = i
-            layer = p_np[specs[site].name]
-            kernel = torch.from_numpy(tables[site][g[space.w_gene[site]]])
-            ba = int(bits[space.a_gene[site]])
-            xq = fq(
-                x, ba, float(a_clip[site, list(qmodel.quantize.BIT_OPTIONS).index(ba)])
-            )
-            k = kernel.shape[1] // (d * h)
-            u = (xq @ kernel).reshape(x.shape[0], x.shape[1], d, k, h)
-            skip = (
-                u[:, :, :, 3] * scale_x
-                if k == 4
-                else x.reshape(u.shape[:3] + (h,)) * scale_x
-            )
-            v = torch.from_numpy(layer["v"])
-            b = torch.from_numpy(layer["bias"])
-            out = torch.zeros(x.shape[0], x.shape[1], d, h)
-            for j in range(x.shape[1]):  # utterances, valid frames only
-                n = int(lengths[j])
-                for di in range(d):
-                    c = torch.zeros(h)
-                    order = range(n) if di == 0 else range(n - 1, -1, -1)
-                    for t in order:
-                        ut = u[t, j, di]
-                        f = torch.sigmoid(ut[1] + v[di, 0] * c + b[di, 0])
-                        r = torch.sigmoid(ut[2] + v[di, 1] * c + b[di, 1])
-                        c = f * c + (1 - f) * ut[0]
-                        out[t, j, di] = r * c + (1 - r) * skip[t, j, di]
-            x = out.reshape(x.shape[0], x.shape[1], d * h)
-        site = len(specs) - 1
-        ba = int(bits[space.a_gene[site]])
-        xq = fq(x, ba, float(a_clip[site, list(qmodel.quantize.BIT_OPTIONS).index(ba)]))
-        fc = p_np["fc"]
-        logits = xq @ torch.from_numpy(
-            tables[site][g[space.w_gene[site]]]
-        ) + torch.from_numpy(fc["bias"])
-        return logits.argmax(-1)
+    default_threads = torch.get_num_threads()
 
-    genomes = np.asarray(genomes)
-    with torch.no_grad():
-        forward(genomes[0])
-        start = time.perf_counter()
-        for g in genomes[:n_genomes]:
-            forward(g)
-    return (time.perf_counter() - start) / n_genomes
+    def run():
+        wrong = 0
+        torch.set_num_threads(threads or default_threads)
+        with torch.no_grad():
+            for bits_w, bits_a, w_clip, a_clip in settings:
+                model.set_genome(bits_w, bits_a, w_clip, a_clip)
+                logits = model(feats, pad)
+                wrong += int(((logits.argmax(-1) != labels) & scored).sum())
+        torch.set_num_threads(default_threads)
+        return wrong
+
+    return run
 
 
 def decoder_share(args, config, params, calib, space, batch, genomes, fold, chunk):
     """(f): evaluation time with decoded vs smoothed vs raw PER, same chunk size."""
-    chunk = None if chunk == "full" else int(chunk)
     labels = np.asarray(batch[1])
     dec = decode.estimate(
         list(labels), args.classes, lm_weight=1.0, insertion_penalty=2.0
@@ -195,13 +182,23 @@ def decoder_share(args, config, params, calib, space, batch, genomes, fold, chun
     }
 
 
-def main(argv=None):
+def _chunk(text: str) -> int | None:
+    return None if text == "full" else int(text)
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pop", type=int, default=64, help="population size")
     parser.add_argument(
+        "--chunk",
+        default="1",
+        help="chunk size of the headline ratio, fixed before timing ('full' = one "
+        "vmap); PERF-NOTES: small on CPU, large on a GPU",
+    )
+    parser.add_argument(
         "--chunks",
         default="1,2,4,8,16,full",
-        help="chunk sizes of the curve; 'full' = one vmap",
+        help="chunk sizes of the curve, each against the same loop; 'full' = one vmap",
     )
     parser.add_argument(
         "--devices",
@@ -215,7 +212,10 @@ def main(argv=None):
     parser.add_argument("--features", type=int, default=69, help="23 fbank + deltas")
     parser.add_argument("--classes", type=int, default=39)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--proj", type=int, default=64, help="projection size before a layer (0 = none)"
+    )
     parser.add_argument("--unidirectional", action="store_true")
     parser.add_argument("--batch", type=int, default=8, help="utterances")
     parser.add_argument("--frames", type=int, default=200, help="padded frames")
@@ -228,9 +228,9 @@ def main(argv=None):
     parser.add_argument(
         "--torch",
         type=int,
-        default=2,
+        default=4,
         metavar="N",
-        help="genomes for the PyTorch-eager anchor (0 = skip)",
+        help="genomes per round of the PyTorch + sru anchor (0 = skip)",
     )
     parser.add_argument(
         "--decode",
@@ -240,20 +240,44 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    chunks = [_chunk(c) for c in args.chunks.split(",")]
+    if _chunk(args.chunk) not in chunks:
+        chunks.insert(0, _chunk(args.chunk))
+    args.chunk_list = chunks
+    return args
 
+
+def _label(chunk: int | None) -> str:
+    return f"chunk={chunk or 'full'}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
     config, params, calib, space, batch, genomes, fold = build(args)
     dev = jax.devices()[0]
-    flops = flops_per_genome(config, batch)
+    work = matmul_flops(config, space, batch, args.pop)
     print(
         f"device: {dev.platform} / {dev.device_kind} x{jax.device_count()}, "
         f"jax {jax.__version__}"
     )
     print(
         f"model: {config.n_layers} x {'bi' if config.bidirectional else 'uni'}SRU "
-        f"{config.hidden}, {config.n_features} features, {config.n_classes} classes; "
-        f"data {args.batch} utt x {args.frames} frames; space {args.space}; pop {args.pop}"
+        f"{config.hidden}, projections {config.n_proj or 'none'}, "
+        f"{len(space.layers)} sites, {config.n_features} features, "
+        f"{config.n_classes} classes; data {args.batch} utt x {args.frames} frames; "
+        f"space {args.space}; pop {args.pop}"
     )
-    print(f"matmul work per genome: {flops / 1e9:.3f} GFLOP")
+    first_note = (
+        f"first stage once per setting of its genes ({work['first_settings']} "
+        f"settings, {work['first'] / 1e9:.3f} GFLOP each)"
+        if work["shared"]
+        else "first stage per genome (more settings than genomes)"
+    )
+    print(
+        f"matmul work: {work['per_genome'] / 1e9:.3f} GFLOP per genome in the loop and "
+        f"the torch anchor; batched pass {work['batched_population'] / 1e9:.2f} GFLOP "
+        f"for {args.pop} genomes ({first_note})"
+    )
 
     # (b) the loop: the same evaluate_genome, jitted once for one genome.
     tables = jax.jit(evaluate.weight_tables, static_argnums=2)(params, calib, space)
@@ -283,76 +307,126 @@ def main(argv=None):
         "dot_model": 2.0 * a1.shape[0] * a1.shape[1] * w1.shape[1],
         "dot_1024": 2.0 * 1024**3,
     }
-    chunks = [None if c == "full" else int(c) for c in args.chunks.split(",")]
-    for c in chunks:
+    for c in args.chunk_list:
         ev = evaluate.make_population_eval(config, space, fold, chunk_size=c)
-        fns[f"chunk={c or 'full'}"] = functools.partial(
-            ev, params, calib, genomes, batch
+        fns[_label(c)] = functools.partial(ev, params, calib, genomes, batch)
+    anchor = None
+    if args.torch:
+        anchor = torch_anchor(
+            config, params, calib, space, batch, genomes[: args.torch]
         )
+        if anchor is None:
+            print("torch anchor: skipped (pip install -e '.[bench]' for torch and sru)")
+        else:
+            # torch's default threads (all cores) and one thread: on a loaded machine
+            # the default's spinning workers can cost more than they gain.
+            fns["torch"] = anchor
+            fns["torch_1"] = torch_anchor(
+                config, params, calib, space, batch, genomes[: args.torch], threads=1
+            )
+            raw = evaluate.make_population_eval(
+                config, space, fold, chunk_size=_chunk(args.chunk), per_mode="raw"
+            )
+            fns["raw"] = functools.partial(raw, params, calib, genomes, batch)
     t = interleaved(fns, args.repeats)
 
     peak = max(dot_flops[k] / t[k] for k in dot_flops)
     loop_rate = len(loop_genomes) / t["loop"]
     curve = {k[6:]: args.pop / t[k] for k in t if k.startswith("chunk=")}
-    best_chunk = max(curve, key=curve.get)
-    rate = curve[best_chunk]
+    chosen = _label(_chunk(args.chunk))[6:]
+    rate = curve[chosen]
+    batched_gflops = work["batched_population"] / t[_label(_chunk(args.chunk))] / 1e9
+    loop_gflops = loop_rate * work["per_genome"] / 1e9
     results = {
         "device": f"{dev.platform}/{dev.device_kind}",
         "pop": args.pop,
-        "gflop_per_genome": flops / 1e9,
+        "model": {
+            "layers": config.n_layers,
+            "hidden": config.hidden,
+            "bidirectional": config.bidirectional,
+            "proj": config.n_proj,
+            "sites": len(space.layers),
+            "features": config.n_features,
+            "classes": config.n_classes,
+            "utterances": args.batch,
+            "frames": args.frames,
+            "space": args.space,
+        },
+        "gflop_per_genome": work["per_genome"] / 1e9,
+        "gflop_batched_population": work["batched_population"] / 1e9,
+        "first_stage_settings": work["first_settings"],
+        "first_stage_shared": work["shared"],
+        "chunk": chosen,
         "batched_genomes_per_s": rate,
-        "best_chunk": best_chunk,
         "loop_genomes_per_s": loop_rate,
         "ratio": rate / loop_rate,
         "dot_peak_gflops": peak / 1e9,
         "dot_gflops": {k: dot_flops[k] / t[k] / 1e9 for k in dot_flops},
-        "batched_gflops": rate * flops / 1e9,
-        "share_of_peak": rate * flops / peak,
-        "loop_share_of_peak": loop_rate * flops / peak,
+        "batched_gflops": batched_gflops,
+        "loop_gflops": loop_gflops,
+        "share_of_peak": batched_gflops * 1e9 / peak,
+        "loop_share_of_peak": loop_gflops * 1e9 / peak,
         "chunk_curve": {
             k: {"genomes_per_s": v, "ratio": v / loop_rate} for k, v in curve.items()
         },
     }
-    print(f"(a) batched pass (chunk {best_chunk}): {rate:8.1f} genomes/s")
-    print(f"(b) jitted per-genome loop:      {loop_rate:8.1f} genomes/s")
-    print(f"(c) ratio batched / loop:        {rate / loop_rate:8.2f} x")
+    print(f"(a) batched pass (chunk {chosen}, fixed): {rate:8.1f} genomes/s")
+    print(f"(b) jitted per-genome loop:            {loop_rate:8.1f} genomes/s")
+    print(f"(c) ratio batched / loop:              {rate / loop_rate:8.2f} x")
     print(
-        f"(d) batched {rate * flops / 1e9:.1f} GFLOP/s = {100 * rate * flops / peak:.0f} % "
-        f"of jnp.dot peak {peak / 1e9:.1f} GFLOP/s "
-        f"(loop: {100 * loop_rate * flops / peak:.0f} %)"
+        f"(d) batched {batched_gflops:.1f} GFLOP/s of work done = "
+        f"{100 * results['share_of_peak']:.0f} % of jnp.dot peak {peak / 1e9:.1f} "
+        f"GFLOP/s (loop: {loop_gflops:.1f} GFLOP/s, "
+        f"{100 * results['loop_share_of_peak']:.0f} %)"
     )
     print(
-        "(e) chunk curve:  "
+        "(e) every chunk size against the same loop:  "
         + "  ".join(
             f"{k}: {v:.1f} g/s ({v / loop_rate:.2f}x)" for k, v in curve.items()
         )
     )
+    if anchor is not None:
+        raw_rate = args.pop / t["raw"]
+        print(
+            f"(g) {torch_sru.versions()}, one genome at a time (weights fake-quantized "
+            f"in torch, forward, frame errors; {args.torch} genomes a round), against "
+            f"the batched pass with raw PER (chunk {chosen}, {raw_rate:.1f} genomes/s) "
+            f"and the jitted loop:"
+        )
+        results["torch_sru"] = {
+            "genomes_timed": args.torch,
+            "batched_raw_genomes_per_s": raw_rate,
+        }
+        for name, threads in (("torch", "default"), ("torch_1", "1")):
+            torch_rate = args.torch / t[name]
+            results["torch_sru"][f"threads_{threads}"] = {
+                "genomes_per_s": torch_rate,
+                "ratio_batched_raw": raw_rate / torch_rate,
+                "ratio_batched": rate / torch_rate,
+                "ratio_loop": loop_rate / torch_rate,
+                "gflops": torch_rate * work["per_genome"] / 1e9,
+            }
+            print(
+                f"    torch threads {threads:7s}: {torch_rate:8.2f} genomes/s, "
+                f"{torch_rate * work['per_genome'] / 1e9:.1f} GFLOP/s; batched (raw "
+                f"PER) {raw_rate / torch_rate:.1f}x, batched (smoothed PER) "
+                f"{rate / torch_rate:.1f}x, jitted loop {loop_rate / torch_rate:.1f}x"
+            )
 
     if args.decode:
         results["decoder"] = decoder_share(
-            args, config, params, calib, space, batch, genomes, fold, best_chunk
+            args, config, params, calib, space, batch, genomes, fold, _chunk(args.chunk)
         )
-
-    if args.torch:
-        sec = torch_anchor(config, params, calib, space, batch, genomes, args.torch)
-        if sec is None:
-            print("torch anchor: skipped (torch not installed; pip install torch)")
-        else:
-            results["torch_eager_genomes_per_s"] = 1.0 / sec
-            print(
-                f"torch eager anchor (forward only, one genome at a time, "
-                f"{args.torch} genomes): {1.0 / sec:.2f} genomes/s; batched JAX is "
-                f"{rate * sec:.0f}x faster"
-            )
 
     if args.devices:
         n_max = min(args.devices, jax.device_count())
         counts = [n for n in (1, 2, 4, 8, 16, 32, 64) if n < n_max] + [n_max]
-        chunk = None if best_chunk == "full" else int(best_chunk)
         fns = {}
         for n in counts:
             mesh = sharding.population_mesh(n)
-            ev = evaluate.make_population_eval(config, space, fold, chunk, mesh=mesh)
+            ev = evaluate.make_population_eval(
+                config, space, fold, _chunk(args.chunk), mesh=mesh
+            )
             fns[n] = functools.partial(ev, params, calib, genomes, batch)
         t = interleaved(fns, args.repeats)
         results["scaling"] = {str(n): args.pop / t[n] for n in counts}
@@ -370,8 +444,7 @@ def main(argv=None):
             )
 
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        readme_figures.write_atomic(args.json, json.dumps(results, indent=2) + "\n")
     return results
 
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import readme_figures
 from mohaq_jax import evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
@@ -52,6 +53,7 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--chunk", type=int, default=81, help="genomes per call")
     parser.add_argument("--out", default="runs/search_quality", help="output folder")
+    parser.add_argument("--json", default=None, help="also write the numbers here")
     parser.add_argument("--tiny", action="store_true", help="smoke setting")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -258,7 +260,31 @@ def main(argv=None) -> list[str]:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "search_quality.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    if args.json:
+        doc = {
+            "genomes": len(objectives),
+            "feasible_genomes": int(feasible.sum()),
+            "float_dev_error": float(metrics["float_error"][0]),
+            "max_error": max_error,
+            "true_front_hypervolume": float(true_volume),
+            "seeds": args.seeds,
+            "budget": args.budget,
+            "hv_share": {m: _summary(v) for m, v in shares.items()},
+            "speedup_gap": {m: _summary(v) for m, v in gaps.items()},
+        }
+        readme_figures.write_atomic(args.json, json.dumps(doc, indent=1) + "\n")
     return lines
+
+
+def _summary(values) -> dict:
+    """Median, min and max of one method's per-seed numbers (and the numbers)."""
+    values = [float(v) for v in values]
+    return {
+        "median": float(np.median(values)),
+        "min": min(values),
+        "max": max(values),
+        "per_seed": values,
+    }
 
 
 if __name__ == "__main__":
