@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import decode, evaluate, genome, qmodel, sharding
+from mohaq_jax import atomic, decode, evaluate, genome, qmodel, sharding
 from mohaq_jax.models import sru
 
 
@@ -370,7 +370,7 @@ def main(argv=None):
             )
 
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic.atomic_open(args.json) as f:
             json.dump(results, f, indent=2)
     return results
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import evaluate, genome, hardware, qmodel, train
+from mohaq_jax import atomic, evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
 from mohaq_jax.search import compilation, hypervolume, nsga2, single_objective
@@ -146,7 +146,8 @@ def table(args):
         platform.memory_limit_mb * float(ours16) / float(paper16)
     )
     os.makedirs(args.out, exist_ok=True)
-    np.savez(path, **metrics)
+    with atomic.atomic_open(path, "wb") as f:
+        np.savez(f, **metrics)
     return space, metrics
 
 
@@ -256,7 +257,7 @@ def main(argv=None) -> list[str]:
     ]
     print("\n".join(lines))
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "search_quality.md"), "w") as f:
+    with atomic.atomic_open(os.path.join(args.out, "search_quality.md")) as f:
         f.write("\n".join(lines) + "\n")
     return lines
 
