@@ -37,6 +37,7 @@ def check(cfg: config.ExperimentConfig) -> None:
 def main(argv=None) -> dict:
     parser = build_parser()
     cfg = cli.parse_config(parser, argv, check)
+    cli.guarded(lambda: cli.check_resume(cfg.output), cfg.output.debug, parser.prog)
     from mohaq_jax import vision_search  # JAX is imported once the flags are good
 
     return cli.guarded(lambda: vision_search.run(cfg), cfg.output.debug, parser.prog)

@@ -12,6 +12,7 @@ sections an experiment uses; :func:`parse_config` turns the parsed flags into an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -230,6 +231,25 @@ def check_devices(search: config_lib.SearchSettings) -> None:
         )
 
 
+def check_resume(output: config_lib.OutputSettings, folders=("",)) -> None:
+    """With ``--resume``, the search checkpoints in ``--out`` (and its ``folders``)
+    are read before any work, so a damaged one is refused at once, not after the data,
+    baseline and calibration were prepared.
+
+    Raises:
+      CheckpointDamaged: naming the file and the way out.
+    """
+    if not output.resume:
+        return
+    from mohaq_jax import checkpoint
+    from mohaq_jax.search.mohaq import STATE_FILE
+
+    for folder in folders:
+        path = os.path.join(output.out, folder, STATE_FILE)
+        if os.path.exists(path):
+            checkpoint.read_meta(path)  # checksum and format
+
+
 SEARCH_SECTIONS = ("data", "model", "training", "search", "beacons", "output")
 
 
@@ -261,6 +281,8 @@ def search_main(argv, description: str, experiment, out: str, margin: bool = Fal
         ),
     )
     guarded(lambda: check_devices(cfg.search), cfg.output.debug, parser.prog)
+    folders = ("inference_only", "beacons") if cfg.beacons.enabled else ("",)
+    guarded(lambda: check_resume(cfg.output, folders), cfg.output.debug, parser.prog)
     from mohaq_jax import pipeline
 
     if callable(experiment):

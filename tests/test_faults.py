@@ -456,3 +456,27 @@ def test_atomic_writes_leave_the_old_file_on_error(tmp_path):
         f.write("half of the new")
         raise RuntimeError("killed")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["report.md"]
+
+
+@pytest.mark.parametrize("script", ["timit_silago", "vision_mohaq"])
+def test_a_damaged_search_checkpoint_is_refused_before_any_work(
+    script, crashed, monkeypatch, capsys
+):
+    import importlib
+
+    from mohaq_jax import pipeline, vision_search
+
+    def work(*args):
+        raise AssertionError("work started before the checkpoint was read")
+
+    monkeypatch.setattr(pipeline, "run_mohaq", work)
+    monkeypatch.setattr(vision_search, "run", work)
+    out, path = crashed
+    truncate(path)
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"experiments.{script}").main(
+            ["--out", str(out), "--resume"]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"checkpoint {path} is damaged" in err
