@@ -21,7 +21,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import decode, genome, qmodel, train
+from mohaq_jax import atomic, decode, genome, qmodel, train
 from mohaq_jax.data import load_corpus, pad_batch
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models.sru import ModelConfig, layer_specs
@@ -142,7 +142,7 @@ def main(argv=None):
     if args.front:
         results["front"] = rescore_front(args.front, corpus, config, params, decoder)
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic.atomic_open(args.json) as f:
             json.dump(results, f, indent=2)
     return results
 

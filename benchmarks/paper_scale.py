@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import evaluate, genome, qmodel, train
+from mohaq_jax import atomic, evaluate, genome, qmodel, train
 from mohaq_jax.data.batching import (
     DEFAULT_BATCH_FRAMES,
     Batch,
@@ -277,7 +277,7 @@ def main(argv=None) -> dict:
     figures["peak_rss_gb"] = peak_rss_gb()
     print(f"peak RSS: {figures['peak_rss_gb']:.2f} GB")
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic.atomic_open(args.json) as f:
             json.dump(figures, f, indent=1)
     return figures
 

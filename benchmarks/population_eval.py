@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import readme_figures, torch_sru
-from mohaq_jax import decode, evaluate, genome, qmodel, sharding
+from benchmarks import torch_sru
+from mohaq_jax import atomic, decode, evaluate, genome, qmodel, sharding
 from mohaq_jax.models import sru
 
 
@@ -444,7 +444,8 @@ def main(argv=None):
             )
 
     if args.json:
-        readme_figures.write_atomic(args.json, json.dumps(results, indent=2) + "\n")
+        with atomic.atomic_open(args.json) as f:
+            json.dump(results, f, indent=2)
     return results
 
 

@@ -66,10 +66,11 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
+
+from mohaq_jax import atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES_JSON = os.path.join(REPO, "benchmarks", "figures.json")
@@ -77,20 +78,9 @@ README = os.path.join(REPO, "README.md")
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` atomically (temp file, fsync, rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes ``text`` to ``path`` atomically (:mod:`mohaq_jax.atomic`, no JAX)."""
+    with atomic.atomic_open(path) as f:
+        f.write(text)
 
 
 # --------------------------------------------------------------------------------------

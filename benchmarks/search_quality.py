@@ -31,8 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import readme_figures
-from mohaq_jax import evaluate, genome, hardware, qmodel, train
+from mohaq_jax import atomic, evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
 from mohaq_jax.search import compilation, hypervolume, nsga2, single_objective
@@ -148,7 +147,8 @@ def table(args):
         platform.memory_limit_mb * float(ours16) / float(paper16)
     )
     os.makedirs(args.out, exist_ok=True)
-    np.savez(path, **metrics)
+    with atomic.atomic_open(path, "wb") as f:
+        np.savez(f, **metrics)
     return space, metrics
 
 
@@ -258,7 +258,7 @@ def main(argv=None) -> list[str]:
     ]
     print("\n".join(lines))
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "search_quality.md"), "w") as f:
+    with atomic.atomic_open(os.path.join(args.out, "search_quality.md")) as f:
         f.write("\n".join(lines) + "\n")
     if args.json:
         doc = {
@@ -272,7 +272,8 @@ def main(argv=None) -> list[str]:
             "hv_share": {m: _summary(v) for m, v in shares.items()},
             "speedup_gap": {m: _summary(v) for m, v in gaps.items()},
         }
-        readme_figures.write_atomic(args.json, json.dumps(doc, indent=1) + "\n")
+        with atomic.atomic_open(args.json) as f:
+            f.write(json.dumps(doc, indent=1) + "\n")
     return lines
 
 

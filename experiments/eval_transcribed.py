@@ -20,7 +20,7 @@ import os
 import pathlib
 import sys
 
-from mohaq_jax import checkpoint, cli, train
+from mohaq_jax import atomic, checkpoint, cli, train
 from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data import load_corpus
 from mohaq_jax.models.sru import ModelConfig
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
             "notice": corpus.notice,
             "rows": rows,
         }
-        pathlib.Path(args.json).write_text(json.dumps(doc, indent=2, default=float))
+        atomic.write_text(args.json, json.dumps(doc, indent=2, default=float))
     return 0
 
 

@@ -13,7 +13,7 @@ uniform 4-bit and vs float32, extra bits and their index counted) and energy on 
 
 from __future__ import annotations
 
-from mohaq_jax import cli, config, switching_runs
+from mohaq_jax import cli, config
 
 SECTIONS = ("data", "model", "training", "search", "switching", "output")
 
@@ -31,9 +31,15 @@ def main(argv=None):
     cfg = cli.parse_config(
         parser,
         argv,
-        lambda c: config.validate(c, ("data", "model", "training", "switching")),
+        lambda c: config.validate(
+            c, ("data", "model", "training", "calibration", "switching")
+        ),
     )
-    return cli.guarded(lambda: switching_runs.run_sru(cfg), cfg.output.debug)
+    from mohaq_jax import switching_runs  # JAX is imported once the flags are good
+
+    return cli.guarded(
+        lambda: switching_runs.run_sru(cfg), cfg.output.debug, parser.prog
+    )
 
 
 if __name__ == "__main__":

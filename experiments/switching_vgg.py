@@ -13,7 +13,7 @@ accelerator model (:mod:`mohaq_jax.hardware.reconfig`). Default data: scikit-lea
 
 from __future__ import annotations
 
-from mohaq_jax import cli, config, switching_runs
+from mohaq_jax import cli, config
 
 SECTIONS = ("data", "training", "switching", "output")
 
@@ -47,7 +47,11 @@ def main(argv=None):
         config.check_folder("--out", c.output.out)
 
     cfg = cli.parse_config(parser, argv, check)
-    return cli.guarded(lambda: switching_runs.run_vgg(cfg), cfg.output.debug)
+    from mohaq_jax import switching_runs  # JAX is imported once the flags are good
+
+    return cli.guarded(
+        lambda: switching_runs.run_vgg(cfg), cfg.output.debug, parser.prog
+    )
 
 
 if __name__ == "__main__":

@@ -10,18 +10,22 @@ and error <= limit. Energy per frame is computed for every genome and reported.
 """
 
 from mohaq_jax import cli
-from mohaq_jax.pipeline import SearchExperiment
 
-EXPERIMENT = SearchExperiment(
-    platform="bitfusion",
-    objectives=("error", "speedup"),
-    maximize=("speedup",),
-    title="MOHAQ on Bitfusion (inference-only search)",
-)
+
+def experiment():
+    """The platform and objectives (imported after the flags are checked)."""
+    from mohaq_jax.pipeline import SearchExperiment
+
+    return SearchExperiment(
+        platform="bitfusion",
+        objectives=("error", "speedup"),
+        maximize=("speedup",),
+        title="MOHAQ on Bitfusion (inference-only search)",
+    )
 
 
 def main(argv=None):
-    return cli.search_main(argv, __doc__, EXPERIMENT, out="runs/timit_bitfusion")
+    return cli.search_main(argv, __doc__, experiment, out="runs/timit_bitfusion")
 
 
 if __name__ == "__main__":

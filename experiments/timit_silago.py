@@ -9,18 +9,22 @@ default (no download); ``--timit-dir`` runs it on TIMIT.
 """
 
 from mohaq_jax import cli
-from mohaq_jax.pipeline import SearchExperiment
 
-EXPERIMENT = SearchExperiment(
-    platform="silago",
-    objectives=("error", "speedup", "energy_pj"),  # error and energy minimized
-    maximize=("speedup",),
-    title="MOHAQ on SiLago (inference-only search)",
-)
+
+def experiment():
+    """The platform and objectives (imported after the flags are checked)."""
+    from mohaq_jax.pipeline import SearchExperiment
+
+    return SearchExperiment(
+        platform="silago",
+        objectives=("error", "speedup", "energy_pj"),  # error and energy minimized
+        maximize=("speedup",),
+        title="MOHAQ on SiLago (inference-only search)",
+    )
 
 
 def main(argv=None):
-    return cli.search_main(argv, __doc__, EXPERIMENT, out="runs/timit_silago")
+    return cli.search_main(argv, __doc__, experiment, out="runs/timit_silago")
 
 
 if __name__ == "__main__":

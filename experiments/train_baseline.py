@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from mohaq_jax import cli, prepare, train
+from mohaq_jax import cli
 from mohaq_jax.config import ExperimentConfig, validate
 
 SECTIONS = ("data", "model", "training")
@@ -23,6 +23,8 @@ SECTIONS = ("data", "model", "training")
 
 def run(cfg: ExperimentConfig) -> dict:
     """Loads or trains the baseline of ``cfg``, prints its dev and test error."""
+    from mohaq_jax import prepare, train  # JAX is imported once the flags are good
+
     corpus = prepare.load_data(cfg.data, cfg.output.progress)
     if corpus.notice:
         print(corpus.notice)

@@ -12,7 +12,8 @@ Default data: scikit-learn's 8x8 digits (real, small, always available);
 
 from __future__ import annotations
 
-from mohaq_jax import cli, config, vision_search
+from mohaq_jax import cli, config
+from mohaq_jax.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
 
 SECTIONS = ("data", "vgg", "training", "search", "output")
 
@@ -22,8 +23,8 @@ def build_parser() -> cli.ArgumentParser:
     return cli.build_parser(
         __doc__,
         SECTIONS,
-        defaults=vision_search.DEFAULTS,
-        only=vision_search.FIELDS,
+        defaults=IMAGE_SEARCH_DEFAULTS,
+        only=IMAGE_SEARCH_FIELDS,
         images=True,
     )
 
@@ -36,6 +37,9 @@ def check(cfg: config.ExperimentConfig) -> None:
 def main(argv=None) -> dict:
     parser = build_parser()
     cfg = cli.parse_config(parser, argv, check)
+    cli.guarded(lambda: cli.check_resume(cfg.output), cfg.output.debug, parser.prog)
+    from mohaq_jax import vision_search  # JAX is imported once the flags are good
+
     return cli.guarded(lambda: vision_search.run(cfg), cfg.output.debug, parser.prog)
 
 

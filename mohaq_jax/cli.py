@@ -12,6 +12,7 @@ sections an experiment uses; :func:`parse_config` turns the parsed flags into an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -172,20 +173,29 @@ def parse_config(
     return cfg
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean the user's input is wrong (not a bug)."""
-    from mohaq_jax.checkpoint import CheckpointMismatch
-    from mohaq_jax.data import EspeakUnavailableError, TimitError, TranscribedError
-    from mohaq_jax.data.images import CifarError
+#: Where the user-error exception types live (module, class name); a module that was
+#: never imported raised none of them, so none is imported only to be caught.
+USER_ERRORS = (
+    ("mohaq_jax.checkpoint", "CheckpointError"),
+    ("mohaq_jax.data", "TimitError"),  # the package imports all its loaders
+    ("mohaq_jax.data", "TranscribedError"),
+    ("mohaq_jax.data", "EspeakUnavailableError"),
+    ("mohaq_jax.data.images", "CifarError"),
+)
 
-    return (
-        config_lib.ConfigError,
-        CifarError,
-        TimitError,
-        TranscribedError,
-        CheckpointMismatch,
-        EspeakUnavailableError,
-    )
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean the user's input is wrong (not a bug).
+
+    Read from the modules already imported (:data:`USER_ERRORS`), so that a flag
+    error costs no import of JAX or of the data code.
+    """
+    found = [config_lib.ConfigError]
+    for module, name in USER_ERRORS:
+        kind = getattr(sys.modules.get(module), name, None)
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            found.append(kind)
+    return tuple(dict.fromkeys(found))
 
 
 def guarded(fn: Callable[[], Any], debug: bool = False, prog: str | None = None):
@@ -195,12 +205,49 @@ def guarded(fn: Callable[[], Any], debug: bool = False, prog: str | None = None)
     """
     try:
         return fn()
-    except user_errors() as error:
-        if debug:
+    except Exception as error:
+        if debug or not isinstance(error, user_errors()):
             raise
         text = " ".join(str(error).split())
         print(f"{prog or sys.argv[0]}: error: {text}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def check_devices(search: config_lib.SearchSettings) -> None:
+    """``--devices`` against the devices JAX sees (imports JAX; before any data).
+
+    Raises:
+      ConfigError: more devices asked for than there are.
+    """
+    if search.devices <= 1:
+        return
+    from mohaq_jax import sharding
+
+    available = sharding.device_count()
+    if search.devices > available:
+        raise config_lib.ConfigError(
+            f"--devices {search.devices}: only {available} device(s) available "
+            f"({sharding.describe_devices()})"
+        )
+
+
+def check_resume(output: config_lib.OutputSettings, folders=("",)) -> None:
+    """With ``--resume``, the search checkpoints in ``--out`` (and its ``folders``)
+    are read before any work, so a damaged one is refused at once, not after the data,
+    baseline and calibration were prepared.
+
+    Raises:
+      CheckpointDamaged: naming the file and the way out.
+    """
+    if not output.resume:
+        return
+    from mohaq_jax import checkpoint
+    from mohaq_jax.search.mohaq import STATE_FILE
+
+    for folder in folders:
+        path = os.path.join(output.out, folder, STATE_FILE)
+        if os.path.exists(path):
+            checkpoint.read_meta(path)  # checksum and format
 
 
 SEARCH_SECTIONS = ("data", "model", "training", "search", "beacons", "output")
@@ -212,13 +259,13 @@ def search_main(argv, description: str, experiment, out: str, margin: bool = Fal
     Args:
       argv: command-line arguments (None: ``sys.argv[1:]``).
       description: the experiment's docstring (``--help``).
-      experiment: a :class:`mohaq_jax.pipeline.SearchExperiment`.
+      experiment: a function returning the
+        :class:`mohaq_jax.pipeline.SearchExperiment` (called after the flags are
+        checked, so that a flag error imports no JAX), or the SearchExperiment.
       out: default output folder.
       margin: offer ``--margin`` (the compression experiment).
     """
     import dataclasses as dc
-
-    from mohaq_jax import pipeline
 
     parser = build_parser(
         description,
@@ -233,6 +280,13 @@ def search_main(argv, description: str, experiment, out: str, margin: bool = Fal
             c, ("data", "model", "training", "search", "beacons")
         ),
     )
+    guarded(lambda: check_devices(cfg.search), cfg.output.debug, parser.prog)
+    folders = ("inference_only", "beacons") if cfg.beacons.enabled else ("",)
+    guarded(lambda: check_resume(cfg.output, folders), cfg.output.debug, parser.prog)
+    from mohaq_jax import pipeline
+
+    if callable(experiment):
+        experiment = experiment()
     if margin:
         experiment = dc.replace(experiment, margin=cfg.search.margin)
     return guarded(

@@ -10,6 +10,7 @@ naming the flag and the value. The values some flags accept (:data:`AVAILABLE`,
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ AVAILABLE = {
     "per": ("decoded", "smoothed", "raw"),
     "data": ("espeak", "timit", "transcribed"),
     "platform": ("bitfusion", "reconfig"),  # cost models of the image search
+    # the sizes of mohaq_jax.data.espeak.SIZES (a test keeps them equal): the
+    # corpus code is not imported to check a flag
+    "espeak_size": ("default", "tiny", "timit"),
 }
 
 
@@ -75,14 +79,29 @@ def _positive(flag: str, value, allow_none: bool = False) -> None:
     _check(value is not None and value > 0, f"{flag} must be > 0, got {value}")
 
 
+def _fraction(flag: str, value, allow_none: bool = False) -> None:
+    """An error rate: in (0, 1]."""
+    if value is None and allow_none:
+        return
+    _check(
+        value is not None and 0.0 < value <= 1.0,
+        f"{flag} must be an error rate in (0, 1], got {value}",
+    )
+
+
 def check_folder(flag: str, path: str | None, must_exist: bool = False) -> None:
-    """A folder that exists or can be created and written (nothing is created here)."""
+    """A folder that exists or can be created, and can be written.
+
+    Permission bits do not tell (root passes every ``os.access`` test, and ``/proc``
+    looks writable), so a temporary file or folder is made and removed again: the
+    check leaves nothing behind.
+    """
     if path is None:
         return
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if os.path.exists(path):
         _check(os.path.isdir(path), f"{flag} {path}: exists and is not a folder")
-        _check(os.access(path, os.W_OK | os.X_OK), f"{flag} {path}: not writable")
+        _probe(flag, path, path, tempfile.TemporaryFile)
         return
     _check(not must_exist, f"{flag} {path}: no such folder")
     parent = os.path.dirname(path)
@@ -92,9 +111,17 @@ def check_folder(flag: str, path: str | None, must_exist: bool = False) -> None:
         os.path.isdir(parent),
         f"{flag} {path}: cannot create it, {parent} is a file, not a folder",
     )
-    _check(
-        os.access(parent, os.W_OK | os.X_OK), f"{flag} {path}: {parent} not writable"
-    )
+    _probe(flag, path, parent, tempfile.TemporaryDirectory)
+
+
+def _probe(flag: str, path: str, folder: str, make) -> None:
+    """Makes (and removes) a temporary file or folder in ``folder``, or ConfigError."""
+    try:
+        with make(dir=folder, prefix=".mohaq-probe-"):
+            pass
+    except OSError as error:
+        what = "not writable" if folder == path else f"cannot create it in {folder}"
+        raise ConfigError(f"{flag} {path}: {what} ({error.strerror})") from None
 
 
 def _check_input_dir(flag: str, path: str | None) -> None:
@@ -127,14 +154,11 @@ def validate_data(data: DataSettings) -> None:
             "--data transcribed needs --corpus-dir DIR (LibriSpeech layout, or *.wav "
             "with same-name .txt transcripts)",
         )
-    if name == "espeak":
-        from mohaq_jax.data import espeak
-
-        if data.espeak_size not in espeak.SIZES:
-            raise NotAvailableError(
-                f"--espeak-size {data.espeak_size}: not available yet in this version "
-                f"(available: {', '.join(sorted(espeak.SIZES))})"
-            )
+    if name == "espeak" and data.espeak_size not in AVAILABLE["espeak_size"]:
+        raise NotAvailableError(
+            f"--espeak-size {data.espeak_size}: not available yet in this version "
+            f"(available: {', '.join(AVAILABLE['espeak_size'])})"
+        )
     _check_input_dir("--corpus-dir", data.corpus_dir)
     check_folder("--cache-dir", data.cache_dir)
 
@@ -163,7 +187,7 @@ def validate_vgg(vgg: VGGSettings) -> None:
 
 
 def validate_model(model: ModelSettings) -> None:
-    from mohaq_jax import models  # the registry decides, a fork adds one line there
+    from mohaq_jax import models  # the registry decides; it imports no model here
 
     speech = models.names("frames")
     if model.name not in speech:
@@ -222,10 +246,14 @@ def validate_search(search: SearchSettings) -> None:
     _min("--offspring", search.offspring, 1)
     _min("--generations", search.generations, 0)
     _min("--budget", search.budget, 1, allow_none=True)
-    _positive("--max-error", search.max_error, allow_none=True)
-    _min("--error-margin", search.error_margin, 0.0)
+    _fraction("--max-error", search.max_error, allow_none=True)
+    _check(
+        0.0 <= search.error_margin <= 1.0,
+        f"--error-margin must be in [0, 1] (an error-rate difference), got "
+        f"{search.error_margin}",
+    )
     _positive("--memory-limit-mb", search.memory_limit_mb, allow_none=True)
-    _min("--calib-utts", search.calib_utts, 1)
+    validate_calibration(search)
     _min("--calib-images", search.calib_images, 1)
     _min("--eval-batch", search.eval_batch, 1)
     _min("--max-eval", search.max_eval, 1, allow_none=True)
@@ -241,7 +269,16 @@ def validate_search(search: SearchSettings) -> None:
         f"--confidence must be in (0, 1), got {search.confidence}",
     )
     _min("--bootstrap", search.n_bootstrap, 0)
-    _min("--margin", search.margin, 0.0)
+    _check(
+        0.0 <= search.margin <= 1.0,
+        f"--margin must be in [0, 1] (an error-rate difference), got {search.margin}",
+    )
+
+
+def validate_calibration(search: SearchSettings) -> None:
+    """The calibration flags (the switching experiments offer only these)."""
+    _min("--calib-utts", search.calib_utts, 1)
+    _min("--calib-images", search.calib_images, 1)
 
 
 def validate_beacons(beacons: BeaconSettings) -> None:
@@ -250,6 +287,8 @@ def validate_beacons(beacons: BeaconSettings) -> None:
     _min("--beacons-per-generation", beacons.per_generation, 1)
     _min("--beacon-epochs", beacons.epochs, 1)
     _min("--verify-retrain", beacons.verify, 0)
+    _fraction("--beacon-max-ptq-error", beacons.max_ptq_error, allow_none=True)
+    _positive("--beacon-min-speedup", beacons.min_speedup, allow_none=True)
 
 
 def validate_switching(sw: SwitchingSettings, known_runs=tuple(SWITCHING_RUNS)) -> None:
@@ -290,7 +329,8 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
     Args:
       config: the experiment configuration.
       parts: which of "data", "images" (the image data flags), "vgg", "model",
-        "training", "search", "beacons", "switching" to check (an experiment
+        "training", "search", "calibration" (part of "search"), "beacons",
+        "switching" to check (an experiment
         checks only the settings it uses).
     """
     checks = {
@@ -300,6 +340,7 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
         "model": lambda: validate_model(config.model),
         "training": lambda: validate_training(config.training),
         "search": lambda: validate_search(config.search),
+        "calibration": lambda: validate_calibration(config.search),
         "beacons": lambda: validate_beacons(config.beacons),
         "switching": lambda: validate_switching(config.switching),
     }

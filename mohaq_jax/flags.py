@@ -132,3 +132,46 @@ FLAGS: tuple[Flag, ...] = (
     Flag("output.debug", "--debug", SWITCH, "show the full traceback of a user error (else one line, exit status 2)"),
 )
 # fmt: on
+
+
+#: The image search's defaults where they differ from the speech experiments' (by
+#: flag name, for :func:`mohaq_jax.cli.build_parser`): MOHAQ's 40/10/15 search,
+#: Kim et al.'s VGG training, a 5-point error margin.
+IMAGE_SEARCH_DEFAULTS = {
+    "--out": "results/vision_mohaq",
+    "--platform": "bitfusion",
+    "--epochs": 15,
+    "--batch-size": 64,
+    "--error-margin": 0.05,
+}
+
+#: The settings the image search reads, by config section (the rest is unused).
+IMAGE_SEARCH_FIELDS = {
+    "data": ("cifar_dir", "max_train_images", "image_size"),
+    "vgg": ("conv_widths", "fc_widths"),
+    "training": (
+        "epochs",
+        "batch_size",
+        "lr",
+        "grad_clip",
+        "seed",
+        "baseline_dir",
+        "retrain",
+    ),
+    "search": (
+        "platform",
+        "pop",
+        "offspring",
+        "generations",
+        "seed",
+        "max_error",
+        "error_margin",
+        "memory_limit_mb",
+        "calib_images",
+        "calib",
+        "eval_batch",
+        "max_eval",
+        "chunk_size",
+    ),
+    "output": ("out", "resume", "progress", "debug"),
+}

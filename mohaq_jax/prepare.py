@@ -18,7 +18,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import checkpoint, qmodel, train
+from mohaq_jax import atomic, checkpoint, qmodel, train
 from mohaq_jax.config import (
     DataSettings,
     ExperimentConfig,
@@ -199,15 +199,19 @@ def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[ModelConfig, dict, dict
     train_cfg = train_config(cfg.training, cfg.search.batch_frames)
     ckpt_dir = baseline_dir(cfg, corpus, model_cfg, train_cfg)
     path = os.path.join(ckpt_dir, train.BASELINE_FILE)
-    _announce_baseline(progress, path, cfg.training.retrain, train_cfg)
-    params, info = train.get_or_train_baseline(
-        corpus,
-        model_cfg,
-        train_cfg,
-        ckpt_dir,
-        retrain=cfg.training.retrain,
-        progress=progress,
-    )
+    # One process trains a baseline at a time; the others wait, then load it (the
+    # loader looks for the checkpoint only once it holds the lock).
+    waiting = f"float baseline: another process is training it, waiting ({path})"
+    with atomic.locked(path, waiting if progress else None):
+        _announce_baseline(progress, path, cfg.training.retrain, train_cfg)
+        params, info = train.get_or_train_baseline(
+            corpus,
+            model_cfg,
+            train_cfg,
+            ckpt_dir,
+            retrain=cfg.training.retrain,
+            progress=progress,
+        )
     say(
         progress,
         f"float baseline: {info['epoch']} epochs, best dev PER "

@@ -175,6 +175,9 @@ def to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
+_JOINED = False  # whether this process joined a multi-host run (only once allowed)
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -182,11 +185,13 @@ def initialize_distributed(
 ) -> None:
     """Joins a multi-host run (``jax.distributed.initialize``); a no-op for one process.
 
-    Call it first thing in ``main()``, before any other JAX call. With no arguments
+    Call it first thing in ``main()``, before any other JAX call (calling it again
+    does nothing). With no arguments
     JAX reads the cluster from the environment (SLURM, Open MPI, TPU pods), or from
     ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``.
     """
-    if num_processes == 1:
+    global _JOINED
+    if num_processes == 1 or _JOINED:
         return
     if coordinator_address is None and num_processes is None and process_id is None:
         if not any(
@@ -195,6 +200,19 @@ def initialize_distributed(
         ):
             return
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    _JOINED = True
+
+
+def device_count() -> int:
+    """Devices of the run, every host's (joins a multi-host run first)."""
+    initialize_distributed()
+    return len(jax.devices())
+
+
+def describe_devices() -> str:
+    """The devices JAX sees, in words (``"1 cpu"``, ``"8 gpu"``)."""
+    devices = jax.devices()
+    return f"{len(devices)} {devices[0].platform}"
 
 
 def is_main_process() -> bool:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import prepare, train
+from mohaq_jax import atomic, prepare, train
 from mohaq_jax.config import SWITCHING_RUNS, ExperimentConfig, SwitchingSettings
 from mohaq_jax.retrain import switching
 
@@ -270,10 +270,9 @@ def run_vgg(cfg: ExperimentConfig) -> dict:
 
 
 def _write(out: str, res: dict, text: str, counts_by_run: dict) -> None:
-    with open(os.path.join(out, "results.json"), "w") as f:
+    with atomic.atomic_open(os.path.join(out, "results.json")) as f:
         json.dump(res, f, indent=1, default=float)
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(text)
+    atomic.write_text(os.path.join(out, "report.md"), text)
     if counts_by_run:
         switch_histogram(os.path.join(out, "switch_counts.png"), counts_by_run)
     print(text)
@@ -298,7 +297,7 @@ def switch_histogram(path, counts_by_run: dict) -> None:
     ax.set_title("weight switches per run")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic.savefig(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -27,6 +27,7 @@ from mohaq_jax.config import ConfigError, DataSettings, ExperimentConfig
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.data.images import ImageDataset, ImageSplit, load_images
 from mohaq_jax.evaluate import PopulationEvaluator
+from mohaq_jax.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
 from mohaq_jax.models import vgg
 from mohaq_jax.prepare import say
 from mohaq_jax.problem_builder import objective_bounds
@@ -43,47 +44,9 @@ OBJECTIVES = {
 }
 
 
-#: The image search's defaults where they differ from the speech experiments' (by
-#: flag name, for :func:`mohaq_jax.cli.build_parser`): MOHAQ's 40/10/15 search,
-#: Kim et al.'s VGG training, a 5-point error margin.
-DEFAULTS = {
-    "--out": "results/vision_mohaq",
-    "--platform": "bitfusion",
-    "--epochs": 15,
-    "--batch-size": 64,
-    "--error-margin": 0.05,
-}
-
-#: The settings the image search reads, by config section (the rest is unused).
-FIELDS = {
-    "data": ("cifar_dir", "max_train_images", "image_size"),
-    "vgg": ("conv_widths", "fc_widths"),
-    "training": (
-        "epochs",
-        "batch_size",
-        "lr",
-        "grad_clip",
-        "seed",
-        "baseline_dir",
-        "retrain",
-    ),
-    "search": (
-        "platform",
-        "pop",
-        "offspring",
-        "generations",
-        "seed",
-        "max_error",
-        "error_margin",
-        "memory_limit_mb",
-        "calib_images",
-        "calib",
-        "eval_batch",
-        "max_eval",
-        "chunk_size",
-    ),
-    "output": ("out", "resume", "progress", "debug"),
-}
+#: The image search's flag defaults and the settings it reads live with the flags, so
+#: that its command line is built and checked without importing JAX.
+DEFAULTS, FIELDS = IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
 
 
 def default_config(**sections) -> ExperimentConfig:

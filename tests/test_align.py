@@ -107,7 +107,7 @@ def test_aligner_boundaries_against_given_times(boundary_errors, capsys):
     # Independent references (HTS labels, another aligner): the goal is <= 20 ms,
     # for each recording and pooled.
     assert 1000 * np.median(independent) <= 20.0
-    for (group, name), errors in boundary_errors.items():
+    for (_group, name), errors in boundary_errors.items():
         assert 1000 * np.median(errors) <= 20.0, name
     # The librivox times were made by pocketsphinx 5.1.1 itself: a regression check.
     assert medians["librivox"] <= 10.0

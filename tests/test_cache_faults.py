@@ -21,10 +21,9 @@ import pytest
 import soundfile
 
 from mohaq_jax import cli
-from mohaq_jax.data import align, assemble, espeak, transcribed
+from mohaq_jax.data import align, assemble, espeak, timit, transcribed
 from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data import phone_times as pt
-from mohaq_jax.data import timit
 from mohaq_jax.data.split_writer import SplitWriter
 from tests.real_speech import ARCTIC_TEXT, REAL_SPEECH, needs_real_speech
 from tests.test_timit import fake_utterances, ldc_dir  # noqa: F401 (a fixture)

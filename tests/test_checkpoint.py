@@ -96,3 +96,58 @@ def test_not_a_checkpoint(tmp_path):
     path.write_bytes(b"\x93\x01\x02\x03")
     with pytest.raises(ValueError, match="not a mohaq_jax checkpoint"):
         checkpoint.read_meta(path)
+
+
+def test_checkpoints_written_before_the_checksum_are_read(tmp_path):
+    """The format before the checksum (meta and state in one msgpack map)."""
+    import json
+
+    from flax import serialization
+
+    state = {"w": np.arange(3.0)}
+    doc = {
+        "meta": json.dumps({"format": checkpoint.FORMAT, "v": 1}),
+        "state": serialization.to_state_dict(state),
+    }
+    path = tmp_path / "old.msgpack"
+    path.write_bytes(serialization.msgpack_serialize(doc))
+    restored, meta = checkpoint.load(path)
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert meta["v"] == 1 and checkpoint.read_meta(path) == meta
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
+def test_any_flipped_byte_is_found(tmp_path, where):
+    path = tmp_path / "ckpt.msgpack"
+    checkpoint.save(path, _state(), META)
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointDamaged, match=str(path)):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize(
+    "testcase_name, a, b, equal",
+    [
+        ("same arrays", {"w": np.arange(3)}, {"w": np.arange(3)}, True),
+        ("one value", {"w": np.arange(3)}, {"w": np.arange(3) + [0, 0, 1]}, False),
+        ("dtype", {"w": np.arange(3)}, {"w": np.arange(3.0)}, False),
+        ("shape", {"w": np.zeros(4)}, {"w": np.zeros((2, 2))}, False),
+        ("key order", {"a": 1, "b": 2}, {"b": 2, "a": 1}, True),
+        ("tuple vs list", (1, 2), [1, 2], True),
+    ],
+)
+def test_identity_digests_values(testcase_name, a, b, equal):
+    same = checkpoint.identity({"x": a}) == checkpoint.identity({"x": b})
+    assert same == equal, testcase_name
+
+
+def test_check_identity_names_each_differing_field():
+    saved = checkpoint.identity({"seed": 0, "data": np.ones(2), "space": "silago"})
+    asked = checkpoint.identity({"seed": 1, "data": np.zeros(2), "space": "silago"})
+    with pytest.raises(checkpoint.CheckpointMismatch, match="different data, seed "):
+        checkpoint.check_identity(saved, asked, "p")
+    checkpoint.check_identity(saved, dict(saved), "p")
+    with pytest.raises(checkpoint.CheckpointMismatch, match="older version"):
+        checkpoint.check_identity(None, asked, "p")

@@ -131,7 +131,18 @@ def no_work(monkeypatch):
             ["--model", "lstm", "--paper-model"],
             "--paper-model is the authors' SRU",
         ),
-        ("timit_compression", ["--margin", "-1"], "--margin must be >= 0.0"),
+        ("timit_compression", ["--margin", "-1"], "--margin must be in [0, 1]"),
+        ("timit_silago", ["--max-error", "2"], "--max-error must be an error rate"),
+        ("timit_silago", ["--error-margin", "5"], "--error-margin must be in [0, 1]"),
+        ("timit_silago", ["--out", "/proc/x"], "--out /proc/x: cannot create it"),
+        (
+            "timit_bitfusion",
+            ["--beacon-max-ptq-error", "3"],
+            "--beacon-max-ptq-error must be an error rate",
+        ),
+        ("timit_silago", ["--beacon-min-speedup", "-1"], "--beacon-min-speedup"),
+        ("switching_sru", ["--calib-utts", "0"], "--calib-utts must be >= 1, got 0"),
+        ("timit_silago", ["--devices", "4096"], "--devices 4096: only"),
         ("train_baseline", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
         ("switching_sru", ["--runs", "u4,x9"], "--runs u4,x9: unknown run(s) x9"),
         ("timit_silago", ["--pop", "many"], "--pop: invalid int value: 'many'"),
@@ -155,6 +166,58 @@ def test_bad_flags_exit_2_with_one_line_before_any_work(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert expected in err and "error:" in err
+
+
+FLAG_ERROR = """
+import sys
+from experiments import {script}
+try:
+    {script}.main({argv!r})
+except SystemExit as exit:
+    loaded = sorted(m for m in ("jax", "numpy", "scipy") if m in sys.modules)
+    print(exit.code, loaded)
+"""
+
+
+@pytest.mark.parametrize(
+    "script, argv",
+    [
+        ("timit_silago", ["--pop", "0"]),
+        ("timit_compression", ["--out", "/proc/x"]),
+        ("vision_mohaq", ["--max-error", "2"]),
+        ("switching_sru", ["--calib-utts", "0"]),
+        ("switching_vgg", ["--runs", "x"]),
+        ("train_baseline", ["--epochs", "0"]),
+    ],
+)
+def test_a_flag_error_imports_no_jax(script, argv):
+    """Flags are checked before JAX, numpy or the data code is imported, so a typo
+    costs a fraction of a second (JAX alone takes over a second to import)."""
+    import subprocess
+    import sys
+
+    code = FLAG_ERROR.format(script=script, argv=argv)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": repo},
+        cwd=repo,
+    )
+    assert run.stdout == "2 []\n", run.stdout + run.stderr
+    assert run.stderr.count("\n") == 1 and "error:" in run.stderr
+
+
+def test_what_flags_are_checked_against_agrees_with_the_library():
+    """The command line checks --model and --espeak-size against tables that import
+    nothing; they must say what the model modules and the corpus code say."""
+    from mohaq_jax import models
+    from mohaq_jax.data import espeak
+
+    for name in models.MODELS:
+        assert models.TASKS[name] == getattr(models.get_model(name), "TASK", "frames")
+    assert set(config.AVAILABLE["espeak_size"]) == set(espeak.SIZES)
 
 
 def test_out_under_a_regular_file_is_refused_early(tmp_path, no_work, capsys):

@@ -1,6 +1,7 @@
 """The import layering of the package, checked on the source of every module.
 
-Layers (STYLE.md, "Layers"): data, quantize, metrics, checkpoint, sharding (bottom)
+Layers (STYLE.md, "Layers"): atomic, data, quantize, metrics, checkpoint, sharding
+(bottom)
 -> sites -> models and hardware (they meet only through sites) -> genome -> evaluate
 -> train/retrain -> search -> pipeline/config/report -> experiments. Nothing imports
 upward; in particular models import nothing from hardware/, search/ or genome,
@@ -21,6 +22,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "mohaq_jax"
 
 BOTTOM = (
+    "mohaq_jax.atomic",
     "mohaq_jax.data",
     "mohaq_jax.quantize",
     "mohaq_jax.metrics",
@@ -31,6 +33,7 @@ SITES = ("mohaq_jax.sites",)
 
 #: layer (module prefix) -> the only project modules (prefixes) it may import.
 ALLOWED = {
+    "mohaq_jax.atomic": (),  # the standard library only
     "mohaq_jax.data": BOTTOM,
     "mohaq_jax.quantize": BOTTOM,
     "mohaq_jax.metrics": BOTTOM,

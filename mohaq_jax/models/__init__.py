@@ -32,7 +32,8 @@ The example and the batch depend on the task:
   and ``rest_stages`` gives ``(B, n_classes)``. Calibration and training are
   :mod:`mohaq_jax.retrain.vision`.
 
-Adding a model is its file plus one line in :data:`MODELS`.
+Adding a model is its file plus one line in :data:`MODELS` (and one in
+:data:`TASKS` if its task is not ``"frames"``).
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ def model_of(config) -> ModuleType:
     )
 
 
+#: name -> the model's ``TASK``, so that the command line checks ``--model`` without
+#: importing JAX (a test keeps it equal to each module's ``TASK``).
+TASKS: dict[str, str] = {"sru": "frames", "lstm": "frames", "vgg": "classification"}
+
+
 def names(task: str = "frames") -> tuple[str, ...]:
     """Registered models of ``task`` (``"frames"``: speech; ``"classification"``)."""
-    return tuple(n for n in MODELS if getattr(get_model(n), "TASK", "frames") == task)
+    return tuple(n for n in MODELS if TASKS.get(n, "frames") == task)
 
 
-__all__ = ["MODELS", "get_model", "model_of", "names"]
+__all__ = ["MODELS", "TASKS", "get_model", "model_of", "names"]

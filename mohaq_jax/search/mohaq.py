@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint
 from mohaq_jax.search import compilation, hypervolume, nsga2, score_cache
+from mohaq_jax.search.identity import search_identity
 from mohaq_jax.search.problem import ProblemState, QuantizationProblem, SearchConfig
 
 __all__ = [
@@ -136,6 +137,14 @@ class Searcher:
         # NSGA-II steps take milliseconds next to the evaluation: compile them cheaply.
         self._ask = compilation.jit_small(self.strategy.ask)
         self._tell = compilation.jit_small(self.strategy.tell)
+        self._identity = None  # what the scores depend on, digested on first save
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """Digests of what the problem's scores depend on (checked on resume)."""
+        if self._identity is None:
+            self._identity = search_identity(self.problem)
+        return self._identity
 
     def _score(self, pstate: ProblemState, genomes) -> tuple[ProblemState, dict, bool]:
         """Scores a population and applies the problem's policy (beacons)."""
@@ -233,6 +242,7 @@ class Searcher:
             "gene_names": list(problem.space.gene_names),
             "cache_names": names,
             "n_evaluated": pstate.n_evaluated,
+            "identity": self.identity,
         }
         tree = {"state": state.strategy, "cache": cache}
         if extra is not None:
@@ -243,6 +253,7 @@ class Searcher:
         """The state saved at ``path`` (same settings and genome space, or an error)."""
         problem = self.problem
         meta = checkpoint.read_meta(path)
+        checkpoint.check_identity(meta.get("identity"), self.identity, path)
         checkpoint.check_compatible(
             {"search_config": meta["search_config"], "space": {"name": meta["space"]}},
             {

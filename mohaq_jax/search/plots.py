@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mohaq_jax import atomic  # noqa: E402
+
 OBJECTIVE_LABELS = {
     "error": "error (dev)",
     "speedup": "speedup (x)",
@@ -190,7 +192,7 @@ def plot_fronts(
         bottom = _notice(fig, notice)
         fig.tight_layout(rect=(0, bottom, 1, 1))
         name = f"{path_prefix}_{a}_vs_{b}.png"
-        fig.savefig(name, dpi=110)
+        atomic.savefig(fig, name, dpi=110)
         plt.close(fig)
         files.append(os.path.basename(name))
     return files
@@ -209,5 +211,5 @@ def plot_history(path: str, history: Sequence[dict]) -> None:
     ax2.set_ylabel("best feasible dev error", color="tab:blue")
     ax1.set_title("search progress: hypervolume and best feasible error", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic.savefig(fig, path, dpi=110)
     plt.close(fig)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from mohaq_jax import atomic
 from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.search.plots import OBJECTIVE_LABELS, plot_fronts, plot_history
 
@@ -59,10 +60,7 @@ def bits_words(space: GenomeSpace, genome) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
 
 
 def _rows(space, genomes, metrics, extra_cols: Mapping[str, np.ndarray]) -> list[dict]:
@@ -85,12 +83,10 @@ def write_csv(path: str, rows: Sequence[dict]) -> None:
     if not rows:
         _write_atomic(path, "")
         return
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic.atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _fmt(v: Any) -> str:
