@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from mohaq_jax import cli, config, switching_runs
 
-SECTIONS = ("data", "training", "switching", "output")
+SECTIONS = ("data", "vgg", "training", "search", "switching", "output")
 
 
 def main(argv=None):
@@ -34,7 +34,8 @@ def main(argv=None):
         images=True,
         exclude=("--max-train-utts",),
         only={
-            "data": ("cifar_dir", "max_train_images"),
+            "data": ("cifar_dir", "max_train_images", "image_size", "image_noise"),
+            "search": ("n_bootstrap", "confidence"),
             "training": ("epochs", "batch_size", "lr", "grad_clip"),
             "output": ("out", "progress", "debug"),
         },
@@ -43,6 +44,7 @@ def main(argv=None):
     def check(c):
         config.validate_switching(c.switching)
         config.validate_data_images(c.data)
+        config.validate_vgg(c.vgg)
         config.validate_training(c.training)
         config.check_folder("--out", c.output.out)
 
