@@ -47,7 +47,9 @@ def _uniform(bits: int) -> str:
 
 def _storage(row: dict) -> float:
     """Weight bits per weight (float: 32)."""
-    return float(row["compression"]["bits_per_weight"]) if "compression" in row else 32.0
+    if "compression" not in row:
+        return 32.0
+    return float(row["compression"]["bits_per_weight"])
 
 
 def _wrong_by_model(per_seed: list[dict], split: str) -> dict[str, np.ndarray]:
@@ -88,7 +90,8 @@ def paired_difference(
     )
     low, high = float(out["diff_low"][0]), float(out["diff_high"][0])
     diff = float(np.mean(errors) - np.mean(reference))
-    return {"diff": diff, "low": low, "high": high, "excludes_zero": low > 0 or high < 0}
+    excludes_zero = low > 0 or high < 0
+    return {"diff": diff, "low": low, "high": high, "excludes_zero": excludes_zero}
 
 
 def _comparisons(models: dict) -> list[tuple[str, str, str, float | None]]:
@@ -168,7 +171,8 @@ def summarize(
         row = {"model": name, "reference": ref, "what": what}
         if t is not None:
             upper = _uniform(models[ref]["bits_w"] + 1)
-            row["reference"] = f"{ref}..{upper} at {models[name]['bits_per_weight']:.3f} b"
+            storage = models[name]["bits_per_weight"]
+            row["reference"] = f"{ref}..{upper} at {storage:.3f} b"
             row["weight_upper"] = t
         for split in SPLITS:
             ref_wrong = wrong[split][ref]
@@ -268,15 +272,16 @@ def report(res: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in st["models"].items():
-        comp = (
-            f"{m['compression_vs_uniform4']:.3f}x" if "compression_vs_uniform4" in m else "-"
-        )
-        energy = f"{m['energy_rel_uniform4']:.3f}" if "energy_rel_uniform4" in m else "-"
+        comp, energy = "-", "-"
+        if name != "float":
+            comp = f"{m['compression_vs_uniform4']:.3f}x"
+            energy = f"{m['energy_rel_uniform4']:.3f}"
         dev, test = m["dev"], m["test"]
         lines.append(
-            f"| {name} | {m['bits_per_weight']:.3f} | {m['extra_share']:.3%} | {comp} | "
-            f"{energy} | {_pct(dev['error'])} [{_pct(dev['low'])}, {_pct(dev['high'])}]"
-            f" | {_pct(test['error'])} [{_pct(test['low'])}, {_pct(test['high'])}] | "
+            f"| {name} | {m['bits_per_weight']:.3f} | {m['extra_share']:.3%} | "
+            f"{comp} | {energy} | "
+            f"{_pct(dev['error'])} [{_pct(dev['low'])}, {_pct(dev['high'])}] | "
+            f"{_pct(test['error'])} [{_pct(test['low'])}, {_pct(test['high'])}] | "
             + ", ".join(_pct(x) for x in test["per_seed"])
             + " |"
         )
@@ -343,22 +348,25 @@ def plot(path: str, study: dict) -> None:
             (True, "switching-aware", "s--"),
         ):
             names = sorted(
-                (n for n, m in models.items() if n != "float" and m["switching"] == is_switching),
+                (
+                    n
+                    for n, m in models.items()
+                    if n != "float" and m["switching"] == is_switching
+                ),
                 key=lambda n: models[n]["bits_per_weight"],
             )
             if not names:
                 continue
             x = [models[n]["bits_per_weight"] for n in names]
             y = np.array([100 * models[n][split]["error"] for n in names])
-            err = np.array(
-                [
-                    [100 * (models[n][split]["error"] - models[n][split]["low"]) for n in names],
-                    [100 * (models[n][split]["high"] - models[n][split]["error"]) for n in names],
-                ]
-            )
+            rows = [models[n][split] for n in names]
+            below = [r["error"] - r["low"] for r in rows]
+            above = [r["high"] - r["error"] for r in rows]
+            err = 100 * np.array([below, above])
             ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=label)
             for n, xi, yi in zip(names, x, y, strict=True):
-                ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(4, 4))
+                offset = (4, -12) if is_switching else (4, 4)  # labels apart
+                ax.annotate(n, (xi, yi), textcoords="offset points", xytext=offset)
         ax.axhline(
             100 * models["float"][split]["error"], color="grey", ls=":", label="float"
         )

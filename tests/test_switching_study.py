@@ -131,8 +131,8 @@ def test_summarize_errors_comparisons_and_operating_points():
 
 def test_report_and_plot(tmp_path):
     st = switching_study.summarize(PER_SEED, n_resamples=50, confidence=0.9)
-    sw = {"warmup_epochs": 1, "retrain_epochs": 1, "window_epochs": 1,
-          "top_fraction": 0.1, "lr_band": 0.1, "lr_scale": 0.1, "bits_a": 4}  # fmt: skip
+    sw = dict(warmup_epochs=1, retrain_epochs=1, window_epochs=1, top_fraction=0.1,
+              lr_band=0.1, lr_scale=0.1, bits_a=4)  # fmt: skip
     res = {
         "dataset": "digits",
         "notice": "hand-made records",
