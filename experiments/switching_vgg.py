@@ -9,6 +9,17 @@ accelerator model (:mod:`mohaq_jax.hardware.reconfig`). Default data: scikit-lea
 8x8 digits (real, small, always available); ``--cifar-dir`` for CIFAR-10.
 
     python -m experiments.switching_vgg --out results/switching_vgg
+
+``--seeds N`` repeats float training and every run with N seeds on one fixed data
+split and writes the seed study (:mod:`mohaq_jax.switching_study`): paired bootstrap
+intervals on dev and test (uniform vs float, switching vs uniform at the same base
+bits, with one more bit, and interpolated to equal storage), the operating points
+that match uniform 4-bit on dev (compression and placeholder energy vs u4), and
+``accuracy_vs_storage.png``. The regime where uniform 2-bit QAT loses accuracy on the
+digits:
+
+    python -m experiments.switching_vgg --runs u2,s2,u3,s3,u4 --seeds 3 \
+        --out results/switching_vgg_seeds
 """
 
 from __future__ import annotations
