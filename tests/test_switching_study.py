@@ -144,3 +144,34 @@ def test_report_and_plot(tmp_path):
     assert "- switching: s2, 2.250 bits/weight" in text
     switching_study.plot(str(tmp_path / "a.png"), st)
     assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_run_vgg_with_seeds_writes_the_study(tmp_path, monkeypatch):
+    """--seeds 2 wiring: every seed run once, the study report, JSON and plot."""
+    import types
+
+    from mohaq_jax import config, switching_runs
+
+    data = types.SimpleNamespace(name="digits", notice="hand-made", settings={})
+    model = types.SimpleNamespace(to_dict=lambda: {"vgg": "tiny"})
+    monkeypatch.setattr(switching_runs, "vgg_data", lambda cfg: (data, model))
+    seen = []
+
+    def fake_seed(cfg, data_, model_, seed):
+        seen.append(seed)
+        return PER_SEED[seed - 5], {}
+
+    monkeypatch.setattr(switching_runs, "vgg_seed", fake_seed)
+    cfg = config.ExperimentConfig(
+        switching=config.SwitchingSettings(seed=5, seeds=2),
+        search=config.SearchSettings(n_bootstrap=50),
+        output=config.OutputSettings(out=str(tmp_path), progress=False),
+    )
+    res = switching_runs.run_vgg(cfg)
+    assert seen == [5, 6]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["study"]["seeds"] == [0, 1]  # the records' own seeds
+    assert saved["study"]["models"]["u2"]["test"]["error"] == pytest.approx(9 / 16)
+    assert saved["runs"] == json.loads(json.dumps(res["runs"]))  # first seed's
+    assert "seed study" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "accuracy_vs_storage.png").exists()
