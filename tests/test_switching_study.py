@@ -175,3 +175,24 @@ def test_run_vgg_with_seeds_writes_the_study(tmp_path, monkeypatch):
     assert saved["runs"] == json.loads(json.dumps(res["runs"]))  # first seed's
     assert "seed study" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "accuracy_vs_storage.png").exists()
+
+
+def test_wrong_images_per_image_and_error_rate_is_their_mean():
+    import jax
+
+    from mohaq_jax.data.images import ImageSplit
+    from mohaq_jax.models import vgg
+    from mohaq_jax.retrain import vision
+
+    config = vgg.VGGConfig(image_size=8, channels=1, n_classes=3,
+                           conv_widths=(2, 2, 2, 2, 2, 2), fc_widths=(4, 4))  # fmt: skip
+    params = vgg.init_params(jax.random.key(0), config)
+    images = np.asarray(jax.random.uniform(jax.random.key(1), (5, 8, 8, 1)))
+    # reference: the Flax forward's argmax, labels set so images 1 and 3 are wrong
+    pred = np.argmax(np.asarray(vgg.apply_batch(params, config, images)), -1)
+    labels = pred.copy()
+    labels[[1, 3]] = (pred[[1, 3]] + 1) % 3
+    split = ImageSplit(images, labels.astype(np.int32))
+    wrong = vision.wrong_images(params, config, split, batch_size=2)  # 3 batches
+    np.testing.assert_array_equal(wrong, [False, True, False, True, False])
+    assert vision.error_rate(params, config, split) == pytest.approx(2 / 5)
