@@ -6,7 +6,9 @@ The library side of ``experiments/switching_sru.py`` and
 retrains the float model and reports test error, compression (vs uniform 4-bit and vs
 float32, counting extra bits and their index) and energy on the 2-4-bit reconfigurable
 accelerator model. The SRU run starts from the same cached float baseline as the
-searches (:func:`mohaq_jax.prepare.get_baseline`: same flags, same checkpoint).
+searches (:func:`mohaq_jax.prepare.get_baseline`: same flags, same checkpoint). The
+VGG run repeats everything for ``--seeds`` training seeds on one data split and, with
+more than one, reports the seed study of :mod:`mohaq_jax.switching_study`.
 """
 
 from __future__ import annotations

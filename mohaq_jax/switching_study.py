@@ -27,9 +27,11 @@ are our model: the reports label them so.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
-from mohaq_jax import bootstrap
+from mohaq_jax import bootstrap, checkpoint
 
 SPLITS = ("dev", "test")
 
@@ -375,5 +377,7 @@ def plot(path: str, study: dict) -> None:
     axes[0].set_ylabel("error (%)")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    checkpoint.write_bytes_atomic(path, buffer.getvalue())
