@@ -16,10 +16,10 @@ intervals on dev and test (uniform vs float, switching vs uniform at the same ba
 bits, with one more bit, and interpolated to equal storage), the operating points
 that match uniform 4-bit on dev (compression and placeholder energy vs u4), and
 ``accuracy_vs_storage.png``. The regime where uniform 2-bit QAT loses accuracy on the
-digits:
+digits (learning-rate band off: chosen on dev, it lets more weights switch):
 
     python -m experiments.switching_vgg --runs u2,s2,u3,s3,u4 --seeds 3 \
-        --out results/switching_vgg_seeds
+        --lr-band 0 --out results/switching_vgg_seeds
 """
 
 from __future__ import annotations
