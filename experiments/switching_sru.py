@@ -23,6 +23,7 @@ def main(argv=None):
         __doc__,
         SECTIONS,
         defaults={"--out": "results/switching_sru"},
+        exclude=("--seeds",),  # repeated seeds: the VGG experiment only
         only={
             "search": ("calib_utts", "calib"),
             "output": ("out", "progress", "debug"),

@@ -9,13 +9,24 @@ accelerator model (:mod:`mohaq_jax.hardware.reconfig`). Default data: scikit-lea
 8x8 digits (real, small, always available); ``--cifar-dir`` for CIFAR-10.
 
     python -m experiments.switching_vgg --out results/switching_vgg
+
+``--seeds N`` repeats float training and every run with N seeds on one fixed data
+split and writes the seed study (:mod:`mohaq_jax.switching_study`): paired bootstrap
+intervals on dev and test (uniform vs float, switching vs uniform at the same base
+bits, with one more bit, and interpolated to equal storage), the operating points
+that match uniform 4-bit on dev (compression and placeholder energy vs u4), and
+``accuracy_vs_storage.png``. The regime where uniform 2-bit QAT loses accuracy on the
+digits (learning-rate band off: chosen on dev, it lets more weights switch):
+
+    python -m experiments.switching_vgg --runs u2,s2,u3,s3,u4 --seeds 3 \
+        --lr-band 0 --out results/switching_vgg_seeds
 """
 
 from __future__ import annotations
 
 from mohaq_jax import cli, config
 
-SECTIONS = ("data", "training", "switching", "output")
+SECTIONS = ("data", "vgg", "training", "search", "switching", "output")
 
 
 def main(argv=None):
@@ -34,7 +45,8 @@ def main(argv=None):
         images=True,
         exclude=("--max-train-utts",),
         only={
-            "data": ("cifar_dir", "max_train_images"),
+            "data": ("cifar_dir", "max_train_images", "image_size", "image_noise"),
+            "search": ("n_bootstrap", "confidence"),
             "training": ("epochs", "batch_size", "lr", "grad_clip"),
             "output": ("out", "progress", "debug"),
         },
@@ -43,6 +55,7 @@ def main(argv=None):
     def check(c):
         config.validate_switching(c.switching)
         config.validate_data_images(c.data)
+        config.validate_vgg(c.vgg)
         config.validate_training(c.training)
         config.check_folder("--out", c.output.out)
 

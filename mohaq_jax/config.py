@@ -65,6 +65,7 @@ class DataSettings:
     cifar_dir: str | None = None  # --cifar-dir: CIFAR-10 batches (None: the digits)
     max_train_images: int | None = None  # --max-train-images: first N (None: all)
     image_size: int = 16  # --image-size: digits upsampled from 8x8 to this (x8)
+    image_noise: float = 0.0  # --image-noise: digits' fixed Gaussian pixel noise (sd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +174,8 @@ class SwitchingSettings:
     lr_scale: float = 0.1  # --lr-scale: learning-rate multiplier inside the band
     bits_a: int = 4  # --bits-a: activation bits (2..4)
     max_train_utts: int = 120  # --max-train-utts: QAT on the first N (0 = all)
-    seed: int = 0  # --seed: QAT batch order
+    seed: int = 0  # --seed: QAT batch order (VGG: also float init and batch order)
+    seeds: int = 1  # --seeds: VGG runs repeated with seeds seed .. seed + seeds - 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -171,6 +171,10 @@ def validate_data_images(data: DataSettings) -> None:
         data.image_size >= 8 and data.image_size % 8 == 0,
         f"--image-size must be a positive multiple of 8, got {data.image_size}",
     )
+    _check(
+        data.image_noise >= 0.0,
+        f"--image-noise must be >= 0, got {data.image_noise}",
+    )
 
 
 def validate_vgg(vgg: VGGSettings) -> None:
@@ -315,6 +319,7 @@ def validate_switching(sw: SwitchingSettings, known_runs=tuple(SWITCHING_RUNS)) 
     _positive("--qat-lr", sw.qat_lr)
     _check(2 <= sw.bits_a <= 4, f"--bits-a must be in 2..4, got {sw.bits_a}")
     _min("--max-train-utts", sw.max_train_utts, 0)
+    _min("--seeds", sw.seeds, 1)
 
 
 def compared(search: SearchSettings) -> tuple[str, ...]:

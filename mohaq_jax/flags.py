@@ -52,6 +52,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("data.cifar_dir", "--cifar-dir", str, "folder with the CIFAR-10 python batches (cifar-10-batches-py); implies CIFAR-10 (None: scikit-learn's 8x8 digits)", images=True),
     Flag("data.max_train_images", "--max-train-images", int, "use the first N training images only (None: all)", images=True),
     Flag("data.image_size", "--image-size", int, "digits: the 8x8 images are upsampled to this size (a multiple of 8; CIFAR-10 stays 32x32)", images=True),
+    Flag("data.image_noise", "--image-noise", float, "digits: standard deviation of the fixed Gaussian pixel noise added to every image (grey values in [0, 1]; 0 = clean), a harder task", images=True),
     # model
     Flag("model.name", "--model", str, "acoustic model (registry name)"),
     Flag("model.hidden", "--hidden", int, "recurrent units per direction (paper: 550)"),
@@ -113,6 +114,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("beacons.verify", "--verify-retrain", int, "Pareto solutions of the beacon search actually retrained to check the beacon estimate"),
     # switching
     Flag("switching.seed", "--seed", int, "QAT batch-order seed of the runs"),
+    Flag("switching.seeds", "--seeds", int, "VGG: repeat float training and every run with seeds --seed .. --seed + N - 1 (same data split) and report paired bootstrap intervals over the images"),
     Flag("switching.runs", "--runs", str, "comma-separated runs: uN uniform N-bit QAT, sN switching-aware base N bits"),
     Flag("switching.warmup_epochs", "--warmup-epochs", int, "uniform QAT epochs before extra-bit weights are chosen"),
     Flag("switching.window_epochs", "--window-epochs", int, "last warm-up epochs in which switches are counted"),

@@ -6,7 +6,9 @@ The library side of ``experiments/switching_sru.py`` and
 retrains the float model and reports test error, compression (vs uniform 4-bit and vs
 float32, counting extra bits and their index) and energy on the 2-4-bit reconfigurable
 accelerator model. The SRU run starts from the same cached float baseline as the
-searches (:func:`mohaq_jax.prepare.get_baseline`: same flags, same checkpoint).
+searches (:func:`mohaq_jax.prepare.get_baseline`: same flags, same checkpoint). The
+VGG run repeats everything for ``--seeds`` training seeds on one data split and, with
+more than one, reports the seed study of :mod:`mohaq_jax.switching_study`.
 """
 
 from __future__ import annotations
@@ -169,42 +171,75 @@ def run_sru(cfg: ExperimentConfig) -> dict:
     return res
 
 
-def run_vgg(cfg: ExperimentConfig) -> dict:
-    """The VGG-9 experiment: float training, then every run."""
+def vgg_data(cfg: ExperimentConfig):
+    """The image set and the float VGG-9's config of the VGG experiment.
+
+    Digits: the split is fixed (seed 0) whatever ``--seed``, so that every training
+    seed is scored on the same dev and test images (paired intervals).
+    """
     from mohaq_jax.data import images as images_lib
     from mohaq_jax.models import vgg
-    from mohaq_jax.retrain import vision
 
-    progress, sw, tr = cfg.output.progress, cfg.switching, cfg.training
-    os.makedirs(cfg.output.out, exist_ok=True)
-    started = time.perf_counter()
     if cfg.data.cifar_dir:
         data = images_lib.load_cifar10(
             cfg.data.cifar_dir, max_train=cfg.data.max_train_images
         )
-        config = vgg.cifar_config()
+        base = vgg.cifar_config()
     else:
-        data = images_lib.load_digits(image_size=16, seed=sw.seed)
-        config = vgg.digits_config()
+        data = images_lib.load_digits(
+            image_size=cfg.data.image_size, seed=0, noise=cfg.data.image_noise
+        )
+        base = dataclasses.replace(
+            vgg.digits_config(), image_size=cfg.data.image_size
+        )
         n = cfg.data.max_train_images  # --max-train-images: as with CIFAR-10
         if n is not None:
             train = images_lib.ImageSplit(data.train.images[:n], data.train.labels[:n])
             data = dataclasses.replace(data, train=train)
-    print(data.notice)
+    config = dataclasses.replace(
+        base,
+        conv_widths=cfg.vgg.conv_widths or base.conv_widths,
+        fc_widths=cfg.vgg.fc_widths or base.fc_widths,
+    )
+    return data, config
+
+
+def _bits(wrong) -> list[int]:
+    """A per-image bool record as JSON-able 0/1 ints."""
+    return np.asarray(wrong, bool).astype(int).tolist()
+
+
+def vgg_seed(cfg: ExperimentConfig, data, config, seed: int) -> tuple[dict, dict]:
+    """Float training and every ``--runs`` entry with one seed.
+
+    Returns:
+      ``({"float": ..., "runs": ...}, window switch counts by switching run)``; float
+      and every run carry ``dev_wrong``/``test_wrong`` (bool ``(N,)`` per image).
+    """
+    from mohaq_jax.models import vgg
+    from mohaq_jax.retrain import vision
+
+    progress, sw, tr = cfg.output.progress, cfg.switching, cfg.training
     tc = vision.ImageTrainConfig(
         epochs=tr.epochs,
         batch_size=tr.batch_size,
         lr=tr.lr,
         grad_clip=tr.grad_clip,
-        seed=sw.seed,
+        seed=seed,
     )
-    prepare.say(progress, f"float VGG-9: training {tr.epochs} epochs")
+    prepare.say(progress, f"seed {seed}: float VGG-9, training {tr.epochs} epochs")
     params, float_info = vision.fit(data, config, tc, progress=progress)
+    wrong = {
+        s: vision.wrong_images(params, config, getattr(data, s))
+        for s in ("dev", "test")
+    }
     float_res = {
-        "dev_error": vision.error_rate(params, config, data.dev),
-        "test_error": vision.error_rate(params, config, data.test),
+        "dev_error": float(np.mean(wrong["dev"])),
+        "test_error": float(np.mean(wrong["test"])),
         "seconds": float_info["seconds"],
         "history": float_info["history"],
+        "dev_wrong": _bits(wrong["dev"]),
+        "test_wrong": _bits(wrong["test"]),
     }
     calib = vision.calibrate(params, config, data.train.images[:256])
     n_layers = len(vgg.layer_specs(config))
@@ -224,7 +259,7 @@ def run_vgg(cfg: ExperimentConfig) -> dict:
             sc,
             lr=sw.qat_lr,
             batch_size=tr.batch_size,
-            seed=sw.seed,
+            seed=seed,
             progress=progress,
         )
         seconds = time.perf_counter() - t0
@@ -236,7 +271,12 @@ def run_vgg(cfg: ExperimentConfig) -> dict:
             sc,
             info,
             seconds,
-            {"dev_error": info["dev_error"], "test_error": info["test_error"]},
+            {
+                "dev_error": info["dev_error"],
+                "test_error": info["test_error"],
+                "dev_wrong": _bits(info["dev_wrong"]),
+                "test_wrong": _bits(info["test_wrong"]),
+            },
         )
         print(
             f"{name}: test error {info['test_error']:.4f}, compression vs u4 "
@@ -254,18 +294,52 @@ def run_vgg(cfg: ExperimentConfig) -> dict:
                 f"{1.0 / c['energy_rel_uniform4']:.2f}x energy saving vs uniform "
                 f"4-bit, test error {r['test_error'] - ref:+.4f} vs uniform 4-bit QAT"
             )
+    return {"seed": seed, "float": float_res, "runs": runs}, counts_by_run
+
+
+def run_vgg(cfg: ExperimentConfig) -> dict:
+    """The VGG-9 experiment: float training, then every run, for every seed.
+
+    With ``--seeds`` above 1 the report is the seed study
+    (:mod:`mohaq_jax.switching_study`: paired intervals, operating points, plot).
+    """
+    from mohaq_jax import switching_study
+
+    sw = cfg.switching
+    os.makedirs(cfg.output.out, exist_ok=True)
+    started = time.perf_counter()
+    data, config = vgg_data(cfg)
+    print(data.notice)
+    per_seed, counts_by_run = [], {}
+    for seed in range(sw.seed, sw.seed + sw.seeds):
+        one, counts = vgg_seed(cfg, data, config, seed)
+        per_seed.append(one)
+        counts_by_run = counts_by_run or counts  # histogram of the first seed
     res = {
         "dataset": data.name,
         "notice": data.notice,
         "settings": data.settings,
         "model_config": config.to_dict(),
         "config": cfg.to_dict(),
-        "float": float_res,
-        "runs": runs,
-        "seconds_total": time.perf_counter() - started,
+        "float": per_seed[0]["float"],
+        "runs": per_seed[0]["runs"],
+        "seconds_total": None,
         "backend": jax.default_backend(),
     }
-    _write(cfg.output.out, res, vgg_report(res), counts_by_run)
+    if sw.seeds > 1:
+        res["per_seed"] = per_seed
+        res["study"] = switching_study.summarize(
+            per_seed, cfg.search.n_bootstrap, cfg.search.confidence
+        )
+    res["seconds_total"] = time.perf_counter() - started
+    if sw.seeds > 1:
+        text = switching_study.report(res)
+        switching_study.plot(
+            os.path.join(cfg.output.out, "accuracy_vs_storage.png"), res["study"]
+        )
+    else:
+        text = vgg_report(res)
+    _write(cfg.output.out, res, text, counts_by_run)
     return res
 
 

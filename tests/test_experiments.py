@@ -151,6 +151,8 @@ def no_work(monkeypatch):
         ("vision_mohaq", ["--cifar-dir", "/nonexistent"], "--cifar-dir /nonexistent"),
         ("switching_vgg", ["--cifar-dir", "/nonexistent"], "--cifar-dir /nonexistent"),
         ("switching_vgg", ["--max-train-images", "0"], "--max-train-images must be"),
+        ("switching_vgg", ["--image-noise", "-1"], "--image-noise must be >= 0"),
+        ("switching_vgg", ["--seeds", "0"], "--seeds must be >= 1, got 0"),
         ("vision_mohaq", ["--max-train-images", "0"], "--max-train-images must be"),
         ("timit_silago", ["--max-train-images", "5"], "unrecognized arguments"),
         ("timit_silago", ["--hid", "5"], "unrecognized arguments: --hid"),

@@ -70,3 +70,21 @@ def test_iterate_image_batches_drops_partial():
     assert len(batches) == 2 and all(b[0].shape == (4, 8, 8, 1) for b in batches)
     seen = np.concatenate([b[1] for b in batches])
     assert len(set(seen.tolist())) == 8
+
+
+def test_digits_noise_is_fixed_per_image_and_keeps_the_split():
+    pytest.importorskip("sklearn")
+    clean = images.load_digits(image_size=8)
+    noisy = images.load_digits(image_size=8, noise=0.3)
+    again = images.load_digits(image_size=8, noise=0.3)
+    np.testing.assert_array_equal(noisy.test.labels, clean.test.labels)
+    np.testing.assert_array_equal(noisy.test.images, again.test.images)
+    x, x0 = noisy.train.images, clean.train.images
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.dtype == np.float32
+    # where the noisy grey is strictly inside (0, 1) nothing was clipped, so the
+    # difference is pure noise (cut at the grey range's edges: spread a bit < sigma)
+    delta = (x - x0)[(x > 0) & (x < 1)]
+    assert 0.25 < float(np.std(delta)) < 0.33
+    assert noisy.settings["noise"] == 0.3 and "noise sigma 0.3" in noisy.notice
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        images.load_digits(noise=-0.1)

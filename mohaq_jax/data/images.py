@@ -8,6 +8,9 @@
   optical recognition of handwritten digits), grey values 0..16 scaled to [0, 1] and
   upsampled by pixel repetition to ``image_size`` (16 by default) for a VGG with three
   poolings. Split 60/20/20 into train/dev/test with a fixed seed, per class.
+  ``noise > 0`` makes the task harder: every image gets its own fixed Gaussian
+  pixel noise of that standard deviation (drawn once from the split seed, after the
+  upsampling, clipped back to [0, 1]), so dev and test stay one fixed set of images.
 
 Images are float32 ``(N, H, W, C)`` in [0, 1]; labels int32.
 """
@@ -152,13 +155,17 @@ def load_cifar10(
     )
 
 
-def load_digits(image_size: int = 16, seed: int = 0) -> ImageDataset:
+def load_digits(
+    image_size: int = 16, seed: int = 0, noise: float = 0.0
+) -> ImageDataset:
     """scikit-learn's 8x8 handwritten digits, upsampled to ``image_size``.
 
     Args:
       image_size: a multiple of 8; each pixel is repeated ``image_size // 8`` times
         along both axes.
-      seed: the per-class 60/20/20 split.
+      seed: the per-class 60/20/20 split (and the noise draws).
+      noise: standard deviation of the Gaussian pixel noise added to every image
+        (grey values in [0, 1]; clipped back to [0, 1]); 0 = clean.
 
     Returns:
       The :class:`ImageDataset` ``(image_size, image_size, 1)``.
@@ -172,11 +179,18 @@ def load_digits(image_size: int = 16, seed: int = 0) -> ImageDataset:
         ) from err
     if image_size % 8 or image_size < 8:
         raise ValueError("image_size must be a positive multiple of 8")
+    if not noise >= 0.0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
     bunch = sk_load_digits()
     images = np.asarray(bunch.images, np.float32) / 16.0  # (1797, 8, 8), 0..16
     factor = image_size // 8
     images = np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)[..., None]
     labels = np.asarray(bunch.target, np.int32)
+    if noise > 0.0:
+        # its own stream (not the split's), so the split does not depend on noise
+        noise_rng = np.random.default_rng((seed, 1))
+        pixel_noise = noise_rng.normal(0.0, noise, images.shape).astype(np.float32)
+        images = np.clip(images + pixel_noise, 0.0, 1.0)
     rng = np.random.default_rng(seed)
     parts = {"train": [], "dev": [], "test": []}
     for c in range(10):
@@ -194,10 +208,17 @@ def load_digits(image_size: int = 16, seed: int = 0) -> ImageDataset:
         classes=tuple(str(c) for c in range(10)),
         notice=(
             "scikit-learn's 8x8 handwritten digits (UCI), upsampled to "
-            f"{image_size}x{image_size}: a small real image set, NOT CIFAR-10; "
+            f"{image_size}x{image_size}"
+            + (f", Gaussian pixel noise sigma {noise:g}" if noise else "")
+            + ": a small real image set, NOT CIFAR-10; "
             "accuracies are not comparable to the paper's CIFAR-10 results."
         ),
-        settings={"dataset": "digits", "image_size": image_size, "seed": seed},
+        settings={
+            "dataset": "digits",
+            "image_size": image_size,
+            "seed": seed,
+            "noise": noise,
+        },
     )
 
 

@@ -65,6 +65,27 @@ def _predict_fn(config: vgg.VGGConfig):
     )
 
 
+def wrong_images(
+    params,
+    config: vgg.VGGConfig,
+    split: ImageSplit,
+    act_bits=None,
+    act_clip=None,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """bool ``(N,)``: which images of a split the (weight-quantized) params get wrong.
+
+    The per-image record that paired bootstrap intervals resample.
+    """
+    predict = _predict_fn(config)
+    wrong = []
+    for start in range(0, len(split), batch_size):
+        x = jnp.asarray(split.images[start : start + batch_size])
+        pred = np.asarray(predict(params, x, act_bits, act_clip))
+        wrong.append(pred != split.labels[start : start + batch_size])
+    return np.concatenate(wrong) if wrong else np.zeros((0,), bool)
+
+
 def error_rate(
     params,
     config: vgg.VGGConfig,
@@ -74,13 +95,8 @@ def error_rate(
     batch_size: int = 512,
 ) -> float:
     """Classification error of (already weight-quantized) params on a split."""
-    predict = _predict_fn(config)
-    wrong = 0
-    for start in range(0, len(split), batch_size):
-        x = jnp.asarray(split.images[start : start + batch_size])
-        pred = np.asarray(predict(params, x, act_bits, act_clip))
-        wrong += int(np.sum(pred != split.labels[start : start + batch_size]))
-    return wrong / max(len(split), 1)
+    wrong = wrong_images(params, config, split, act_bits, act_clip, batch_size)
+    return int(np.sum(wrong)) / max(len(split), 1)
 
 
 def fit(
@@ -212,7 +228,8 @@ def switching_finetune(
     Returns:
       ``(params, info)`` as :func:`mohaq_jax.retrain.speech.switching_finetune` for
       one genome: info has ``grid``, ``quantized_params``, ``dev_error``,
-      ``test_error``, ``history``, switch counts and ``compression``.
+      ``test_error``, ``dev_wrong``/``test_wrong`` (bool ``(N,)`` per image),
+      ``history``, switch counts and ``compression``.
     """
     bits_w = quantize.check_bits(bits_w, "bits_w")
     bits_a = quantize.check_bits(bits_a, "bits_a")
@@ -247,11 +264,15 @@ def switching_finetune(
     )
     qparams = switching.quantize_sites(new_params, paths, wgrid, switching_config.grid)
     specs = vgg.layer_specs(config)
+    dev_wrong = wrong_images(qparams, config, data.dev, *aux)
+    test_wrong = wrong_images(qparams, config, data.test, *aux)
     info.update(
         grid=wgrid,
         quantized_params=qparams,
-        dev_error=error_rate(qparams, config, data.dev, *aux),
-        test_error=error_rate(qparams, config, data.test, *aux),
+        dev_wrong=dev_wrong,
+        test_wrong=test_wrong,
+        dev_error=float(np.sum(dev_wrong)) / max(len(data.dev), 1),
+        test_error=float(np.sum(test_wrong)) / max(len(data.test), 1),
         compression=switching.compression(
             [s.n_weights for s in specs],
             bits_w,
