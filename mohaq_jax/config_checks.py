@@ -218,6 +218,7 @@ def validate_search(search: SearchSettings) -> None:
             f"(available: {', '.join(AVAILABLE['per'])})"
         )
     _min("--batch-frames", search.batch_frames, 16)
+    _min("--race-batches", search.race_batches, 1)
     _min("--pop", search.pop, 2)
     _min("--offspring", search.offspring, 1)
     _min("--generations", search.generations, 0)
@@ -309,5 +310,9 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
         _check(
             not (compared(config.search) and config.beacons.enabled),
             "--compare runs plain searches: use it without --beacons",
+        )
+        _check(
+            not (config.search.race and config.beacons.enabled),
+            "--race scores inference-only searches: use it without --beacons",
         )
     check_folder("--out", config.output.out)

@@ -188,6 +188,7 @@ def make_population_eval(
     per_mode: str | None = None,
     stacked: bool = False,
     return_sums: bool = False,
+    maskable: bool = False,
 ):
     """Builds the jitted population evaluator.
 
@@ -210,6 +211,10 @@ def make_population_eval(
         set.
       return_sums: return the task's per-genome sums, each ``(pop,)``, instead of the
         rates (streaming evaluation adds them up over batches; ``task.from_sums``).
+      maskable: the evaluator takes one more argument, ``active`` bool ``(pop,)``: a
+        chunk of genomes none of which is active is skipped (``lax.cond``; its sums
+        are zeros), so a caller that puts the active genomes first pays only for
+        them (racing, :meth:`PopulationEvaluator.race`). Not with ``stacked``.
 
     Returns:
       ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> metrics``
@@ -218,6 +223,8 @@ def make_population_eval(
       jitted; it compiles once per (population, batch) shape.
     """
     task = task_of(config)
+    if maskable and stacked:
+        raise ValueError("maskable evaluation is not available with stacked params")
     if task.name == "frames":
         fold = jnp.asarray(np.asarray(fold, np.int32))
         per_mode = metrics.resolve_per_mode(per_mode, decoder)
@@ -229,7 +236,7 @@ def make_population_eval(
             params, tables, calib, batch, config=config, space=space
         )
 
-    def population_sums(params, calib, genomes, batch):
+    def population_sums(params, calib, genomes, batch, *active):
         """Per-genome metric sums, ``(pop,)`` each, for the genomes and data given."""
         tables = weight_tables(params, calib, space)
         first = None
@@ -249,6 +256,8 @@ def make_population_eval(
             decoder=decoder,
             per_mode=per_mode,
         )
+        if active:
+            return _masked_map(fn, genomes, active[0])
         return _map(fn, genomes)
 
     def stacked_sums(params, calib, genomes, batch, index):
@@ -288,14 +297,37 @@ def make_population_eval(
             sums = jax.lax.psum(sums, sharding.BATCH)
         return sums
 
+    def _masked_map(fn, genomes, active):
+        """``_map`` that skips every chunk of genomes with no active genome."""
+        size = chunk_size or genomes.shape[0]
+        n_chunks = genomes.shape[0] // size  # the host pads to whole chunks
+        chunks = genomes.reshape(n_chunks, size, *genomes.shape[1:])
+        flags = active.reshape(n_chunks, size)
+        run = jax.vmap(fn)
+        zeros = jax.tree.map(
+            lambda leaf: jnp.zeros(leaf.shape, leaf.dtype),
+            jax.eval_shape(run, chunks[0]),
+        )
+
+        def one_chunk(args):
+            chunk, chunk_flags = args
+            return jax.lax.cond(
+                jnp.any(chunk_flags), run, lambda _: zeros, chunk
+            )
+
+        sums = jax.lax.map(one_chunk, (chunks, flags))
+        sums = jax.tree.map(lambda s: s.reshape(-1, *s.shape[2:]), sums)
+        if n_batch_shards > 1:
+            sums = jax.lax.psum(sums, sharding.BATCH)
+        return sums
+
     if stacked:
         sums_fn = sharding.shard_population(
             stacked_sums, mesh, in_axes=(None, None, 0, sharding.BATCH, 0)
         )
     else:
-        sums_fn = sharding.shard_population(
-            population_sums, mesh, in_axes=(None, None, 0, sharding.BATCH)
-        )
+        in_axes = (None, None, 0, sharding.BATCH) + ((0,) if maskable else ())
+        sums_fn = sharding.shard_population(population_sums, mesh, in_axes=in_axes)
 
     def evaluate(params, calib, genomes, batch, *index):
         batch = task.pad(batch, n_batch_shards)
@@ -303,6 +335,26 @@ def make_population_eval(
         return sums if return_sums else task.from_sums(sums)
 
     return jax.jit(evaluate)
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceResult:
+    """What :meth:`PopulationEvaluator.race` measured.
+
+    ``results`` holds the evaluator's metrics per genome (name -> ``(pop,)``): for a
+    completed genome exactly :meth:`PopulationEvaluator.__call__`'s, for a stopped
+    one the metrics of the batches it saw (a partial estimate). ``work_done`` /
+    ``work_full``: frames (or images) times genome rows the device computed, with
+    racing and as a full evaluation of the same padded population would.
+    """
+
+    results: dict[str, np.ndarray]
+    completed: np.ndarray  # shape=(pop,) bool: scored on the whole split
+    batches_seen: np.ndarray  # shape=(pop,) int64
+    units_seen: np.ndarray  # shape=(pop,) int64: frames (images) it was scored on
+    units_total: int  # frames (images) of the whole split
+    work_done: int
+    work_full: int
 
 
 @dataclasses.dataclass
@@ -340,6 +392,8 @@ class PopulationEvaluator:
             per_mode=self.per_mode,
             return_sums=True,
         )
+        self._masked_eval = None  # built on the first race
+        self._references = {}  # id(batches) -> (batches, per-batch reference sums)
 
     def __call__(self, genomes, batch, params=None) -> dict[str, np.ndarray]:
         """Evaluates a population on data; returns numpy arrays of shape ``(pop,)``.
@@ -377,3 +431,138 @@ class PopulationEvaluator:
         )
         out = host_metrics(sums, task)
         return {k: v[: len(unique)][inverse] for k, v in out.__dict__.items()}
+
+    def _padded_size(self, n_unique: int) -> int:
+        size = max(self.pop_size or n_unique, n_unique)
+        multiple = (self.chunk_size or 1) * sharding.mesh_size(self.mesh)
+        return -(-size // multiple) * multiple
+
+    def reference_sums(self, batches) -> list[tuple[np.ndarray, ...]]:
+        """Per batch, the sums of a model that is always right (cached per split).
+
+        Their denominators (frames, reference phones, images) are those of every
+        genome: they depend on the labels only, and are computed by the task's own
+        sums function.
+        """
+        cached = self._references.get(id(batches))
+        if cached is not None and cached[0] is batches:
+            return cached[1]
+        task = task_of(self.config)
+        n_classes = len(self.fold) if self.fold is not None else None
+        if n_classes is None:
+            n_classes = int(self.config.n_classes)
+
+        @jax.jit
+        def reference(batch):
+            logits = task.reference_logits(batch, n_classes)
+            return task.sums(logits, batch, self.fold, None, "raw")
+
+        refs = [
+            tuple(np.asarray(x) for x in reference(tuple(jnp.asarray(x) for x in b)))
+            for b in batches
+        ]
+        self._references[id(batches)] = (batches, refs)
+        return refs
+
+    def race(self, genomes, batch, metric: str, max_error: float) -> RaceResult:
+        """Scores genomes batch by batch, dropping those certain to exceed ``max_error``.
+
+        After each batch, a genome whose errors so far already exceed ``max_error``
+        times the whole split's denominator is infeasible whatever the remaining
+        batches hold: a metric's numerator never decreases (errors and losses are
+        sums of non-negative terms) and its denominator (frames, reference phones,
+        images) is the labels', known in advance (:meth:`reference_sums`). So the
+        rule never stops a genome whose full-split error is within ``max_error``: its
+        confidence is 100 % (>= the 95 % asked), with no assumption on the order or
+        the distribution of the utterances. A stopped genome keeps the metric over
+        the batches it saw, marked partial; a genome that completes has exactly the
+        sums (hence the error) :meth:`__call__` gives.
+
+        Active genomes are put first, so whole chunks of stopped genomes are skipped
+        (:func:`make_population_eval` with ``maskable``).
+
+        Args:
+          genomes: int ``(pop, n_genes)``.
+          batch: the split (one batch or a sequence of batches).
+          metric: the error metric the bound applies to (a ``Task.ratios`` name).
+          max_error: the error constraint.
+
+        Returns:
+          :class:`RaceResult`.
+        """
+        genomes = self.space.validate(genomes)
+        if genomes.ndim == 1:
+            genomes = genomes[None]
+        task = task_of(self.config)
+        numerator, denominator = task.ratio(metric)
+        batches = task.as_batches(batch)
+        for one in batches:
+            task.check(one)
+        if self._masked_eval is None:
+            self._masked_eval = make_population_eval(
+                self.config,
+                self.space,
+                self.fold,
+                self.chunk_size,
+                self.mesh,
+                decoder=self.decoder,
+                per_mode=self.per_mode,
+                return_sums=True,
+                maskable=True,
+            )
+        refs = self.reference_sums(batches)
+        total_denominator = max(sum(int(r[denominator]) for r in refs), 1)
+        unique, inverse = np.unique(genomes, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        n_unique = len(unique)
+        size = self._padded_size(n_unique)
+        chunk = self.chunk_size or size
+        padded = np.concatenate(
+            [unique, np.repeat(unique[:1], size - n_unique, 0)]
+        )
+        active = np.zeros(size, bool)
+        active[:n_unique] = True
+        total = None
+        batches_seen = np.zeros(size, np.int64)
+        work_done = work_full = 0
+        for one, ref in zip(batches, refs, strict=True):
+            order = np.argsort(~active, kind="stable")  # active genomes first
+            flags = active[order]
+            out = self._masked_eval(
+                self.params,
+                self.calib,
+                jnp.asarray(padded[order]),
+                tuple(jnp.asarray(x) for x in one),
+                jnp.asarray(flags),
+            )
+            part = [np.empty(size, self._host_dtype(x)) for x in out]
+            for dst, src in zip(part, out, strict=True):
+                dst[order] = sharding.to_host(src)
+            part = [np.where(active, p, 0) for p in part]
+            total = part if total is None else [t + p for t, p in zip(total, part)]
+            batches_seen += active
+            units = int(ref[task.unit])
+            n_chunks_run = -(-int(flags.sum()) // chunk)
+            work_done += units * n_chunks_run * chunk
+            work_full += units * size
+            certain = total[numerator] / total_denominator > max_error
+            active &= ~certain
+            if not active[:n_unique].any():
+                break
+        completed = batches_seen == len(batches)
+        out = host_metrics(tuple(total), task)
+        results = {k: v[:n_unique][inverse] for k, v in out.__dict__.items()}
+        units = np.cumsum([0] + [int(r[task.unit]) for r in refs])
+        return RaceResult(
+            results=results,
+            completed=completed[:n_unique][inverse],
+            batches_seen=batches_seen[:n_unique][inverse],
+            units_seen=units[batches_seen[:n_unique][inverse]],
+            units_total=int(units[-1]),
+            work_done=work_done,
+            work_full=work_full,
+        )
+
+    @staticmethod
+    def _host_dtype(x):
+        return np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64

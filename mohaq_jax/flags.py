@@ -93,6 +93,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("search.batch_frames", "--batch-frames", int, "frames per streamed evaluation batch (dev/test splits are scored in length-bucketed batches of at most this many frames, padding included): memory is bounded by it, results do not depend on it"),
     Flag("search.eval_batch", "--eval-batch", int, "images per evaluation batch (dev/test splits are streamed in batches of this many; results do not depend on it)", images=True),
     Flag("search.max_eval", "--max-eval", int, "evaluate on the first N dev and test images only (None: all)", images=True),
+    Flag("search.race", "--race", SWITCH, "racing: score each generation bucket by bucket over the dev set and stop a genome once its errors so far already exceed the error constraint over the whole set (certain to be infeasible; recorded with its partial error, marked)"),
+    Flag("search.race_batches", "--race-batches", int, "with --race: the dev set is scored in about this many batches (the finer, the earlier a genome can stop)"),
     Flag("search.devices", "--devices", int, "devices the population is split over (a jax.sharding mesh; all hosts' devices in a multi-host run); 1 = no sharding"),
     Flag("search.data_shards", "--data-shards", int, "of --devices, how many split the data along utterances"),
     Flag("search.confidence", "--confidence", float, "level of the bootstrap confidence intervals of dev and test error"),
