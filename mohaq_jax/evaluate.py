@@ -311,9 +311,7 @@ def make_population_eval(
 
         def one_chunk(args):
             chunk, chunk_flags = args
-            return jax.lax.cond(
-                jnp.any(chunk_flags), run, lambda _: zeros, chunk
-            )
+            return jax.lax.cond(jnp.any(chunk_flags), run, lambda _: zeros, chunk)
 
         sums = jax.lax.map(one_chunk, (chunks, flags))
         sums = jax.tree.map(lambda s: s.reshape(-1, *s.shape[2:]), sums)
@@ -517,9 +515,7 @@ class PopulationEvaluator:
         n_unique = len(unique)
         size = self._padded_size(n_unique)
         chunk = self.chunk_size or size
-        padded = np.concatenate(
-            [unique, np.repeat(unique[:1], size - n_unique, 0)]
-        )
+        padded = np.concatenate([unique, np.repeat(unique[:1], size - n_unique, 0)])
         active = np.zeros(size, bool)
         active[:n_unique] = True
         total = None
@@ -539,7 +535,11 @@ class PopulationEvaluator:
             for dst, src in zip(part, out, strict=True):
                 dst[order] = sharding.to_host(src)
             part = [np.where(active, p, 0) for p in part]
-            total = part if total is None else [t + p for t, p in zip(total, part)]
+            total = (
+                part
+                if total is None
+                else [t + p for t, p in zip(total, part, strict=True)]
+            )
             batches_seen += active
             units = int(ref[task.unit])
             n_chunks_run = -(-int(flags.sum()) // chunk)

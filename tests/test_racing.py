@@ -112,8 +112,12 @@ def test_problem_race_marks_partial_genomes_infeasible(setup):
     full = ev(genomes, stream)["phone_error"]
     max_error = float(np.min(full)) + 1e-4
     settings = dict(
-        objectives=("error", "speedup"), maximize=("speedup",), pop_size=8,
-        n_offspring=8, max_error=max_error, memory_limit_mb=None,
+        objectives=("error", "speedup"),
+        maximize=("speedup",),
+        pop_size=8,
+        n_offspring=8,
+        max_error=max_error,
+        memory_limit_mb=None,
     )
     plain = mohaq.QuantizationProblem(
         ev, cost_fn, stream, mohaq.SearchConfig(**settings)
@@ -125,7 +129,9 @@ def test_problem_race_marks_partial_genomes_infeasible(setup):
     _, res_race = raced.evaluate(raced.initial_state(), genomes)
     partial = res_race["error_partial"] > 0
     assert partial.any() and (~partial).any()
-    np.testing.assert_array_equal(res_race["error"][~partial], res_plain["error"][~partial])
+    np.testing.assert_array_equal(
+        res_race["error"][~partial], res_plain["error"][~partial]
+    )
     # a partial estimate is errors so far over the frames seen: above the bound too
     assert np.all(res_race["error"][partial] > max_error)
     _, g_race = raced.fitness(res_race)
