@@ -219,6 +219,10 @@ def validate_search(search: SearchSettings) -> None:
         )
     _min("--batch-frames", search.batch_frames, 16)
     _min("--race-batches", search.race_batches, 1)
+    _check(
+        0.5 <= search.race_confidence <= 1.0,
+        f"--race-confidence {search.race_confidence}: must be in [0.5, 1]",
+    )
     _min("--pop", search.pop, 2)
     _min("--offspring", search.offspring, 1)
     _min("--generations", search.generations, 0)

@@ -335,6 +335,65 @@ def make_population_eval(
     return jax.jit(evaluate)
 
 
+def race_lower_bound(
+    numerators: np.ndarray,
+    denominators_seen: np.ndarray,
+    denominator_total: int,
+    n_batches: int,
+    confidence: float = 0.95,
+) -> np.ndarray:
+    """Lower confidence bound on each genome's whole-split error, from some batches.
+
+    Two bounds, the larger is returned:
+
+    * certain: errors seen so far over the whole split's denominator. A metric's
+      numerator is a sum of non-negative terms (edits, wrong frames, losses) and its
+      denominator (reference phones, frames, images) depends on the labels only,
+      so the final error is at least this, whatever the unseen batches hold.
+    * statistical (``confidence`` < 1, at least 2 batches seen): the batches are
+      scored in a random order, so the ``k`` seen are a simple random sample without
+      replacement of the ``M`` batches. The unseen errors are estimated with the
+      ratio estimator ``R = sum(e) / sum(n)`` of the seen batches (``e`` errors,
+      ``n`` denominator per batch) and the finite-population standard error of a
+      total, ``sqrt(M (M - k) / k) * s`` with ``s`` the standard deviation of the
+      residuals ``e - R n`` (Cochran, *Sampling Techniques*, 3rd ed., 1977, Sec.
+      6.4 and 9A.4: ratio estimate of a total in cluster sampling). A one-sided
+      Student-t quantile with ``k - 1`` degrees of freedom at level
+      ``1 - (1 - confidence) / (M - 1)`` makes the bound hold at ``confidence``
+      over all ``M - 1`` looks of one genome together (Bonferroni), not only at
+      each look.
+
+    Args:
+      numerators: ``(k, pop)`` the metric's numerator of each seen batch.
+      denominators_seen: ``(k,)`` the seen batches' denominators.
+      denominator_total: the whole split's denominator.
+      n_batches: ``M``, the batches of the split.
+      confidence: 1.0 gives the certain bound only.
+
+    Returns:
+      ``(pop,)`` float64 lower bounds of the whole-split error.
+    """
+    from scipy import stats  # only racing needs it
+
+    numerators = np.asarray(numerators, np.float64)
+    seen = np.asarray(denominators_seen, np.float64)
+    total = max(float(denominator_total), 1.0)
+    errors_seen = numerators.sum(axis=0)
+    certain = errors_seen / total
+    k = numerators.shape[0]
+    if confidence >= 1.0 or k < 2 or k >= n_batches:
+        return certain
+    ratio = errors_seen / max(seen.sum(), 1.0)
+    residuals = numerators - ratio[None] * seen[:, None]
+    s = np.sqrt(np.sum(residuals**2, axis=0) / (k - 1))
+    standard_error = np.sqrt(n_batches * (n_batches - k) / k) * s
+    level = 1.0 - (1.0 - confidence) / (n_batches - 1)
+    quantile = stats.t.ppf(level, k - 1)
+    rest = max(total - seen.sum(), 0.0)
+    rest_low = np.maximum(ratio * rest - quantile * standard_error, 0.0)
+    return np.maximum(certain, (errors_seen + rest_low) / total)
+
+
 @dataclasses.dataclass(frozen=True)
 class RaceResult:
     """What :meth:`PopulationEvaluator.race` measured.
@@ -462,19 +521,24 @@ class PopulationEvaluator:
         self._references[id(batches)] = (batches, refs)
         return refs
 
-    def race(self, genomes, batch, metric: str, max_error: float) -> RaceResult:
-        """Scores genomes batch by batch, dropping those certain to exceed ``max_error``.
+    def race(
+        self,
+        genomes,
+        batch,
+        metric: str,
+        max_error: float,
+        confidence: float = 0.95,
+        seed: int = 0,
+    ) -> RaceResult:
+        """Scores genomes batch by batch, stopping those above ``max_error``.
 
-        After each batch, a genome whose errors so far already exceed ``max_error``
-        times the whole split's denominator is infeasible whatever the remaining
-        batches hold: a metric's numerator never decreases (errors and losses are
-        sums of non-negative terms) and its denominator (frames, reference phones,
-        images) is the labels', known in advance (:meth:`reference_sums`). So the
-        rule never stops a genome whose full-split error is within ``max_error``: its
-        confidence is 100 % (>= the 95 % asked), with no assumption on the order or
-        the distribution of the utterances. A stopped genome keeps the metric over
-        the batches it saw, marked partial; a genome that completes has exactly the
-        sums (hence the error) :meth:`__call__` gives.
+        The batches are scored in a random order (fixed by ``seed``); after each, a
+        genome whose lower confidence bound on its whole-split error
+        (:func:`race_lower_bound`) exceeds ``max_error`` stops: it is recorded with
+        the metric of the batches it saw (a partial estimate, marked as such). A
+        genome that completes has exactly the integer sums, hence the error,
+        :meth:`__call__` gives (float sums such as the loss up to the order of
+        float64 additions).
 
         Active genomes are put first, so whole chunks of stopped genomes are skipped
         (:func:`make_population_eval` with ``maskable``).
@@ -484,6 +548,9 @@ class PopulationEvaluator:
           batch: the split (one batch or a sequence of batches).
           metric: the error metric the bound applies to (a ``Task.ratios`` name).
           max_error: the error constraint.
+          confidence: of each genome's stop (see :func:`race_lower_bound`); 1.0
+            keeps only the certain bound.
+          seed: the order of the batches.
 
         Returns:
           :class:`RaceResult`.
@@ -509,7 +576,8 @@ class PopulationEvaluator:
                 maskable=True,
             )
         refs = self.reference_sums(batches)
-        total_denominator = max(sum(int(r[denominator]) for r in refs), 1)
+        n_batches = len(batches)
+        denominators = np.asarray([int(r[denominator]) for r in refs], np.int64)
         unique, inverse = np.unique(genomes, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         n_unique = len(unique)
@@ -520,8 +588,12 @@ class PopulationEvaluator:
         active[:n_unique] = True
         total = None
         batches_seen = np.zeros(size, np.int64)
+        units_seen = np.zeros(size, np.int64)
+        numerators = []  # per batch scored, (size,) numerators of the bound's metric
         work_done = work_full = 0
-        for one, ref in zip(batches, refs, strict=True):
+        visit = np.random.default_rng(seed).permutation(n_batches)
+        for step, index in enumerate(visit):
+            one, ref = batches[index], refs[index]
             order = np.argsort(~active, kind="stable")  # active genomes first
             flags = active[order]
             out = self._masked_eval(
@@ -540,25 +612,34 @@ class PopulationEvaluator:
                 if total is None
                 else [t + p for t, p in zip(total, part, strict=True)]
             )
+            numerators.append(part[numerator])
             batches_seen += active
             units = int(ref[task.unit])
+            units_seen += active * units
             n_chunks_run = -(-int(flags.sum()) // chunk)
             work_done += units * n_chunks_run * chunk
             work_full += units * size
-            certain = total[numerator] / total_denominator > max_error
-            active &= ~certain
+            if step + 1 == n_batches:
+                break
+            bound = race_lower_bound(
+                np.stack(numerators),
+                denominators[visit[: step + 1]],
+                int(denominators.sum()),
+                n_batches,
+                confidence,
+            )
+            active &= ~(bound > max_error)
             if not active[:n_unique].any():
                 break
-        completed = batches_seen == len(batches)
+        completed = batches_seen == n_batches
         out = host_metrics(tuple(total), task)
         results = {k: v[:n_unique][inverse] for k, v in out.__dict__.items()}
-        units = np.cumsum([0] + [int(r[task.unit]) for r in refs])
         return RaceResult(
             results=results,
             completed=completed[:n_unique][inverse],
             batches_seen=batches_seen[:n_unique][inverse],
-            units_seen=units[batches_seen[:n_unique][inverse]],
-            units_total=int(units[-1]),
+            units_seen=units_seen[:n_unique][inverse],
+            units_total=int(sum(int(r[task.unit]) for r in refs)),
             work_done=work_done,
             work_full=work_full,
         )

@@ -198,6 +198,7 @@ def build_problem(
         error_metric=s.error_metric,
         budget=s.budget,
         race=s.race,
+        race_confidence=s.race_confidence,
     )
     ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
     if beacon_config is None:

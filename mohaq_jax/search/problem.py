@@ -58,6 +58,7 @@ class SearchConfig:
     # (PopulationEvaluator.race); its error is then the partial estimate, and its
     # results say so ("error_partial" 1.0) with the dev frames it was scored on
     race: bool = False
+    race_confidence: float = 0.95  # of each racing stop (1.0: certain stops only)
 
     def __post_init__(self):
         if self.pop_size < 2 or self.n_offspring < 1 or self.n_generations < 0:
@@ -227,6 +228,7 @@ class QuantizationProblem:
                 batch,
                 self.config.error_metric,
                 self.config.max_error,
+                confidence=self.config.race_confidence,
             )
             parts.append(
                 {
