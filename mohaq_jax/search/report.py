@@ -354,8 +354,8 @@ def racing_lines(metrics: dict) -> list[str]:
     whole = float(frames[~partial].max()) * len(frames)  # a completed genome's
     return [
         f"- racing: {int(partial.sum())} of {len(frames)} unique genomes stopped "
-        "early, certain to exceed the error constraint (their error in archive.csv "
-        "is the partial estimate over the frames they were scored on, "
+        "early as above the error constraint (at `--race-confidence`; their error in "
+        "archive.csv is the partial estimate over the frames they were scored on, "
         "`error_partial` = 1); dev frames scored "
         f"{scored:.0f} of {whole:.0f}: racing saved {100 * (1 - scored / whole):.1f} %"
     ]
