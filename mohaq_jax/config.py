@@ -135,6 +135,9 @@ class SearchSettings:
     batch_frames: int = 16384  # --batch-frames: frames per streamed evaluation batch
     eval_batch: int = 256  # --eval-batch: images per streamed evaluation batch
     max_eval: int | None = None  # --max-eval: first N dev/test images (None: all)
+    race: bool = False  # --race: stop scoring genomes certain to be infeasible
+    race_confidence: float = 0.95  # --race-confidence: of each racing stop
+    race_batches: int = 16  # --race-batches: dev batches when racing (granularity)
     devices: int = 1  # --devices: devices the population is split over
     data_shards: int = 1  # --data-shards: of --devices, how many split the utterances
     confidence: float = 0.95  # --confidence: level of the bootstrap intervals

@@ -246,6 +246,11 @@ def validate_search(search: SearchSettings) -> None:
             f"(available: {', '.join(AVAILABLE['per'])})"
         )
     _min("--batch-frames", search.batch_frames, 16)
+    _min("--race-batches", search.race_batches, 1)
+    _check(
+        0.5 <= search.race_confidence <= 1.0,
+        f"--race-confidence {search.race_confidence}: must be in [0.5, 1]",
+    )
     _min("--pop", search.pop, 2)
     _min("--offspring", search.offspring, 1)
     _min("--generations", search.generations, 0)
@@ -355,5 +360,9 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
         _check(
             not (compared(config.search) and config.beacons.enabled),
             "--compare runs plain searches: use it without --beacons",
+        )
+        _check(
+            not (config.search.race and config.beacons.enabled),
+            "--race scores inference-only searches: use it without --beacons",
         )
     check_folder("--out", config.output.out)

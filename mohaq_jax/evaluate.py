@@ -188,6 +188,7 @@ def make_population_eval(
     per_mode: str | None = None,
     stacked: bool = False,
     return_sums: bool = False,
+    maskable: bool = False,
 ):
     """Builds the jitted population evaluator.
 
@@ -210,6 +211,10 @@ def make_population_eval(
         set.
       return_sums: return the task's per-genome sums, each ``(pop,)``, instead of the
         rates (streaming evaluation adds them up over batches; ``task.from_sums``).
+      maskable: the evaluator takes one more argument, ``active`` bool ``(pop,)``: a
+        chunk of genomes none of which is active is skipped (``lax.cond``; its sums
+        are zeros), so a caller that puts the active genomes first pays only for
+        them (racing, :meth:`PopulationEvaluator.race`). Not with ``stacked``.
 
     Returns:
       ``evaluate(params, calib, genomes (pop, n_genes) int32, batch) -> metrics``
@@ -218,6 +223,8 @@ def make_population_eval(
       jitted; it compiles once per (population, batch) shape.
     """
     task = task_of(config)
+    if maskable and stacked:
+        raise ValueError("maskable evaluation is not available with stacked params")
     if task.name == "frames":
         fold = jnp.asarray(np.asarray(fold, np.int32))
         per_mode = metrics.resolve_per_mode(per_mode, decoder)
@@ -229,7 +236,7 @@ def make_population_eval(
             params, tables, calib, batch, config=config, space=space
         )
 
-    def population_sums(params, calib, genomes, batch):
+    def population_sums(params, calib, genomes, batch, *active):
         """Per-genome metric sums, ``(pop,)`` each, for the genomes and data given."""
         tables = weight_tables(params, calib, space)
         first = None
@@ -249,6 +256,8 @@ def make_population_eval(
             decoder=decoder,
             per_mode=per_mode,
         )
+        if active:
+            return _masked_map(fn, genomes, active[0])
         return _map(fn, genomes)
 
     def stacked_sums(params, calib, genomes, batch, index):
@@ -288,14 +297,35 @@ def make_population_eval(
             sums = jax.lax.psum(sums, sharding.BATCH)
         return sums
 
+    def _masked_map(fn, genomes, active):
+        """``_map`` that skips every chunk of genomes with no active genome."""
+        size = chunk_size or genomes.shape[0]
+        n_chunks = genomes.shape[0] // size  # the host pads to whole chunks
+        chunks = genomes.reshape(n_chunks, size, *genomes.shape[1:])
+        flags = active.reshape(n_chunks, size)
+        run = jax.vmap(fn)
+        zeros = jax.tree.map(
+            lambda leaf: jnp.zeros(leaf.shape, leaf.dtype),
+            jax.eval_shape(run, chunks[0]),
+        )
+
+        def one_chunk(args):
+            chunk, chunk_flags = args
+            return jax.lax.cond(jnp.any(chunk_flags), run, lambda _: zeros, chunk)
+
+        sums = jax.lax.map(one_chunk, (chunks, flags))
+        sums = jax.tree.map(lambda s: s.reshape(-1, *s.shape[2:]), sums)
+        if n_batch_shards > 1:
+            sums = jax.lax.psum(sums, sharding.BATCH)
+        return sums
+
     if stacked:
         sums_fn = sharding.shard_population(
             stacked_sums, mesh, in_axes=(None, None, 0, sharding.BATCH, 0)
         )
     else:
-        sums_fn = sharding.shard_population(
-            population_sums, mesh, in_axes=(None, None, 0, sharding.BATCH)
-        )
+        in_axes = (None, None, 0, sharding.BATCH) + ((0,) if maskable else ())
+        sums_fn = sharding.shard_population(population_sums, mesh, in_axes=in_axes)
 
     def evaluate(params, calib, genomes, batch, *index):
         batch = task.pad(batch, n_batch_shards)
@@ -303,6 +333,85 @@ def make_population_eval(
         return sums if return_sums else task.from_sums(sums)
 
     return jax.jit(evaluate)
+
+
+def race_lower_bound(
+    numerators: np.ndarray,
+    denominators_seen: np.ndarray,
+    denominator_total: int,
+    n_batches: int,
+    confidence: float = 0.95,
+) -> np.ndarray:
+    """Lower confidence bound on each genome's whole-split error, from some batches.
+
+    Two bounds, the larger is returned:
+
+    * certain: errors seen so far over the whole split's denominator. A metric's
+      numerator is a sum of non-negative terms (edits, wrong frames, losses) and its
+      denominator (reference phones, frames, images) depends on the labels only,
+      so the final error is at least this, whatever the unseen batches hold.
+    * statistical (``confidence`` < 1, at least 2 batches seen): the batches are
+      scored in a random order, so the ``k`` seen are a simple random sample without
+      replacement of the ``M`` batches. The unseen errors are estimated with the
+      ratio estimator ``R = sum(e) / sum(n)`` of the seen batches (``e`` errors,
+      ``n`` denominator per batch) and the finite-population standard error of a
+      total, ``sqrt(M (M - k) / k) * s`` with ``s`` the standard deviation of the
+      residuals ``e - R n`` (Cochran, *Sampling Techniques*, 3rd ed., 1977, Sec.
+      6.4 and 9A.4: ratio estimate of a total in cluster sampling). A one-sided
+      Student-t quantile with ``k - 1`` degrees of freedom at level
+      ``1 - (1 - confidence) / (M - 1)`` makes the bound hold at ``confidence``
+      over all ``M - 1`` looks of one genome together (Bonferroni), not only at
+      each look.
+
+    Args:
+      numerators: ``(k, pop)`` the metric's numerator of each seen batch.
+      denominators_seen: ``(k,)`` the seen batches' denominators.
+      denominator_total: the whole split's denominator.
+      n_batches: ``M``, the batches of the split.
+      confidence: 1.0 gives the certain bound only.
+
+    Returns:
+      ``(pop,)`` float64 lower bounds of the whole-split error.
+    """
+    from scipy import stats  # only racing needs it
+
+    numerators = np.asarray(numerators, np.float64)
+    seen = np.asarray(denominators_seen, np.float64)
+    total = max(float(denominator_total), 1.0)
+    errors_seen = numerators.sum(axis=0)
+    certain = errors_seen / total
+    k = numerators.shape[0]
+    if confidence >= 1.0 or k < 2 or k >= n_batches:
+        return certain
+    ratio = errors_seen / max(seen.sum(), 1.0)
+    residuals = numerators - ratio[None] * seen[:, None]
+    s = np.sqrt(np.sum(residuals**2, axis=0) / (k - 1))
+    standard_error = np.sqrt(n_batches * (n_batches - k) / k) * s
+    level = 1.0 - (1.0 - confidence) / (n_batches - 1)
+    quantile = stats.t.ppf(level, k - 1)
+    rest = max(total - seen.sum(), 0.0)
+    rest_low = np.maximum(ratio * rest - quantile * standard_error, 0.0)
+    return np.maximum(certain, (errors_seen + rest_low) / total)
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceResult:
+    """What :meth:`PopulationEvaluator.race` measured.
+
+    ``results`` holds the evaluator's metrics per genome (name -> ``(pop,)``): for a
+    completed genome exactly :meth:`PopulationEvaluator.__call__`'s, for a stopped
+    one the metrics of the batches it saw (a partial estimate). ``work_done`` /
+    ``work_full``: frames (or images) times genome rows the device computed, with
+    racing and as a full evaluation of the same padded population would.
+    """
+
+    results: dict[str, np.ndarray]
+    completed: np.ndarray  # shape=(pop,) bool: scored on the whole split
+    batches_seen: np.ndarray  # shape=(pop,) int64
+    units_seen: np.ndarray  # shape=(pop,) int64: frames (images) it was scored on
+    units_total: int  # frames (images) of the whole split
+    work_done: int
+    work_full: int
 
 
 @dataclasses.dataclass
@@ -340,6 +449,8 @@ class PopulationEvaluator:
             per_mode=self.per_mode,
             return_sums=True,
         )
+        self._masked_eval = None  # built on the first race
+        self._references = {}  # id(batches) -> (batches, per-batch reference sums)
 
     def __call__(self, genomes, batch, params=None) -> dict[str, np.ndarray]:
         """Evaluates a population on data; returns numpy arrays of shape ``(pop,)``.
@@ -377,3 +488,162 @@ class PopulationEvaluator:
         )
         out = host_metrics(sums, task)
         return {k: v[: len(unique)][inverse] for k, v in out.__dict__.items()}
+
+    def _padded_size(self, n_unique: int) -> int:
+        size = max(self.pop_size or n_unique, n_unique)
+        multiple = (self.chunk_size or 1) * sharding.mesh_size(self.mesh)
+        return -(-size // multiple) * multiple
+
+    def reference_sums(self, batches) -> list[tuple[np.ndarray, ...]]:
+        """Per batch, the sums of a model that is always right (cached per split).
+
+        Their denominators (frames, reference phones, images) are those of every
+        genome: they depend on the labels only, and are computed by the task's own
+        sums function.
+        """
+        cached = self._references.get(id(batches))
+        if cached is not None and cached[0] is batches:
+            return cached[1]
+        task = task_of(self.config)
+        n_classes = len(self.fold) if self.fold is not None else None
+        if n_classes is None:
+            n_classes = int(self.config.n_classes)
+
+        @jax.jit
+        def reference(batch):
+            logits = task.reference_logits(batch, n_classes)
+            return task.sums(logits, batch, self.fold, None, "raw")
+
+        refs = [
+            tuple(np.asarray(x) for x in reference(tuple(jnp.asarray(x) for x in b)))
+            for b in batches
+        ]
+        self._references[id(batches)] = (batches, refs)
+        return refs
+
+    def race(
+        self,
+        genomes,
+        batch,
+        metric: str,
+        max_error: float,
+        confidence: float = 0.95,
+        seed: int = 0,
+    ) -> RaceResult:
+        """Scores genomes batch by batch, stopping those above ``max_error``.
+
+        The batches are scored in a random order (fixed by ``seed``); after each, a
+        genome whose lower confidence bound on its whole-split error
+        (:func:`race_lower_bound`) exceeds ``max_error`` stops: it is recorded with
+        the metric of the batches it saw (a partial estimate, marked as such). A
+        genome that completes has exactly the integer sums, hence the error,
+        :meth:`__call__` gives (float sums such as the loss up to the order of
+        float64 additions).
+
+        Active genomes are put first, so whole chunks of stopped genomes are skipped
+        (:func:`make_population_eval` with ``maskable``).
+
+        Args:
+          genomes: int ``(pop, n_genes)``.
+          batch: the split (one batch or a sequence of batches).
+          metric: the error metric the bound applies to (a ``Task.ratios`` name).
+          max_error: the error constraint.
+          confidence: of each genome's stop (see :func:`race_lower_bound`); 1.0
+            keeps only the certain bound.
+          seed: the order of the batches.
+
+        Returns:
+          :class:`RaceResult`.
+        """
+        genomes = self.space.validate(genomes)
+        if genomes.ndim == 1:
+            genomes = genomes[None]
+        task = task_of(self.config)
+        numerator, denominator = task.ratio(metric)
+        batches = task.as_batches(batch)
+        for one in batches:
+            task.check(one)
+        if self._masked_eval is None:
+            self._masked_eval = make_population_eval(
+                self.config,
+                self.space,
+                self.fold,
+                self.chunk_size,
+                self.mesh,
+                decoder=self.decoder,
+                per_mode=self.per_mode,
+                return_sums=True,
+                maskable=True,
+            )
+        refs = self.reference_sums(batches)
+        n_batches = len(batches)
+        denominators = np.asarray([int(r[denominator]) for r in refs], np.int64)
+        unique, inverse = np.unique(genomes, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        n_unique = len(unique)
+        size = self._padded_size(n_unique)
+        chunk = self.chunk_size or size
+        padded = np.concatenate([unique, np.repeat(unique[:1], size - n_unique, 0)])
+        active = np.zeros(size, bool)
+        active[:n_unique] = True
+        total = None
+        batches_seen = np.zeros(size, np.int64)
+        units_seen = np.zeros(size, np.int64)
+        numerators = []  # per batch scored, (size,) numerators of the bound's metric
+        work_done = work_full = 0
+        visit = np.random.default_rng(seed).permutation(n_batches)
+        for step, index in enumerate(visit):
+            one, ref = batches[index], refs[index]
+            order = np.argsort(~active, kind="stable")  # active genomes first
+            flags = active[order]
+            out = self._masked_eval(
+                self.params,
+                self.calib,
+                jnp.asarray(padded[order]),
+                tuple(jnp.asarray(x) for x in one),
+                jnp.asarray(flags),
+            )
+            part = [np.empty(size, self._host_dtype(x)) for x in out]
+            for dst, src in zip(part, out, strict=True):
+                dst[order] = sharding.to_host(src)
+            part = [np.where(active, p, 0) for p in part]
+            total = (
+                part
+                if total is None
+                else [t + p for t, p in zip(total, part, strict=True)]
+            )
+            numerators.append(part[numerator])
+            batches_seen += active
+            units = int(ref[task.unit])
+            units_seen += active * units
+            n_chunks_run = -(-int(flags.sum()) // chunk)
+            work_done += units * n_chunks_run * chunk
+            work_full += units * size
+            if step + 1 == n_batches:
+                break
+            bound = race_lower_bound(
+                np.stack(numerators),
+                denominators[visit[: step + 1]],
+                int(denominators.sum()),
+                n_batches,
+                confidence,
+            )
+            active &= ~(bound > max_error)
+            if not active[:n_unique].any():
+                break
+        completed = batches_seen == n_batches
+        out = host_metrics(tuple(total), task)
+        results = {k: v[:n_unique][inverse] for k, v in out.__dict__.items()}
+        return RaceResult(
+            results=results,
+            completed=completed[:n_unique][inverse],
+            batches_seen=batches_seen[:n_unique][inverse],
+            units_seen=units_seen[:n_unique][inverse],
+            units_total=int(sum(int(r[task.unit]) for r in refs)),
+            work_done=work_done,
+            work_full=work_full,
+        )
+
+    @staticmethod
+    def _host_dtype(x):
+        return np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64

@@ -194,6 +194,13 @@ class Task:
       pad: ``pad(batch, multiple)``: rows added so the batch splits evenly, unscored.
       check: raises a one-line ValueError on a malformed batch.
       as_batches: one batch or a sequence of batches -> a sequence of batches.
+      ratios: ``(metric name, numerator, denominator)`` rows, indices into the sums:
+        the metric is ``sums[numerator] / sums[denominator]``, the numerator is never
+        negative and the denominator does not depend on the model's outputs (racing,
+        :meth:`mohaq_jax.evaluate.PopulationEvaluator.race`, relies on both).
+      unit: index of the sum that counts scored units (frames, images).
+      reference_logits: ``(batch, n_classes) -> logits`` of a model that is always
+        right; its sums give a batch's denominators by the same code as ``sums``.
     """
 
     name: str
@@ -203,6 +210,24 @@ class Task:
     pad: Callable[[Any, int], Any]
     check: Callable[[Any], None]
     as_batches: Callable[[Any], Sequence]
+    ratios: tuple[tuple[str, int, int], ...]
+    unit: int
+    reference_logits: Callable[[Any, int], Any]
+
+    def ratio(self, metric: str) -> tuple[int, int]:
+        """``(numerator, denominator)`` indices of ``metric`` in the sums."""
+        for name, numerator, denominator in self.ratios:
+            if name == metric:
+                return numerator, denominator
+        raise ValueError(
+            f"task {self.name!r} has no metric {metric!r}; it has "
+            f"{[row[0] for row in self.ratios]}"
+        )
+
+
+def _one_hot_labels(batch, n_classes: int):
+    """Logits that put all mass on the label (padding label -1 -> class 0)."""
+    return jax.nn.one_hot(jnp.maximum(batch[1], 0), n_classes, dtype=jnp.float32)
 
 
 FRAMES = Task(
@@ -213,6 +238,9 @@ FRAMES = Task(
     _pad_frames,
     check_batch,
     batching.as_batches,
+    ratios=(("loss", 0, 1), ("frame_error", 2, 1), ("phone_error", 3, 4)),
+    unit=1,
+    reference_logits=_one_hot_labels,
 )
 CLASSIFICATION = Task(
     "classification",
@@ -222,6 +250,9 @@ CLASSIFICATION = Task(
     _pad_images,
     check_image_batch,
     _image_batches,
+    ratios=(("loss", 0, 1), ("class_error", 2, 1)),
+    unit=1,
+    reference_logits=_one_hot_labels,
 )
 
 #: name -> task; a model names its task with a module-level ``TASK``.

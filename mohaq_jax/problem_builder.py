@@ -22,7 +22,7 @@ from mohaq_jax.config import ExperimentConfig
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models import model_of
 from mohaq_jax.models.sru import layer_specs, paper_config
-from mohaq_jax.prepare import Setup, say
+from mohaq_jax.prepare import Setup, say, whole_split
 from mohaq_jax.search import mohaq
 from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
 
@@ -128,6 +128,16 @@ def evaluators(cfg, setup, space):
     return evaluator, float_eval
 
 
+def race_batches(split, batch_frames: int, n_batches: int):
+    """The dev split in about ``n_batches`` streamed batches (racing's granularity).
+
+    Metric sums are exact over any batching, so racing's completed genomes get the
+    same errors as with ``--batch-frames`` batches.
+    """
+    frames = max(16, min(batch_frames, -(-split.n_frames // n_batches)))
+    return whole_split(split, frames)
+
+
 @dataclasses.dataclass(frozen=True)
 class Assembled:
     """A search problem and what the report needs about how it was set up."""
@@ -187,11 +197,17 @@ def build_problem(
         memory_metric=platform.memory_metric,
         error_metric=s.error_metric,
         budget=s.budget,
+        race=s.race,
+        race_confidence=s.race_confidence,
     )
     ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
     if beacon_config is None:
+        dev = setup.dev_batch
+        if s.race:
+            dev = race_batches(corpus.dev, s.batch_frames, s.race_batches)
+            say(progress, f"racing on dev: {dev.describe()}")
         problem = mohaq.QuantizationProblem(
-            evaluator, cost_fn, setup.dev_batch, search_config, ideal, nadir
+            evaluator, cost_fn, dev, search_config, ideal, nadir
         )
     else:
         problem = BeaconProblem(

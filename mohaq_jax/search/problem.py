@@ -54,6 +54,11 @@ class SearchConfig:
     # "phone_error" | "frame_error" | "loss" | "class_error" (image classification)
     error_metric: str = "phone_error"
     budget: int | None = None  # stop once this many genomes were evaluated
+    # racing: stop scoring a genome once it is certain to exceed max_error
+    # (PopulationEvaluator.race); its error is then the partial estimate, and its
+    # results say so ("error_partial" 1.0) with the dev frames it was scored on
+    race: bool = False
+    race_confidence: float = 0.95  # of each racing stop (1.0: certain stops only)
 
     def __post_init__(self):
         if self.pop_size < 2 or self.n_offspring < 1 or self.n_generations < 0:
@@ -206,9 +211,38 @@ class QuantizationProblem:
         del before, after
         return False
 
+    def raced_errors(self, genomes, batch=None) -> dict[str, np.ndarray]:
+        """:meth:`errors`, racing against ``max_error`` (see ``SearchConfig.race``).
+
+        Adds ``error_partial`` (1.0: stopped early, certain to exceed ``max_error``;
+        its metrics cover the batches it was scored on) and ``dev_frames`` (the
+        frames, or images, it was scored on) per genome.
+        """
+        genomes = self.space.validate(genomes)
+        size = self.evaluator.pop_size or len(genomes)
+        batch = self.batch if batch is None else batch
+        parts = []
+        for i in range(0, len(genomes), size):
+            race = self.evaluator.race(
+                genomes[i : i + size],
+                batch,
+                self.config.error_metric,
+                self.config.max_error,
+                confidence=self.config.race_confidence,
+            )
+            parts.append(
+                {
+                    **race.results,
+                    "error_partial": (~race.completed).astype(np.float32),
+                    "dev_frames": race.units_seen.astype(np.float64),
+                }
+            )
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def _score(self, genomes) -> dict[str, np.ndarray]:
         """Metrics of genomes not seen before (the cache stores what this returns)."""
-        res = {**self.errors(genomes), **self.costs(genomes)}
+        errors = self.raced_errors if self.config.race else self.errors
+        res = {**errors(genomes), **self.costs(genomes)}
         res["error"] = res[self.config.error_metric]
         return res
 

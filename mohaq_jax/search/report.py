@@ -310,6 +310,7 @@ def write_outputs(
         f"{last['hypervolume']:.4f}",
         f"- run time: {result.seconds:.1f} s"
         + (" (resumed)" if result.resumed else ""),
+        *racing_lines(result.metrics),
         "",
         "| generation | evaluations | feasible in population | best error | hypervolume |",
         "|---|---|---|---|---|",
@@ -335,6 +336,25 @@ def write_outputs(
     paths["report.md"] = os.path.join(out_dir, "report.md")
     _write_atomic(paths["report.md"], "\n".join(lines) + "\n")
     return paths
+
+
+def racing_lines(metrics: dict) -> list[str]:
+    """What racing saved (no lines when the search did not race)."""
+    if "dev_frames" not in metrics:
+        return []
+    frames = np.asarray(metrics["dev_frames"], np.float64)
+    partial = np.asarray(metrics["error_partial"]) > 0
+    scored = float(frames.sum())
+    if partial.all():
+        return [f"- racing: every genome stopped early; dev frames scored {scored:.0f}"]
+    whole = float(frames[~partial].max()) * len(frames)  # a completed genome's
+    return [
+        f"- racing: {int(partial.sum())} of {len(frames)} unique genomes stopped "
+        "early as above the error constraint (at `--race-confidence`; their error in "
+        "archive.csv is the partial estimate over the frames they were scored on, "
+        "`error_partial` = 1); dev frames scored "
+        f"{scored:.0f} of {whole:.0f}: racing saved {100 * (1 - scored / whole):.1f} %"
+    ]
 
 
 def _json_default(value):

@@ -1,0 +1,202 @@
+"""Racing evaluation: genomes certain to exceed the error bound stop early.
+
+A completed genome's metrics equal the full evaluation's exactly (integer counts) and
+its floats to rounding; a stopped genome is infeasible on the whole split (checked
+against the full evaluation); the work counted is the work the device ran.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mohaq_jax import evaluate, genome, qmodel
+from mohaq_jax.data.batching import bucketed_batches, pad_batch
+from mohaq_jax.data.corpus import Split
+from mohaq_jax.models import sru
+
+N_CLASSES = 7
+FOLD = np.asarray([0, 1, 2, 2, 3, -1, 4], np.int32)
+# many short utterances: the last batches hold a small share of the phones, so the
+# worst genomes are certain to exceed a bound near the best genome's error early
+LENGTHS = [int(n) for n in np.random.default_rng(0).integers(4, 20, 48)]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = sru.ModelConfig(
+        n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2, n_proj=4
+    )
+    rng = np.random.default_rng(3)
+    feats, labels = [], []
+    for n in LENGTHS:
+        feats.append(rng.standard_normal((n, cfg.n_features)).astype(np.float32))
+        runs = rng.integers(0, N_CLASSES, -(-n // 3))
+        labels.append(np.repeat(runs, 3)[:n].astype(np.int32))
+    split = Split(feats, labels, ["s"] * len(LENGTHS), [f"u{i}" for i in LENGTHS])
+    params = sru.init_params(jax.random.key(5), cfg)
+    whole = pad_batch(split, range(len(split)))
+    calib = qmodel.calibrate(
+        params, cfg, jnp.asarray(whole.features), jnp.asarray(whole.lengths)
+    )
+    stream = bucketed_batches(split, batch_frames=64, max_buckets=2, pad_multiple=8)
+    assert len(stream) >= 4
+    space = genome.bitfusion_space(sru.layer_specs(cfg))
+    ev = evaluate.PopulationEvaluator(
+        cfg, space, FOLD, params, calib, chunk_size=2, pop_size=8
+    )
+    genomes = np.random.default_rng(1).integers(0, space.upper + 1, (8, space.n_genes))
+    genomes[0] = space.upper  # all 16-bit
+    return ev, stream, genomes
+
+
+def test_race_completed_equals_full_and_stopped_are_infeasible(setup):
+    ev, stream, genomes = setup
+    full = ev(genomes, stream)
+    metric = "phone_error"
+    # a bound just above the best genome's error: it completes, the worst stop
+    max_error = float(np.min(full[metric])) + 1e-4
+    race = ev.race(genomes, stream, metric, max_error)
+    done = race.completed
+    assert done.any() and (~done).any()
+    for name in ("phone_edits", "n_phones", "phone_error", "frame_error"):
+        np.testing.assert_array_equal(race.results[name][done], full[name][done])
+    # the loss is a float sum: the batches' random order may change its last bit
+    np.testing.assert_allclose(race.results["loss"][done], full["loss"][done], 1e-6)
+    # nothing feasible was stopped: every stopped genome really exceeds the bound
+    assert np.all(full[metric][~done] > max_error)
+    assert np.all(race.batches_seen[~done] < len(stream))
+    assert race.work_done < race.work_full
+
+
+@pytest.mark.parametrize("confidence", [1.0, 0.95])
+def test_race_stops_where_a_plain_loop_says(setup, confidence):
+    """Plain-loop reference: genome by genome, batch by batch in the race's order,
+    the bound recomputed in float64 numpy from one-genome evaluations."""
+    from scipy import stats
+
+    ev, stream, genomes = setup
+    max_error = float(np.min(ev(genomes, stream)["phone_error"])) + 1e-4
+    race = ev.race(genomes, stream, "phone_error", max_error, confidence, seed=3)
+    visit = np.random.default_rng(3).permutation(len(stream))
+    phones = [int(ev(genomes[:1], [stream[i]])["n_phones"][0]) for i in visit]
+    total, n_batches = sum(phones), len(stream)
+    for g, seen in zip(genomes, race.batches_seen, strict=True):
+        edits, expected = [], n_batches
+        for j, i in enumerate(visit[:-1]):
+            edits.append(int(ev(g[None], [stream[i]])["phone_edits"][0]))
+            k = j + 1
+            bound = sum(edits) / total
+            if confidence < 1 and k >= 2:
+                ratio = sum(edits) / sum(phones[:k])
+                s = np.std(
+                    [e - ratio * n for e, n in zip(edits, phones[:k], strict=True)],
+                    ddof=1,
+                )
+                se = np.sqrt(n_batches * (n_batches - k) / k) * s
+                t = stats.t.ppf(1 - 0.05 / (n_batches - 1), k - 1)
+                rest = max(ratio * (total - sum(phones[:k])) - t * se, 0.0)
+                bound = max(bound, (sum(edits) + rest) / total)
+            if bound > max_error:
+                expected = k
+                break
+        assert seen == expected
+
+
+def test_race_lower_bound_hand_numbers():
+    # certain part only: 30 errors seen, 200 reference units in all
+    bound = evaluate.race_lower_bound(
+        np.array([[10.0], [20.0]]), np.array([40, 60]), 200, 4, confidence=1.0
+    )
+    np.testing.assert_allclose(bound, [30 / 200])
+    # statistical: ratio 0.3, residuals (-2, 2), s = 2.828, se = sqrt(4*2/2)*s
+    # = 5.657, t(1 df, 1 - 0.05/3) = 19.08; rest = 0.3 * 100 - 19.08 * 5.657 < 0
+    bound = evaluate.race_lower_bound(
+        np.array([[10.0], [20.0]]), np.array([40, 60]), 200, 4, confidence=0.95
+    )
+    np.testing.assert_allclose(bound, [30 / 200])
+    # 3 of 4 batches, very consistent errors: the estimate of the rest counts
+    numerators = np.array([[30.0], [30.0], [31.0]])
+    bound = evaluate.race_lower_bound(
+        numerators, np.array([100, 100, 100]), 400, 4, confidence=0.95
+    )
+    assert 91 / 400 < bound[0] < 121 / 400
+
+
+def test_race_lower_bound_covers_at_its_confidence():
+    """Simulation: batches of a split in random order; the bound exceeds the true
+    whole-split error in at most ~5 % of the genomes over all looks together."""
+    rng = np.random.default_rng(0)
+    n_batches, misses, trials = 12, 0, 400
+    for _ in range(trials):
+        n = rng.integers(50, 150, n_batches)
+        rate = rng.uniform(0.2, 0.8)
+        e = rng.binomial(n, np.clip(rate + rng.normal(0, 0.05, n_batches), 0, 1))
+        truth = e.sum() / n.sum()
+        order = rng.permutation(n_batches)
+        for k in range(1, n_batches):
+            seen = order[:k]
+            bound = evaluate.race_lower_bound(
+                e[seen][:, None].astype(float), n[seen], int(n.sum()), n_batches
+            )[0]
+            if bound > truth:
+                misses += 1
+                break
+    assert misses / trials <= 0.06
+
+
+def test_race_with_a_loose_bound_is_the_full_evaluation(setup):
+    ev, stream, genomes = setup
+    full = ev(genomes, stream)
+    race = ev.race(genomes, stream, "phone_error", 10.0)
+    assert race.completed.all()
+    assert race.work_done == race.work_full
+    for name, values in full.items():
+        np.testing.assert_array_equal(race.results[name], values)
+
+
+def test_race_unknown_metric_is_one_line(setup):
+    ev, stream, genomes = setup
+    with pytest.raises(ValueError, match="no metric 'class_error'"):
+        ev.race(genomes, stream, "class_error", 0.5)
+
+
+def test_problem_race_marks_partial_genomes_infeasible(setup):
+    from mohaq_jax import hardware
+    from mohaq_jax.search import mohaq
+
+    ev, stream, genomes = setup
+    cost_fn = hardware.get_platform("bitfusion").make_cost_fn(ev.space)
+    full = ev(genomes, stream)["phone_error"]
+    max_error = float(np.min(full)) + 1e-4
+    settings = dict(
+        objectives=("error", "speedup"),
+        maximize=("speedup",),
+        pop_size=8,
+        n_offspring=8,
+        max_error=max_error,
+        memory_limit_mb=None,
+    )
+    plain = mohaq.QuantizationProblem(
+        ev, cost_fn, stream, mohaq.SearchConfig(**settings)
+    )
+    raced = mohaq.QuantizationProblem(
+        ev, cost_fn, stream, mohaq.SearchConfig(**settings, race=True)
+    )
+    _, res_plain = plain.evaluate(plain.initial_state(), genomes)
+    _, res_race = raced.evaluate(raced.initial_state(), genomes)
+    partial = res_race["error_partial"] > 0
+    assert partial.any() and (~partial).any()
+    np.testing.assert_array_equal(
+        res_race["error"][~partial], res_plain["error"][~partial]
+    )
+    # a partial estimate is errors so far over the frames seen: above the bound too
+    assert np.all(res_race["error"][partial] > max_error)
+    _, g_race = raced.fitness(res_race)
+    _, g_plain = plain.fitness(res_plain)
+    np.testing.assert_array_equal(
+        np.asarray(g_race[:, 1]) > 0, np.asarray(g_plain[:, 1]) > 0
+    )
+    assert np.all(res_race["dev_frames"][partial] < stream.n_frames)
+    assert np.all(res_race["dev_frames"][~partial] == stream.n_frames)
+    assert "error_partial" not in res_plain  # archives without racing unchanged
