@@ -98,6 +98,7 @@ def adapt(
     groups: Sequence[str] = (),
     variables: dict | None = None,
     items: Callable | None = None,
+    first_sites: str | None = None,
 ) -> FlaxModel:
     """Discovers the quantization sites of a Flax Linen module.
 
@@ -120,6 +121,9 @@ def adapt(
       variables: other flax collections for ``apply`` (e.g. ``{"batch_stats": ...}``).
       items: ``batch -> int``: examples the MACs are counted per; default the batch
         size, or batch x time for ``"frames"`` (MACs per frame).
+      first_sites: regex of the sites whose part of the forward the evaluator
+        computes once per setting of their genes (its first stage); default the
+        first site and those tied to it; ``""``: none.
 
     Returns:
       A :class:`~mohaq_jax.adapt.flax_model.FlaxModel` (the contract's config).
@@ -211,14 +215,22 @@ def adapt(
     for pattern in groups:
         ties.join(i for i, site in enumerate(out) if re.fullmatch(pattern, site.name))
     pinned = tuple(i for i, site in enumerate(out) if _matches(keep_float, site.name))
+    tie_groups = ties.groups()
+    if first_sites is None:
+        first = next((g for g in tie_groups if 0 in g), (0,))
+    else:
+        first = tuple(
+            i for i, site in enumerate(out) if re.fullmatch(first_sites, site.name)
+        )
     return dataclasses.replace(
         draft,
         sites=tuple(out),
         site_of_leaf=tuple(site_of_leaf),
         channel_shapes=tuple(channel_shapes),
-        ties=ties.groups(),
+        ties=tie_groups,
         pinned=pinned,
         ops=tuple(ops),
+        first_sites=tuple(first),
     )
 
 

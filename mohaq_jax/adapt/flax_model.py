@@ -13,8 +13,12 @@ space and every platform take it as they take the SRU:
   fake-quantizes each weight op's input at the genome's traced activation bits, so
   one compiled program serves every genome and the evaluator's ``vmap`` / ``lax.map``
   runs the whole population in one pass;
-* there is no cheap first stage to share for an arbitrary model, so
-  :func:`first_stage_sites` is empty and :func:`first_stage` is a placeholder.
+* the evaluator's first-stage sharing works on any model: the traced program is
+  split (:func:`mohaq_jax.adapt.trace.split_program`) into what depends only on the
+  ``first_sites`` (by default the first site and the sites tied to it) and the
+  rest; :func:`first_stage` returns the values the rest reads (a
+  :class:`Frontier`), computed once per setting of those sites' genes when that is
+  cheaper than once per genome, as the SRU's hand-written first stage.
 
 An *example* of this contract is a whole batch (the user's batch layout); the task
 ``"flax"`` (:data:`TASK`) turns the model's outputs into error counts with the
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +72,7 @@ class FlaxModel:
     pinned: tuple[int, ...]  # sites kept at the space's widest bits (float on export)
     ops: tuple[trace.WeightOp, ...]  # every weight op seen, trace order
     variables: Any = None  # other collections passed to apply (e.g. batch_stats)
+    first_sites: tuple[int, ...] = ()  # sites computed once per gene setting
 
     def to_dict(self) -> dict:
         return {
@@ -149,6 +155,52 @@ def init_params(key: jax.Array, config: FlaxModel, batch) -> dict:
     return config.module.init(key, *args)["params"]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    """The traced forward for one set of shapes, split at the first stage."""
+
+    jaxpr: Any  # ClosedJaxpr: inputs = params leaves, then batch leaves
+    out_tree: Any
+    early: tuple[bool, ...]  # per equation: part of the first stage
+    frontier: tuple  # first-stage vars the rest reads
+
+
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _program(config: FlaxModel, params, batch) -> _Program:
+    """The traced program of ``config`` for these shapes (traced once, cached)."""
+    leaves, treedef = jax.tree_util.tree_flatten((params, batch))
+    key = (treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+    cache = _PROGRAMS.setdefault(config, {})
+    if key not in cache:
+        closed, _ = trace.trace(forward(config), params, batch)
+        out_tree = jax.tree_util.tree_structure(
+            jax.eval_shape(forward(config), params, batch)
+        )
+        first = set(config.first_sites)
+        late = [
+            leaf
+            for leaf, site in enumerate(config.site_of_leaf)
+            if site >= 0 and site not in first
+        ]
+        early, frontier = trace.split_program(closed.jaxpr, late)
+        cache[key] = _Program(closed, out_tree, early, frontier)
+    return cache[key]
+
+
+def _run(config, params, batch, hook, **kwargs):
+    program = _program(config, params, batch)
+    args = jax.tree_util.tree_leaves((params, batch))
+    n_params = len(jax.tree_util.tree_leaves(params))
+    leaves = [frozenset({i}) for i in range(n_params)]
+    leaves += [trace.NO_LEAVES] * (len(args) - n_params)
+    outs, _ = trace.run_jaxpr(
+        program.jaxpr.jaxpr, program.jaxpr.consts, args, leaves, hook, **kwargs
+    )
+    return program, outs
+
+
 def apply(params, config: FlaxModel, batch, act_bits=None, act_clip=None, **_):
     """Outputs on a batch, float or with each site's input fake-quantized.
 
@@ -157,7 +209,8 @@ def apply(params, config: FlaxModel, batch, act_bits=None, act_clip=None, **_):
     if act_bits is None:
         return forward(config)(params, batch)
     hook = _Quantize(config.site_of_leaf, act_bits, act_clip)
-    return trace.interpret(forward(config), params, batch, hook)
+    program, outs = _run(config, params, batch, hook)
+    return jax.tree_util.tree_unflatten(program.out_tree, outs)
 
 
 def capture(params, config: FlaxModel, batch) -> list[jax.Array]:
@@ -178,15 +231,28 @@ def capture(params, config: FlaxModel, batch) -> list[jax.Array]:
 
 
 def first_stage_sites(config: FlaxModel) -> tuple[int, ...]:
-    """None: an arbitrary model has no first stage the evaluator could share."""
-    del config
-    return ()
+    """The sites whose bits decide :func:`first_stage` (``config.first_sites``)."""
+    return config.first_sites
 
 
-def first_stage(config, qparams, bits_a, clips, batch) -> jax.Array:
-    """A placeholder (the whole forward runs in :func:`rest_stages`)."""
-    del config, qparams, bits_a, clips, batch
-    return jnp.zeros((), jnp.float32)
+@struct.dataclass
+class Frontier:
+    """The first stage's values the rest of the program reads (indexable as a stack)."""
+
+    values: tuple
+
+    def __getitem__(self, index):
+        return Frontier(tuple(v[index] for v in self.values))
+
+
+def first_stage(config: FlaxModel, qparams, bits_a, clips, batch) -> Frontier:
+    """The part of the quantized forward that only the first sites' bits decide."""
+    hook = _Quantize(config.site_of_leaf, bits_a, clips)
+    program = _program(config, qparams, batch)
+    _, values = _run(
+        config, qparams, batch, hook, run=program.early, returns=program.frontier
+    )
+    return Frontier(tuple(values))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,9 +264,14 @@ class Outputs:
 
 
 def rest_stages(config: FlaxModel, qparams, bits_a, clips, hidden, batch) -> Outputs:
-    """The whole quantized forward of one genome on a batch."""
-    del hidden
-    return Outputs(apply(qparams, config, batch, bits_a, clips), config)
+    """The rest of the quantized forward of one genome, from :func:`first_stage`."""
+    hook = _Quantize(config.site_of_leaf, bits_a, clips)
+    program = _program(config, qparams, batch)
+    late = tuple(not e for e in program.early)
+    preset = dict(zip(program.frontier, hidden.values, strict=True))
+    _, outs = _run(config, qparams, batch, hook, run=late, preset=preset)
+    values = jax.tree_util.tree_unflatten(program.out_tree, outs)
+    return Outputs(values, config)
 
 
 # -------------------------------------------------------------------- the task
@@ -321,6 +392,7 @@ __all__ = [
     "AdaptedMetrics",
     "Config",
     "FlaxModel",
+    "Frontier",
     "Outputs",
     "apply",
     "capture",

@@ -152,6 +152,10 @@ def run_jaxpr(
     arg_leaves: Sequence[frozenset],
     hook: Hook,
     multiplier: int = 1,
+    *,
+    run: Sequence[bool] | None = None,
+    preset: dict | None = None,
+    returns: Sequence | None = None,
 ):
     """Evaluates ``jaxpr`` on ``args``, handing every weight op to ``hook``.
 
@@ -161,11 +165,14 @@ def run_jaxpr(
       arg_leaves: per input, the params leaves it derives from (empty: none).
       hook: a :class:`Hook`.
       multiplier: executions of this jaxpr per call of the forward (scan lengths).
+      run: per equation, whether to run it (default all): a part of the program.
+      preset: var -> value known beforehand (the other part's results).
+      returns: the vars to return instead of the jaxpr's outputs.
 
     Returns:
       ``(outputs, output_leaves)``.
     """
-    env, prov = {}, {}
+    env, prov = dict(preset or {}), {}
 
     def read(v):
         return v.val if isinstance(v, jex.core.Literal) else env[v]
@@ -177,7 +184,9 @@ def run_jaxpr(
         env[v] = c
     for v, a, p in zip(jaxpr.invars, args, arg_leaves, strict=True):
         env[v], prov[v] = a, p
-    for eqn in jaxpr.eqns:
+    for index, eqn in enumerate(jaxpr.eqns):
+        if run is not None and not run[index]:
+            continue
         invals = [read(v) for v in eqn.invars]
         in_leaves = [leaves_of(v) for v in eqn.invars]
         name = eqn.primitive.name
@@ -206,7 +215,40 @@ def run_jaxpr(
             env[v] = val
             if p:
                 prov[v] = p
-    return [read(v) for v in jaxpr.outvars], [leaves_of(v) for v in jaxpr.outvars]
+    outvars = jaxpr.outvars if returns is None else returns
+    return [read(v) for v in outvars], [leaves_of(v) for v in outvars]
+
+
+def split_program(jaxpr, late_inputs: Sequence[int]):
+    """Splits a jaxpr's equations into the part before and after ``late_inputs``.
+
+    An equation is *late* if it reads a late input or a late equation's output
+    (equations are in dependency order, so one pass decides). The early part is
+    what the first stage of a population evaluation computes once per setting of
+    its genes; the *frontier* is the early values the late part or the outputs read.
+
+    Returns:
+      ``(early, frontier)``: a bool per equation and the frontier vars.
+    """
+    late = {jaxpr.invars[i] for i in late_inputs}
+
+    def is_var(v):
+        return not isinstance(v, jex.core.Literal)
+
+    early = []
+    for eqn in jaxpr.eqns:
+        is_late = any(is_var(v) and v in late for v in eqn.invars)
+        if is_late:
+            late.update(eqn.outvars)
+        early.append(not is_late)
+    made_early = [
+        v for eqn, e in zip(jaxpr.eqns, early, strict=True) if e for v in eqn.outvars
+    ]
+    needed = {v for v in jaxpr.outvars if is_var(v)}
+    for eqn, e in zip(jaxpr.eqns, early, strict=True):
+        if not e:
+            needed.update(v for v in eqn.invars if is_var(v))
+    return tuple(early), tuple(v for v in made_early if v in needed)
 
 
 def _scan(eqn, invals, in_leaves, hook, multiplier):
@@ -359,5 +401,6 @@ __all__ = [
     "interpret",
     "op_facts",
     "run_jaxpr",
+    "split_program",
     "trace",
 ]
