@@ -323,7 +323,7 @@ def test_tie_space_hand_case():
         s for s in sru.sites(sru.ModelConfig(3, 4, hidden=2, n_layers=2, n_proj=2))
     ]
     space = genome.get_space("bitfusion", sites)  # w/a per proj, sru, fc
-    names = [s.name for s in sites]  # sru1, proj1, sru2, fc
+    names = [s.name for s in sites]  # proj1, sru1, proj2, sru2, fc
     tied = adapt.tie_space(space, ((0, 1),), pinned=(len(sites) - 1,))
     assert tied.n_genes == space.n_genes - 2
     assert tied.w_gene[0] == tied.w_gene[1] and tied.a_gene[0] == tied.a_gene[1]
