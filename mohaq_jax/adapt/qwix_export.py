@@ -103,7 +103,7 @@ def export(model: FlaxModel, space, genome, calib: qmodel.Calibration, params=No
 
     bits_w, bits_a = (np.asarray(b) for b in space.decode(jnp.asarray(genome)))
     clips = np.asarray(qmodel.act_clips(calib, jnp.asarray(bits_a)))
-    rules, out = [], []
+    rules, out, by_path = [], [], {}
     for i, site in enumerate(model.sites):
         w, a = int(bits_w[i]), int(bits_a[i])
         wq, aq = qtype(w), qtype(a)
@@ -130,6 +130,14 @@ def export(model: FlaxModel, space, genome, calib: qmodel.Calibration, params=No
                     "search weight clips are not absmax (e.g. MSE): qwix uses absmax"
                 )
         clip = None
+        first = by_path.get(module_path(site))
+        if first is not None:  # qwix rules match modules, not single ops
+            if (first.w_bits, first.a_bits) != (w, a):
+                notes.append(
+                    f"shares module {module_path(site)!r} with site {first.site}: "
+                    f"qwix applies that site's rule ({first.w_bits}/{first.a_bits} bits)"
+                )
+            wq = None  # no second rule for the same module
         if wq is not None:
             rule = dict(
                 module_path=re.escape(module_path(site)),
@@ -141,9 +149,11 @@ def export(model: FlaxModel, space, genome, calib: qmodel.Calibration, params=No
                 r = clip * _scale(a)
                 rule.update(act_qtype=aq, act_calibration_method=f"fixed,{-r!r},{r!r}")
             rules.append(qwix.QuantizationRule(**rule))
-        out.append(
-            SiteExport(site.name, module_path(site), w, a, wq, aq, clip, tuple(notes))
+        exported = SiteExport(
+            site.name, module_path(site), w, a, wq, aq, clip, tuple(notes)
         )
+        by_path.setdefault(module_path(site), exported)
+        out.append(exported)
     return tuple(rules), tuple(out)
 
 
@@ -275,7 +285,14 @@ def compare(
 
         notes = {
             s.site: list(s.notes)
-            + ([] if ok or s.weight_qtype is None else ["qwix did not intercept the op"])
+            + (
+                []
+                if ok or s.weight_qtype is None
+                else [
+                    "qwix did not see this weight at its op (x @ W, or kernels "
+                    "concatenated before the matmul): float in qwix"
+                ]
+            )
             for s, ok in zip(exported, seen, strict=True)
         }
         notes = {k: v for k, v in notes.items() if v}
