@@ -61,7 +61,9 @@ def same_genomes(space_from, space_to, genomes) -> np.ndarray:
     for g in genomes:
         bits = space_from.describe(g)
         out.append(
-            space_to.encode({f"{w}_{name}": b[w] for name, b in bits.items() for w in b})
+            space_to.encode(
+                {f"{w}_{name}": b[w] for name, b in bits.items() for w in b}
+            )
         )
     return np.stack(out).astype(np.int32)
 
@@ -69,7 +71,9 @@ def same_genomes(space_from, space_to, genomes) -> np.ndarray:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pop", type=int, default=32, help="population size")
-    parser.add_argument("--chunk", default="2", help="genomes per lax.map step, or full")
+    parser.add_argument(
+        "--chunk", default="2", help="genomes per lax.map step, or full"
+    )
     parser.add_argument("--space", default="bitfusion")
     parser.add_argument("--features", type=int, default=23)
     parser.add_argument("--classes", type=int, default=39)

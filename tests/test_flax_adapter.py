@@ -191,7 +191,11 @@ def test_transformer_attention_and_einsum_sites():
     space = adapt.genome_space(grouped, "bitfusion")
     # attention: one w and one a gene; mlp_in: two; mlp_out pinned: two of 1 value.
     assert space.n_genes == 6
-    pinned = [n for n, v in zip(space.gene_names, space.gene_values) if len(v) == 1]
+    pinned = [
+        n
+        for n, v in zip(space.gene_names, space.gene_values, strict=True)
+        if len(v) == 1
+    ]
     assert sorted(pinned) == ["a_mlp_out", "w_mlp_out"]
     assert space.gene_values[space.gene_names.index("w_mlp_out")] == (16,)
     attn = [i for i, s in enumerate(grouped.sites) if s.name.startswith("attn/")]

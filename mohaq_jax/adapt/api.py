@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax import genome as genome_lib
-from mohaq_jax import hardware, quantize, sites as sites_lib
+from mohaq_jax import hardware, quantize
+from mohaq_jax import sites as sites_lib
 from mohaq_jax.adapt import flax_model, trace
 from mohaq_jax.adapt.flax_model import FlaxModel
 from mohaq_jax.evaluate import PopulationEvaluator
@@ -56,8 +57,10 @@ def _matches(patterns: Sequence[str], name: str) -> bool:
 
 def _n_items(error, batch) -> int:
     first = jax.tree_util.tree_leaves(batch)[0]
-    return int(first.shape[0] * first.shape[1]) if error == "frames" else int(
-        first.shape[0]
+    return (
+        int(first.shape[0] * first.shape[1])
+        if error == "frames"
+        else int(first.shape[0])
     )
 
 
@@ -191,9 +194,11 @@ def adapt(
     for s, leaf in enumerate(used):
         size = math.prod(shapes[leaf])
         n_in = n_contract[s] if size % max(n_contract[s], 1) == 0 else shapes[leaf][0]
-        kind = "conv" if any(
-            leaf in op.leaves and op.primitive != "dot_general" for op in ops
-        ) else "matmul"
+        kind = (
+            "conv"
+            if any(leaf in op.leaves and op.primitive != "dot_general" for op in ops)
+            else "matmul"
+        )
         out.append(
             Site(
                 site_name(paths[leaf]),
@@ -416,7 +421,12 @@ def search(
         error_metric=error_metric or default_error_metric(model),
     )
     ev = evaluator(
-        model, space_obj, params, calib, fold, chunk_size=chunk_size,
+        model,
+        space_obj,
+        params,
+        calib,
+        fold,
+        chunk_size=chunk_size,
         pop_size=n_offspring,
     )
     problem = mohaq.QuantizationProblem(ev, cost_fn, dev, config, ideal, nadir)

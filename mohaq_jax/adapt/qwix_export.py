@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import bootstrap, metrics, qmodel, quantize, sites as sites_lib
+from mohaq_jax import bootstrap, metrics, qmodel, quantize
+from mohaq_jax import sites as sites_lib
 from mohaq_jax.adapt import flax_model
 from mohaq_jax.adapt.api import module_path
 from mohaq_jax.adapt.flax_model import FlaxModel

@@ -341,7 +341,9 @@ def _cond(eqn, invals, in_leaves, hook, multiplier):
 
         return fn
 
-    return list(jax.lax.switch(index, [branch(b) for b in eqn.params["branches"]], *ops))
+    return list(
+        jax.lax.switch(index, [branch(b) for b in eqn.params["branches"]], *ops)
+    )
 
 
 def trace(forward: Callable, params, batch):
@@ -370,9 +372,7 @@ def interpret(forward: Callable, params, batch, hook: Hook):
         len(args) - n_params
     )
     outs, _ = run_jaxpr(closed.jaxpr, closed.consts, args, leaves, hook)
-    out_tree = jax.tree_util.tree_structure(
-        jax.eval_shape(forward, params, batch)
-    )
+    out_tree = jax.tree_util.tree_structure(jax.eval_shape(forward, params, batch))
     return jax.tree_util.tree_unflatten(out_tree, outs)
 
 
