@@ -60,12 +60,13 @@ def same_genomes(space_from, space_to, genomes) -> np.ndarray:
     out = []
     for g in genomes:
         bits = space_from.describe(g)
-        out.append(
-            space_to.encode(
-                {f"{w}_{name}": b[w] for name, b in bits.items() for w in b}
-            )
-        )
-    return np.stack(out).astype(np.int32)
+        genome_ = np.zeros(space_to.n_genes, np.int32)
+        for i, site in enumerate(space_to.layers):
+            for which, genes in (("w", space_to.w_gene), ("a", space_to.a_gene)):
+                values = space_to.gene_values[genes[i]]
+                genome_[genes[i]] = values.index(bits[site.name][which])
+        out.append(genome_)
+    return np.stack(out)
 
 
 def main(argv=None):
