@@ -102,6 +102,8 @@ def main(argv=None):
     a_genomes = same_genomes(space, a_space, genomes)
     fold = np.arange(args.classes, dtype=np.int32)
     contract = evaluate.make_population_eval(config, space, fold, chunk)
+    # The first stage that saves the most for this space and population size.
+    model = adapt.for_population(model, a_space, args.pop)
     adapter = evaluate.make_population_eval(model, a_space, fold, chunk)
     g_c, g_a = jnp.asarray(genomes), jnp.asarray(a_genomes)
 
@@ -136,6 +138,10 @@ def main(argv=None):
         "model": config.to_dict(),
         "batch": [args.batch, args.frames],
         "compile_s": {"contract": t1 - t0, "adapter": t2 - t1},
+        "first_stage_sites": {
+            "contract": [space.layers[i].name for i in sru.first_stage_sites(config)],
+            "adapter": [a_space.layers[i].name for i in model.first_sites],
+        },
         "equal_counts": equal,
         "max_loss_diff": loss_diff,
         "genomes_per_s": rate,

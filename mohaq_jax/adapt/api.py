@@ -125,8 +125,9 @@ def adapt(
       items: ``batch -> int``: examples the MACs are counted per; default the batch
         size, or batch x time for ``"frames"`` (MACs per frame).
       first_sites: regex of the sites whose part of the forward the evaluator
-        computes once per setting of their genes (its first stage); default the
-        first site and those tied to it; ``""``: none.
+        computes once per setting of their genes (its first stage); default: the
+        first site and those tied to it, and :func:`evaluator` / :func:`search`
+        choose the prefix of sites that saves the most (:func:`for_population`).
 
     Returns:
       A :class:`~mohaq_jax.adapt.flax_model.FlaxModel` (the contract's config).
@@ -236,6 +237,7 @@ def adapt(
         pinned=pinned,
         ops=tuple(ops),
         first_sites=tuple(first),
+        first_auto=first_sites is None,
     )
 
 
@@ -312,10 +314,48 @@ def calibrate(
     return Calibration(w_clip=tuple(tables), a_clip=a_clip)
 
 
+def for_population(model: FlaxModel, space, pop_size: int) -> FlaxModel:
+    """``model`` with the first stage that saves the most for this space and size.
+
+    The evaluator computes the first stage once per setting of its genes instead of
+    once per genome when there are fewer settings than genomes; a longer prefix of
+    sites saves more MACs per genome but has more settings. Among the prefixes of
+    whole tie groups (forward order) this picks the one maximizing
+    ``(pop_size - settings) x MACs of the prefix`` (none if no prefix has fewer
+    settings than genomes). A model adapted with an explicit ``first_sites`` is
+    returned as is.
+    """
+    if not model.first_auto:
+        return model
+    group_of = {s: min(g) for g in model.ties for s in g}
+    best, best_saving, prefix, genes, macs = (), 0.0, [], set(), 0.0
+    for s in range(len(model.sites)):
+        if s in prefix:
+            continue
+        members = [t for t in range(len(model.sites)) if group_of.get(t, t) == s]
+        members = members or [s]
+        prefix.extend(members)
+        for t in members:
+            genes |= {space.w_gene[t], space.a_gene[t]}
+            macs += model.sites[t].macs_per_frame
+        settings = math.prod(int(space.n_levels[g]) for g in genes)
+        if settings >= pop_size:
+            break
+        saving = (pop_size - settings) * macs
+        if saving > best_saving:
+            best, best_saving = tuple(prefix), saving
+    return dataclasses.replace(model, first_sites=best)
+
+
 def evaluator(
     model: FlaxModel, space, params, calib: Calibration, fold=None, **kwargs
 ) -> PopulationEvaluator:
-    """The population evaluator of the adapted model (``kwargs``: its fields)."""
+    """The population evaluator of the adapted model (``kwargs``: its fields).
+
+    With a fixed ``pop_size`` the first stage is chosen for it (:func:`for_population`).
+    """
+    if kwargs.get("pop_size"):
+        model = for_population(model, space, kwargs["pop_size"])
     return PopulationEvaluator(model, space, fold, params, calib, **kwargs)
 
 
@@ -440,6 +480,7 @@ __all__ = [
     "calibrate",
     "default_error_metric",
     "evaluator",
+    "for_population",
     "genome_space",
     "module_path",
     "objective_bounds",

@@ -73,6 +73,7 @@ class FlaxModel:
     ops: tuple[trace.WeightOp, ...]  # every weight op seen, trace order
     variables: Any = None  # other collections passed to apply (e.g. batch_stats)
     first_sites: tuple[int, ...] = ()  # sites computed once per gene setting
+    first_auto: bool = False  # first_sites may be re-chosen per space and pop size
 
     def to_dict(self) -> dict:
         return {
