@@ -249,6 +249,21 @@ def test_lstm_of_flax_cells_frames():
 # -------------------------------------------------------------------------- SRU
 
 
+def _reencode(space_from, space_to, genomes):
+    """The same bits per site, as genomes of another space over the same sites."""
+    out = []
+    for g in genomes:
+        bits = space_from.describe(g)
+        new = np.zeros(space_to.n_genes, np.int32)
+        for i, site in enumerate(space_to.layers):
+            for which, genes in (("w", space_to.w_gene), ("a", space_to.a_gene)):
+                new[genes[i]] = space_to.gene_values[genes[i]].index(
+                    bits[site.name][which]
+                )
+        out.append(new)
+    return np.stack(out)
+
+
 @pytest.fixture(scope="module")
 def sru_setup():
     cfg = sru.ModelConfig(
@@ -283,16 +298,11 @@ def test_sru_through_the_adapter_equals_its_contract(sru_setup):
     space_c = genome.get_space("bitfusion", sru.sites(cfg))
     space_a = adapt.genome_space(model, "bitfusion")
     genomes = np.random.default_rng(0).integers(0, 4, (8, space_c.n_genes))
-    same = []
-    for g in genomes:
-        bits = space_c.describe(g)
-        same.append(
-            space_a.encode({f"{w}_{n}": b[w] for n, b in bits.items() for w in b})
-        )
+    same = _reencode(space_c, space_a, genomes)
     fold = np.arange(6)
     ev_c = evaluate.PopulationEvaluator(cfg, space_c, fold, params, calib, pop_size=8)
     ev_a = adapt.evaluator(model, space_a, params, calib, fold, pop_size=8)
-    got, want = ev_a(np.stack(same), batch), ev_c(genomes, batch)
+    got, want = ev_a(same, batch), ev_c(genomes, batch)
     for key in ("phone_edits", "n_phones"):
         np.testing.assert_array_equal(got[key], want[key])
     np.testing.assert_array_equal(
@@ -311,11 +321,23 @@ def test_sru_population_compiles_once_and_calibrates_as_the_contract(sru_setup):
     for a, b in zip(ours.w_clip, theirs.w_clip, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     space = adapt.genome_space(model, "silago")
-    fn = evaluate.make_population_eval(model, space, np.arange(6), 2)
+    # First stage by hand: savings (32 - settings) x MACs of proj1 (3 settings, 20
+    # MACs) 580, + sru1 (9, 276) 6348, + proj2 (27, 340) 1700, + sru2 (81): none.
+    # The best is the contract's hand-written first stage.
+    shared = adapt.for_population(model, space, 32)
+    assert shared.first_sites == sru.first_stage_sites(cfg) == (0, 1)
+    assert adapt.for_population(model, space, 3).first_sites == ()
+    fn = evaluate.make_population_eval(shared, space, np.arange(6), 2)
     rng = np.random.default_rng(1)
-    for _ in range(2):
-        genomes = jnp.asarray(rng.integers(0, 3, (4, space.n_genes)), jnp.int32)
-        fn(params, ours, genomes, full)
+    space_c = genome.get_space("silago", sru.sites(cfg))
+    want = evaluate.make_population_eval(cfg, space_c, np.arange(6), 2)
+    for _ in range(2):  # 12 genomes > 9 settings: the first stage is shared
+        genomes = rng.integers(0, 3, (12, space.n_genes)).astype(np.int32)
+        got = fn(params, theirs, jnp.asarray(genomes), full)
+        same = jnp.asarray(_reencode(space, space_c, genomes))
+        np.testing.assert_array_equal(
+            got.phone_edits, want(params, theirs, same, full).phone_edits
+        )
     assert fn._cache_size() == 1  # new bits, same program
 
 
