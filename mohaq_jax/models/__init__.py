@@ -46,6 +46,7 @@ MODELS: dict[str, str] = {
     "sru": "mohaq_jax.models.sru",
     "lstm": "mohaq_jax.models.lstm",
     "vgg": "mohaq_jax.models.vgg",
+    "flax": "mohaq_jax.adapt.flax_model",  # any Flax module, via mohaq_jax.adapt
 }
 
 
