@@ -45,7 +45,9 @@ def sru_layer(config, layer, x_mm, x_cell, valid) -> jax.Array:
     h, d = config.hidden, config.n_dirs
     kernel = layer["kernel"]
     k = kernel.shape[-1] // (d * h)
-    u = (x_mm @ kernel).reshape(n_time, n_batch, d, k, h)
+    # an einsum (not ``@``): qwix intercepts einsums, so a deployed SRU layer is
+    # quantized by qwix too (``mohaq_jax.adapt.qwix_export``); same dot_general
+    u = jnp.einsum("tbi,io->tbo", x_mm, kernel).reshape(n_time, n_batch, d, k, h)
     scale_x = (
         math.sqrt(1.0 + 2.0 * math.exp(config.highway_bias)) if config.rescale else 1.0
     )
