@@ -70,6 +70,7 @@ def model_config(model: ModelSettings, corpus) -> ModelConfig:
         n_layers=model.layers,
         bidirectional=model.bidirectional,
         n_proj=model.proj,
+        proj_first=model.proj_first,
         dropout=model.dropout,
     )
 

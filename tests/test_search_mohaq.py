@@ -16,7 +16,9 @@ from mohaq_jax.search import mohaq, report
 
 @pytest.fixture(scope="module")
 def problem_parts():
-    cfg = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
+    cfg = sru.ModelConfig(
+        n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
+    )
     k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
     params = sru.init_params(k_p, cfg)
     feats = jax.random.normal(k_x, (3, 12, 5))

@@ -54,6 +54,7 @@ class SearchConfig:
     # "phone_error" | "frame_error" | "loss" | "class_error" (image classification)
     error_metric: str = "phone_error"
     budget: int | None = None  # stop once this many genomes were evaluated
+    seed_uniform: bool = True  # initial population holds every uniform genome
 
     def __post_init__(self):
         if self.pop_size < 2 or self.n_offspring < 1 or self.n_generations < 0:
