@@ -42,7 +42,9 @@ def test_errors(problem, state, genomes, batch) -> np.ndarray:
     rows = np.flatnonzero(source > 0)
     if len(rows):
         out = out.copy()
-        out[rows] = problem.beacon_errors(state.extra, genomes[rows], source[rows], batch)
+        out[rows] = problem.beacon_errors(
+            state.extra, genomes[rows], source[rows], batch
+        )
     return out
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from mohaq_jax import config as config_lib
 from mohaq_jax import metrics, reporting, sharding, train
 from mohaq_jax.config import ExperimentConfig
+from mohaq_jax.data import provenance
 from mohaq_jax.measure import (
     beacon_gains,
     best_within_margin,
@@ -231,6 +232,7 @@ def search_one(
     t16 = problem.errors(g16, setup.test_batch)[s.error_metric][0]
     notes16 = [  # the platform's declared metrics, nothing made up
         f"{m} {r16[m][0]:.4g} {platform.metric(m).unit}"
+        + (" (placeholder constants)" if platform.metric(m).placeholder else "")
         for m in platform.metric_names()
         if m in r16
     ]
@@ -257,6 +259,10 @@ def search_one(
         "space": space.name,
         "data": corpus.name,
         "synthetic_data": bool(corpus.synthetic),
+        "data_provenance": provenance.describe(corpus),
+        "error_reading": metrics.error_reading(s.error_metric, setup.per_mode),
+        "sites": [site.name for site in space.layers],  # from the model itself
+        "placeholders": platform.placeholders(),
         "model_config": model_cfg.to_dict(),
         "search_config": search_config.to_dict(),
         "calibration": s.calib,
@@ -315,6 +321,7 @@ def search_one(
                 intervals=intervals,
                 confidence=s.confidence,
                 sweep=sweep,
+                placeholders=platform.placeholders(),
             ),
         )
     n_evaluations = int(result.history[-1]["n_evaluations"])

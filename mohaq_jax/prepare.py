@@ -208,7 +208,7 @@ def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[ModelConfig, dict, dict
     )
     say(
         progress,
-        f"float baseline: {info['epoch']} epochs, best dev PER "
+        f"float baseline: {info['epoch']} epochs, best dev PER (smoothed) "
         f"{info['best_dev_per']:.4f}"
         + ("" if info["loaded"] else f" (trained in {info['seconds']:.0f} s)"),
     )

@@ -220,7 +220,9 @@ def _gain_sentence(gains: list, pct: str) -> str:
         f"{100 * test:.2f} points"
     )
     if best["test_low"] is not None:
-        sentence += f" ({pct} interval {_interval(best['test_low'], best['test_high'])})"
+        sentence += (
+            f" ({pct} interval {_interval(best['test_low'], best['test_high'])})"
+        )
         if best["test_low"] > 0:
             sentence += ": beacons reduce the test error at this level**"
         elif best["test_high"] < 0:

@@ -271,7 +271,7 @@ def test_tune_interior_extends_an_edge_until_the_best_is_inside():
     i, j = np.unravel_index(np.argmin(per), per.shape)
     assert 0 < j < len(pen) - 1  # the penalty is interior now
     assert 0 < i < len(lm) - 1 or (i == 0 and lm[0] == 0.0)  # LM weights stay >= 0
-    assert all(b - a == pytest.approx(1.0) for a, b in zip(pen, pen[1:]))
+    assert np.allclose(np.diff(pen), 1.0)
 
 
 def test_tune_interior_is_bounded():

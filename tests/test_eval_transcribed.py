@@ -94,7 +94,7 @@ def test_eval_transcribed_reports_per_and_frame_error(
     )
     assert code == 0
     text = capsys.readouterr().out
-    assert "domain gap: PER 0.5000 on its own dev set" in text
+    assert "domain gap: PER (smoothed) 0.5000 on its own dev set" in text
     assert "trained on synthesized speech" in text and "| mfa | 1 |" in text
     doc = json.loads(out.read_text())
     assert doc["baseline"] == str(ckpt)

@@ -89,7 +89,9 @@ def test_every_error_column_is_decoded_per(run):
     # the beacons' own PTQ and QAT dev errors (the beacon table)
     for info in state.extra.info:
         assert info["rate"] == "per" and info["per_mode"] == "decoded"
-        bits_w, bits_a = (np.asarray(x) for x in space.decode(np.asarray(info["genome"])))
+        bits_w, bits_a = (
+            np.asarray(x) for x in space.decode(np.asarray(info["genome"]))
+        )
         ptq = _decoded(setup, setup.params, bits_w, bits_a, "dev")
         qat = _decoded(setup, _slot(state, info["slot"]), bits_w, bits_a, "dev")
         assert info["ptq_dev_error"] == pytest.approx(ptq, abs=1e-6)
@@ -111,14 +113,20 @@ def test_test_errors_belong_to_the_model_chosen_on_dev(run):
     for j, i in enumerate(front):
         won = m["beacon"][i] > 0 and m["beacon_error"][i] <= m["ptq_error"][i]
         assert chosen[j] == (int(m["beacon"][i]) if won else 0)
-        bits_w, bits_a = (np.asarray(x) for x in problem.space.decode(result.genomes[i]))
+        bits_w, bits_a = (
+            np.asarray(x) for x in problem.space.decode(result.genomes[i])
+        )
         params = setup.params if chosen[j] == 0 else _slot(result.state, chosen[j])
         test = _decoded(setup, params, bits_w, bits_a, "test")
         assert b["test_error"][j] == pytest.approx(test, abs=1e-6)
     # the intervals are the same models': their rates are the reported errors
     iv = b["intervals"]
-    np.testing.assert_allclose(iv["test"]["genomes"]["rate"], b["test_error"], rtol=1e-5)
-    np.testing.assert_allclose(iv["dev"]["genomes"]["rate"], m["error"][front], rtol=1e-5)
+    np.testing.assert_allclose(
+        iv["test"]["genomes"]["rate"], b["test_error"], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        iv["dev"]["genomes"]["rate"], m["error"][front], rtol=1e-5
+    )
 
 
 def test_beacon_comparison_reports_dev_and_test_with_paired_intervals(run):
@@ -132,7 +140,9 @@ def test_beacon_comparison_reports_dev_and_test_with_paired_intervals(run):
         pf = np.flatnonzero(plain["result"].front & (pm["speedup"] >= g["speedup"]))
         assert pm["error"][g["plain_index"]] == pm["error"][pf].min()
         assert g["dev_plain"] == pytest.approx(pm["error"][g["plain_index"]], abs=1e-6)
-        assert g["dev_beacon"] == pytest.approx(bm["error"][g["beacon_index"]], abs=1e-6)
+        assert g["dev_beacon"] == pytest.approx(
+            bm["error"][g["beacon_index"]], abs=1e-6
+        )
         for split in ("dev", "test"):
             red = g[f"{split}_reduction"]
             assert red == pytest.approx(g[f"{split}_plain"] - g[f"{split}_beacon"])
@@ -142,7 +152,9 @@ def test_beacon_comparison_reports_dev_and_test_with_paired_intervals(run):
     rng = np.random.default_rng(1)
     e = rng.integers(0, 5, (2, 9)).astype(float)
     t = np.full((2, 9), 5.0)
-    ci = bootstrap.bootstrap_intervals(e[1:], t[1:], 200, 0.9, 0, reference=(e[0], t[0]))
+    ci = bootstrap.bootstrap_intervals(
+        e[1:], t[1:], 200, 0.9, 0, reference=(e[0], t[0])
+    )
     draws = bootstrap.resample_indices(9, 200, 0)
     diff = e[1][draws].sum(1) / t[1][draws].sum(1) - e[0][draws].sum(1) / t[0][
         draws

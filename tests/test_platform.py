@@ -12,8 +12,8 @@ from mohaq_jax.search import nsga2
 
 PLATFORM_NAMES = sorted(hardware.PLATFORMS)
 TINY = sru.ModelConfig(
-        n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
-    )
+    n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
+)
 MODELS = {"tiny": sru.layer_specs(TINY), "paper": sru.layer_specs(sru.paper_config())}
 
 
