@@ -164,3 +164,27 @@ def test_beacon_comparison_reports_dev_and_test_with_paired_intervals(run):
     assert "test reduction" in text and "phone error rate (PER), decoded" in text
     assert f"{100 * g['test_reduction']:.2f}" in text
     assert cfg.search.per == "decoded"
+
+
+def test_outputs_record_reading_provenance_sites_and_placeholders(run):
+    import json
+
+    summary, setup = run["summary"], run["setup"]
+    out = summary["inference_only"]["out"]
+    doc = json.loads(open(os.path.join(out, "pareto.json")).read())
+    settings = doc["settings"]
+    assert settings["error_reading"].startswith("phone error rate (PER), decoded")
+    data = settings["data_provenance"]
+    assert data["corpus"] == "espeak" and data["synthetic"] is True
+    for name, split in setup.corpus.splits().items():
+        assert data["splits"][name]["utterances"] == len(split)
+        assert data["splits"][name]["speakers"] == len(set(split.speakers))
+    # the sites come from the model: 2 SRU layers, one projection (before layer 2)
+    assert settings["sites"] == ["sru1", "proj1", "sru2", "fc"]
+    assert set(settings["placeholders"]) == {"energy_pj", "energy_buffer_pj"}
+    text = open(os.path.join(out, "report.md")).read()
+    assert "- errors: phone error rate (PER), decoded" in text
+    assert "- data: espeak (synthesized speech, size tiny" in text
+    assert "- sites searched (4, from the model): sru1, proj1, sru2, fc" in text
+    assert "**energy_pj rests on PLACEHOLDER constants**" in text
+    assert "(placeholder constants)" in text  # the 16-bit baseline's energy note

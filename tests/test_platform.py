@@ -150,3 +150,20 @@ def test_cost_fn_must_return_exactly_the_declared_metrics():
 def test_bad_declarations_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         _toy(**overrides)
+
+
+def test_placeholder_metrics_are_declared_and_labelled():
+    from mohaq_jax.search.plots import axis_label
+
+    reconfig = hardware.get_platform("reconfig").placeholders()
+    assert {"energy_pj", "energy_mac_pj", "energy_weight_mem_pj"} <= set(reconfig)
+    assert "SiLago" in reconfig["energy_pj"]
+    assert set(hardware.get_platform("bitfusion").placeholders()) == {
+        "energy_pj",
+        "energy_buffer_pj",
+    }
+    assert hardware.get_platform("silago").placeholders() == {}  # all cited
+    metric = hardware.get_platform("reconfig").metric("energy_pj")
+    assert metric.label == "energy_pj (pJ/frame, PLACEHOLDER constants)"
+    assert axis_label("energy_pj", reconfig).endswith("[PLACEHOLDER constants]")
+    assert "PLACEHOLDER" not in axis_label("speedup", reconfig)

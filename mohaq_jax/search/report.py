@@ -49,7 +49,7 @@ class Details:
 
 
 def counts_words(n_evaluations: int, n_unique: int) -> str:
-    """The one way counts are said: ``"190 evaluations (163 unique genomes)"``."""
+    """The one way counts are said: ``"N evaluations (U unique genomes)"``."""
     return f"{n_evaluations} evaluations ({n_unique} unique genomes)"
 
 
