@@ -162,9 +162,10 @@ def table(rows: list[Row]) -> str:
     ]
     lines += [row.line() for row in rows]
     for label, chosen in (
-        ("independent (arctic+mfa, uncut)", [
-            r for r in rows if r.group != "librivox" and "cut" not in r.name
-        ]),
+        (
+            "independent (arctic+mfa, uncut)",
+            [r for r in rows if r.group != "librivox" and "cut" not in r.name],
+        ),
         ("all uncut", [r for r in rows if "cut" not in r.name]),
         ("all", rows),
     ):

@@ -56,7 +56,8 @@ def rescore_front(path, corpus, config, params, decoder) -> list:
             per = ev(genomes, _whole_split(getattr(corpus, split)))["phone_error"]
             for row, value in zip(out, per, strict=True):
                 row[f"{split}_{mode}"] = float(value)
-    print("front (search error = smoothed dev PER of the search):")
+    reading = front.get("settings", {}).get("phone_error_read_by", "not recorded")
+    print(f"front (search error = the search's dev PER, read {reading}):")
     for row in sorted(out, key=lambda r: -(r["speedup"] or 0)):
         print(
             f"  speedup {row['speedup'] or 0:5.2f} {row['bits']}: dev raw/smoothed/"

@@ -63,8 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--baseline",
         default=None,
         help="baseline checkpoint (folder or baseline.msgpack); default: the search "
-        "experiments' default baseline if cached, else the newest finished "
-        "baseline of the default eSpeak corpus under CACHE/baselines",
+        "experiments' default baseline if cached, else the one finished baseline "
+        "of the default eSpeak corpus under CACHE/baselines (several: refused)",
     )
     p.add_argument(
         "--cache-dir", default=None, help="default: $MOHAQ_CACHE or ~/.cache/mohaq_jax"
@@ -95,14 +95,22 @@ def default_baseline_path(cache_dir=None) -> pathlib.Path | None:
     return pathlib.Path(folder) / train.BASELINE_FILE
 
 
+def refuse(message: str):
+    """A user error: one line on stderr, exit status 2."""
+    print(f"eval_transcribed: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def find_baseline(cache_dir=None) -> pathlib.Path:
-    """The newest finished baseline trained on the default-size eSpeak corpus.
+    """The one finished baseline trained on the default-size eSpeak corpus.
 
     Every ``CACHE/baselines/*/baseline.msgpack`` is considered (whatever the folder
-    naming); tiny smoke-test corpora and other data sets are passed over.
+    naming); tiny smoke-test corpora and other data sets are passed over. Several
+    candidates (other training settings or models) are ambiguous: which one is meant
+    is the user's choice, so they are listed and none is taken.
 
     Raises:
-      SystemExit: none is there (says how to get one).
+      SystemExit(2): none, or more than one, is there (says what to do).
     """
     root = pathlib.Path(cache_dir or corpus_lib.default_cache_dir()) / "baselines"
     found = []
@@ -111,14 +119,20 @@ def find_baseline(cache_dir=None) -> pathlib.Path:
         data = meta.get("data_settings", {})
         size = data.get("settings", {}).get("size", "default")
         if meta.get("finished") and data.get("name") == "espeak" and size == "default":
-            found.append((path.stat().st_mtime, path))
+            found.append(path)
     if not found:
-        raise SystemExit(
+        refuse(
             f"no finished eSpeak baseline under {root}; train one first "
             "(python -m experiments.train_baseline, or any search experiment) "
             "or pass --baseline"
         )
-    return max(found)[1]
+    if len(found) > 1:
+        names = ", ".join(str(p.parent) for p in sorted(found))
+        refuse(
+            f"{len(found)} finished eSpeak baselines under {root} and none is the "
+            f"default flags' one; pass --baseline with one of: {names}"
+        )
+    return found[0]
 
 
 def evaluate_by_speaker(params, model_config, corpus) -> dict:
@@ -190,11 +204,11 @@ def main(argv=None) -> int:
     print(
         f"float baseline {path} (trained on the {trained_on} corpus"
         + (", synthesized speech" if synthetic else "")
-        + f", {meta['epoch']} epochs; its own dev PER {dev['per']:.4f}, "
+        + f", {meta['epoch']} epochs; its own dev PER (smoothed) {dev['per']:.4f}, "
         f"frame error {dev['fer']:.4f})"
     )
     print(f"evaluated on real speech: {corpus_dir} (labels: {labels})")
-    print("| part | utterances | seconds | frame error | PER |")
+    print("| part | utterances | seconds | frame error | PER (smoothed) |")
     print("|---|---|---|---|---|")
     for name, row in rows.items():
         print(
@@ -203,7 +217,7 @@ def main(argv=None) -> int:
         )
     gap = rows["all"]["per"] - dev["per"]
     print(
-        f"domain gap: PER {dev['per']:.4f} on its own dev set -> "
+        f"domain gap: PER (smoothed) {dev['per']:.4f} on its own dev set -> "
         f"{rows['all']['per']:.4f} on these real recordings ({gap:+.4f})"
         + (
             "; a model trained on synthesized speech, not a real-speech result"
@@ -219,6 +233,7 @@ def main(argv=None) -> int:
             "corpus_dir": str(corpus_dir),
             "labels": labels,
             "notice": corpus.notice,
+            "per_read_by": "smoothed",  # no decoder here: both PERs are smoothed
             "rows": rows,
         }
         atomic.write_text(args.json, json.dumps(doc, indent=2, default=float))

@@ -78,6 +78,7 @@ class ModelSettings:
         4  # --layers: stacked recurrent layers (paper: 4): 8 quantization sites
     )
     proj: int = 64  # --proj: low-rank projection before layers 2.. (0 = none)
+    proj_first: bool = False  # --proj-first: a projection before layer 1 too
     dropout: float = 0.25  # --dropout: on layer outputs while training (paper: 0.1)
     bidirectional: bool = True  # --unidirectional sets False
     paper_model: bool = False  # --paper-model: the authors' 4 x 550, projection 256
@@ -119,6 +120,7 @@ class SearchSettings:
     generations: int = 15  # --generations: after the initial population (paper: 15)
     seed: int = 0  # --seed: search seed (same seed, same front)
     budget: int | None = None  # --budget: stop after this many evaluations (None: none)
+    seed_uniform: bool = True  # --no-seed-uniform: no uniform genomes in the start
     max_error: float | None = (
         None  # --max-error: error constraint (None: float + margin)
     )

@@ -2,9 +2,9 @@
 
 Helpers of :mod:`mohaq_jax.pipeline`, each taking the search's problem (its evaluator),
 the problem's final state (score cache, beacons: ``SearchResult.state``) and the
-prepared data: the Pareto set's test error (with the beacon each
-genome used), bootstrap confidence intervals of dev and test error per Pareto solution
-and for the float model (per-utterance counts, :mod:`mohaq_jax.bootstrap`), and the
+prepared data: the Pareto set's test error (each genome with the model, PTQ or its
+beacon's, chosen on dev), bootstrap confidence intervals of dev and test error per
+Pareto solution and for the float model (per-utterance counts, :mod:`mohaq_jax.bootstrap`), and the
 compression experiment's uniform-bit sweep.
 """
 
@@ -19,15 +19,33 @@ from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.prepare import Setup, say
 
 
+def chosen_models(problem, state, genomes) -> np.ndarray:
+    """Which weights each genome's dev error came from: 0 = the float model's (PTQ),
+    ``s > 0`` = beacon slot ``s`` (its retrained weights, when they won on dev).
+
+    The choice is made on dev only; test errors and both intervals then belong to
+    the chosen model (never the better of two on test).
+    """
+    _, m = problem.evaluate(state, genomes)
+    if "beacon" not in m:
+        return np.zeros(len(genomes), np.int32)
+    won = (m["beacon"] > 0) & (m["beacon_error"] <= m["ptq_error"])
+    return np.where(won, m["beacon"], 0).astype(np.int32)
+
+
 def test_errors(problem, state, genomes, batch) -> np.ndarray:
-    """Test error of genomes, with the beacon each one used on dev (min with PTQ)."""
+    """Test error of genomes, each with the model chosen on dev (:func:`chosen_models`:
+    PTQ, or its beacon's retrained weights when those won on dev)."""
     metric = problem.config.error_metric
-    ptq = problem.errors(genomes, batch)[metric]
-    index = problem.evaluate(state, genomes)[1]["beacon"].astype(np.int32)
-    if not np.any(index):
-        return ptq
-    beacon = problem.beacon_errors(state.extra, genomes, index, batch)
-    return np.where(index > 0, np.minimum(ptq, beacon), ptq)
+    source = chosen_models(problem, state, genomes)
+    out = problem.errors(genomes, batch)[metric]
+    rows = np.flatnonzero(source > 0)
+    if len(rows):
+        out = out.copy()
+        out[rows] = problem.beacon_errors(
+            state.extra, genomes[rows], source[rows], batch
+        )
+    return out
 
 
 def compression_sweep(problem, state, setup: Setup, sweep_bits) -> dict:
@@ -100,36 +118,10 @@ def error_intervals(
         f"confidence intervals: {len(genomes)} Pareto solution(s) and the float "
         f"model, per utterance on dev and test, {s.n_bootstrap} bootstrap resamples",
     )
-    evaluator = problem.evaluator
-    size = -(-len(genomes) // 8) * 8  # few distinct sizes: few compilations
-    ci_eval = PopulationEvaluator(
-        evaluator.config,
-        evaluator.space,
-        evaluator.fold,
-        evaluator.params,
-        evaluator.calib,
-        chunk_size=None,
-        pop_size=size,
-        decoder=evaluator.decoder,
-        per_mode=evaluator.per_mode,
-    )
     sources = np.zeros(len(genomes), np.int32)
     if beacon_config is not None:
-        _, m = problem.evaluate(state, genomes)
-        won = (m["beacon"] > 0) & (m["beacon_error"] <= m["ptq_error"])
-        sources = np.where(won, m["beacon"], 0).astype(np.int32)
-
-    def evaluate_genomes(batch):
-        out = {}
-        for slot in np.unique(sources):
-            rows = np.flatnonzero(sources == slot)
-            params = None
-            if slot > 0:
-                params = jax.tree.map(lambda leaf, s=slot: leaf[s], state.extra.stacked)
-            res = ci_eval(genomes[rows], batch, params=params)
-            for k, v in res.items():
-                out.setdefault(k, np.zeros(len(genomes), v.dtype))[rows] = v
-        return out
+        sources = chosen_models(problem, state, genomes)
+    evaluate_genomes = _chosen_evaluator(problem, state, genomes, sources)
 
     zero = np.zeros((1, float_eval.space.n_genes), np.int32)
     # Per-utterance counts: one utterance at a time, padded to one length (one
@@ -151,6 +143,122 @@ def error_intervals(
         )
         for split, batch in splits.items()
     }
+
+
+def _chosen_evaluator(problem, state, genomes, sources):
+    """``batch -> {metric: (g,)}``: each genome on the weights of slot ``sources[i]``
+    (0: the float model's, PTQ; ``s > 0``: beacon ``s``'s retrained weights)."""
+    evaluator = problem.evaluator
+    size = -(-len(genomes) // 8) * 8  # few distinct sizes: few compilations
+    ci_eval = PopulationEvaluator(
+        evaluator.config,
+        evaluator.space,
+        evaluator.fold,
+        evaluator.params,
+        evaluator.calib,
+        chunk_size=None,
+        pop_size=size,
+        decoder=evaluator.decoder,
+        per_mode=evaluator.per_mode,
+    )
+
+    def evaluate_genomes(batch):
+        out = {}
+        for slot in np.unique(sources):
+            rows = np.flatnonzero(sources == slot)
+            params = None
+            if slot > 0:
+                params = jax.tree.map(lambda leaf, s=slot: leaf[s], state.extra.stacked)
+            res = ci_eval(genomes[rows], batch, params=params)
+            for k, v in res.items():
+                out.setdefault(k, np.zeros(len(genomes), v.dtype))[rows] = v
+        return out
+
+    return evaluate_genomes
+
+
+def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
+    """What beacons buy at each speedup level, on dev and on test, paired intervals.
+
+    At each speedup level ``s`` (the speedups of both final fronts), each search's
+    solution is its front's lowest-*dev*-error genome with speedup ``>= s``, scored
+    with its dev-chosen model (:func:`chosen_models`). Both solutions are scored per
+    utterance on dev and test; the reduction (inference-only error minus
+    beacon-based error) gets a paired percentile bootstrap interval (the same
+    utterance draws for both, :func:`mohaq_jax.bootstrap.bootstrap_intervals`).
+
+    Args:
+      cfg: the experiment config (bootstrap resamples, confidence, seed, metric).
+      setup: the prepared data (dev and test splits).
+      plain, beacons: summaries of the inference-only and beacon-based searches
+        (``problem``, ``result``).
+
+    Returns:
+      One dict per level: ``speedup``, the archive indices ``plain_index`` and
+      ``beacon_index``, and per split ``{split}_plain``, ``{split}_beacon`` (errors)
+      and ``{split}_reduction`` with ``{split}_low``/``{split}_high`` (interval of
+      the reduction; None with ``--bootstrap 0``).
+    """
+    s = cfg.search
+    pp, pr = plain["problem"], plain["result"]
+    bp, br = beacons["problem"], beacons["result"]
+    pm, bm = pr.metrics, br.metrics
+    pf, bf = np.asarray(pr.front, bool), np.asarray(br.front, bool)
+    levels = np.unique(np.concatenate([pm["speedup"][pf], bm["speedup"][bf]]))
+    picks = []
+    for level in levels:
+        a = np.flatnonzero(pf & (pm["speedup"] >= level))
+        b = np.flatnonzero(bf & (bm["speedup"] >= level))
+        if len(a) and len(b):
+            ia = a[np.argmin(pm["error"][a])]
+            ib = b[np.argmin(bm["error"][b])]
+            picks.append((float(level), int(ia), int(ib)))
+    if not picks:
+        return []
+    say(
+        cfg.output.progress,
+        f"beacon gain: {len(picks)} speedup level(s), both searches per utterance on "
+        "dev and test",
+    )
+    ia = np.asarray([p[1] for p in picks])
+    ib = np.asarray([p[2] for p in picks])
+    eval_a = _chosen_evaluator(
+        pp, pr.state, pr.genomes[ia], np.zeros(len(ia), np.int32)
+    )
+    eval_b = _chosen_evaluator(
+        bp, br.state, br.genomes[ib], chosen_models(bp, br.state, br.genomes[ib])
+    )
+    splits = {
+        name: _padded_split(getattr(setup.corpus, name)) for name in ("dev", "test")
+    }
+    n_time = max(b[0].shape[1] for b in splits.values())
+    rows = [{"speedup": lv, "plain_index": a, "beacon_index": b} for lv, a, b in picks]
+    for split, batch in splits.items():
+        one = np.zeros((1, 1), np.int32)
+        ea, ta = bootstrap.per_utterance_counts(
+            lambda g, x: eval_a(x), one, batch, s.error_metric, n_time
+        )
+        eb, tb = bootstrap.per_utterance_counts(
+            lambda g, x: eval_b(x), one, batch, s.error_metric, n_time
+        )
+        for j, row in enumerate(rows):
+            rate_a = ea[j].sum() / max(ta[j].sum(), 1.0)
+            rate_b = eb[j].sum() / max(tb[j].sum(), 1.0)
+            row[f"{split}_plain"], row[f"{split}_beacon"] = rate_a, rate_b
+            row[f"{split}_reduction"] = rate_a - rate_b
+            row[f"{split}_low"] = row[f"{split}_high"] = None
+            if s.n_bootstrap:
+                ci = bootstrap.bootstrap_intervals(
+                    eb[j][None],
+                    tb[j][None],
+                    s.n_bootstrap,
+                    s.confidence,
+                    s.seed,
+                    reference=(ea[j], ta[j]),
+                )  # beacon minus plain: the reduction is its negative
+                row[f"{split}_low"] = float(-ci["diff_high"][0])
+                row[f"{split}_high"] = float(-ci["diff_low"][0])
+    return rows
 
 
 def _padded_split(split):

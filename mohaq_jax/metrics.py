@@ -177,6 +177,31 @@ def resolve_per_mode(per_mode, decoder) -> str:
     return per_mode
 
 
+#: How each ``per_mode`` reads phones, in words (reports and printed errors).
+PER_READINGS = {
+    "decoded": "decoded (Viterbi phone loop with a bigram LM)",
+    "smoothed": f"smoothed (argmax of posteriors averaged over {PER_SMOOTHING} frames)",
+    "raw": "raw (framewise argmax)",
+}
+
+
+def error_reading(metric: str, per_mode: str | None = None) -> str:
+    """An error metric in words, with how phones were read for a phone error.
+
+    ``error_reading("phone_error", "decoded")`` ->
+    "phone error rate (PER), decoded (Viterbi phone loop with a bigram LM)".
+    """
+    if metric == "phone_error":
+        mode = PER_READINGS.get(per_mode, per_mode or "reading not recorded")
+        return f"phone error rate (PER), {mode}"
+    words = {
+        "frame_error": "frame error rate (framewise argmax)",
+        "class_error": "classification error",
+        "loss": "cross-entropy loss",
+    }
+    return words.get(metric, metric.replace("_", " "))
+
+
 def phone_predictions(
     logits, lengths, per_mode=None, decoder=None, window: int = PER_SMOOTHING
 ) -> jax.Array:

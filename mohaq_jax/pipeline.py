@@ -21,9 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax import config as config_lib
-from mohaq_jax import reporting, sharding, train
+from mohaq_jax import metrics, reporting, sharding, train
 from mohaq_jax.config import ExperimentConfig
+from mohaq_jax.data import provenance
 from mohaq_jax.measure import (
+    beacon_gains,
     best_within_margin,
     compression_sweep,
     error_intervals,
@@ -75,8 +77,15 @@ def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
         beacon_config=bcfg,
     )
     retrained = retrain_front(cfg, setup, with_beacons, bcfg)
+    gains = beacon_gains(cfg, setup, plain, with_beacons)
     comparison = reporting.compare_searches(
-        setup.corpus, plain, with_beacons, retrained
+        setup.corpus,
+        plain,
+        with_beacons,
+        retrained,
+        gains,
+        metrics.error_reading(cfg.search.error_metric, setup.per_mode),
+        cfg.search.confidence,
     )
     path = os.path.join(out, "report.md")
     if sharding.is_main_process():
@@ -95,6 +104,7 @@ def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
         "inference_only": plain,
         "beacons": with_beacons,
         "retrained": retrained,
+        "gains": gains,
         "report": path,
     }
 
@@ -117,6 +127,7 @@ def retrain_front(cfg: ExperimentConfig, setup: Setup, summary: dict, bcfg) -> d
         "check the beacon estimates",
     )
     bits_w, bits_a = jax.vmap(problem.space.decode)(jnp.asarray(result.genomes[verify]))
+    # The beacons' QAT settings: monitored and reported in the search's metric.
     _, info = train.qat_finetune(
         setup.params,
         setup.model_config,
@@ -126,9 +137,13 @@ def retrain_front(cfg: ExperimentConfig, setup: Setup, summary: dict, bcfg) -> d
         setup.corpus,
         epochs=bcfg.epochs,
         lr=bcfg.lr,
+        train_config=problem.train_config,
         progress=cfg.output.progress,
+        decoder=setup.decoder,
+        per_mode=setup.per_mode,
     )
-    return {int(i): float(e) for i, e in zip(verify, info["dev_per"], strict=True)}
+    errors = info[f"dev_{problem.train_config.monitor}"]
+    return {int(i): float(e) for i, e in zip(verify, errors, strict=True)}
 
 
 def run_algorithm(
@@ -217,6 +232,7 @@ def search_one(
     t16 = problem.errors(g16, setup.test_batch)[s.error_metric][0]
     notes16 = [  # the platform's declared metrics, nothing made up
         f"{m} {r16[m][0]:.4g} {platform.metric(m).unit}"
+        + (" (placeholder constants)" if platform.metric(m).placeholder else "")
         for m in platform.metric_names()
         if m in r16
     ]
@@ -243,6 +259,10 @@ def search_one(
         "space": space.name,
         "data": corpus.name,
         "synthetic_data": bool(corpus.synthetic),
+        "data_provenance": provenance.describe(corpus),
+        "error_reading": metrics.error_reading(s.error_metric, setup.per_mode),
+        "sites": [site.name for site in space.layers],  # from the model itself
+        "placeholders": platform.placeholders(),
         "model_config": model_cfg.to_dict(),
         "search_config": search_config.to_dict(),
         "calibration": s.calib,
@@ -301,6 +321,7 @@ def search_one(
                 intervals=intervals,
                 confidence=s.confidence,
                 sweep=sweep,
+                placeholders=platform.placeholders(),
             ),
         )
     n_evaluations = int(result.history[-1]["n_evaluations"])

@@ -70,6 +70,7 @@ def model_config(model: ModelSettings, corpus) -> ModelConfig:
         n_layers=model.layers,
         bidirectional=model.bidirectional,
         n_proj=model.proj,
+        proj_first=model.proj_first,
         dropout=model.dropout,
     )
 
@@ -214,7 +215,7 @@ def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[ModelConfig, dict, dict
         )
     say(
         progress,
-        f"float baseline: {info['epoch']} epochs, best dev PER "
+        f"float baseline: {info['epoch']} epochs, best dev PER (smoothed) "
         f"{info['best_dev_per']:.4f}"
         + ("" if info["loaded"] else f" (trained in {info['seconds']:.0f} s)"),
     )

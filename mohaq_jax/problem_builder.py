@@ -199,6 +199,7 @@ def build_problem(
         budget=s.budget,
         race=s.race,
         race_confidence=s.race_confidence,
+        seed_uniform=s.seed_uniform,
     )
     ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
     if beacon_config is None:

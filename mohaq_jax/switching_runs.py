@@ -146,7 +146,7 @@ def run_sru(cfg: ExperimentConfig) -> dict:
             },
         )
         print(
-            f"{name}: test PER {test['per']:.4f}, compression vs u4 "
+            f"{name}: test PER (smoothed) {test['per']:.4f}, compression vs u4 "
             f"{info['compression']['compression_vs_uniform4']:.3f}x, energy vs u4 "
             f"{info['compression']['energy_rel_uniform4']:.3f} ({seconds:.0f} s)"
         )
@@ -189,9 +189,7 @@ def vgg_data(cfg: ExperimentConfig):
         data = images_lib.load_digits(
             image_size=cfg.data.image_size, seed=0, noise=cfg.data.image_noise
         )
-        base = dataclasses.replace(
-            vgg.digits_config(), image_size=cfg.data.image_size
-        )
+        base = dataclasses.replace(vgg.digits_config(), image_size=cfg.data.image_size)
         n = cfg.data.max_train_images  # --max-train-images: as with CIFAR-10
         if n is not None:
             train = images_lib.ImageSplit(data.train.images[:n], data.train.labels[:n])
@@ -390,6 +388,10 @@ def sru_report(res: dict) -> str:
         f"Float baseline: dev PER {res['float']['dev_per']:.4f}, test PER "
         f"{res['float']['test_per']:.4f} (trained {res['float']['seconds']:.0f} s, "
         f"loaded: {res['float']['loaded']}).",
+        "",
+        "Every PER here is smoothed (argmax of posteriors averaged over 7 frames; "
+        "no decoder). Energy vs u4 weighs MAC and memory energies that are "
+        "PLACEHOLDER constants (SiLago's pJ, hardware/reconfig.py).",
         "",
         "| run | base w bits | a bits | extra-bit weights | bits/weight | test PER |"
         " dev PER | test FER | compression vs u4 | vs float32 | energy vs u4 | "

@@ -227,6 +227,7 @@ def run(cfg: ExperimentConfig) -> dict:
         memory_limit_mb=search.memory_limit_mb,
         memory_metric=platform.memory_metric,
         error_metric="class_error",
+        seed_uniform=search.seed_uniform,
     )
     ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
     problem = mohaq.QuantizationProblem(

@@ -50,7 +50,7 @@ def _cases():
             pt.read_hts_lab(arctic / "arctic_a0009_phone.lab"),
         )
     )
-    mfa = REAL_SPEECH / "mfa"  # the shortest-to-align of the three (about 3 s)
+    mfa = REAL_SPEECH / "mfa"  # one continuous 26.7 s recording, the longest case
     cases.append(
         (
             "mfa",

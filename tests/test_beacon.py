@@ -25,7 +25,9 @@ def test_level_distance_and_nearest_by_hand():
 
 @pytest.fixture(scope="module")
 def parts():
-    cfg = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
+    cfg = sru.ModelConfig(
+        n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
+    )
     k_p, k_x, k_y, k_b = jax.random.split(jax.random.key(7), 4)
     params = sru.init_params(k_p, cfg)
     feats = jax.random.normal(k_x, (3, 12, 5))

@@ -241,6 +241,52 @@ def test_tune_picks_best_grid_setting():
     )
 
 
+def test_tune_interior_extends_an_edge_until_the_best_is_inside():
+    rng = np.random.default_rng(3)
+    n_cls, n_b, n_t = 5, 6, 30
+    lengths = rng.integers(10, n_t + 1, n_b).astype(np.int32)
+    labels = run_labels(rng, n_b, n_t, n_cls, lengths)
+    fold = np.array([0, 1, 2, 2, 3], np.int32)
+    logits = (
+        2.0 * np.eye(n_cls)[np.maximum(labels, 0)]
+        + rng.normal(0, 1.2, labels.shape + (n_cls,))
+    ).astype(np.float32)
+    dec = decode.estimate(list(labels), n_cls)
+    batches = [(logits, labels, lengths)]
+    # a start grid whose best penalty is its highest edge (the penalty fights the
+    # noise's flicker): the grid must grow on that side
+    start_lm, start_pen = (0.5, 1.0, 1.5), (-2.0, -1.0)
+    _, start_per = decode.tune(dec, batches, fold, start_lm, start_pen)
+    assert np.unravel_index(np.argmin(start_per), start_per.shape)[1] == 1
+    tuned, per, lm, pen = decode.tune_interior(
+        dec, batches, fold, start_lm, start_pen, max_extensions=8
+    )
+    assert len(pen) > len(start_pen) and pen[: len(start_pen)] == start_pen
+    # the same numbers as the fixed-grid tuner (tested against numpy above) on the
+    # final grid, and the same choice
+    ref_tuned, ref = decode.tune(dec, batches, fold, lm, pen)
+    np.testing.assert_allclose(per, ref, atol=1e-12)
+    assert float(tuned.insertion_penalty) == float(ref_tuned.insertion_penalty)
+    assert float(tuned.lm_weight) == float(ref_tuned.lm_weight)
+    i, j = np.unravel_index(np.argmin(per), per.shape)
+    assert 0 < j < len(pen) - 1  # the penalty is interior now
+    assert 0 < i < len(lm) - 1 or (i == 0 and lm[0] == 0.0)  # LM weights stay >= 0
+    assert np.allclose(np.diff(pen), 1.0)
+
+
+def test_tune_interior_is_bounded():
+    rng = np.random.default_rng(4)
+    labels = run_labels(rng, 2, 12, 3, np.asarray([12, 9]))
+    logits = rng.normal(size=labels.shape + (3,)).astype(np.float32)
+    dec = decode.estimate(list(labels), 3)
+    batches = [(logits, labels, np.asarray([12, 9], np.int32))]
+    _, per, lm, pen = decode.tune_interior(
+        dec, batches, np.arange(3), (1.0, 2.0), (0.0, 1.0), max_extensions=2
+    )
+    assert per.shape == (len(lm), len(pen))
+    assert len(lm) + len(pen) <= 4 + 2 * 2 * 1  # two rounds, <= 2 values each
+
+
 def test_per_modes_and_bad_mode():
     rng = np.random.default_rng(1)
     logits = jnp.asarray(rng.normal(size=(2, 12, 4)), jnp.float32)

@@ -94,7 +94,7 @@ def test_eval_transcribed_reports_per_and_frame_error(
     )
     assert code == 0
     text = capsys.readouterr().out
-    assert "domain gap: PER 0.5000 on its own dev set" in text
+    assert "domain gap: PER (smoothed) 0.5000 on its own dev set" in text
     assert "trained on synthesized speech" in text and "| mfa | 1 |" in text
     doc = json.loads(out.read_text())
     assert doc["baseline"] == str(ckpt)
@@ -111,9 +111,11 @@ def test_eval_transcribed_reports_per_and_frame_error(
     assert 0.0 <= rows["all"]["fer"] <= 1.0 and rows["all"]["per"] >= 0.0
 
 
-def test_find_baseline(tmp_path):
-    with pytest.raises(SystemExit, match="no finished eSpeak baseline"):
+def test_find_baseline(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         eval_transcribed.find_baseline(tmp_path)
+    assert exit_info.value.code == 2
+    assert "no finished eSpeak baseline" in capsys.readouterr().err
     state = {"best_params": {"w": np.zeros(2, np.float32)}}
     cases = [  # folder, finished, corpus name, corpus size
         ("espeak-a", True, "espeak", "default"),
@@ -121,7 +123,8 @@ def test_find_baseline(tmp_path):
         ("c", True, "timit", None),
         ("d", True, "espeak", "tiny"),
     ]
-    for name, finished, corpus, size in cases:
+
+    def save(name, finished, corpus, size):
         checkpoint.save(
             tmp_path / "baselines" / name / train.BASELINE_FILE,
             state,
@@ -130,8 +133,20 @@ def test_find_baseline(tmp_path):
                 "data_settings": {"name": corpus, "settings": {"size": size}},
             },
         )
+
+    for case in cases:
+        save(*case)
     found = eval_transcribed.find_baseline(tmp_path)
     assert found == tmp_path / "baselines" / "espeak-a" / train.BASELINE_FILE
+    # a second candidate (other training settings): refused, both listed, one line
+    save("espeak-e", True, "espeak", "default")
+    with pytest.raises(SystemExit) as exit_info:
+        eval_transcribed.find_baseline(tmp_path)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --baseline with one of" in err
+    assert str(tmp_path / "baselines" / "espeak-a") in err
+    assert str(tmp_path / "baselines" / "espeak-e") in err
 
 
 def test_help(capsys):

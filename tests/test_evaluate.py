@@ -15,7 +15,12 @@ N_CLASSES = 7
 @pytest.fixture(scope="module")
 def setup():
     cfg = sru.ModelConfig(
-        n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2, n_proj=4
+        n_features=6,
+        n_classes=N_CLASSES,
+        hidden=8,
+        n_layers=2,
+        n_proj=4,
+        proj_first=True,  # a projected first stage (shared per setting of its genes)
     )
     key = jax.random.key(42)
     k_p, k_x, k_y = jax.random.split(key, 3)

@@ -429,3 +429,8 @@ def test_train_baseline_trains_the_baseline_the_search_loads(tiny_runs, capsys):
     doc = json.loads((tiny_runs["root"] / "a" / "pareto.json").read_text())
     path = doc["settings"]["baseline_checkpoint"]  # what the search loaded
     assert f"loaded {path}" in printed  # loaded, not trained: the same cache key
+    # Two named readings: the decoded one is the float error the search reported.
+    float_row = doc["baselines"][0]
+    assert "best dev PER (smoothed" in printed
+    assert f"dev PER: decoded {float_row['dev_error']:.4f}" in printed
+    assert f"test PER: decoded {float_row['test_error']:.4f}" in printed

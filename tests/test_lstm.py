@@ -66,6 +66,9 @@ def numpy_model(params, cfg, feats, length, bits=None, clips=None, dtype=np.floa
 
 CONFIGS = {
     "bi_proj": lstm.Config(n_features=6, n_classes=5, hidden=4, n_layers=2, n_proj=3),
+    "bi_proj_first": lstm.Config(
+        n_features=6, n_classes=5, hidden=4, n_layers=2, n_proj=3, proj_first=True
+    ),
     "uni_noproj": lstm.Config(
         n_features=5, n_classes=3, hidden=6, n_layers=2, bidirectional=False
     ),
@@ -104,7 +107,7 @@ def test_quantized_activations_match_numpy(key):
 
 
 def test_sites_hand_counts(key):
-    cfg = CONFIGS["bi_proj"]
+    cfg = CONFIGS["bi_proj_first"]
     s = lstm.sites(cfg)
     # layer 1: 6 -> proj 3 -> W (3, 2*4*4); U (2, 4, 16); layer 2: 8 -> proj 3; fc 8->5
     assert [(x.name, x.kind, x.n_weights, x.macs_per_frame, x.n_bias) for x in s] == [
@@ -116,6 +119,9 @@ def test_sites_hand_counts(key):
         ("rec2", "rec", 128, 128, 0),
         ("fc", "fc", 40, 40, 5),
     ]
+    # without proj_first (the default) layer 1 reads the features unprojected
+    default = [x.name for x in lstm.sites(CONFIGS["bi_proj"])]
+    assert default == ["lstm1", "rec1", "proj1", "lstm2", "rec2", "fc"]
     params = lstm.init_params(key, cfg)
     for site in s:
         chex.assert_shape(sites.get_weight(params, site), site.weight_shape)

@@ -11,7 +11,9 @@ from mohaq_jax.models import sru
 from mohaq_jax.search import nsga2
 
 PLATFORM_NAMES = sorted(hardware.PLATFORMS)
-TINY = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
+TINY = sru.ModelConfig(
+    n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
+)
 MODELS = {"tiny": sru.layer_specs(TINY), "paper": sru.layer_specs(sru.paper_config())}
 
 
@@ -148,3 +150,20 @@ def test_cost_fn_must_return_exactly_the_declared_metrics():
 def test_bad_declarations_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         _toy(**overrides)
+
+
+def test_placeholder_metrics_are_declared_and_labelled():
+    from mohaq_jax.search.plots import axis_label
+
+    reconfig = hardware.get_platform("reconfig").placeholders()
+    assert {"energy_pj", "energy_mac_pj", "energy_weight_mem_pj"} <= set(reconfig)
+    assert "SiLago" in reconfig["energy_pj"]
+    assert set(hardware.get_platform("bitfusion").placeholders()) == {
+        "energy_pj",
+        "energy_buffer_pj",
+    }
+    assert hardware.get_platform("silago").placeholders() == {}  # all cited
+    metric = hardware.get_platform("reconfig").metric("energy_pj")
+    assert metric.label == "energy_pj (pJ/frame, PLACEHOLDER constants)"
+    assert axis_label("energy_pj", reconfig).endswith("[PLACEHOLDER constants]")
+    assert "PLACEHOLDER" not in axis_label("speedup", reconfig)

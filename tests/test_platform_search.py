@@ -82,7 +82,9 @@ def registered(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_sru():
-    cfg = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
+    cfg = sru.ModelConfig(
+        n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
+    )
     k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
     params = sru.init_params(k_p, cfg)
     feats = jax.random.normal(k_x, (3, 12, 5))

@@ -16,7 +16,9 @@ from mohaq_jax.search import mohaq, report
 
 @pytest.fixture(scope="module")
 def problem_parts():
-    cfg = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
+    cfg = sru.ModelConfig(
+        n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
+    )
     k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
     params = sru.init_params(k_p, cfg)
     feats = jax.random.normal(k_x, (3, 12, 5))
@@ -207,3 +209,20 @@ def test_single_objective_mode_at_the_same_budget(problem_parts, algorithm):
     np.testing.assert_array_equal(warm.front, result.front)
     shared = {g.tobytes() for g in nsga.genomes} & {g.tobytes() for g in result.genomes}
     assert warm.state.n_evaluated == len(nsga.genomes) + budget - len(shared)
+
+
+def test_initial_population_holds_every_uniform_genome(problem_parts):
+    """--seed-uniform (default): all-4, all-8, all-16 are scored in generation 0, so
+    the search's archive is never worse than the best uniform genome."""
+    from mohaq_jax.search import seeding
+
+    seeded = mohaq.Searcher(make_problem(problem_parts)).init()
+    scored = set(seeded.problem.scores.entries)  # keyed by the genomes' bytes
+    uniform = seeding.uniform_genomes(problem_parts[3])
+    assert len(uniform) == 3
+    assert all(u.tobytes() in scored for u in uniform)
+    random = mohaq.Searcher(make_problem(problem_parts, seed_uniform=False)).init()
+    assert random.problem.n_evaluated == seeded.problem.n_evaluated == 6
+    # the same seed, the same seeded population (deterministic)
+    again = mohaq.Searcher(make_problem(problem_parts)).init()
+    assert set(again.problem.scores.entries) == scored

@@ -60,6 +60,15 @@ CONFIGS = {
     "bi_proj_skipproject": sru.ModelConfig(
         n_features=6, n_classes=5, hidden=4, n_layers=3, n_proj=3, dropout=0.0
     ),
+    "bi_proj_first": sru.ModelConfig(
+        n_features=6,
+        n_classes=5,
+        hidden=4,
+        n_layers=2,
+        n_proj=3,
+        dropout=0.0,
+        proj_first=True,
+    ),
     "uni_noproj": sru.ModelConfig(
         n_features=8,
         n_classes=3,
@@ -125,3 +134,23 @@ def test_bad_config_rejected():
         sru.ModelConfig(n_features=3, n_classes=2, skip="identity")
     with pytest.raises(ValueError, match="hidden"):
         sru.ModelConfig(n_features=3, n_classes=2, hidden=0)
+
+
+def test_default_experiment_model_has_the_papers_eight_sites():
+    """4 SRU layers, projections before layers 2-4 only, output: 8 sites, 3**8
+    SiLago genomes, even when --proj (64) is below the 69 input features."""
+    from mohaq_jax import genome
+    from mohaq_jax.config import ModelSettings
+    from mohaq_jax.prepare import model_config
+
+    class Corpus:  # the default corpus' sizes (69 features, 39 phones)
+        n_features, n_classes = 69, 39
+
+    cfg = model_config(ModelSettings(), Corpus())
+    names = [s.name for s in sru.sites(cfg)]
+    assert names == ["sru1", "proj1", "sru2", "proj2", "sru3", "proj3", "sru4", "fc"]
+    space = genome.silago_space(sru.sites(cfg))
+    assert int(np.prod(space.n_levels)) == 6561
+    with_first = model_config(ModelSettings(proj_first=True), Corpus())
+    assert [s.name for s in sru.sites(with_first)][:2] == ["proj1", "sru1"]
+    assert len(sru.sites(with_first)) == 9

@@ -49,9 +49,8 @@ def describe_unlabelled(unlabelled, speakers_without_labels, limit: int = 3) -> 
     if speakers_without_labels:
         shown = " ".join(sorted(speakers_without_labels)[:limit])
         extra = len(speakers_without_labels) - limit
-        text += (
-            f"; speaker(s) whose .PHN files are all lost: {shown}"
-            + (f" ... ({len(speakers_without_labels)} in all)" if extra > 0 else "")
+        text += f"; speaker(s) whose .PHN files are all lost: {shown}" + (
+            f" ... ({len(speakers_without_labels)} in all)" if extra > 0 else ""
         )
     return text
 

@@ -28,7 +28,8 @@ shapes so it runs inside the population evaluator's ``jit`` (``vmap`` over utter
   ``P(q|p) = (n(p,q) + alpha P_uni(q)) / (n(p) + alpha)``. The decoded class sequence is
   then folded and collapsed by :mod:`metrics` exactly like the framewise predictions.
 * **LM weight and insertion penalty** are chosen on dev, once per float baseline, on a
-  small grid (:func:`tune`); :func:`get_or_fit` caches the result beside the baseline
+  grid extended on any side where the best point lies on its edge
+  (:func:`tune_interior`); :func:`get_or_fit` caches the result beside the baseline
   checkpoint (``decoder.npz``) keyed by a digest of the baseline's params.
 
 The path must end in a last state; an utterance shorter than ``n_states`` frames (no
@@ -47,12 +48,14 @@ from mohaq_jax.decode.fit import (
     DECODER_FILE,
     DECODER_VERSION,
     LM_WEIGHTS,
+    MAX_EXTENSIONS,
     PENALTIES,
     get_or_fit,
     load,
     params_digest,
     save,
     tune,
+    tune_interior,
 )
 from mohaq_jax.decode.phone_loop import DEFAULT_N_STATES, Decoder, viterbi
 
@@ -62,6 +65,7 @@ __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_N_STATES",
     "LM_WEIGHTS",
+    "MAX_EXTENSIONS",
     "PENALTIES",
     "Decoder",
     "bigram_counts",
@@ -74,5 +78,6 @@ __all__ = [
     "phone_sequences",
     "save",
     "tune",
+    "tune_interior",
     "viterbi",
 ]

@@ -139,8 +139,11 @@ def mac_weighted_speedup(macs: jax.Array, speedup_per_layer: jax.Array) -> jax.A
     """MAC-weighted mean of per-layer speedups, Σ MACs_i speedup_i / Σ MACs_i.
 
     What the MOHAQ authors' code reports (it overstates the time ratio whenever layers
-    differ); their code divides by 5 637 500 (METHOD.md) while their own per-layer MAC
-    counts sum to 5 549 500, so their printed value is ours times 5 549 500 / 5 637 500.
+    differ). Their per-layer MAC counts (METHOD.md, "MACs per frame") sum to
+    5 549 500; an earlier reading of their Bitfusion script found a divisor of
+    5 637 500 there, which would make their printed value ours times
+    5 549 500 / 5 637 500 (that divisor is not in METHOD.md and is not re-checked
+    here).
     """
     return jnp.sum(macs * speedup_per_layer) / jnp.sum(macs)
 

@@ -40,6 +40,9 @@ class Metric:
       description: one line: what it is and how it is computed.
       objective: True if the search may use it as an objective; False for parts of
         another metric and alternative aggregations that are only reported.
+      placeholder: "" when every constant it is built on cites a source; else why
+        it is not (which constants are placeholders). Reports and plots label such a
+        metric's numbers as resting on placeholders (:attr:`label`).
     """
 
     name: str
@@ -47,6 +50,13 @@ class Metric:
     maximize: bool
     description: str
     objective: bool = True
+    placeholder: str = ""
+
+    @property
+    def label(self) -> str:
+        """Name and unit, with "PLACEHOLDER constants" when :attr:`placeholder`."""
+        mark = ", PLACEHOLDER constants" if self.placeholder else ""
+        return f"{self.name} ({self.unit}{mark})"
 
     @property
     def direction(self) -> str:
@@ -135,6 +145,11 @@ class Platform:
     def objectives(self) -> tuple[str, ...]:
         """Names of the metrics a search may use as objectives."""
         return tuple(m.name for m in self.metrics if m.objective)
+
+    def placeholders(self) -> dict[str, str]:
+        """Metric name -> why its numbers rest on placeholder constants (only the
+        metrics that do)."""
+        return {m.name: m.placeholder for m in self.metrics if m.placeholder}
 
     def metric(self, name: str) -> Metric:
         """The declared metric ``name``; a ValueError listing the declared ones."""

@@ -8,8 +8,9 @@ The standard LSTM (Hochreiter & Schmidhuber 1997; gate order i, f, g, o as in
     c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
 
 Layers are stacked and the directions' outputs concatenated, with the same optional
-low-rank input projection as :mod:`mohaq_jax.models.sru` (``n_proj`` used where it is
-smaller than both the layer input and output). Quantization sites, forward order:
+low-rank input projection as :mod:`mohaq_jax.models.sru` (``n_proj`` used before
+layers 2.., and before layer 1 with ``proj_first``, where it is smaller than both the
+layer input and output). Quantization sites, forward order:
 ``proj<j>`` (projection), ``lstm<i>`` (input kernel ``W``, its input ``x``), ``rec<i>``
 (recurrent kernel ``U`` ``(dirs, hidden, 4 hidden)``, its input ``h_{t-1}``, quantized
 inside the recurrence), ``fc``. Genes are grouped lstm, rec, proj, fc.
@@ -44,6 +45,7 @@ class Config:
     n_proj: int = 0  # low-rank input projection size (0 = none); used where smaller
     forget_bias: float = 1.0  # initial forget-gate bias
     dropout: float = 0.1  # dropout on each LSTM layer's output during training
+    proj_first: bool = False  # also project layer 1's input (as the SRU's field)
 
     def __post_init__(self):
         for field in ("n_features", "n_classes", "hidden", "n_layers"):
@@ -81,8 +83,11 @@ def _layout(config: Config) -> tuple[tuple[_Layer, ...], int]:
     layers, site = [], 0
     for i in range(config.n_layers):
         d_in = config.n_features if i == 0 else config.output_size
+        projected = i > 0 or config.proj_first
         n_proj = (
-            config.n_proj if 0 < config.n_proj < min(d_in, config.output_size) else 0
+            config.n_proj
+            if projected and 0 < config.n_proj < min(d_in, config.output_size)
+            else 0
         )
         proj = None
         if n_proj:

@@ -15,7 +15,8 @@ projection slice of ``U`` when it differs and ``skip="project"``; with
 ``skip="drop"`` a mismatched layer has no highway term (``h_t = r_t * c_t``), which is
 what the MOHAQ authors' MAC counts (3 matrices in layer 1) imply. With ``n_proj``
 (sru 2.x ``n_proj``) the input is first projected to ``n_proj`` features by a low-rank
-matrix; MOHAQ quantizes that projection as a layer of its own.
+matrix; MOHAQ quantizes that projection as a layer of its own. As in the authors'
+model, layers 2.. are projected and layer 1 is not (``proj_first`` adds one there).
 
 The equations live in one function, :func:`~mohaq_jax.models.sru_cell.sru_layer`
 (re-exported here), time-major over a batch: the Flax model (training, calibration;
@@ -61,6 +62,9 @@ class ModelConfig:
     rescale: bool = True  # scale the skip term by sqrt(1 + 2 exp(highway_bias))
     skip: str = "project"  # mismatched sizes: "project" (4th matrix) or "drop"
     dropout: float = 0.1  # dropout on each SRU layer's output during training
+    # also project layer 1's input (when n_proj is smaller than it); the paper's model
+    # projects before layers 2.. only: 4 SRU + 3 projection + output = 8 sites
+    proj_first: bool = False
 
     def __post_init__(self):
         for field in ("n_features", "n_classes", "hidden", "n_layers"):
@@ -89,7 +93,12 @@ class ModelConfig:
 def _sru_layout(config: ModelConfig, index: int):
     """(cell input size, matmul input size, projection size or 0, matrices k)."""
     d_in = config.n_features if index == 0 else config.output_size
-    n_proj = config.n_proj if 0 < config.n_proj < min(d_in, config.output_size) else 0
+    projected = index > 0 or config.proj_first
+    n_proj = (
+        config.n_proj
+        if projected and 0 < config.n_proj < min(d_in, config.output_size)
+        else 0
+    )
     k = 4 if (d_in != config.output_size and config.skip == "project") else 3
     return d_in, (n_proj or d_in), n_proj, k
 

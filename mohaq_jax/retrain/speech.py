@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import qmodel, quantize, sites, train
+from mohaq_jax import metrics, qmodel, quantize, sites, train
 from mohaq_jax.hardware import reconfig
 from mohaq_jax.models import model_of
 from mohaq_jax.retrain import switching
@@ -91,6 +91,8 @@ def switching_finetune(
     split: str = "dev",
     progress: bool = False,
     patience: int | None = None,
+    decoder=None,
+    per_mode: str | None = None,
 ) -> tuple[Any, dict]:
     """Switching-aware mixed-precision retraining of one or ``k`` genomes.
 
@@ -113,6 +115,9 @@ def switching_finetune(
         improvement, stop after ``patience``), so that with
         :func:`switching.uniform_config` this is ``qat_finetune``'s run through the
         switching-aware step.
+      decoder, per_mode: how PER reads phones, as in
+        :func:`~mohaq_jax.train.qat_finetune` (decoded with a decoder, else
+        smoothed).
 
     Returns:
       ``(params, info)``. For one genome: the latent params, and info with ``grid``
@@ -148,6 +153,8 @@ def switching_finetune(
                 split,
                 progress,
                 patience,
+                decoder,
+                per_mode,
             )
             for bw, ba in zip(bits_w_np, bits_a_np, strict=True)
         ]
@@ -162,6 +169,7 @@ def switching_finetune(
             "dev_fer": np.asarray([i["fer"] for i in infos]),
             "ptq_dev_per": np.asarray([i["ptq_per"] for i in infos]),
             "ptq_dev_fer": np.asarray([i["ptq_fer"] for i in infos]),
+            "per_mode": infos[0]["per_mode"],
             "epochs_run": np.asarray([i["epochs_run"] for i in infos]),
             "history": [i["history"] for i in infos],
         }
@@ -170,14 +178,16 @@ def switching_finetune(
     paths = kernel_paths(config)
     wgrid = weight_grid(params, config, calib, bits_w_np)
     aux = (jnp.asarray(bits_a_np), calib)
-    counts_fn = train._jitted_counts(config, train._as_key(corpus.fold39))
+    per_mode = metrics.resolve_per_mode(per_mode, decoder)
+    counts_fn = train._jitted_counts(config, train._as_key(corpus.fold39), per_mode)
     fbits = float_bits(config)
     eval_split = corpus.splits()[split]
     eval_batches = train.eval_batches(eval_split, tc.eval_batch_frames, tc.pad_multiple)
 
     def rates(qparams):
         return train.dev_rates(
-            lambda b: counts_fn(qparams, b, fbits, aux[0], calib), eval_batches
+            lambda b: counts_fn(qparams, b, fbits, aux[0], calib, decoder),
+            eval_batches,
         )
 
     new_params, wgrid, info = switching.retrain(
@@ -208,6 +218,7 @@ def switching_finetune(
         fer=final["fer"],
         ptq_per=ptq["per"],
         ptq_fer=ptq["fer"],
+        per_mode=per_mode,
         compression=reconfig.retrained_costs(
             [s.n_weights for s in specs],
             bits_w_np,

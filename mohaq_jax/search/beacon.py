@@ -82,7 +82,11 @@ class BeaconProblem(QuantizationProblem):
         fields = {
             "beacon_config": beacon_config,
             "corpus": corpus,
-            "train_config": train_config or train.TrainConfig(),
+            # QAT monitors, keeps and reports the error this search selects on
+            "train_config": dataclasses.replace(
+                train_config or train.TrainConfig(),
+                monitor=train.rate_of(config.error_metric),
+            ),
             "progress": progress,
             "mask": distance_mask(self.space, beacon_config.genes),
             "_beacon_eval": make_beacon_eval(
@@ -270,9 +274,16 @@ class BeaconProblem(QuantizationProblem):
             retrain = functools.partial(train.qat_finetune, epochs=bc.epochs)
         # Both return (stacked params, info with qat_finetune's keys).
         params, info = retrain(
-            *args, lr=bc.lr, train_config=self.train_config, progress=self.progress
+            *args,
+            lr=bc.lr,
+            train_config=self.train_config,
+            progress=self.progress,
+            decoder=self.evaluator.decoder,  # dev errors read as the search reads them
+            per_mode=self.evaluator.per_mode,
         )
-        beacons = add_beacons(state.extra, genomes, params, info)
+        beacons = add_beacons(
+            state.extra, genomes, params, info, self.train_config.monitor
+        )
         return dataclasses.replace(state, extra=beacons)
 
 

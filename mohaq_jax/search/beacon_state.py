@@ -63,7 +63,9 @@ class BeaconState:
     genomes: np.ndarray  # shape=(capacity, n_genes) int32; slot 0 the float model
     stacked: Any  # params pytree, leaves (capacity, ...); unused slots hold float
     count: int = 0  # filled slots after slot 0
-    info: tuple = ()  # one dict per beacon: slot, genome, PTQ/QAT dev PER, epochs
+    # one dict per beacon: slot, genome, PTQ and QAT dev error (the search's metric
+    # and reading), epochs
+    info: tuple = ()
 
     @classmethod
     def empty(cls, float_params, capacity: int, n_genes: int) -> BeaconState:
@@ -73,8 +75,15 @@ class BeaconState:
         return cls(np.zeros((capacity, n_genes), np.int32), stacked)
 
 
-def add_beacons(state: BeaconState, genomes, params, info) -> BeaconState:
-    """``state`` with ``genomes`` (retrained ``params``, leaves ``(k, ...)``) added."""
+def add_beacons(
+    state: BeaconState, genomes, params, info, rate: str = "per"
+) -> BeaconState:
+    """``state`` with ``genomes`` (retrained ``params``, leaves ``(k, ...)``) added.
+
+    ``info`` is the retraining's (:func:`mohaq_jax.train.qat_finetune`); ``rate``
+    ("per" or "fer", :func:`mohaq_jax.train.rate_of`) picks the dev error recorded,
+    the one the search selects on.
+    """
     genomes = np.asarray(genomes, np.int32)
     slots = state.count + 1 + np.arange(len(genomes))
     beacon_genomes = state.genomes.copy()
@@ -86,8 +95,10 @@ def add_beacons(state: BeaconState, genomes, params, info) -> BeaconState:
         {
             "slot": int(slot),
             "genome": [int(v) for v in g],
-            "ptq_dev_per": float(info["ptq_dev_per"][j]),
-            "qat_dev_per": float(info["dev_per"][j]),
+            "ptq_dev_error": float(info[f"ptq_dev_{rate}"][j]),
+            "qat_dev_error": float(info[f"dev_{rate}"][j]),
+            "rate": rate,
+            "per_mode": info.get("per_mode"),
             "epochs": int(info["epochs_run"][j]),
         }
         for j, (slot, g) in enumerate(zip(slots, genomes, strict=True))

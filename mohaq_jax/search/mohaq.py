@@ -40,7 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint
-from mohaq_jax.search import compilation, hypervolume, nsga2, score_cache
+from mohaq_jax.search import compilation, hypervolume, nsga2, score_cache, seeding
 from mohaq_jax.search.identity import search_identity
 from mohaq_jax.search.problem import ProblemState, QuantizationProblem, SearchConfig
 
@@ -161,6 +161,8 @@ class Searcher:
         t0 = time.perf_counter()
         key_sample, key_init = nsga2.initial_keys(self.key)
         population = compilation.jit_small(self.strategy.sample)(key_sample)
+        if self.problem.config.seed_uniform:  # every uniform genome, in random rows
+            population = jnp.asarray(seeding.seed_problem(self.problem, population))
         pstate, results, _ = self._score(
             self.problem.initial_state(), np.asarray(population)
         )

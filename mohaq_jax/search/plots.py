@@ -33,6 +33,13 @@ OBJECTIVE_LABELS = {
 }
 
 
+def axis_label(name: str, placeholders=()) -> str:
+    """An objective's label; "[PLACEHOLDER constants]" when its numbers rest on
+    constants without a source (the platform's :attr:`Metric.placeholder`)."""
+    label = OBJECTIVE_LABELS.get(name, name)
+    return f"{label} [PLACEHOLDER constants]" if name in placeholders else label
+
+
 def infeasible_reasons(
     metrics, feasible, max_error, memory_limit_mb
 ) -> dict[str, np.ndarray]:
@@ -184,11 +191,11 @@ def plot_fronts(
             handles.append(plt.Line2D([], [], lw=1, **style))
             labels.append(label)
         ax.legend(handles, labels, fontsize=6.5, loc="best")
-        ax.set_xlabel(OBJECTIVE_LABELS.get(a, a))
-        ax.set_ylabel(OBJECTIVE_LABELS.get(b, b))
-        ax.set_title(
-            f"{OBJECTIVE_LABELS.get(a, a)} vs {OBJECTIVE_LABELS.get(b, b)}", fontsize=10
-        )
+        marked = getattr(details, "placeholders", None) or {}
+        label_a, label_b = axis_label(a, marked), axis_label(b, marked)
+        ax.set_xlabel(label_a)
+        ax.set_ylabel(label_b)
+        ax.set_title(f"{label_a} vs {label_b}", fontsize=10)
         bottom = _notice(fig, notice)
         fig.tight_layout(rect=(0, bottom, 1, 1))
         name = f"{path_prefix}_{a}_vs_{b}.png"

@@ -59,6 +59,7 @@ class SearchConfig:
     # results say so ("error_partial" 1.0) with the dev frames it was scored on
     race: bool = False
     race_confidence: float = 0.95  # of each racing stop (1.0: certain stops only)
+    seed_uniform: bool = True  # initial population holds every uniform genome
 
     def __post_init__(self):
         if self.pop_size < 2 or self.n_offspring < 1 or self.n_generations < 0:

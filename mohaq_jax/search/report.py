@@ -27,7 +27,7 @@ import numpy as np
 
 from mohaq_jax import atomic
 from mohaq_jax.genome import GenomeSpace
-from mohaq_jax.search.plots import OBJECTIVE_LABELS, plot_fronts, plot_history
+from mohaq_jax.search.plots import axis_label, plot_fronts, plot_history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +45,12 @@ class Details:
     sweep: dict | None = (
         None  # compression: uniform-bit sweep (pipeline.compression_sweep)
     )
+    # metric -> why its numbers rest on placeholder constants (Platform.placeholders)
+    placeholders: dict | None = None
 
 
 def counts_words(n_evaluations: int, n_unique: int) -> str:
-    """The one way counts are said: ``"190 evaluations (163 unique genomes)"``."""
+    """The one way counts are said: ``"N evaluations (U unique genomes)"``."""
     return f"{n_evaluations} evaluations ({n_unique} unique genomes)"
 
 
@@ -130,6 +132,33 @@ def _constraint_lines(details: Details | None) -> list[str]:
         "the Pareto set",
         "",
     ]
+
+
+def _run_lines(settings: Mapping[str, Any], details: Details | None) -> list[str]:
+    """What was measured, on what: the error's reading, the data's provenance, the
+    sites searched and the metrics that rest on placeholder constants."""
+    lines = []
+    if settings.get("error_reading"):
+        lines.append(f"- errors: {settings['error_reading']}")
+    data = settings.get("data_provenance")
+    if data:
+        sizes = ", ".join(
+            f"{name} {s['utterances']} utterances / {s['speakers']} speakers"
+            for name, s in data["splits"].items()
+        )
+        kind = "synthesized speech" if data["synthetic"] else "real speech"
+        where = f" from {data['folder']}" if data.get("folder") else ""
+        lines.append(
+            f"- data: {data['corpus']} ({kind}, {data['extent']}){where}; {sizes}"
+        )
+    if settings.get("sites"):
+        lines.append(
+            f"- sites searched ({len(settings['sites'])}, from the model): "
+            + ", ".join(settings["sites"])
+        )
+    for name, why in ((details.placeholders if details else None) or {}).items():
+        lines.append(f"- **{name} rests on PLACEHOLDER constants**: {why}")
+    return lines + ([""] if lines else [])
 
 
 def _ci_words(low, high) -> str:
@@ -253,6 +282,7 @@ def write_outputs(
     lines = [f"# {title}", ""]
     if notice:
         lines += [f"> **{notice}**", ""]
+    lines += _run_lines(settings, details)
     lines += _constraint_lines(details)
     lines += [
         "## Baselines",
@@ -270,13 +300,14 @@ def write_outputs(
     cols = list(objectives) + [
         c for c in ("memory_mb", "compression") if c not in objectives and c in metrics
     ]
+    marked = (details.placeholders if details is not None else None) or {}
     ci_head = "" if ci is None else " | dev error CI | test error CI | same as float"
     lines += [
         "",
         f"## Pareto set ({len(order)} solutions, sorted by dev error)",
         "",
         "| # | bits per layer (weights/activations) | "
-        + " | ".join(OBJECTIVE_LABELS.get(c, c) for c in cols)
+        + " | ".join(axis_label(c, marked) for c in cols)
         + f" | test error{ci_head} |",
         "|---" * (len(cols) + 3 + (0 if ci is None else 3)) + "|",
     ]

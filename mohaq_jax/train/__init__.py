@@ -43,6 +43,7 @@ from mohaq_jax.train.core import (
     make_optimizer,
     make_predict,
     make_step,
+    rate_of,
     set_learning_rate,
 )
 from mohaq_jax.train.loop import (
@@ -96,6 +97,7 @@ __all__ = [
     "qat_finetune",
     "qat_key",
     "qat_loop",
+    "rate_of",
     "set_learning_rate",
     "stack_params",
     "train_batches",

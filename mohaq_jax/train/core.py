@@ -90,6 +90,23 @@ class TrainConfig:
         return fields
 
 
+#: The rate of :func:`evaluate` (and of the QAT history) that is each search error.
+RATE_OF_METRIC = {"phone_error": "per", "frame_error": "fer"}
+
+
+def rate_of(error_metric: str) -> str:
+    """The rate key ("per" or "fer") that is the search's ``error_metric``.
+
+    QAT monitors, keeps and reports the rate a search selects on, so that every
+    error of one run is read the same way.
+    """
+    if error_metric not in RATE_OF_METRIC:
+        raise ValueError(
+            f"QAT counts {sorted(RATE_OF_METRIC)} only, not {error_metric!r}"
+        )
+    return RATE_OF_METRIC[error_metric]
+
+
 def make_optimizer(train_config: TrainConfig) -> optax.GradientTransformation:
     """Adam(W) with gradient clipping; the learning rate is a state leaf.
 

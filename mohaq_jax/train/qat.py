@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import qmodel, quantize
+from mohaq_jax import metrics, qmodel, quantize
 from mohaq_jax.data.batching import iterate_batches, pad_rows
 from mohaq_jax.models.sru import ModelConfig  # the default model's config (type hints)
 from mohaq_jax.train.core import (
@@ -65,7 +65,11 @@ def unstack_params(stacked, index: int):
 # update rule reuse one compilation.
 @functools.lru_cache(maxsize=32)
 def _jitted_qat(
-    config: ModelConfig, grad_clip: float, weight_decay: float, fold39: tuple
+    config: ModelConfig,
+    grad_clip: float,
+    weight_decay: float,
+    fold39: tuple,
+    per_mode: str | None = None,
 ):
     optimizer = make_optimizer(
         TrainConfig(grad_clip=grad_clip, weight_decay=weight_decay)
@@ -86,8 +90,8 @@ def _jitted_qat(
     )
     vcounts = jax.jit(
         jax.vmap(
-            make_error_counts(config, np.asarray(fold39, np.int32)),
-            in_axes=(0, None, 0, 0, None),
+            make_error_counts(config, np.asarray(fold39, np.int32), per_mode),
+            in_axes=(0, None, 0, 0, None, None),
         )
     )
     return vstep, vcounts
@@ -101,12 +105,17 @@ class GenomesStrategy(QATStrategy):
       dev_batches: dev batches (re-iterable).
       bits_w, bits_a: int ``(k, n_layers)`` bits per genome.
       calib: clipping tables (shared by the genomes).
+      decoder: the baseline's :class:`mohaq_jax.decode.Decoder` when PER is read
+        decoded (the search's reading), else None.
     """
 
-    def __init__(self, vstep, vcounts, dev_batches, bits_w, bits_a, calib):
+    def __init__(
+        self, vstep, vcounts, dev_batches, bits_w, bits_a, calib, decoder=None
+    ):
         self.vstep, self.vcounts = vstep, vcounts
         self.dev_batches = dev_batches
         self.bits_w, self.bits_a, self.calib = bits_w, bits_a, calib
+        self.decoder = decoder
         self.k = int(bits_w.shape[0])
 
     def step(self, carry, active, batch, key):
@@ -119,7 +128,9 @@ class GenomesStrategy(QATStrategy):
     def evaluate(self, carry):
         stacked = carry[0]
         return dev_rates(
-            lambda b: self.vcounts(stacked, b, self.bits_w, self.bits_a, self.calib),
+            lambda b: self.vcounts(
+                stacked, b, self.bits_w, self.bits_a, self.calib, self.decoder
+            ),
             self.dev_batches,
         )  # {"per": (k,), "fer": (k,)}
 
@@ -178,6 +189,8 @@ def qat_finetune(
     train_config: TrainConfig = _DEFAULT_TRAIN,
     patience: int = 2,
     progress: bool = False,
+    decoder=None,
+    per_mode: str | None = None,
 ) -> tuple[Any, dict]:
     """Quantization-aware fine-tuning of ``k`` genomes at once (vmap over genomes).
 
@@ -206,12 +219,16 @@ def qat_finetune(
       train_config: batch size, clipping, weight decay, seed, halving settings.
       patience: dev evaluations without improvement before a genome stops.
       progress: tqdm bar.
+      decoder, per_mode: how the dev PER reads phones, as in the search's evaluator
+        (:func:`mohaq_jax.metrics.resolve_per_mode`: decoded with a decoder, else
+        smoothed), so that the monitored and reported errors are the search's.
 
     Returns:
       ``(stacked_params, info)``: the best params per genome, leaves shaped
       ``(k, ...)`` (quantize them with ``calib`` at the genome's bits to use them);
       info has ``dev_per`` and ``dev_fer`` (k,) of those params, ``ptq_dev_per`` and
-      ``ptq_dev_fer`` (k,) before retraining, ``epochs_run`` (k,) and ``history``.
+      ``ptq_dev_fer`` (k,) before retraining, ``per_mode`` (how PER was read),
+      ``epochs_run`` (k,) and ``history``.
     """
     _check_sizes(corpus, config)
     bits_w = jnp.asarray(quantize.check_bits(genomes_bits_w, "genomes_bits_w"))
@@ -223,8 +240,9 @@ def qat_finetune(
         )
     k = bits_w.shape[0]
     tc = dataclasses.replace(train_config, lr=lr, epochs=epochs)
+    per_mode = metrics.resolve_per_mode(per_mode, decoder)
     vstep, vcounts = _jitted_qat(
-        config, tc.grad_clip, tc.weight_decay, _as_key(corpus.fold39)
+        config, tc.grad_clip, tc.weight_decay, _as_key(corpus.fold39), per_mode
     )
     strategy = GenomesStrategy(
         vstep,
@@ -233,6 +251,7 @@ def qat_finetune(
         bits_w,
         bits_a,
         calib,
+        decoder,
     )
     stacked = stack_params(params, k)
     opt_state = jax.vmap(make_optimizer(tc).init)(stacked)
@@ -252,6 +271,7 @@ def qat_finetune(
         "dev_fer": out.rates["fer"],
         "ptq_dev_per": out.start_rates["per"],
         "ptq_dev_fer": out.start_rates["fer"],
+        "per_mode": per_mode,
         "epochs_run": out.epochs_run,
         "history": out.history,
     }
