@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from mohaq_jax.search.algorithms import ALGORITHMS
+
 if TYPE_CHECKING:
     from mohaq_jax.config import (
         BeaconSettings,
@@ -44,7 +46,7 @@ SWITCHING_RUNS = {
 
 #: Values of flags that other parts of the project add; until then they are refused.
 AVAILABLE = {
-    "algorithm": ("nsga2", "simple_ga", "de"),
+    "algorithm": tuple(ALGORITHMS),
     "per": ("decoded", "smoothed", "raw"),
     "data": ("espeak", "timit", "transcribed"),
     "platform": ("bitfusion", "reconfig"),  # cost models of the image search

@@ -16,7 +16,8 @@ import numpy as np
 from mohaq_jax import bootstrap
 from mohaq_jax.data import pad_batch
 from mohaq_jax.evaluate import PopulationEvaluator
-from mohaq_jax.prepare import Setup, say
+from mohaq_jax.console import say
+from mohaq_jax.prepare import Setup
 
 
 def test_errors(problem, state, genomes, batch) -> np.ndarray:

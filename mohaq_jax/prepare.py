@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax import checkpoint, qmodel, train
+from mohaq_jax.console import say
 from mohaq_jax.config import (
     DataSettings,
     ExperimentConfig,
@@ -34,13 +35,7 @@ from mohaq_jax.data.batching import (
 )
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.models import get_model
-from mohaq_jax.models.sru import ModelConfig, paper_config
-
-
-def say(progress: bool, message: str) -> None:
-    """One phase message on the console (flushed at once)."""
-    if progress:
-        print(message, flush=True)
+from mohaq_jax.models.sru import ModelConfig, paper_config, sites
 
 
 @dataclasses.dataclass
@@ -56,7 +51,10 @@ class Setup:
     baseline_info: dict  # as train.get_or_train_baseline returns it
     seconds: dict  # phase -> wall seconds
     decoder: object = None  # decode.Decoder of the baseline (--per decoded), else None
-    per_mode: str = "decoded"  # --per: how phone errors are read
+    per_mode: str | None = "decoded"  # --per: how phone errors are read (None: images)
+    # sites of the model the paper's memory limit was set for (None: no default limit)
+    paper_sites: tuple | None = None
+    report_settings: dict = dataclasses.field(default_factory=dict)  # task's own
 
 
 def model_config(model: ModelSettings, corpus) -> ModelConfig:
@@ -286,4 +284,5 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         test_batch=whole_split(corpus.test, cfg.search.batch_frames),
         baseline_info=info,
         seconds={"data": t_data, "baseline": t_train},
+        paper_sites=sites(paper_config()),
     )

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import prepare, train
+from mohaq_jax import console, prepare, train
 from mohaq_jax.config import SWITCHING_RUNS, ExperimentConfig, SwitchingSettings
 from mohaq_jax.retrain import switching
 
@@ -91,7 +91,7 @@ def run_sru(cfg: ExperimentConfig) -> dict:
         s: train.evaluate(params, config, getattr(corpus, s), corpus.fold39)
         for s in ("dev", "test")
     }
-    prepare.say(progress, f"calibration: {cfg.search.calib} clipping")
+    console.say(progress, f"calibration: {cfg.search.calib} clipping")
     calib = prepare.calibrate_on_train(cfg.search, corpus, params, config)
     qat_corpus = _first_train_utts(corpus, sw.max_train_utts)
     qat_train = dataclasses.replace(
@@ -103,7 +103,7 @@ def run_sru(cfg: ExperimentConfig) -> dict:
     for name in sw.runs.split(","):
         bits, is_switching = SWITCHING_RUNS[name]
         sc = schedule(sw, is_switching)
-        prepare.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
+        console.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
         t0 = time.perf_counter()
         bits_a = [sw.bits_a] * n_layers
         _, info = speech.switching_finetune(
@@ -198,7 +198,7 @@ def run_vgg(cfg: ExperimentConfig) -> dict:
         grad_clip=tr.grad_clip,
         seed=sw.seed,
     )
-    prepare.say(progress, f"float VGG-9: training {tr.epochs} epochs")
+    console.say(progress, f"float VGG-9: training {tr.epochs} epochs")
     params, float_info = vision.fit(data, config, tc, progress=progress)
     float_res = {
         "dev_error": vision.error_rate(params, config, data.dev),
@@ -212,7 +212,7 @@ def run_vgg(cfg: ExperimentConfig) -> dict:
     for name in sw.runs.split(","):
         bits, is_switching = SWITCHING_RUNS[name]
         sc = schedule(sw, is_switching)
-        prepare.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
+        console.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
         t0 = time.perf_counter()
         _, info = vision.switching_finetune(
             params,

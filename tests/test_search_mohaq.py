@@ -186,10 +186,8 @@ def test_outputs_written(problem_parts, tmp_path):
 
 @pytest.mark.parametrize("algorithm", ["simple_ga", "de"])
 def test_single_objective_mode_at_the_same_budget(problem_parts, algorithm):
-    from mohaq_jax.search import single_objective
-
     problem = make_problem(problem_parts, memory_limit_mb=0.02)
-    result = single_objective.run_problem(problem, algorithm)
+    result = mohaq.run_search(problem, progress=False, algorithm=algorithm)
     budget = 6 + 4 * 3  # NSGA-II's: pop_size + n_generations * n_offspring
     assert len(result.genomes) == budget == result.state.n_evaluated
     assert len({g.tobytes() for g in result.genomes}) == budget
@@ -201,7 +199,9 @@ def test_single_objective_mode_at_the_same_budget(problem_parts, algorithm):
     # Started from an NSGA-II search's state (same problem): the same search, the
     # shared genomes scored once.
     nsga = mohaq.run_search(problem, None, progress=False)
-    warm = single_objective.run_problem(problem, algorithm, state=nsga.state)
+    warm = mohaq.run_search(
+        problem, progress=False, algorithm=algorithm, problem_state=nsga.state
+    )
     np.testing.assert_array_equal(warm.genomes, result.genomes)
     np.testing.assert_array_equal(warm.metrics["error"], m["error"])
     np.testing.assert_array_equal(warm.front, result.front)

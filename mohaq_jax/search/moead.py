@@ -94,7 +94,8 @@ def neighbours(weight_vectors: np.ndarray, size: int) -> np.ndarray:
 
 def tchebycheff(objectives: jax.Array, weight: jax.Array, ideal: jax.Array):
     """``max_k weight_k * |objectives_k - ideal_k|`` over the last axis."""
-    return jnp.max(weight * jnp.abs(objectives - ideal), axis=-1)
+    distance = jnp.abs(objectives - jnp.broadcast_to(ideal, objectives.shape))
+    return jnp.max(weight * distance, axis=-1)
 
 
 def replace(

@@ -58,7 +58,8 @@ def bits_words(space: GenomeSpace, genome) -> str:
     )
 
 
-def _write_atomic(path: str, text: str) -> None:
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file renamed over it."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.write(text)
@@ -83,7 +84,7 @@ def _rows(space, genomes, metrics, extra_cols: Mapping[str, np.ndarray]) -> list
 
 def write_csv(path: str, rows: Sequence[dict]) -> None:
     if not rows:
-        _write_atomic(path, "")
+        write_text_atomic(path, "")
         return
     tmp = f"{path}.tmp"
     with open(tmp, "w", newline="") as f:
@@ -225,11 +226,11 @@ def write_outputs(
         ],
     }
     paths["pareto.json"] = os.path.join(out_dir, "pareto.json")
-    _write_atomic(
+    write_text_atomic(
         paths["pareto.json"], json.dumps(doc, indent=1, default=_json_default)
     )
     for n, i in enumerate(order):
-        _write_atomic(
+        write_text_atomic(
             os.path.join(out_dir, "configs", f"solution_{n}.json"),
             json.dumps(
                 {
@@ -337,7 +338,7 @@ def write_outputs(
         f"![{p}]({p})" for p in plots + ["hypervolume.png"]
     ]
     paths["report.md"] = os.path.join(out_dir, "report.md")
-    _write_atomic(paths["report.md"], "\n".join(lines) + "\n")
+    write_text_atomic(paths["report.md"], "\n".join(lines) + "\n")
     return paths
 
 

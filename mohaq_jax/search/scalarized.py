@@ -18,14 +18,15 @@ composed in two wrappers (as optax builds variants by wrapping, not by branching
 
 The initial population holds uniformly random levels as floats; SimpleGA's Gaussian
 mutation has standard deviation 1 level, DE and CMA-ES their defaults (CMA-ES: initial
-step 1 level). The strategies rely on NumPy-style dtype promotion (SimpleGA multiplies
-floats by ``1 - bool_mask``), so they are traced under
-``jax.numpy_dtype_promotion("standard")``. Budget: distinct genomes (evosax strategies
+step 1 level). The strategies rely on NumPy-style dtype and rank promotion (SimpleGA multiplies
+floats by ``1 - bool_mask``, CMA-ES subtracts the mean from the population), so they
+are traced under NumPy's rules. Budget: distinct genomes (evosax strategies
 repeat genomes often on small integer spaces; a repeat is looked up, not scored).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -63,12 +64,20 @@ class ContinuousStrategy:
     tell: Callable[[jax.Array, jax.Array, jax.Array, Any], Any]  # -> state
 
 
+@contextlib.contextmanager
+def _numpy_rules():
+    """evosax's strategies rely on NumPy's dtype and rank promotion."""
+    with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+        yield
+
+
 @functools.lru_cache(maxsize=32)
 def _strategy(cls, n_genes: int, population_size: int, options: tuple):
     """One evosax object per setting: evosax jits ``ask``/``tell`` with the object
     static, so they compile once per setting."""
     algorithm = cls(population_size, jnp.zeros(n_genes, jnp.float32), **dict(options))
-    return algorithm, algorithm.default_params
+    with _numpy_rules():
+        return algorithm, algorithm.default_params
 
 
 def population_based(cls, **options) -> Callable[[int, int], ContinuousStrategy]:
@@ -193,17 +202,17 @@ def scalarized(
 
         def init(key, genomes, fitness):
             x = jnp.asarray(genomes).astype(jnp.float32)
-            with jax.numpy_dtype_promotion("standard"):
+            with _numpy_rules():
                 return State(inner.init(key, x, one_number(fitness)), x)
 
         def ask(key, state):
-            with jax.numpy_dtype_promotion("standard"):
+            with _numpy_rules():
                 x, inner_state = inner.ask(key, state.inner)
             return levels_from(x, upper), State(inner_state, x)
 
         def tell(key, genomes, fitness, state):
             del genomes  # the continuous points behind them are told
-            with jax.numpy_dtype_promotion("standard"):
+            with _numpy_rules():
                 inner_state = inner.tell(key, state.x, one_number(fitness), state.inner)
             return State(inner_state, state.x)
 
