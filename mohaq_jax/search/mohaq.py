@@ -322,12 +322,12 @@ class Searcher:
             {
                 "search_config": meta["search_config"],
                 "space": {"name": meta["space"]},
-                "algorithm": meta.get("algorithm"),
+                "algorithm": {"name": meta.get("algorithm", "nsga2")},
             },
             {
                 "search_config": problem.config.to_dict(),
                 "space": {"name": problem.space.name},
-                "algorithm": self.name,
+                "algorithm": {"name": self.name},
             },
             path,
         )
