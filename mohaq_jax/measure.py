@@ -14,9 +14,9 @@ import jax
 import numpy as np
 
 from mohaq_jax import bootstrap
+from mohaq_jax.console import say
 from mohaq_jax.data import pad_batch
 from mohaq_jax.evaluate import PopulationEvaluator
-from mohaq_jax.console import say
 from mohaq_jax.prepare import Setup
 
 

@@ -187,7 +187,10 @@ def measure_front(cfg, setup: Setup, built: Assembled, result, beacon_cfg):
     model, every gene at its highest bit-width)."""
     problem, metric = built.problem, cfg.search.error_metric
     front = np.flatnonzero(result.front)
-    say(cfg.output.progress, f"test split: re-evaluating {len(front)} Pareto solution(s)")
+    say(
+        cfg.output.progress,
+        f"test split: re-evaluating {len(front)} Pareto solution(s)",
+    )
     genomes = result.genomes[front]
     if len(front) and beacon_cfg is not None:
         test_err = test_errors(problem, result.state, genomes, setup.test_batch)

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax import checkpoint, qmodel, train
-from mohaq_jax.console import say
 from mohaq_jax.config import (
     DataSettings,
     ExperimentConfig,
@@ -27,6 +26,7 @@ from mohaq_jax.config import (
     TrainingSettings,
     data_name,
 )
+from mohaq_jax.console import say
 from mohaq_jax.data import load_corpus, pad_batch
 from mohaq_jax.data.batching import (
     DEFAULT_BATCH_FRAMES,

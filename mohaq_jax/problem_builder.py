@@ -20,8 +20,8 @@ import numpy as np
 from mohaq_jax import genome as genome_lib
 from mohaq_jax import hardware, sharding
 from mohaq_jax.config import ExperimentConfig
-from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.console import say
+from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models import model_of
 from mohaq_jax.prepare import Setup, prepare
 from mohaq_jax.search import mohaq

@@ -25,10 +25,10 @@ import numpy as np
 
 from mohaq_jax import checkpoint, hardware
 from mohaq_jax.config import ConfigError, DataSettings, ExperimentConfig
+from mohaq_jax.console import say
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.data.images import ImageDataset, ImageSplit, load_images
 from mohaq_jax.models import vgg
-from mohaq_jax.console import say
 from mohaq_jax.prepare import Setup
 from mohaq_jax.problem_builder import SearchExperiment
 from mohaq_jax.retrain import vision
@@ -235,7 +235,10 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         baseline_info=baseline,
         seconds={"data": t_data, "baseline": t_train},
         per_mode=None,
-        report_settings={"data_settings": data.settings, "run_config": run_settings(cfg)},
+        report_settings={
+            "data_settings": data.settings,
+            "run_config": run_settings(cfg),
+        },
     )
 
 

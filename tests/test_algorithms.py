@@ -11,7 +11,7 @@ import pytest
 from mohaq_jax.search import moead, mohaq
 from mohaq_jax.search.algorithms import ALGORITHMS
 from mohaq_jax.search.scalarized import levels_from
-from tests.test_search_mohaq import make_problem, problem_parts  # noqa: F401
+from tests.test_search_mohaq import make_problem
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -26,13 +26,9 @@ def test_every_algorithm_searches_within_the_budget(problem_parts, name):
     # every reported metric is the evaluator's for that genome
     direct = problem.errors(result.genomes)["phone_error"]
     np.testing.assert_array_equal(result.metrics["error"], direct)
-    np.testing.assert_array_equal(
-        result.feasible, result.metrics["memory_mb"] <= 0.02
-    )
+    np.testing.assert_array_equal(result.feasible, result.metrics["memory_mb"] <= 0.02)
     assert np.all(result.feasible[result.front])
-    assert [h["generation"] for h in result.history] == list(
-        range(len(result.history))
-    )
+    assert [h["generation"] for h in result.history] == list(range(len(result.history)))
 
 
 @pytest.mark.parametrize("name", ["moead", "cma_es"])
@@ -107,8 +103,18 @@ def test_weights_by_hand():
     np.testing.assert_array_equal(hoods[2], [2, 1])  # ties: the lower index
 
 
-def _replace_reference(population, objectives, violation, ideal, subproblems,
-                       child_objectives, child_violation, children, weights, hoods):
+def _replace_reference(
+    population,
+    objectives,
+    violation,
+    ideal,
+    subproblems,
+    child_objectives,
+    child_violation,
+    children,
+    weights,
+    hoods,
+):
     """MOEA/D's replacement as a plain numpy loop (Zhang & Li 2007, Alg. 1 step 2.4,
     with Deb's rule for constraints)."""
     population, objectives = population.copy(), objectives.copy()

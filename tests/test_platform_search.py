@@ -12,12 +12,11 @@ constraint and the report like the built-in platforms.
 import csv
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, qmodel
+from mohaq_jax import evaluate, genome, hardware
 from mohaq_jax.hardware import Metric, Platform
 from mohaq_jax.models import sru
 from mohaq_jax.search import mohaq, report
@@ -78,19 +77,6 @@ def hand_costs(space, genomes, layers):
 def registered(monkeypatch):
     monkeypatch.setitem(hardware.PLATFORMS, "toy", TOY)
     monkeypatch.setitem(genome.SPACES, "toy", toy_space)
-
-
-@pytest.fixture(scope="module")
-def tiny_sru():
-    cfg = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
-    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
-    params = sru.init_params(k_p, cfg)
-    feats = jax.random.normal(k_x, (3, 12, 5))
-    lengths = jnp.asarray([12, 9, 6], jnp.int32)
-    labels = jnp.repeat(jax.random.randint(k_y, (3, 4), 0, 6), 3, axis=1)
-    labels = jnp.where(jnp.arange(12)[None] < lengths[:, None], labels, -1)
-    calib = qmodel.calibrate(params, cfg, feats, lengths)
-    return cfg, params, calib, (feats, labels, lengths)
 
 
 def test_toy_platform_search_end_to_end(registered, tiny_sru, tmp_path):

@@ -4,28 +4,11 @@ import csv
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, qmodel
-from mohaq_jax.models import sru
+from mohaq_jax import evaluate, hardware
 from mohaq_jax.search import mohaq, report
-
-
-@pytest.fixture(scope="module")
-def problem_parts():
-    cfg = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
-    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
-    params = sru.init_params(k_p, cfg)
-    feats = jax.random.normal(k_x, (3, 12, 5))
-    lengths = jnp.asarray([12, 9, 6], jnp.int32)
-    labels = jnp.repeat(jax.random.randint(k_y, (3, 4), 0, 6), 3, axis=1)
-    labels = jnp.where(jnp.arange(12)[None] < lengths[:, None], labels, -1)
-    calib = qmodel.calibrate(params, cfg, feats, lengths)
-    space = genome.silago_space(sru.layer_specs(cfg))
-    return cfg, params, calib, space, (feats, labels, lengths)
 
 
 def make_problem(parts, **overrides):

@@ -33,4 +33,3 @@ ALGORITHMS = {
     "de": scalarized(population_based(DifferentialEvolution)),
     "cma_es": scalarized(distribution_based(CMA_ES)),
 }
-

@@ -196,7 +196,9 @@ def make(config, upper) -> Algorithm:
         hood = neighbourhoods[subproblems_of(state)]
         local = jax.random.uniform(key_local, (n_children, 1)) < NEIGHBOUR_MATING_PROB
         near = jax.random.randint(key_pick, (n_children, 2), 0, hood.shape[1])
-        anywhere = jax.random.randint(jax.random.fold_in(key_pick, 1), near.shape, 0, pop)
+        anywhere = jax.random.randint(
+            jax.random.fold_in(key_pick, 1), near.shape, 0, pop
+        )
         parents = jnp.where(local, jnp.take_along_axis(hood, near, axis=1), anywhere)
         parent_1 = state.population[parents[:, 0]].astype(jnp.float32)
         parent_2 = state.population[parents[:, 1]].astype(jnp.float32)

@@ -417,9 +417,7 @@ def make(config, upper) -> Algorithm:
 
     def rescore(state: State, score) -> State:
         objectives, constraints = score(state.population)
-        return state.replace(
-            fitness=objectives, violation=total_violation(constraints)
-        )
+        return state.replace(fitness=objectives, violation=total_violation(constraints))
 
     return Algorithm(
         sample=compilation.jit_small(strategy.sample),
