@@ -71,8 +71,6 @@ class Site:
         return self.macs or self.n_weights
 
 
-#: Backward-compatible name (the SRU model called its sites ``LayerSpec``).
-LayerSpec = Site
 
 
 def gene_order(sites: Sequence[Site]) -> list[int]:
@@ -111,7 +109,6 @@ def weight_paths(sites: Sequence[Site]) -> tuple[tuple[str, ...], ...]:
 
 
 __all__ = [
-    "LayerSpec",
     "Site",
     "gene_order",
     "get_weight",

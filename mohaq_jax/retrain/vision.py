@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from mohaq_jax import quantize, sites
 from mohaq_jax.data.images import ImageDataset, ImageSplit, iterate_image_batches
+from mohaq_jax.hardware import reconfig
 from mohaq_jax.models import vgg
 from mohaq_jax.qmodel import Calibration
 from mohaq_jax.retrain import switching
@@ -252,7 +253,7 @@ def switching_finetune(
         quantized_params=qparams,
         dev_error=error_rate(qparams, config, data.dev, *aux),
         test_error=error_rate(qparams, config, data.test, *aux),
-        compression=switching.compression(
+        compression=reconfig.retrained_costs(
             [s.n_weights for s in specs],
             bits_w,
             info["extra_counts"],
