@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +36,7 @@ from mohaq_jax.data.batching import (
 )
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.models import get_model
-from mohaq_jax.models.sru import ModelConfig, paper_config, sites
+from mohaq_jax.models.sru import paper_config, sites
 
 
 @dataclasses.dataclass
@@ -43,7 +44,7 @@ class Setup:
     """Everything a search needs, prepared once."""
 
     corpus: object  # mohaq_jax.data.Corpus
-    model_config: ModelConfig
+    model_config: Any  # the registered model's Config (mohaq_jax.models contract)
     params: dict  # float baseline params
     calib: qmodel.Calibration
     dev_batch: BucketedSplit  # the dev split, streamed in length-bucketed batches
@@ -57,18 +58,26 @@ class Setup:
     report_settings: dict = dataclasses.field(default_factory=dict)  # task's own
 
 
-def model_config(model: ModelSettings, corpus) -> ModelConfig:
-    """The acoustic model's structure for a corpus."""
+def model_config(model: ModelSettings, corpus):
+    """The acoustic model's structure for a corpus: the registered model's ``Config``
+    with the corpus's ``n_features`` and ``n_classes`` and, of the model flags, the
+    fields that ``Config`` declares (``hidden``, ``n_layers``, ``bidirectional``,
+    ``n_proj``, ``dropout``); its own defaults for the rest."""
     if model.paper_model:
         return paper_config(n_classes=corpus.n_classes, n_features=corpus.n_features)
-    return get_model(model.name).Config(  # the registered model's own config
+    config_class = get_model(model.name).Config
+    flags = {
+        "hidden": model.hidden,
+        "n_layers": model.layers,
+        "bidirectional": model.bidirectional,
+        "n_proj": model.proj,
+        "dropout": model.dropout,
+    }
+    declared = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(
         n_features=corpus.n_features,
         n_classes=corpus.n_classes,
-        hidden=model.hidden,
-        n_layers=model.layers,
-        bidirectional=model.bidirectional,
-        n_proj=model.proj,
-        dropout=model.dropout,
+        **{k: v for k, v in flags.items() if k in declared},
     )
 
 
@@ -147,8 +156,10 @@ def baseline_dir(cfg: ExperimentConfig, corpus, model_cfg, train_cfg) -> str:
     """The baseline's checkpoint folder: ``--baseline-dir`` or the cache digest."""
     if cfg.training.baseline_dir is not None:
         return cfg.training.baseline_dir
+    # the registry name: two models with the same config fields never share a baseline
+    model = "sru" if cfg.model.paper_model else cfg.model.name
     ident = json.dumps(
-        [model_cfg.to_dict(), train_cfg.to_dict(), train.data_settings(corpus)],
+        [model, model_cfg.to_dict(), train_cfg.to_dict(), train.data_settings(corpus)],
         sort_keys=True,
         default=str,
     )
@@ -182,7 +193,7 @@ def _announce_baseline(progress, path, retrain, train_cfg) -> None:
         )
 
 
-def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[ModelConfig, dict, dict]:
+def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[Any, dict, dict]:
     """The float baseline for ``cfg``: loaded if trained before, else trained.
 
     Returns:

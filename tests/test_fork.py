@@ -13,6 +13,7 @@ costs against hand formulas.
 
 import csv
 import dataclasses
+import os
 import sys
 
 import jax
@@ -274,3 +275,46 @@ def test_toy_model_and_toy_platform_searched_end_to_end(registered, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == int(result.front.sum())
     assert {"cycles", "read_pj"} <= set(rows[0])
+
+
+def test_toy_model_and_toy_platform_through_the_cli(registered, tmp_path, monkeypatch):
+    """The same two registry lines suffice for the command line: ``--model toy_mlp``
+    on an experiment of platform ``toy_npu`` trains, searches and reports; its
+    baseline is cached under a key holding the model's name."""
+    from mohaq_jax import cli, prepare
+    from mohaq_jax.pipeline import SearchExperiment
+
+    monkeypatch.setenv("MOHAQ_CACHE", str(tmp_path / "cache"))
+    experiment = SearchExperiment(
+        platform="toy_npu", objectives=("error", "cycles", "read_pj"), title="toy"
+    )
+    out = tmp_path / "run"
+    argv = [
+        "--espeak-size", "tiny", "--model", "toy_mlp", "--hidden", "7",
+        "--epochs", "1", "--per", "smoothed", "--error-metric", "frame_error",
+        "--pop", "4", "--offspring", "2", "--generations", "1", "--no-progress",
+        "--out", str(out),
+    ]  # fmt: skip
+    summary = cli.search_main(argv, "toy search", experiment, out=str(out))
+    with open(out / "pareto.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["n_pareto"] >= 1
+    space = summary["problem"].space
+    assert space.name == "toy_space"
+    genomes = np.asarray([[int(v) for v in r["genome"].split()] for r in rows])
+    want = hand_costs(space, genomes)  # the toy's Config kept --hidden 7
+    np.testing.assert_allclose([float(r["cycles"]) for r in rows], want["cycles"])
+    # a model registered under another name never loads this one's baseline
+    run_cfg = cli.parse_config(
+        cli.build_parser("toy", cli.SEARCH_SECTIONS), argv, lambda c: None
+    )
+    corpus = prepare.load_data(run_cfg.data, progress=False)
+    model_cfg = prepare.model_config(run_cfg.model, corpus)
+    train_cfg = prepare.train_config(run_cfg.training)
+    mine = prepare.baseline_dir(run_cfg, corpus, model_cfg, train_cfg)
+    assert os.path.isdir(mine)
+    monkeypatch.setitem(models.MODELS, "toy_copy", __name__)
+    copy_cfg = dataclasses.replace(
+        run_cfg, model=dataclasses.replace(run_cfg.model, name="toy_copy")
+    )
+    assert prepare.baseline_dir(copy_cfg, corpus, model_cfg, train_cfg) != mine
