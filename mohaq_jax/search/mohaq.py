@@ -365,17 +365,16 @@ class Searcher:
         )
 
     def _state_template(self):
-        """Zeros shaped as the algorithm's state (what a checkpoint restores into)."""
+        """A state of the algorithm's structure (what a checkpoint restores into):
+        ``init`` of an all-zero population (run once, on resume only; the
+        algorithms' compiled steps cannot be traced by ``jax.eval_shape``)."""
         key = jax.random.key(0)
         n_obj = len(self.problem.config.objectives)
-        population = jax.eval_shape(self.algorithm.sample, key)
+        population = jnp.zeros_like(self.algorithm.sample(key))
         n = population.shape[0]
-        constraints = jax.ShapeDtypeStruct((n, N_CONSTRAINTS), jnp.float32)
-        objectives = jax.ShapeDtypeStruct((n, n_obj), jnp.float32)
-        shapes = jax.eval_shape(
-            self.algorithm.init, key, population, (objectives, constraints)
-        )
-        return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+        fitness = (jnp.zeros((n, n_obj)), jnp.zeros((n, N_CONSTRAINTS)))
+        state = self.algorithm.init(key, population, fitness)
+        return jax.tree.map(np.asarray, state)
 
     def _row(self, pstate, archive, generation: int, n_asked: int, seconds: float):
         """One history row: the distinct genomes scored so far, their feasible ones,
