@@ -119,7 +119,13 @@ def table(args):
     n_dev = args.dev_utts or len(corpus.dev)
     dev = tuple(jnp.asarray(x) for x in pad_batch(corpus.dev, range(n_dev)))
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, corpus.fold39, params, calib, chunk_size=None, pop_size=args.chunk
+        cfg,
+        space,
+        corpus.fold39,
+        params,
+        calib,
+        chunk_size=None,
+        genome_batch=args.chunk,
     )
     genomes = all_genomes(space.upper)
     start, errors = time.perf_counter(), []

@@ -187,9 +187,7 @@ def _by_kind(layers: Sequence[Site]) -> list[int]:
     return gene_order(layers)
 
 
-def tied_space(
-    layers: Sequence[Site], values: Sequence[int], name: str
-) -> GenomeSpace:
+def tied_space(layers: Sequence[Site], values: Sequence[int], name: str) -> GenomeSpace:
     """One gene per layer driving both its weight and activation bits."""
     layers = tuple(layers)
     order = _by_kind(layers)

@@ -110,7 +110,7 @@ def error_intervals(
         evaluator.params,
         evaluator.calib,
         chunk_size=None,
-        pop_size=size,
+        genome_batch=size,
         decoder=evaluator.decoder,
         per_mode=evaluator.per_mode,
     )

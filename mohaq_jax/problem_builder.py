@@ -113,7 +113,7 @@ def evaluators(cfg, setup, space):
         setup.params,
         setup.calib,
         chunk_size=cfg.search.chunk_size,
-        pop_size=cfg.search.offspring,
+        genome_batch=cfg.search.offspring,
         mesh=mesh,
         decoder=setup.decoder,
         per_mode=setup.per_mode,

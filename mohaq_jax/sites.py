@@ -71,8 +71,6 @@ class Site:
         return self.macs or self.n_weights
 
 
-
-
 def gene_order(sites: Sequence[Site]) -> list[int]:
     """Site indices sorted by ``group``, forward order within a group."""
     return sorted(range(len(sites)), key=lambda i: (sites[i].group, i))

@@ -142,11 +142,12 @@ PLATFORM = Platform(
 )
 
 
-def hand_costs(space, genomes):
+def hand_costs(space, genomes, config=Config()):
     bits = space.bits_table[np.arange(space.n_genes)[None], genomes]
     w = bits[:, list(space.w_gene)].astype(np.float64)
     a = bits[:, list(space.a_gene)].astype(np.float64)
-    macs = np.asarray([5 * 7, 7 * 4], np.float64)
+    hidden = config.hidden
+    macs = np.asarray([config.n_features * hidden, hidden * config.n_classes], float)
     cycles = np.sum(macs / (2.0 * 8.0 / np.maximum(w, a)), 1)
     return {"cycles": cycles, "read_pj": 0.5 * (w @ macs)}
 
@@ -219,7 +220,7 @@ def test_toy_model_and_toy_platform_searched_end_to_end(registered, tmp_path):
     maximize = platform.check_objectives(objectives)
     assert maximize == ()
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, np.arange(cfg.n_classes), params, calib, pop_size=3
+        cfg, space, np.arange(cfg.n_classes), params, calib, genome_batch=3
     )
     config = mohaq.SearchConfig(
         objectives=objectives,
@@ -302,7 +303,9 @@ def test_toy_model_and_toy_platform_through_the_cli(registered, tmp_path, monkey
     space = summary["problem"].space
     assert space.name == "toy_space"
     genomes = np.asarray([[int(v) for v in r["genome"].split()] for r in rows])
-    want = hand_costs(space, genomes)  # the toy's Config kept --hidden 7
+    toy_config = summary["problem"].evaluator.config
+    assert toy_config.hidden == 7  # --hidden reached the toy's Config
+    want = hand_costs(space, genomes, toy_config)
     np.testing.assert_allclose([float(r["cycles"]) for r in rows], want["cycles"])
     # a model registered under another name never loads this one's baseline
     run_cfg = cli.parse_config(

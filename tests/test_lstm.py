@@ -225,7 +225,7 @@ def test_mohaq_search_runs_on_the_lstm(setup):
         max_error=10.0,
     )
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, fold, params, calib, chunk_size=2, pop_size=4
+        cfg, space, fold, params, calib, chunk_size=2, genome_batch=4
     )
     cost_fn = hardware.get_platform("bitfusion").make_cost_fn(space)
     problem = mohaq.QuantizationProblem(evaluator, cost_fn, batch, config)

@@ -106,7 +106,7 @@ def test_toy_platform_search_end_to_end(registered, tiny_sru, tmp_path):
         memory_metric=platform.memory_metric,
     )
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, np.arange(6), params, calib, pop_size=3
+        cfg, space, np.arange(6), params, calib, genome_batch=3
     )
     problem = mohaq.QuantizationProblem(
         evaluator,
@@ -178,7 +178,7 @@ def test_reconfig_space_runs_the_sru(tiny_sru):
 
     def errors(space, genomes):
         return evaluate.PopulationEvaluator(
-            cfg, space, fold, params, calib, chunk_size=None, pop_size=4
+            cfg, space, fold, params, calib, chunk_size=None, genome_batch=4
         )(genomes, batch)
 
     ours, ref = errors(space, genomes), errors(wide, same)

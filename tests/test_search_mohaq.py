@@ -24,7 +24,7 @@ def make_problem(parts, **overrides):
     settings.update(overrides)
     config = mohaq.SearchConfig(**settings)
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, np.arange(6), params, calib, chunk_size=3, pop_size=3
+        cfg, space, np.arange(6), params, calib, chunk_size=3, genome_batch=3
     )
     cost_fn = hardware.get_platform("silago").make_cost_fn(space)
     return mohaq.QuantizationProblem(

@@ -52,6 +52,7 @@ from typing import Protocol
 
 #: name -> module path of a model implementing the contract above.
 
+
 class ContractConfig(Protocol):
     """What model-neutral code may read of any model's ``Config`` (the contract)."""
 

@@ -167,7 +167,9 @@ def make_loss(config: ContractConfig) -> Callable:
     return loss
 
 
-def make_step(config: ContractConfig, optimizer: optax.GradientTransformation) -> Callable:
+def make_step(
+    config: ContractConfig, optimizer: optax.GradientTransformation
+) -> Callable:
     """The pure training step (not jitted; jit or vmap it where it is called).
 
     Returns:
