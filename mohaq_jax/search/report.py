@@ -316,7 +316,7 @@ def write_outputs(
         f"- run time: {result.seconds:.1f} s"
         + (" (resumed)" if result.resumed else ""),
         "",
-        "| generation | evaluations | feasible in population | best error | hypervolume |",
+        "| generation | evaluations | feasible so far | best error so far | hypervolume so far |",
         "|---|---|---|---|---|",
     ]
     for h in result.history:
