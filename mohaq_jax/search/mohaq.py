@@ -249,14 +249,14 @@ class Searcher:
         changed = problem.changed(pstate, updated)
         if changed:
             updated, results = problem.evaluate(updated, genomes[rows])
-        objectives, constraints = problem.fitness(results)
+        fitness = problem.fitness(results)
         if not rows.all():  # unscored: the budget is spent
             index = jnp.asarray(np.flatnonzero(rows))
-            objectives = jnp.full((len(genomes), objectives.shape[1]), jnp.inf)
-            objectives = objectives.at[index].set(problem.fitness(results)[0])
-            constraints = jnp.full((len(genomes), constraints.shape[1]), jnp.inf)
-            constraints = constraints.at[index].set(problem.fitness(results)[1])
-        return updated, archive, (objectives, constraints), changed
+            fitness = tuple(
+                jnp.full((len(genomes), part.shape[1]), jnp.inf).at[index].set(part)
+                for part in fitness
+            )
+        return updated, archive, fitness, changed
 
     def done(self, state: SearchState) -> bool:
         """Whether the search has run its generations or spent its budget."""
