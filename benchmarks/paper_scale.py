@@ -110,7 +110,7 @@ def measure_eval(args, config, params, dev) -> dict:
         fold = np.asarray(FOLD_61_TO_39, np.int32)
     chunk = None if args.chunk_size == 0 else args.chunk_size
     evaluator = evaluate.PopulationEvaluator(
-        config, space, fold, params, calib, chunk_size=chunk, pop_size=args.pop
+        config, space, fold, params, calib, chunk_size=chunk, genome_batch=args.pop
     )
     rng = np.random.default_rng(args.seed)
     populations = [

@@ -212,6 +212,7 @@ def check_compatible(
         raise CheckpointMismatch(
             f"checkpoint{where} was written for a different setup:\n  "
             + "\n  ".join(problems)
+            # the hint names the flag the experiments take
             + "\nUse another folder (--baseline-dir for a baseline, --out for a "
             "search), or start over (--retrain-baseline; a search without --resume)."
         )

@@ -13,6 +13,8 @@ import os
 import tempfile
 from typing import TYPE_CHECKING
 
+from mohaq_jax.search.algorithms import ALGORITHMS
+
 if TYPE_CHECKING:
     from mohaq_jax.config import (
         BeaconSettings,
@@ -45,7 +47,7 @@ SWITCHING_RUNS = {
 
 #: Values of flags that other parts of the project add; until then they are refused.
 AVAILABLE = {
-    "algorithm": ("nsga2", "simple_ga", "de"),
+    "algorithm": tuple(ALGORITHMS),
     "per": ("decoded", "smoothed", "raw"),
     "data": ("espeak", "timit", "transcribed"),
     "platform": ("bitfusion", "reconfig"),  # cost models of the image search

@@ -418,7 +418,7 @@ class RaceResult:
 class PopulationEvaluator:
     """Host-side wrapper: validates input, skips duplicate genomes, keeps shapes fixed.
 
-    Unique genomes are evaluated once; the population is padded to ``pop_size`` (a
+    Unique genomes are evaluated once; the population is padded to ``genome_batch`` (a
     multiple of ``chunk_size``) so that every call reuses one compiled program per
     batch shape. The data is one batch or a split streamed as batches
     (:func:`mohaq_jax.data.batching.bucketed_batches`): per-genome sums are added up
@@ -431,7 +431,9 @@ class PopulationEvaluator:
     params: dict
     calib: Calibration
     chunk_size: int | None = 2
-    pop_size: int | None = None  # fixed padded size; default: first call's size
+    genome_batch: int | None = (
+        None  # genomes per compiled call (padded); None: first call's
+    )
     mesh: Any = (
         None  # sharding.population_mesh(...) to split the population; None = 1 device
     )
@@ -470,7 +472,7 @@ class PopulationEvaluator:
             task.check(one)
         unique, inverse = np.unique(genomes, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
-        size = self.pop_size or len(genomes)
+        size = self.genome_batch or len(genomes)
         # Every device gets a whole number of chunks.
         multiple = (self.chunk_size or 1) * sharding.mesh_size(self.mesh)
         size = max(size, len(unique))

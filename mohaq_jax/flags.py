@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from mohaq_jax.search.algorithms import ALGORITHMS
+
 SWITCH = "switch"  # an on/off flag (argparse store_true)
 INTS = "ints"  # comma-separated ints, e.g. "16,16,32" -> (16, 16, 32)
 
@@ -77,8 +79,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("training.baseline_dir", "--baseline-dir", str, "checkpoint folder of the float baseline (None: a folder in the cache named after data, model and training settings, shared by every experiment; the image search keeps one file per such settings in it)"),
     Flag("training.retrain", "--retrain-baseline", SWITCH, "train the baseline again even if a checkpoint exists"),
     # search
-    Flag("search.algorithm", "--algorithm", ("nsga2", "simple_ga", "de"), "nsga2: the Pareto front; simple_ga / de: evosax single-objective search, maximize speedup subject to the error and memory limits, at the same budget"),
-    Flag("search.compare", "--compare", str, "comma list of other algorithms (nsga2, simple_ga, de) to run on the same problem with the same seed and budget after the main search; the report compares them (not with --beacons)"),
+    Flag("search.algorithm", "--algorithm", tuple(ALGORITHMS), "nsga2 / moead: the Pareto front; simple_ga / de / cma_es: evosax single-objective search, maximize speedup subject to the error and memory limits, at the same budget"),
+    Flag("search.compare", "--compare", str, f"comma list of other algorithms ({', '.join(ALGORITHMS)}) to run on the same problem with the same seed and budget after the main search; the report compares them (not with --beacons)"),
     Flag("search.platform", "--platform", ("bitfusion", "reconfig"), "accelerator cost model of the image search: bitfusion (error, speedup, energy; 2/4/8/16 bits) or reconfig (error, energy, compression; 2/3/4 bits); each speech experiment has its own", images=True),
     Flag("search.pop", "--pop", int, "population size (paper: 40)"),
     Flag("search.offspring", "--offspring", int, "genomes evaluated per generation (paper: 10)"),
@@ -179,6 +181,11 @@ IMAGE_SEARCH_FIELDS = {
         "eval_batch",
         "max_eval",
         "chunk_size",
+        "algorithm",
+        "compare",
+        "budget",
+        "devices",
+        "seed_uniform",
     ),
     "output": ("out", "resume", "progress", "debug"),
 }

@@ -8,9 +8,13 @@ is named here). A *genome* is an integer vector of gene levels; a :class:`Genome
 to bits per site. MOHAQ (Rashed et al. 2021, Sec. IV) searches two spaces:
 
 * SiLago: one gene per layer (weights and activations share a precision), bits
-  {4, 8, 16}; genes ordered [sru1..4, proj1..3, fc].
-* Bitfusion: separate weight and activation genes, bits {2, 4, 8, 16}; genes ordered
-  [w_sru1..4, a_sru1..4, w_proj1..3, a_proj1..3, w_fc, a_fc].
+  {4, 8, 16}; for the default SRU the genes are [sru1..4, proj1..3, fc].
+* Bitfusion: separate weight and activation genes, bits {2, 4, 8, 16}; for the
+  default SRU [w_sru1..4, a_sru1..4, w_proj1..3, a_proj1..3, w_fc, a_fc].
+
+and the other platforms' (:data:`SPACES`): ``reconfig`` (the 2-4-bit reconfigurable
+accelerator: separate genes over {2, 3, 4}), ``wide`` (separate genes over every
+supported width) and ``weights`` (the compression experiment: weight genes only).
 
 A gene's value is its *level*: the index of its bit-width in that gene's allowed
 values (ascending), so levels are what NSGA-II mutates and what beacon distances count.
@@ -30,8 +34,6 @@ import numpy as np
 from mohaq_jax import quantize
 from mohaq_jax.sites import Site, gene_order, groups
 
-LayerSpec = Site  # backward-compatible name
-
 
 @dataclasses.dataclass(frozen=True)
 class GenomeSpace:
@@ -47,7 +49,7 @@ class GenomeSpace:
     """
 
     name: str
-    layers: tuple[LayerSpec, ...]
+    layers: tuple[Site, ...]
     gene_names: tuple[str, ...]
     gene_values: tuple[tuple[int, ...], ...]
     w_gene: tuple[int, ...]
@@ -180,14 +182,12 @@ class GenomeSpace:
         }
 
 
-def _by_kind(layers: Sequence[LayerSpec]) -> list[int]:
+def _by_kind(layers: Sequence[Site]) -> list[int]:
     """Layer indices grouped by the sites' ``group``, forward order within a group."""
     return gene_order(layers)
 
 
-def tied_space(
-    layers: Sequence[LayerSpec], values: Sequence[int], name: str
-) -> GenomeSpace:
+def tied_space(layers: Sequence[Site], values: Sequence[int], name: str) -> GenomeSpace:
     """One gene per layer driving both its weight and activation bits."""
     layers = tuple(layers)
     order = _by_kind(layers)
@@ -204,7 +204,7 @@ def tied_space(
 
 
 def separate_space(
-    layers: Sequence[LayerSpec], values: Sequence[int], name: str
+    layers: Sequence[Site], values: Sequence[int], name: str
 ) -> GenomeSpace:
     """Separate weight and activation genes per group: w_sru*, a_sru*, w_proj* ..."""
     layers = tuple(layers)
@@ -224,22 +224,22 @@ def separate_space(
     )
 
 
-def silago_space(layers: Sequence[LayerSpec]) -> GenomeSpace:
+def silago_space(layers: Sequence[Site]) -> GenomeSpace:
     """SiLago: weights and activations of a layer share one of 4, 8, 16 bits."""
     return tied_space(layers, (4, 8, 16), "silago")
 
 
-def bitfusion_space(layers: Sequence[LayerSpec]) -> GenomeSpace:
+def bitfusion_space(layers: Sequence[Site]) -> GenomeSpace:
     """Bitfusion: separate weight and activation genes over 2, 4, 8, 16 bits."""
     return separate_space(layers, (2, 4, 8, 16), "bitfusion")
 
 
-def wide_space(layers: Sequence[LayerSpec]) -> GenomeSpace:
+def wide_space(layers: Sequence[Site]) -> GenomeSpace:
     """Every supported bit-width (2-16, float) for weights and activations separately."""
     return separate_space(layers, quantize.BIT_OPTIONS, "wide")
 
 
-def weights_space(layers: Sequence[LayerSpec], act_bits: int = 16) -> GenomeSpace:
+def weights_space(layers: Sequence[Site], act_bits: int = 16) -> GenomeSpace:
     """One weight gene per layer over 2-16 bits; activations fixed at ``act_bits``.
 
     The space of the compression experiment (post-training weight compression).
@@ -258,22 +258,22 @@ def weights_space(layers: Sequence[LayerSpec], act_bits: int = 16) -> GenomeSpac
     )
 
 
-def reconfig_space(layers: Sequence[LayerSpec]) -> GenomeSpace:
+def reconfig_space(layers: Sequence[Site]) -> GenomeSpace:
     """2-4-bit reconfigurable PE: separate weight and activation genes over 2, 3, 4."""
-    return separate_space(layers, (2, 3, 4), "reconfig")  # plat12: reconfig platform
+    return separate_space(layers, (2, 3, 4), "reconfig")
 
 
 #: name -> factory(layers) -> GenomeSpace
-SPACES: dict[str, Callable[[Sequence[LayerSpec]], GenomeSpace]] = {
+SPACES: dict[str, Callable[[Sequence[Site]], GenomeSpace]] = {
     "silago": silago_space,
     "bitfusion": bitfusion_space,
-    "reconfig": reconfig_space,  # plat12: reconfig platform
+    "reconfig": reconfig_space,  # the 2-4-bit reconfigurable accelerator
     "wide": wide_space,
     "weights": weights_space,
 }
 
 
-def get_space(name: str, layers: Sequence[LayerSpec]) -> GenomeSpace:
+def get_space(name: str, layers: Sequence[Site]) -> GenomeSpace:
     """Builds a registered genome space for the given layers."""
     if name not in SPACES:
         raise ValueError(f"unknown genome space {name!r}; registered: {sorted(SPACES)}")

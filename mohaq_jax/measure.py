@@ -14,9 +14,10 @@ import jax
 import numpy as np
 
 from mohaq_jax import bootstrap
+from mohaq_jax.console import say
 from mohaq_jax.data import pad_batch
 from mohaq_jax.evaluate import PopulationEvaluator
-from mohaq_jax.prepare import Setup, say
+from mohaq_jax.prepare import Setup
 
 
 def chosen_models(problem, state, genomes) -> np.ndarray:
@@ -157,7 +158,7 @@ def _chosen_evaluator(problem, state, genomes, sources):
         evaluator.params,
         evaluator.calib,
         chunk_size=None,
-        pop_size=size,
+        genome_batch=size,
         decoder=evaluator.decoder,
         per_mode=evaluator.per_mode,
     )

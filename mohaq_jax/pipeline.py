@@ -1,14 +1,20 @@
-"""The MOHAQ experiment pipeline: data -> baseline -> calibration -> search -> test.
+"""The MOHAQ experiment pipeline, for every task: prepare -> problem -> searches ->
+measure -> report.
 
-:func:`run_mohaq` prepares data, the float baseline and calibration once
-(:mod:`mohaq_jax.prepare`), builds the batched population evaluator and the platform's
-cost model, runs the NSGA-II search (checkpointed every generation), re-evaluates the
-Pareto set on the test split (with bootstrap confidence intervals,
-:mod:`mohaq_jax.bootstrap`) and hands everything to the report writers
-(:mod:`mohaq_jax.reporting`, :mod:`mohaq_jax.search.report`), which train and evaluate
-nothing. With beacons it runs an inference-only and a beacon-based search with the same
-seed and budget, retrains a few Pareto solutions to check the beacon estimates, and
-compares the two. Every function takes the :class:`~mohaq_jax.config.ExperimentConfig`.
+:func:`run_mohaq` is the whole experiment as a short list of named steps. Only the
+first one is task-specific: the experiment's ``prepare`` (speech:
+:func:`mohaq_jax.prepare.prepare`; images: :func:`mohaq_jax.vision_search.prepare`)
+gives the data, the error metric's evaluator settings, the float model and its
+calibration (:class:`~mohaq_jax.prepare.Setup`). Then the problem
+(:func:`~mohaq_jax.problem_builder.build_problem`: platform, genome space, batched
+evaluator, constraints), the search of ``--algorithm`` and each of ``--compare``
+(:func:`~mohaq_jax.search.mohaq.run_search`, checkpointed every generation), the
+measurements (:mod:`mohaq_jax.measure`: test errors, bootstrap intervals, the 16-bit
+baseline, the compression sweep) and the files (:mod:`mohaq_jax.reporting`,
+:func:`mohaq_jax.search.report.write_outputs`), which train and evaluate nothing. With
+beacons it runs an inference-only and a beacon-based search with the same seed and
+budget, retrains a few Pareto solutions to check the beacon estimates, and compares
+the two. Every function takes the :class:`~mohaq_jax.config.ExperimentConfig`.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mohaq_jax import atomic, metrics, reporting, sharding, train
 from mohaq_jax import config as config_lib
-from mohaq_jax import metrics, reporting, sharding, train
 from mohaq_jax.config import ExperimentConfig
-from mohaq_jax.data import provenance
+from mohaq_jax.console import say
 from mohaq_jax.measure import (
     beacon_gains,
     best_within_margin,
@@ -31,14 +37,18 @@ from mohaq_jax.measure import (
     error_intervals,
     test_errors,
 )
-from mohaq_jax.prepare import Setup, prepare, say
-from mohaq_jax.problem_builder import (  # noqa: F401 (SearchExperiment: re-exported)
+from mohaq_jax.prepare import Setup
+from mohaq_jax.problem_builder import (
+    Assembled,
     SearchExperiment,
     beacon_config,
     build_problem,
 )
-from mohaq_jax.search import compilation, mohaq, report, single_objective
+from mohaq_jax.search import compilation, mohaq, report
 from mohaq_jax.search.beacon import BeaconConfig
+from mohaq_jax.search.scalarized import target_objective
+
+__all__ = ["retrain_front", "run_mohaq", "run_searches", "search_one"]
 
 
 def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
@@ -54,16 +64,22 @@ def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
     compilation.enable_compilation_cache(  # a rerun compiles nothing
         os.path.join(cfg.data.cache_dir, "jax_cache") if cfg.data.cache_dir else None
     )
-    setup = prepare(cfg)
-    out = cfg.output.out
+    setup = experiment.prepare(cfg)
     if not cfg.beacons.enabled:
+        out = cfg.output.out
         return search_one(cfg, setup, experiment, out, experiment.title, t_start)
+    return inference_vs_beacons(cfg, setup, experiment, t_start)
+
+
+def inference_vs_beacons(cfg, setup: Setup, experiment, t_start: float) -> dict:
+    """An inference-only and a beacon-based search of one problem, compared."""
+    out, title = cfg.output.out, experiment.title
     plain = search_one(
         cfg,
         setup,
         experiment,
         os.path.join(out, "inference_only"),
-        f"{experiment.title}: inference-only",
+        f"{title}: inference-only",
         t_start,
     )
     bcfg = beacon_config(cfg)
@@ -72,7 +88,7 @@ def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
         setup,
         experiment,
         os.path.join(out, "beacons"),
-        f"{experiment.title}: beacon-based",
+        f"{title}: beacon-based",
         t_start,
         beacon_config=bcfg,
     )
@@ -89,14 +105,8 @@ def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:
     )
     path = os.path.join(out, "report.md")
     if sharding.is_main_process():
-        report._write_atomic(
-            path,
-            "\n".join(
-                [f"# {experiment.title}: inference-only vs beacon-based", ""]
-                + comparison
-            )
-            + "\n",
-        )
+        heading = f"# {title}: inference-only vs beacon-based"
+        atomic.write_text(path, "\n".join([heading, ""] + comparison) + "\n")
     if cfg.output.progress:
         print("\n".join(comparison[:12]))
         print(f"-> {path}")
@@ -146,18 +156,147 @@ def retrain_front(cfg: ExperimentConfig, setup: Setup, summary: dict, bcfg) -> d
     return {int(i): float(e) for i, e in zip(verify, errors, strict=True)}
 
 
-def run_algorithm(
-    problem, name: str, out_dir, resume: bool, progress: bool, state=None
-):
-    """One search of ``problem`` by ``name`` (NSGA-II, checkpointed in ``out_dir``
-    when given, or an evosax single-objective algorithm at the same budget, starting
-    from the problem ``state`` of an earlier search when given: shared scores)."""
-    if name == "nsga2":
-        main = sharding.is_main_process()
-        return mohaq.run_search(
-            problem, out_dir, resume=resume, progress=progress and main
+def run_searches(cfg: ExperimentConfig, built: Assembled, out_dir: str) -> dict:
+    """The search of ``--algorithm`` (checkpointed in ``out_dir``; ``--resume``), then
+    each of ``--compare`` on the same problem, seed and budget, each starting from
+    the scores of the one before (no genome evaluated twice). Returns name ->
+    :class:`~mohaq_jax.search.mohaq.SearchResult`, ``--algorithm`` first."""
+    s, progress = cfg.search, cfg.output.progress
+    main = sharding.is_main_process()  # only host 0 writes checkpoints and files
+    state_path = os.path.join(out_dir, mohaq.STATE_FILE)
+    if cfg.output.resume and not os.path.exists(state_path):
+        say(
+            True,
+            f"--resume: no search checkpoint in {out_dir} ({mohaq.STATE_FILE}); "
+            "starting from scratch",
         )
-    return single_objective.run_problem(problem, name, state=state)
+    say(
+        progress,
+        f"search: {s.algorithm} on {built.platform.name}, population {s.pop}, "
+        f"{s.offspring} offspring x {s.generations} generations (NSGA-II's budget); "
+        "the first population compiles the evaluator",
+    )
+    runs = {
+        s.algorithm: mohaq.run_search(
+            built.problem,
+            out_dir if main else None,
+            resume=cfg.output.resume,
+            progress=progress and main,
+            algorithm=s.algorithm,
+        )
+    }
+    for name in config_lib.compared(s):
+        say(progress, f"--compare: {name} on the same problem, seed and budget")
+        runs[name] = mohaq.run_search(
+            built.problem,
+            progress=progress and main,
+            algorithm=name,
+            problem_state=list(runs.values())[-1].state,
+        )
+    return runs
+
+
+def measure_front(cfg, setup: Setup, built: Assembled, result, beacon_cfg):
+    """The Pareto set's test errors and intervals, and the baselines' rows (float
+    model, every gene at its highest bit-width)."""
+    problem, metric = built.problem, cfg.search.error_metric
+    front = np.flatnonzero(result.front)
+    say(
+        cfg.output.progress,
+        f"test split: re-evaluating {len(front)} Pareto solution(s)",
+    )
+    genomes = result.genomes[front]
+    if len(front) and beacon_cfg is not None:
+        test_err = test_errors(problem, result.state, genomes, setup.test_batch)
+    elif len(front):
+        test_err = problem.errors(genomes, setup.test_batch)[metric]
+    else:
+        test_err = np.zeros(0)
+    intervals = error_intervals(
+        cfg, setup, problem, result.state, genomes, built.float_eval, beacon_cfg
+    )
+    top = problem.space.upper[None].astype(np.int32)
+    _, dev_top = problem.evaluate(result.state, top)
+    test_top = problem.errors(top, setup.test_batch)[metric][0]
+    notes = [  # the platform's declared metrics, nothing made up
+        f"{m} {dev_top[m][0]:.4g} {built.platform.metric(m).unit}"
+        + (" (placeholder constants)" if built.platform.metric(m).placeholder else "")
+        for m in built.platform.metric_names()
+        if m in dev_top
+    ]
+    top_bits = max(max(v) for v in problem.space.gene_values)
+    baselines = [
+        {
+            "name": "float32",
+            "dev_error": float(built.float_dev),
+            "test_error": float(built.float_test),
+            "notes": "no quantization",
+        },
+        {
+            "name": f"all {top_bits}-bit",
+            "dev_error": float(dev_top["error"][0]),
+            "test_error": float(test_top),
+            "notes": ", ".join(notes),
+        },
+    ]
+    if intervals is not None:
+        for split in ("dev", "test"):
+            f = intervals[split]["float"]
+            baselines[0][f"{split}_ci"] = [float(f["low"][0]), float(f["high"][0])]
+    return test_err, intervals, baselines
+
+
+def run_settings(cfg, setup: Setup, experiment, built: Assembled, seconds) -> dict:
+    """What the report and ``pareto.json`` state about how the run was set up."""
+    decoder = setup.decoder
+    return {
+        "platform": experiment.platform,
+        "space": built.space.name,
+        "data": setup.corpus.name,
+        "synthetic_data": bool(setup.corpus.synthetic),
+        "error_reading": metrics.error_reading(cfg.search.error_metric, setup.per_mode),
+        "sites": [site.name for site in built.space.layers],  # from the model itself
+        "placeholders": built.platform.placeholders(),
+        "model_config": setup.model_config.to_dict(),
+        "search_config": built.search_config.to_dict(),
+        "calibration": cfg.search.calib,
+        "phone_error_read_by": setup.per_mode,
+        "decoder": None
+        if decoder is None
+        else {
+            "lm_weight": float(decoder.lm_weight),
+            "insertion_penalty": float(decoder.insertion_penalty),
+            "states_per_phone": int(decoder.n_states),
+        },
+        "baseline_checkpoint": setup.baseline_info.get("path"),
+        "seconds": {**setup.seconds, **seconds},
+        "ideal": built.ideal.tolist(),
+        "nadir": built.nadir.tolist(),
+        **setup.report_settings,
+    }
+
+
+def extra_sections(cfg, setup, experiment, built, runs, settings, beacon_cfg):
+    """The report's task-specific sections: compression sweep, the compared
+    algorithms, the beacons. Returns ``(markdown lines, sweep or None)``."""
+    problem, result = built.problem, runs[cfg.search.algorithm]
+    extra, sweep = [], None
+    if experiment.sweep_bits:
+        sweep = compression_sweep(problem, result.state, setup, experiment.sweep_bits)
+        best = best_within_margin(problem, result, setup, sweep, experiment.margin)
+        extra = reporting.compression_section(
+            built.space, sweep, best, experiment.margin
+        )
+    if len(runs) > 1:
+        target = target_objective(experiment.objectives, experiment.maximize)
+        rows = reporting.algorithm_rows(problem, runs, target)
+        settings["compared"] = rows
+        maximized = target in experiment.maximize
+        extra = list(extra) + reporting.algorithm_section(rows, target, maximized)
+    if beacon_cfg is not None:
+        settings["beacon_config"] = beacon_cfg.to_dict()
+        extra = list(extra) + reporting.beacon_section(built.space, result.state.extra)
+    return extra, sweep
 
 
 def search_one(
@@ -169,183 +308,71 @@ def search_one(
     t_start: float,
     beacon_config: BeaconConfig | None = None,
 ) -> dict:
-    """One search (inference-only, or beacon-based with ``beacon_config``) and its files."""
-    progress = cfg.output.progress
-    corpus, model_cfg, s = setup.corpus, setup.model_config, cfg.search
-    objectives, maximize = experiment.objectives, experiment.maximize
+    """One search (inference-only, or beacon-based with ``beacon_config``) and its
+    files: problem -> searches -> measure -> report."""
     built = build_problem(cfg, setup, experiment, beacon_config)
-    problem, platform, space = built.problem, built.platform, built.space
-    float_eval, float_dev, float_test = (
-        built.float_eval,
-        built.float_dev,
-        built.float_test,
-    )
-    max_error, memory_limit = built.max_error, built.memory_limit
-    search_config, ideal, nadir = built.search_config, built.ideal, built.nadir
     os.makedirs(out_dir, exist_ok=True)
-    main = sharding.is_main_process()  # only host 0 writes checkpoints and files
-    state_path = os.path.join(out_dir, mohaq.STATE_FILE)
-    if cfg.output.resume and not os.path.exists(state_path):
-        say(
-            True,
-            f"--resume: no search checkpoint in {out_dir} ({mohaq.STATE_FILE}); "
-            "starting from scratch",
-        )
-    say(
-        progress,
-        f"search: {s.algorithm} on {platform.name}, population {s.pop}, "
-        f"{s.offspring} offspring x {s.generations} generations (NSGA-II's budget); "
-        "the first population compiles the evaluator",
+    runs = run_searches(cfg, built, out_dir)
+    result = runs[cfg.search.algorithm]
+    test_err, intervals, baselines = measure_front(
+        cfg, setup, built, result, beacon_config
     )
-    result = run_algorithm(
-        problem, s.algorithm, out_dir if main else None, cfg.output.resume, progress
+    seconds = {"search": result.seconds, "total": time.perf_counter() - t_start}
+    settings = run_settings(cfg, setup, experiment, built, seconds)
+    extra, sweep = extra_sections(
+        cfg, setup, experiment, built, runs, settings, beacon_config
     )
-    runs = {s.algorithm: result}
-    for name in config_lib.compared(s):
-        say(progress, f"--compare: {name} on the same problem, seed and budget")
-        # Genomes an earlier search scored are not evaluated again (same problem).
-        latest = list(runs.values())[-1].state
-        runs[name] = run_algorithm(problem, name, None, False, progress, latest)
-    front = np.flatnonzero(result.front)
-    say(progress, f"test split: re-evaluating {len(front)} Pareto solution(s)")
-    if len(front) and beacon_config is not None:
-        test_err = test_errors(
-            problem, result.state, result.genomes[front], setup.test_batch
-        )
-    elif len(front):
-        test_err = problem.errors(result.genomes[front], setup.test_batch)[
-            s.error_metric
-        ]
-    else:
-        test_err = np.zeros(0)
-    intervals = error_intervals(
-        cfg,
-        setup,
-        problem,
-        result.state,
-        result.genomes[front],
-        float_eval,
-        beacon_config,
-    )
-    g16 = space.upper[None].astype(np.int32)
-    _, r16 = problem.evaluate(result.state, g16)
-    t16 = problem.errors(g16, setup.test_batch)[s.error_metric][0]
-    notes16 = [  # the platform's declared metrics, nothing made up
-        f"{m} {r16[m][0]:.4g} {platform.metric(m).unit}"
-        + (" (placeholder constants)" if platform.metric(m).placeholder else "")
-        for m in platform.metric_names()
-        if m in r16
-    ]
-    baselines = [
-        {
-            "name": "float32",
-            "dev_error": float(float_dev),
-            "test_error": float(float_test),
-            "notes": "no quantization",
-        },
-        {
-            "name": "all 16-bit",
-            "dev_error": float(r16["error"][0]),
-            "test_error": float(t16),
-            "notes": ", ".join(notes16),
-        },
-    ]
-    if intervals is not None:
-        for split in ("dev", "test"):
-            f = intervals[split]["float"]
-            baselines[0][f"{split}_ci"] = [float(f["low"][0]), float(f["high"][0])]
-    settings = {
-        "platform": experiment.platform,
-        "space": space.name,
-        "data": corpus.name,
-        "synthetic_data": bool(corpus.synthetic),
-        "data_provenance": provenance.describe(corpus),
-        "error_reading": metrics.error_reading(s.error_metric, setup.per_mode),
-        "sites": [site.name for site in space.layers],  # from the model itself
-        "placeholders": platform.placeholders(),
-        "model_config": model_cfg.to_dict(),
-        "search_config": search_config.to_dict(),
-        "calibration": s.calib,
-        "phone_error_read_by": setup.per_mode,
-        "decoder": None
-        if setup.decoder is None
-        else {
-            "lm_weight": float(setup.decoder.lm_weight),
-            "insertion_penalty": float(setup.decoder.insertion_penalty),
-            "states_per_phone": int(setup.decoder.n_states),
-        },
-        "baseline_checkpoint": setup.baseline_info.get("path"),
-        "seconds": {
-            **setup.seconds,
-            "search": result.seconds,
-            "total": time.perf_counter() - t_start,
-        },
-        "ideal": ideal.tolist(),
-        "nadir": nadir.tolist(),
-    }
-    sweep = None
-    if experiment.sweep_bits:
-        sweep = compression_sweep(problem, result.state, setup, experiment.sweep_bits)
-    extra = []
-    if sweep is not None:
-        best = best_within_margin(problem, result, setup, sweep, experiment.margin)
-        extra = reporting.compression_section(space, sweep, best, experiment.margin)
-    if len(runs) > 1:
-        target = single_objective.target_objective(objectives, maximize)
-        rows = reporting.algorithm_rows(problem, runs, target)
-        settings["compared"] = rows
-        extra = list(extra) + reporting.algorithm_section(
-            rows, target, target in maximize
-        )
-    if beacon_config is not None:
-        settings["beacon_config"] = beacon_config.to_dict()
-        extra = list(extra) + reporting.beacon_section(space, result.state.extra)
     paths = {}
-    if main:
+    if sharding.is_main_process():
         paths = report.write_outputs(
             out_dir,
-            space,
+            built.space,
             result,
-            objectives,
+            experiment.objectives,
             {"error": test_err},
             baselines,
             settings,
-            notice=corpus.notice if corpus.synthetic else "",
+            notice=setup.corpus.notice if setup.corpus.synthetic else "",
             title=title,
             extra_sections=extra,
             details=report.Details(
-                float_dev=float(float_dev),
-                max_error=float(max_error),
-                memory_limit_mb=memory_limit,
-                error_metric=s.error_metric,
+                float_dev=float(built.float_dev),
+                max_error=float(built.max_error),
+                memory_limit_mb=built.memory_limit,
+                error_metric=cfg.search.error_metric,
                 intervals=intervals,
-                confidence=s.confidence,
+                confidence=cfg.search.confidence,
                 sweep=sweep,
-                placeholders=platform.placeholders(),
+                placeholders=built.platform.placeholders(),
             ),
         )
-    n_evaluations = int(result.history[-1]["n_evaluations"])
     summary = {
         "out": out_dir,
-        "n_pareto": int(len(front)),
+        "n_pareto": int(result.front.sum()),
         "n_evaluated": int(len(result.genomes)),
-        "n_evaluations": n_evaluations,
+        "n_evaluations": int(result.history[-1]["n_evaluations"]),
         "intervals": intervals,
         "files": paths,
         "baselines": baselines,
         "seconds": settings["seconds"],
-        "problem": problem,
+        "problem": built.problem,
         "result": result,
         "runs": runs,
         "test_error": test_err,
         "sweep": sweep,
     }
-    if progress:
-        print(
-            f"\n{title}: {len(front)} Pareto solutions; "
-            f"{report.counts_words(n_evaluations, len(result.genomes))}, "
-            f"{settings['seconds']['total']:.0f} s in all -> {out_dir}/report.md"
-        )
-        if corpus.synthetic:
-            print(corpus.notice)
+    announce(cfg, setup, title, summary)
     return summary
+
+
+def announce(cfg, setup: Setup, title: str, summary: dict) -> None:
+    """The run's last console lines: front size, counts, time, where the files are."""
+    if not cfg.output.progress:
+        return
+    counts = report.counts_words(summary["n_evaluations"], summary["n_evaluated"])
+    print(
+        f"\n{title}: {summary['n_pareto']} Pareto solutions; {counts}, "
+        f"{summary['seconds']['total']:.0f} s in all -> {summary['out']}/report.md"
+    )
+    if setup.corpus.synthetic:
+        print(setup.corpus.notice)

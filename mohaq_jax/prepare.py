@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +27,8 @@ from mohaq_jax.config import (
     TrainingSettings,
     data_name,
 )
-from mohaq_jax.data import load_corpus, pad_batch
+from mohaq_jax.console import say
+from mohaq_jax.data import load_corpus, pad_batch, provenance
 from mohaq_jax.data.batching import (
     DEFAULT_BATCH_FRAMES,
     BucketedSplit,
@@ -34,13 +36,7 @@ from mohaq_jax.data.batching import (
 )
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.models import get_model
-from mohaq_jax.models.sru import ModelConfig, paper_config
-
-
-def say(progress: bool, message: str) -> None:
-    """One phase message on the console (flushed at once)."""
-    if progress:
-        print(message, flush=True)
+from mohaq_jax.models.sru import paper_config, sites
 
 
 @dataclasses.dataclass
@@ -48,7 +44,7 @@ class Setup:
     """Everything a search needs, prepared once."""
 
     corpus: object  # mohaq_jax.data.Corpus
-    model_config: ModelConfig
+    model_config: Any  # the registered model's Config (mohaq_jax.models contract)
     params: dict  # float baseline params
     calib: qmodel.Calibration
     dev_batch: BucketedSplit  # the dev split, streamed in length-bucketed batches
@@ -56,22 +52,33 @@ class Setup:
     baseline_info: dict  # as train.get_or_train_baseline returns it
     seconds: dict  # phase -> wall seconds
     decoder: object = None  # decode.Decoder of the baseline (--per decoded), else None
-    per_mode: str = "decoded"  # --per: how phone errors are read
+    per_mode: str | None = "decoded"  # --per: how phone errors are read (None: images)
+    # sites of the model the paper's memory limit was set for (None: no default limit)
+    paper_sites: tuple | None = None
+    report_settings: dict = dataclasses.field(default_factory=dict)  # task's own
 
 
-def model_config(model: ModelSettings, corpus) -> ModelConfig:
-    """The acoustic model's structure for a corpus."""
+def model_config(model: ModelSettings, corpus):
+    """The acoustic model's structure for a corpus: the registered model's ``Config``
+    with the corpus's ``n_features`` and ``n_classes`` and, of the model flags, the
+    fields that ``Config`` declares (``hidden``, ``n_layers``, ``bidirectional``,
+    ``n_proj``, ``proj_first``, ``dropout``); its own defaults for the rest."""
     if model.paper_model:
         return paper_config(n_classes=corpus.n_classes, n_features=corpus.n_features)
-    return get_model(model.name).Config(  # the registered model's own config
+    config_class = get_model(model.name).Config
+    flags = {
+        "hidden": model.hidden,
+        "n_layers": model.layers,
+        "bidirectional": model.bidirectional,
+        "n_proj": model.proj,
+        "proj_first": model.proj_first,
+        "dropout": model.dropout,
+    }
+    declared = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(
         n_features=corpus.n_features,
         n_classes=corpus.n_classes,
-        hidden=model.hidden,
-        n_layers=model.layers,
-        bidirectional=model.bidirectional,
-        n_proj=model.proj,
-        proj_first=model.proj_first,
-        dropout=model.dropout,
+        **{k: v for k, v in flags.items() if k in declared},
     )
 
 
@@ -153,8 +160,10 @@ def baseline_dir(cfg: ExperimentConfig, corpus, model_cfg, train_cfg) -> str:
     """The baseline's checkpoint folder: ``--baseline-dir`` or the cache digest."""
     if cfg.training.baseline_dir is not None:
         return cfg.training.baseline_dir
+    # the registry name: two models with the same config fields never share a baseline
+    model = "sru" if cfg.model.paper_model else cfg.model.name
     ident = json.dumps(
-        [model_cfg.to_dict(), train_cfg.to_dict(), train.data_settings(corpus)],
+        [model, model_cfg.to_dict(), train_cfg.to_dict(), train.data_settings(corpus)],
         sort_keys=True,
         default=str,
     )
@@ -188,7 +197,7 @@ def _announce_baseline(progress, path, retrain, train_cfg) -> None:
         )
 
 
-def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[ModelConfig, dict, dict]:
+def get_baseline(cfg: ExperimentConfig, corpus) -> tuple[Any, dict, dict]:
     """The float baseline for ``cfg``: loaded if trained before, else trained.
 
     Returns:
@@ -294,4 +303,6 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         test_batch=whole_split(corpus.test, cfg.search.batch_frames),
         baseline_info=info,
         seconds={"data": t_data, "baseline": t_train},
+        paper_sites=sites(paper_config()),
+        report_settings={"data_provenance": provenance.describe(corpus)},
     )

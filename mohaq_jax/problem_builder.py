@@ -11,6 +11,7 @@ and the objectives' normalization points. :mod:`mohaq_jax.pipeline` runs it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +20,10 @@ import numpy as np
 from mohaq_jax import genome as genome_lib
 from mohaq_jax import hardware, sharding
 from mohaq_jax.config import ExperimentConfig
+from mohaq_jax.console import say
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.models import model_of
-from mohaq_jax.models.sru import layer_specs, paper_config
-from mohaq_jax.prepare import Setup, say, whole_split
+from mohaq_jax.prepare import Setup, prepare, whole_split
 from mohaq_jax.search import mohaq
 from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
 
@@ -47,6 +48,8 @@ class SearchExperiment:
     title: str = "MOHAQ search"  # report title
     sweep_bits: tuple[int, ...] = ()  # uniform weight-bit sweep to report (compression)
     margin: float | None = None  # compression: largest compression within this margin
+    # the task-specific step: data, error metric, float model, calibration
+    prepare: Callable[[ExperimentConfig], Setup] = prepare
 
 
 def objective_bounds(cost_fn, space, objectives, maximize, max_error):
@@ -71,11 +74,12 @@ def objective_bounds(cost_fn, space, objectives, maximize, max_error):
     return np.asarray(ideal, np.float32), np.asarray(nadir, np.float32)
 
 
-def default_memory_limit(platform, space, model_config) -> float:
-    """The platform's paper limit scaled by this model's 16-bit size / the paper model's."""
-    if platform.memory_metric is None:  # the platform declares no memory metric
+def default_memory_limit(platform, space, paper_sites) -> float:
+    """The platform's paper limit scaled by this model's 16-bit size / the paper
+    model's (its sites ``paper_sites``; None: no limit)."""
+    if platform.memory_metric is None or paper_sites is None:
         return float("inf")
-    paper_space = genome_lib.get_space(space.name, layer_specs(paper_config()))
+    paper_space = genome_lib.get_space(space.name, paper_sites)
     paper16 = platform.evaluate(paper_space, paper_space.upper)[platform.memory_metric]
     ours16 = platform.evaluate(space, space.upper)[platform.memory_metric]
     return float(platform.memory_limit_mb * ours16 / paper16)
@@ -109,7 +113,7 @@ def evaluators(cfg, setup, space):
         setup.params,
         setup.calib,
         chunk_size=cfg.search.chunk_size,
-        pop_size=cfg.search.offspring,
+        genome_batch=cfg.search.offspring,
         mesh=mesh,
         decoder=setup.decoder,
         per_mode=setup.per_mode,
@@ -182,7 +186,7 @@ def build_problem(
     memory_limit = (
         s.memory_limit_mb
         if s.memory_limit_mb is not None
-        else default_memory_limit(platform, space, model_cfg)
+        else default_memory_limit(platform, space, setup.paper_sites)
     )
     memory_limit = float(memory_limit) if np.isfinite(memory_limit) else None
     search_config = mohaq.SearchConfig(

@@ -71,10 +71,6 @@ class Site:
         return self.macs or self.n_weights
 
 
-#: Backward-compatible name (the SRU model called its sites ``LayerSpec``).
-LayerSpec = Site
-
-
 def gene_order(sites: Sequence[Site]) -> list[int]:
     """Site indices sorted by ``group``, forward order within a group."""
     return sorted(range(len(sites)), key=lambda i: (sites[i].group, i))
@@ -111,7 +107,6 @@ def weight_paths(sites: Sequence[Site]) -> tuple[tuple[str, ...], ...]:
 
 
 __all__ = [
-    "LayerSpec",
     "Site",
     "gene_order",
     "get_weight",

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import atomic, prepare, train
+from mohaq_jax import atomic, console, prepare, train
 from mohaq_jax.config import SWITCHING_RUNS, ExperimentConfig, SwitchingSettings
 from mohaq_jax.retrain import switching
 
@@ -93,7 +93,7 @@ def run_sru(cfg: ExperimentConfig) -> dict:
         s: train.evaluate(params, config, getattr(corpus, s), corpus.fold39)
         for s in ("dev", "test")
     }
-    prepare.say(progress, f"calibration: {cfg.search.calib} clipping")
+    console.say(progress, f"calibration: {cfg.search.calib} clipping")
     calib = prepare.calibrate_on_train(cfg.search, corpus, params, config)
     qat_corpus = _first_train_utts(corpus, sw.max_train_utts)
     qat_train = dataclasses.replace(
@@ -105,7 +105,7 @@ def run_sru(cfg: ExperimentConfig) -> dict:
     for name in sw.runs.split(","):
         bits, is_switching = SWITCHING_RUNS[name]
         sc = schedule(sw, is_switching)
-        prepare.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
+        console.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
         t0 = time.perf_counter()
         bits_a = [sw.bits_a] * n_layers
         _, info = speech.switching_finetune(
@@ -225,7 +225,7 @@ def vgg_seed(cfg: ExperimentConfig, data, config, seed: int) -> tuple[dict, dict
         grad_clip=tr.grad_clip,
         seed=seed,
     )
-    prepare.say(progress, f"seed {seed}: float VGG-9, training {tr.epochs} epochs")
+    console.say(progress, f"seed {seed}: float VGG-9, training {tr.epochs} epochs")
     params, float_info = vision.fit(data, config, tc, progress=progress)
     wrong = {
         s: vision.wrong_images(params, config, getattr(data, s))
@@ -245,7 +245,7 @@ def vgg_seed(cfg: ExperimentConfig, data, config, seed: int) -> tuple[dict, dict
     for name in sw.runs.split(","):
         bits, is_switching = SWITCHING_RUNS[name]
         sc = schedule(sw, is_switching)
-        prepare.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
+        console.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
         t0 = time.perf_counter()
         _, info = vision.switching_finetune(
             params,

@@ -1,14 +1,15 @@
-"""MOHAQ on the VGG-9: the same search as the speech experiments, on an image task.
+"""MOHAQ on the VGG-9: the same pipeline as the speech experiments, on an image task.
 
-The image counterpart of :func:`mohaq_jax.pipeline.run_mohaq` (Rashed et al. 2021,
-Sec. IV, applied to the CIFAR-10 network of Kim et al. 2021): train (or load from the
-cache) the float VGG-9 (:func:`mohaq_jax.retrain.vision.fit`), calibrate its clipping
-tables, then run NSGA-II (:func:`mohaq_jax.search.mohaq.run_search`) with the model-
-neutral population evaluator (:mod:`mohaq_jax.evaluate`, task ``"classification"``)
-and a platform's cost model: Bitfusion (error, speedup, energy) or the 2-4-bit
-reconfigurable accelerator (error, energy, compression). Error is the dev-set
-classification error; the Pareto set is re-evaluated on the test split and written
-like the speech searches' (:func:`mohaq_jax.search.report.write_outputs`).
+Rashed et al. 2021, Sec. IV, applied to the CIFAR-10 network of Kim et al. 2021. Only
+the pipeline's first step is the image task's own (:func:`prepare`): the images, the
+float VGG-9 (:func:`mohaq_jax.retrain.vision.fit`, trained once and cached by its
+settings) and its clipping tables. The rest is :func:`mohaq_jax.pipeline.run_mohaq`:
+the problem (the model-neutral population evaluator, task ``"classification"``, and a
+platform's cost model: Bitfusion (error, speedup, energy) or the 2-4-bit
+reconfigurable accelerator (error, energy, compression)), the search of
+``--algorithm`` and each of ``--compare``, ``--devices``, ``--resume``, the test
+re-evaluation and the same files as the speech searches'. Error is the dev-set
+classification error.
 """
 
 from __future__ import annotations
@@ -22,17 +23,16 @@ import time
 import jax
 import numpy as np
 
-from mohaq_jax import checkpoint, genome, hardware
+from mohaq_jax import checkpoint, hardware
 from mohaq_jax.config import ConfigError, DataSettings, ExperimentConfig
+from mohaq_jax.console import say
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.data.images import ImageDataset, ImageSplit, load_images
-from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
 from mohaq_jax.models import vgg
-from mohaq_jax.prepare import say
-from mohaq_jax.problem_builder import objective_bounds
+from mohaq_jax.prepare import Setup
+from mohaq_jax.problem_builder import SearchExperiment
 from mohaq_jax.retrain import vision
-from mohaq_jax.search import mohaq, report
 
 #: platform -> (objectives, maximized ones): the platform's speed/energy/size metrics.
 OBJECTIVES = {
@@ -155,24 +155,28 @@ def image_batches(split: ImageSplit, size: int, limit: int | None = None) -> lis
     return batches
 
 
-def run(cfg: ExperimentConfig) -> dict:
-    """The whole image MOHAQ experiment; returns a summary dict (paths, front).
+@dataclasses.dataclass(frozen=True)
+class ImageData:
+    """The image data set as the pipeline's report reads a corpus."""
 
-    Args:
-      cfg: the settings of :data:`FIELDS` (the image flags of ``cli.build_parser``
-        with :data:`DEFAULTS`, or :func:`default_config`); validated by the caller
-        (``config.validate``), except that ``--platform`` must name a cost model.
-    """
-    t_start = time.perf_counter()
-    search, output = cfg.search, cfg.output
-    if search.platform not in OBJECTIVES:
-        raise ConfigError(
-            f"--platform {search.platform}: the image search needs one of "
-            f"{', '.join(sorted(OBJECTIVES))}"
-        )
+    images: ImageDataset
+    name: str  # data set name (report, settings)
+    notice: str  # what the data is, said in every output
+    synthetic: bool = True  # the notice is always shown (the data is not CIFAR-10)
+    fold39: None = None  # no phone folding: classification
+
+
+def prepare(cfg: ExperimentConfig) -> Setup:
+    """The image task's first pipeline step: the images, the float VGG-9 (trained
+    once, cached) and its calibration, as a :class:`~mohaq_jax.prepare.Setup`."""
+    t0 = time.perf_counter()
+    search = cfg.search
     data = load_data(cfg.data)
     model_cfg = model_config(cfg, data)
+    t_data = time.perf_counter() - t0
+    t0 = time.perf_counter()
     params, baseline = float_baseline(cfg, data, model_cfg)
+    t_train = time.perf_counter() - t0
     calib = vision.calibration(
         params,
         model_cfg,
@@ -180,147 +184,53 @@ def run(cfg: ExperimentConfig) -> dict:
         weight_method=search.calib,
         act_method=search.calib,
     )
-    platform = hardware.get_platform(search.platform)
-    objectives, maximize = OBJECTIVES[search.platform]
-    platform.check_objectives(objectives, maximize)
-    space = genome.get_space(platform.space_name, vgg.sites(model_cfg))
-    cost_fn = platform.make_cost_fn(space)
-    dev = image_batches(data.dev, search.eval_batch, search.max_eval)
-    test = image_batches(data.test, search.eval_batch, search.max_eval)
-    evaluator = PopulationEvaluator(
-        model_cfg,
-        space,
-        None,
-        params,
-        calib,
-        search.chunk_size,
-        pop_size=search.offspring,
+    return Setup(
+        corpus=ImageData(data, data.name, data.notice),
+        model_config=model_cfg,
+        params=params,
+        calib=calib,
+        dev_batch=image_batches(data.dev, search.eval_batch, search.max_eval),
+        test_batch=image_batches(data.test, search.eval_batch, search.max_eval),
+        baseline_info=baseline,
+        seconds={"data": t_data, "baseline": t_train},
+        per_mode=None,
+        report_settings={
+            "data_settings": data.settings,
+            "run_config": run_settings(cfg),
+        },
     )
-    float_eval = PopulationEvaluator(
-        model_cfg,
-        genome.tied_space(space.layers, (32,), "float"),
-        None,
-        params,
-        calib,
-        chunk_size=None,
-    )
-    zero = np.zeros((1, float_eval.space.n_genes), np.int32)
-    float_dev = float(float_eval(zero, dev)["class_error"][0])
-    float_test = float(float_eval(zero, test)["class_error"][0])
-    say(
-        output.progress,
-        f"float VGG-9: dev error {float_dev:.4f}, test {float_test:.4f}",
-    )
-    max_error = (
-        search.max_error
-        if search.max_error is not None
-        else float_dev + search.error_margin
-    )
-    search_config = mohaq.SearchConfig(
+
+
+def experiment(cfg: ExperimentConfig) -> SearchExperiment:
+    """The image search of ``--platform``: its objectives, :func:`prepare`, a title."""
+    platform = cfg.search.platform
+    if platform not in OBJECTIVES:
+        raise ConfigError(
+            f"--platform {platform}: the image search needs one of "
+            f"{', '.join(sorted(OBJECTIVES))}"
+        )
+    objectives, maximize = OBJECTIVES[platform]
+    name = hardware.get_platform(platform).name
+    return SearchExperiment(
+        platform=platform,
         objectives=objectives,
         maximize=maximize,
-        pop_size=search.pop,
-        n_offspring=search.offspring,
-        n_generations=search.generations,
-        seed=search.seed,
-        max_error=float(max_error),
-        memory_limit_mb=search.memory_limit_mb,
-        memory_metric=platform.memory_metric,
-        error_metric="class_error",
-        seed_uniform=search.seed_uniform,
+        title=f"MOHAQ on the VGG-9 ({'cifar10' if cfg.data.cifar_dir else 'digits'}"
+        f", {name})",
+        prepare=prepare,
     )
-    ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
-    problem = mohaq.QuantizationProblem(
-        evaluator, cost_fn, dev, search_config, ideal, nadir
-    )
-    os.makedirs(output.out, exist_ok=True)
-    say(
-        output.progress,
-        f"search: NSGA-II on {platform.name} ({space.n_genes} genes), population "
-        f"{search.pop}, {search.offspring} offspring x {search.generations} generations",
-    )
-    result = mohaq.run_search(
-        problem, output.out, resume=output.resume, progress=output.progress
-    )
-    front = np.flatnonzero(result.front)
-    test_err = (
-        problem.errors(result.genomes[front], test)["class_error"]
-        if len(front)
-        else np.zeros(0)
-    )
-    top = space.upper[None].astype(np.int32)
-    _, r_top = problem.evaluate(result.state, top)
-    t_top = problem.errors(top, test)["class_error"][0]
-    top_bits = max(max(v) for v in space.gene_values)
-    baselines = [
-        {"name": "float32", "dev_error": float_dev, "test_error": float_test},
-        {
-            "name": f"all {top_bits}-bit",
-            "dev_error": float(r_top["error"][0]),
-            "test_error": float(t_top),
-            "notes": ", ".join(
-                f"{m} {r_top[m][0]:.4g} {platform.metric(m).unit}"
-                for m in objectives[1:]
-            ),
-        },
-    ]
-    settings = {
-        "platform": search.platform,
-        "space": space.name,
-        "data": data.settings,
-        "model_config": model_cfg.to_dict(),
-        "search_config": search_config.to_dict(),
-        "run_config": run_settings(cfg),
-        "baseline_checkpoint": baseline.get("path"),
-        "seconds": {"search": result.seconds, "total": time.perf_counter() - t_start},
-        "ideal": ideal.tolist(),
-        "nadir": nadir.tolist(),
-    }
-    paths = report.write_outputs(
-        output.out,
-        space,
-        result,
-        objectives,
-        {"error": test_err},
-        baselines,
-        settings,
-        notice=data.notice,
-        title=f"MOHAQ on the VGG-9 ({data.name}, {platform.name})",
-        details=report.Details(
-            float_dev=float_dev,
-            max_error=float(max_error),
-            memory_limit_mb=search.memory_limit_mb,
-            error_metric="class_error",
-        ),
-    )
-    order = front[np.argsort(result.metrics["error"][front], kind="stable")]
-    rows = [
-        {
-            "bits": report.bits_words(space, result.genomes[i]),
-            "dev_error": float(result.metrics["error"][i]),
-            "test_error": float(test_err[list(front).index(i)]),
-            **{m: float(result.metrics[m][i]) for m in objectives[1:]},
-        }
-        for i in order
-    ]
-    if output.progress:
-        print(
-            f"\n{len(front)} Pareto solutions; "
-            f"{report.counts_words(int(result.history[-1]['n_evaluations']), len(result.genomes))}"
-            f", {settings['seconds']['total']:.0f} s in all -> {paths['report.md']}"
-        )
-        for n, row in enumerate(rows):
-            costs = ", ".join(f"{m} {row[m]:.4g}" for m in objectives[1:])
-            print(
-                f"  {n}: dev error {row['dev_error']:.4f}, test {row['test_error']:.4f}"
-                f", {costs}"
-            )
-    return {
-        "out": output.out,
-        "files": paths,
-        "front": rows,
-        "baselines": baselines,
-        "result": result,
-        "problem": problem,
-        "n_pareto": len(front),
-    }
+
+
+def run(cfg: ExperimentConfig) -> dict:
+    """The whole image MOHAQ experiment (:func:`mohaq_jax.pipeline.run_mohaq`).
+
+    Args:
+      cfg: the settings of :data:`FIELDS` (the image flags of ``cli.build_parser``
+        with :data:`DEFAULTS`, or :func:`default_config`); validated by the caller
+        (``config.validate``), except that ``--platform`` must name a cost model.
+    """
+    from mohaq_jax import pipeline  # the pipeline sits above the tasks
+
+    search = dataclasses.replace(cfg.search, error_metric="class_error")
+    cfg = dataclasses.replace(cfg, search=search)
+    return pipeline.run_mohaq(cfg, experiment(cfg))

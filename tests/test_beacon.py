@@ -111,7 +111,7 @@ def make_problem(parts, monkeypatch, calls, **bc):
         max_error=10.0,
     )
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, np.arange(6), params, calib, chunk_size=3, pop_size=3
+        cfg, space, np.arange(6), params, calib, chunk_size=3, genome_batch=3
     )
     cost_fn = hardware.get_platform("bitfusion").make_cost_fn(space)
     settings = dict(threshold=3, max_beacons=2, per_generation=1)

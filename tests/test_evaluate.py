@@ -101,7 +101,7 @@ def test_compiles_once_across_populations(setup, monkeypatch):
 def test_duplicates_evaluated_once_and_scattered_back(setup):
     cfg, params, calib, batch, fold = setup
     space = genome.silago_space(sru.layer_specs(cfg))
-    ev = evaluate.PopulationEvaluator(cfg, space, fold, params, calib, pop_size=4)
+    ev = evaluate.PopulationEvaluator(cfg, space, fold, params, calib, genome_batch=4)
     g = np.asarray([[0, 1, 2, 0, 1], [2, 2, 2, 2, 2], [0, 1, 2, 0, 1]])
     res = ev(g, batch)
     assert res["loss"][0] == res["loss"][2] and res["loss"][0] != res["loss"][1]

@@ -98,7 +98,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(prepare, "load_data", boom)
     from mohaq_jax import pipeline, switching_runs
 
-    monkeypatch.setattr(pipeline, "prepare", boom)
+    monkeypatch.setattr(pipeline, "run_mohaq", boom)
     monkeypatch.setattr(switching_runs, "run_sru", boom)
     monkeypatch.setattr(switching_runs, "run_vgg", boom)
     from mohaq_jax import vision_search

@@ -13,6 +13,7 @@ costs against hand formulas.
 
 import csv
 import dataclasses
+import os
 import sys
 
 import jax
@@ -141,11 +142,12 @@ PLATFORM = Platform(
 )
 
 
-def hand_costs(space, genomes):
+def hand_costs(space, genomes, config=Config()):
     bits = space.bits_table[np.arange(space.n_genes)[None], genomes]
     w = bits[:, list(space.w_gene)].astype(np.float64)
     a = bits[:, list(space.a_gene)].astype(np.float64)
-    macs = np.asarray([5 * 7, 7 * 4], np.float64)
+    hidden = config.hidden
+    macs = np.asarray([config.n_features * hidden, hidden * config.n_classes], float)
     cycles = np.sum(macs / (2.0 * 8.0 / np.maximum(w, a)), 1)
     return {"cycles": cycles, "read_pj": 0.5 * (w @ macs)}
 
@@ -218,7 +220,7 @@ def test_toy_model_and_toy_platform_searched_end_to_end(registered, tmp_path):
     maximize = platform.check_objectives(objectives)
     assert maximize == ()
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, np.arange(cfg.n_classes), params, calib, pop_size=3
+        cfg, space, np.arange(cfg.n_classes), params, calib, genome_batch=3
     )
     config = mohaq.SearchConfig(
         objectives=objectives,
@@ -274,3 +276,48 @@ def test_toy_model_and_toy_platform_searched_end_to_end(registered, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == int(result.front.sum())
     assert {"cycles", "read_pj"} <= set(rows[0])
+
+
+def test_toy_model_and_toy_platform_through_the_cli(registered, tmp_path, monkeypatch):
+    """The same two registry lines suffice for the command line: ``--model toy_mlp``
+    on an experiment of platform ``toy_npu`` trains, searches and reports; its
+    baseline is cached under a key holding the model's name."""
+    from mohaq_jax import cli, prepare
+    from mohaq_jax.pipeline import SearchExperiment
+
+    monkeypatch.setenv("MOHAQ_CACHE", str(tmp_path / "cache"))
+    experiment = SearchExperiment(
+        platform="toy_npu", objectives=("error", "cycles", "read_pj"), title="toy"
+    )
+    out = tmp_path / "run"
+    argv = [
+        "--espeak-size", "tiny", "--model", "toy_mlp", "--hidden", "7",
+        "--epochs", "1", "--per", "smoothed", "--error-metric", "frame_error",
+        "--pop", "4", "--offspring", "2", "--generations", "1", "--no-progress",
+        "--out", str(out),
+    ]  # fmt: skip
+    summary = cli.search_main(argv, "toy search", experiment, out=str(out))
+    with open(out / "pareto.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["n_pareto"] >= 1
+    space = summary["problem"].space
+    assert space.name == "toy_space"
+    genomes = np.asarray([[int(v) for v in r["genome"].split()] for r in rows])
+    toy_config = summary["problem"].evaluator.config
+    assert toy_config.hidden == 7  # --hidden reached the toy's Config
+    want = hand_costs(space, genomes, toy_config)
+    np.testing.assert_allclose([float(r["cycles"]) for r in rows], want["cycles"])
+    # a model registered under another name never loads this one's baseline
+    run_cfg = cli.parse_config(
+        cli.build_parser("toy", cli.SEARCH_SECTIONS), argv, lambda c: None
+    )
+    corpus = prepare.load_data(run_cfg.data, progress=False)
+    model_cfg = prepare.model_config(run_cfg.model, corpus)
+    train_cfg = prepare.train_config(run_cfg.training)
+    mine = prepare.baseline_dir(run_cfg, corpus, model_cfg, train_cfg)
+    assert os.path.isdir(mine)
+    monkeypatch.setitem(models.MODELS, "toy_copy", __name__)
+    copy_cfg = dataclasses.replace(
+        run_cfg, model=dataclasses.replace(run_cfg.model, name="toy_copy")
+    )
+    assert prepare.baseline_dir(copy_cfg, corpus, model_cfg, train_cfg) != mine

@@ -9,6 +9,7 @@ import pytest
 from mohaq_jax import evaluate, genome, hardware, metrics, qmodel, sites, train
 from mohaq_jax.data.batching import Batch
 from mohaq_jax.models import get_model, lstm, model_of
+from tests.conftest import tiny_speech
 
 
 def sigmoid(x):
@@ -136,15 +137,9 @@ def test_sites_hand_counts(key):
 def setup():
     # no projection in layer 1 (n_features <= n_proj), one before layer 2
     cfg = lstm.Config(n_features=3, n_classes=6, hidden=4, n_layers=2, n_proj=3)
-    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
-    params = lstm.init_params(k_p, cfg)
-    feats = jax.random.normal(k_x, (3, 10, 3))
-    lengths = jnp.asarray([10, 7, 3], jnp.int32)
-    labels = jnp.repeat(jax.random.randint(k_y, (3, 5), 0, 6), 2, axis=1)
-    labels = jnp.where(jnp.arange(10)[None] < lengths[:, None], labels, -1)
-    calib = qmodel.calibrate(params, cfg, feats, lengths)
+    params, calib, batch = tiny_speech(lstm, cfg, [10, 7, 3], 2)
     fold = np.asarray([0, 1, 2, 2, 3, -1], np.int32)
-    return cfg, params, calib, (feats, labels, lengths), fold
+    return cfg, params, calib, batch, fold
 
 
 def loop_reference(cfg, params, calib, batch, fold, space, genomes):
@@ -236,7 +231,7 @@ def test_mohaq_search_runs_on_the_lstm(setup):
         max_error=10.0,
     )
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, fold, params, calib, chunk_size=2, pop_size=4
+        cfg, space, fold, params, calib, chunk_size=2, genome_batch=4
     )
     cost_fn = hardware.get_platform("bitfusion").make_cost_fn(space)
     problem = mohaq.QuantizationProblem(evaluator, cost_fn, batch, config)

@@ -12,12 +12,11 @@ constraint and the report like the built-in platforms.
 import csv
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, qmodel
+from mohaq_jax import evaluate, genome, hardware
 from mohaq_jax.hardware import Metric, Platform
 from mohaq_jax.models import sru
 from mohaq_jax.search import mohaq, report
@@ -80,21 +79,6 @@ def registered(monkeypatch):
     monkeypatch.setitem(genome.SPACES, "toy", toy_space)
 
 
-@pytest.fixture(scope="module")
-def tiny_sru():
-    cfg = sru.ModelConfig(
-        n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
-    )
-    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
-    params = sru.init_params(k_p, cfg)
-    feats = jax.random.normal(k_x, (3, 12, 5))
-    lengths = jnp.asarray([12, 9, 6], jnp.int32)
-    labels = jnp.repeat(jax.random.randint(k_y, (3, 4), 0, 6), 3, axis=1)
-    labels = jnp.where(jnp.arange(12)[None] < lengths[:, None], labels, -1)
-    calib = qmodel.calibrate(params, cfg, feats, lengths)
-    return cfg, params, calib, (feats, labels, lengths)
-
-
 def test_toy_platform_search_end_to_end(registered, tiny_sru, tmp_path):
     cfg, params, calib, batch = tiny_sru
     layers = sru.layer_specs(cfg)
@@ -122,7 +106,7 @@ def test_toy_platform_search_end_to_end(registered, tiny_sru, tmp_path):
         memory_metric=platform.memory_metric,
     )
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, np.arange(6), params, calib, pop_size=3
+        cfg, space, np.arange(6), params, calib, genome_batch=3
     )
     problem = mohaq.QuantizationProblem(
         evaluator,
@@ -194,7 +178,7 @@ def test_reconfig_space_runs_the_sru(tiny_sru):
 
     def errors(space, genomes):
         return evaluate.PopulationEvaluator(
-            cfg, space, fold, params, calib, chunk_size=None, pop_size=4
+            cfg, space, fold, params, calib, chunk_size=None, genome_batch=4
         )(genomes, batch)
 
     ours, ref = errors(space, genomes), errors(wide, same)

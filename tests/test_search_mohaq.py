@@ -4,30 +4,11 @@ import csv
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, qmodel
-from mohaq_jax.models import sru
+from mohaq_jax import evaluate, hardware
 from mohaq_jax.search import mohaq, report
-
-
-@pytest.fixture(scope="module")
-def problem_parts():
-    cfg = sru.ModelConfig(
-        n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
-    )
-    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
-    params = sru.init_params(k_p, cfg)
-    feats = jax.random.normal(k_x, (3, 12, 5))
-    lengths = jnp.asarray([12, 9, 6], jnp.int32)
-    labels = jnp.repeat(jax.random.randint(k_y, (3, 4), 0, 6), 3, axis=1)
-    labels = jnp.where(jnp.arange(12)[None] < lengths[:, None], labels, -1)
-    calib = qmodel.calibrate(params, cfg, feats, lengths)
-    space = genome.silago_space(sru.layer_specs(cfg))
-    return cfg, params, calib, space, (feats, labels, lengths)
 
 
 def make_problem(parts, **overrides):
@@ -43,7 +24,7 @@ def make_problem(parts, **overrides):
     settings.update(overrides)
     config = mohaq.SearchConfig(**settings)
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, np.arange(6), params, calib, chunk_size=3, pop_size=3
+        cfg, space, np.arange(6), params, calib, chunk_size=3, genome_batch=3
     )
     cost_fn = hardware.get_platform("silago").make_cost_fn(space)
     return mohaq.QuantizationProblem(
@@ -188,10 +169,8 @@ def test_outputs_written(problem_parts, tmp_path):
 
 @pytest.mark.parametrize("algorithm", ["simple_ga", "de"])
 def test_single_objective_mode_at_the_same_budget(problem_parts, algorithm):
-    from mohaq_jax.search import single_objective
-
     problem = make_problem(problem_parts, memory_limit_mb=0.02)
-    result = single_objective.run_problem(problem, algorithm)
+    result = mohaq.run_search(problem, progress=False, algorithm=algorithm)
     budget = 6 + 4 * 3  # NSGA-II's: pop_size + n_generations * n_offspring
     assert len(result.genomes) == budget == result.state.n_evaluated
     assert len({g.tobytes() for g in result.genomes}) == budget
@@ -203,7 +182,9 @@ def test_single_objective_mode_at_the_same_budget(problem_parts, algorithm):
     # Started from an NSGA-II search's state (same problem): the same search, the
     # shared genomes scored once.
     nsga = mohaq.run_search(problem, None, progress=False)
-    warm = single_objective.run_problem(problem, algorithm, state=nsga.state)
+    warm = mohaq.run_search(
+        problem, progress=False, algorithm=algorithm, problem_state=nsga.state
+    )
     np.testing.assert_array_equal(warm.genomes, result.genomes)
     np.testing.assert_array_equal(warm.metrics["error"], m["error"])
     np.testing.assert_array_equal(warm.front, result.front)

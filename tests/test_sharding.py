@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from mohaq_jax import evaluate, genome, qmodel, sharding
+from mohaq_jax import evaluate, genome, sharding
 from mohaq_jax.models import sru
+from tests.conftest import tiny_speech
 
 EIGHT = os.environ.get("MOHAQ_EIGHT_DEVICES") == "1"
 eight = pytest.mark.skipif(not EIGHT, reason="runs in the 8-device subprocess")
@@ -27,16 +28,9 @@ N_CLASSES = 7
 @pytest.fixture(scope="module")
 def setup():
     cfg = sru.ModelConfig(n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2)
-    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
-    params = sru.init_params(k_p, cfg)
-    n_b, n_t = 3, 12
-    feats = jax.random.normal(k_x, (n_b, n_t, cfg.n_features))
-    lengths = jnp.asarray([12, 9, 4], jnp.int32)
-    labels = jnp.repeat(
-        jax.random.randint(k_y, (n_b, n_t // 3), 0, N_CLASSES), 3, axis=1
+    params, calib, (feats, labels, lengths) = tiny_speech(
+        sru, cfg, [12, 9, 4], 3, ("max", "max")
     )
-    labels = jnp.where(jnp.arange(n_t)[None] < lengths[:, None], labels, -1)
-    calib = qmodel.calibrate(params, cfg, feats, lengths, "max", "max")
     fold = np.asarray([0, 1, 2, 2, 3, -1, 4], np.int32)
     space = genome.bitfusion_space(sru.layer_specs(cfg))
     return cfg, space, params, calib, (feats, labels, lengths), fold

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 
-from mohaq_jax.search import nsga2, single_objective
+from mohaq_jax.search import nsga2, scalarized, single_objective
 
 UPPER = np.full(8, 2)  # 3^8 = 6561 genomes, the SiLago space's shape
 SPEED = np.asarray([3.0, 1.0, 2.0, 5.0, 1.0, 4.0, 2.0, 1.0], np.float32)
@@ -34,10 +34,10 @@ def _jax_problem(genomes):
 def test_levels_and_scalarization_by_hand():
     x = jnp.asarray([[-0.7, 0.5, 1.5, 2.6], [0.49, 1.51, 3.0, -0.2]])
     np.testing.assert_array_equal(
-        single_objective.levels_from(x, [2, 2, 2, 2]), [[0, 0, 2, 2], [0, 2, 2, 0]]
+        scalarized.levels_from(x, [2, 2, 2, 2]), [[0, 0, 2, 2], [0, 2, 2, 0]]
     )
     np.testing.assert_allclose(
-        single_objective.scalarize(jnp.asarray([0.3, 0.9, 0.1]), [0.0, 0.0, 0.5]),
+        scalarized.scalarize(jnp.asarray([0.3, 0.9, 0.1]), [0.0, 0.0, 0.5]),
         [0.3, 0.9, 10.5],
     )
     with pytest.raises(ValueError, match="--algorithm"):

@@ -71,7 +71,7 @@ def test_population_evaluator_streaming_equals_one_batch(setup, monkeypatch):
     space = genome.silago_space(sru.layer_specs(cfg))
     rng = np.random.default_rng(1)
     genomes = rng.integers(0, space.upper + 1, (6, space.n_genes))
-    ev = evaluate.PopulationEvaluator(cfg, space, FOLD, params, calib, pop_size=6)
+    ev = evaluate.PopulationEvaluator(cfg, space, FOLD, params, calib, genome_batch=6)
     whole = ev(genomes, one)
     assert_same_metrics(ev(genomes, stream), whole)
     # a bare (features, labels, lengths) batch is still accepted
@@ -86,7 +86,7 @@ def test_beacon_errors_streaming_equals_one_batch(setup):
     cfg, params, calib, _, one, stream = setup
     space = genome.bitfusion_space(sru.layer_specs(cfg))
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, FOLD, params, calib, chunk_size=2, pop_size=4
+        cfg, space, FOLD, params, calib, chunk_size=2, genome_batch=4
     )
     config = mohaq.SearchConfig(
         objectives=("error", "speedup"), pop_size=4, n_offspring=4, max_error=10.0

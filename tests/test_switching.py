@@ -10,6 +10,7 @@ import pytest
 
 from mohaq_jax import qmodel, quantize, train
 from mohaq_jax.data.batching import Batch
+from mohaq_jax.hardware import reconfig
 from mohaq_jax.models.sru import ModelConfig, init_params, kernel_paths
 from mohaq_jax.retrain import speech, switching
 
@@ -171,22 +172,22 @@ def test_compression_hand_case():
     # Two sites of 1024 weights at 3 bits; site 0 has 10 extra-bit weights.
     # Index of site 0: min(flag 1024, sparse 10 x ceil(log2 1024) = 100) = 100 bits.
     # Bits: 3 x 2048 + 10 + 100 = 6254; vs uniform 4: 8192 / 6254; vs float 65536 / 6254
-    out = switching.compression([1024, 1024], [3, 3], [10, 0], bits_a=[4, 4])
+    out = reconfig.retrained_costs([1024, 1024], [3, 3], [10, 0], bits_a=[4, 4])
     assert out["weight_bits_total"] == pytest.approx(6254)
     assert out["index_bits_total"] == pytest.approx(100)
     assert out["compression_vs_uniform4"] == pytest.approx(8192 / 6254, rel=1e-6)
     assert out["compression_vs_float32"] == pytest.approx(65536 / 6254, rel=1e-6)
     assert out["bits_per_weight"] == pytest.approx(6254 / 2048)
     # Dense extra bits: the 1-bit flag per weight is cheaper than positions.
-    dense = switching.compression([1024], [3], [512], bits_a=[4])
+    dense = reconfig.retrained_costs([1024], [3], [512], bits_a=[4])
     assert dense["index_bits_total"] == pytest.approx(1024)
     assert dense["weight_bits_total"] == pytest.approx(3 * 1024 + 512 + 1024)
     # Uniform 4 bits, nothing extra: ratio 1, energy 1.
-    u4 = switching.compression([1024], [4], [0], bits_a=[4])
+    u4 = reconfig.retrained_costs([1024], [4], [0], bits_a=[4])
     assert u4["compression_vs_uniform4"] == pytest.approx(1.0)
     assert u4["energy_rel_uniform4"] == pytest.approx(1.0)
     # Widths outside the PE: storage only.
-    off = switching.compression([1024], [8], [0], bits_a=[8])
+    off = reconfig.retrained_costs([1024], [8], [0], bits_a=[8])
     assert off["energy_rel_uniform4"] is None
     assert off["compression_vs_uniform4"] == pytest.approx(0.5)
 

@@ -158,7 +158,7 @@ def test_population_batched_equals_loop(setup, space_name, chunk_size):
     rng = np.random.default_rng(3)
     genomes = rng.integers(0, space.upper + 1, (5, space.n_genes)).astype(np.int32)
     ev = evaluate.PopulationEvaluator(
-        TINY, space, None, params, calib, chunk_size, pop_size=6
+        TINY, space, None, params, calib, chunk_size, genome_batch=6
     )
     ev._eval, traces = counting_jit(ev._eval)
     got = ev(genomes, (images, labels))
@@ -222,7 +222,9 @@ def test_mohaq_search_on_the_vgg(setup, platform_name, objectives, maximize):
     params, calib, (images, labels) = setup
     platform = hardware.get_platform(platform_name)
     space = genome.get_space(platform.space_name, vgg.sites(TINY))
-    ev = evaluate.PopulationEvaluator(TINY, space, None, params, calib, 2, pop_size=2)
+    ev = evaluate.PopulationEvaluator(
+        TINY, space, None, params, calib, 2, genome_batch=2
+    )
     config = mohaq.SearchConfig(
         objectives=objectives,
         maximize=maximize,

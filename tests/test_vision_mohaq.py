@@ -25,9 +25,9 @@ def test_main_writes_the_pareto_set(tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = TINY_FLAGS + [
         "--out", str(out), "--baseline-dir", str(tmp_path / "base"),
-        "--platform", "reconfig", "--max-error", "1.0",
+        "--platform", "reconfig", "--max-error", "1.0", "--compare", "moead",
     ]  # fmt: skip
-    summary = vision_mohaq.main(argv)
+    summary = vision_mohaq.main(argv)  # the speech pipeline's steps: --compare too
     for name in ("pareto.csv", "pareto.json", "archive.csv", "report.md"):
         assert (out / name).exists(), name
     assert len(os.listdir(tmp_path / "base")) == 1  # the cached float baseline
@@ -45,7 +45,11 @@ def test_main_writes_the_pareto_set(tmp_path, monkeypatch):
     assert errors == sorted(errors) and all(0.0 <= e <= 1.0 for e in errors)
     doc = json.loads((out / "pareto.json").read_text())
     assert doc["settings"]["search_config"]["error_metric"] == "class_error"
-    assert "dev class error <=" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "dev class error <=" in report
+    assert "Search algorithms at the same budget" in report
+    assert set(summary["runs"]) == {"nsga2", "moead"}
+    assert len(summary["runs"]["moead"].genomes) == 4 + 1 * 2  # the same budget
     assert doc["settings"]["run_config"]["data"]["max_train_images"] == 96
     # a second run finds the float baseline in the cache instead of training it
     cfg = vision_search.default_config(

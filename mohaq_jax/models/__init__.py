@@ -32,6 +32,16 @@ The example and the batch depend on the task:
   and ``rest_stages`` gives ``(B, n_classes)``. Calibration and training are
   :mod:`mohaq_jax.retrain.vision`.
 
+``Config`` must take ``n_features`` and ``n_classes`` (the speech pipeline,
+:func:`mohaq_jax.prepare.model_config`, passes the corpus's, plus whichever of
+``hidden``, ``n_layers``, ``bidirectional``, ``n_proj``, ``proj_first`` and ``dropout``
+it declares, from ``--hidden``, ``--layers``, ``--unidirectional``, ``--proj``,
+``--proj-first``, ``--dropout``) and
+provide ``to_dict() -> dict`` (JSON-able: the baseline cache key, the report's
+settings and the checkpoints' compatibility checks read it; the cache key also holds
+the model's registry name, so two models with the same fields never share a
+baseline). Code above the models is typed against :class:`ContractConfig`.
+
 Adding a model is its file plus one line in :data:`MODELS` (and one in
 :data:`TASKS` if its task is not ``"frames"``).
 """
@@ -40,8 +50,20 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Protocol
 
 #: name -> module path of a model implementing the contract above.
+
+
+class ContractConfig(Protocol):
+    """What model-neutral code may read of any model's ``Config`` (the contract)."""
+
+    n_features: int  # per-frame (speech) or per-pixel (images) input size
+    n_classes: int
+
+    def to_dict(self) -> dict: ...
+
+
 MODELS: dict[str, str] = {
     "sru": "mohaq_jax.models.sru",
     "lstm": "mohaq_jax.models.lstm",
@@ -79,4 +101,4 @@ def names(task: str = "frames") -> tuple[str, ...]:
     return tuple(n for n in MODELS if TASKS.get(n, "frames") == task)
 
 
-__all__ = ["MODELS", "TASKS", "get_model", "model_of", "names"]
+__all__ = ["MODELS", "TASKS", "ContractConfig", "get_model", "model_of", "names"]

@@ -42,8 +42,6 @@ from mohaq_jax import quantize
 from mohaq_jax.models.sru_cell import sru_layer
 from mohaq_jax.sites import Site
 
-LayerSpec = Site  # backward-compatible name
-
 #: Gene groups: the MOHAQ paper's gene order [sru1..4, proj1..3, fc].
 _GROUP = {"sru": 0, "proj": 1, "fc": 2}
 

@@ -59,7 +59,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mohaq_jax.hardware import reconfig
 from mohaq_jax.retrain.grid import (
     GRIDS,
     Path,
@@ -87,10 +86,6 @@ from mohaq_jax.retrain.threshold_lr import (
     threshold_lr_scale,
 )
 from mohaq_jax.train.loop import FIXED_SCHEDULE, DevMonitor, qat_loop
-
-#: Storage and energy of a retrained configuration; the accounting lives with the
-#: accelerator model (:func:`mohaq_jax.hardware.reconfig.retrained_costs`).
-compression = reconfig.retrained_costs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +259,6 @@ __all__ = [
     "SwitchingStrategy",
     "ThresholdLRState",
     "WeightGrid",
-    "compression",
     "count_switches",
     "get_path",
     "grid_params",

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from mohaq_jax import quantize, sites
 from mohaq_jax.data.images import ImageDataset, ImageSplit, iterate_image_batches
+from mohaq_jax.hardware import reconfig
 from mohaq_jax.models import vgg
 from mohaq_jax.qmodel import Calibration
 from mohaq_jax.retrain import switching
@@ -273,7 +274,7 @@ def switching_finetune(
         test_wrong=test_wrong,
         dev_error=float(np.sum(dev_wrong)) / max(len(data.dev), 1),
         test_error=float(np.sum(test_wrong)) / max(len(data.test), 1),
-        compression=switching.compression(
+        compression=reconfig.retrained_costs(
             [s.n_weights for s in specs],
             bits_w,
             info["extra_counts"],

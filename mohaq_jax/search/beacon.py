@@ -166,7 +166,7 @@ class BeaconProblem(QuantizationProblem):
         ``batch``: one batch or a streamed split (default: the dev data); metric sums
         are added up over its batches.
         """
-        size = self.evaluator.pop_size or len(genomes)
+        size = self.evaluator.genome_batch or len(genomes)
         batches = batching.as_batches(self.batch if batch is None else batch)
         out = []
         for i in range(0, len(genomes), size):

@@ -1,4 +1,4 @@
-"""MOHAQ inference-only search: NSGA-II over bit-width genomes, scored in batches.
+"""MOHAQ inference-only search: any registered algorithm over bit-width genomes.
 
 Rashed, Jordan, Hemani et al., "MOHAQ: Multi-Objective Hardware-Aware Quantization of
 Recurrent Neural Networks" (2021), Sec. IV: NSGA-II (population 40, 10 offspring per
@@ -10,19 +10,22 @@ Here a :class:`~mohaq_jax.search.problem.QuantizationProblem` (immutable) scores
 populations at once with the batched evaluator (:mod:`mohaq_jax.evaluate`) and a
 vmapped platform cost model (:mod:`mohaq_jax.hardware`), never evaluating a genome twice
 (its score cache lives in an explicit :class:`~mohaq_jax.search.problem.ProblemState`).
-The search is pure steps over one :class:`SearchState` (NSGA-II state, problem state,
-history): :func:`init_search` scores the initial population, :func:`search_step` runs
-one generation (the jitted ``ask``/``tell`` of :class:`~mohaq_jax.search.nsga2.NSGA2`,
-keys from :func:`~mohaq_jax.search.nsga2.generation_keys`, the schedule of
+The one driver, :class:`Searcher`, runs any algorithm of
+:data:`~mohaq_jax.search.algorithms.ALGORITHMS` (NSGA-II by default) as pure steps over
+one :class:`SearchState` (algorithm state, problem state, archive, history):
+:meth:`Searcher.init` scores the initial population, :meth:`Searcher.step` runs one
+generation (the algorithm's ``ask``, scoring, its ``tell``; keys from
+:func:`~mohaq_jax.search.nsga2.initial_keys` and
+:func:`~mohaq_jax.search.nsga2.generation_keys`, the schedule of
 :func:`~mohaq_jax.search.nsga2.make_run`). :func:`run_search` loops them with an atomic
 checkpoint after each generation, so ``resume=True`` continues after a crash, losing at
 most the generation in flight, and reaches the same final front as an uninterrupted
-run with the same seed.
+run with the same seed. The budget counts distinct genomes.
 
-Objectives are normalized before NSGA-II sees them, ``(f - ideal) / (nadir - ideal)``
-with ``ideal`` the best value the platform allows (error 0, the lowest-bit genome's
-costs) and ``nadir`` the constraint bound / 16-bit genome, so the hypervolume against
-the reference point ``(1, ..., 1)`` is a fraction of the attainable box. Every
+Objectives are normalized before an algorithm sees them, ``(f - ideal) / (nadir -
+ideal)`` with ``ideal`` the best value the platform allows (error 0, the lowest-bit
+genome's costs) and ``nadir`` the constraint bound / 16-bit genome, so the hypervolume
+against the reference point ``(1, ..., 1)`` is a fraction of the attainable box. Every
 objective is minimized; maximized ones (``speedup``) are negated by
 :func:`~mohaq_jax.search.nsga2.objectives_from`.
 """
@@ -40,12 +43,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint
-from mohaq_jax.search import compilation, hypervolume, nsga2, score_cache, seeding
+from mohaq_jax.search import hypervolume, nsga2, score_cache, seeding
+from mohaq_jax.search.algorithm import default_budget
 from mohaq_jax.search.identity import search_identity
 from mohaq_jax.search.problem import ProblemState, QuantizationProblem, SearchConfig
 
 __all__ = [
     "STATE_FILE",
+    "Archive",
     "ProblemState",
     "QuantizationProblem",
     "SearchConfig",
@@ -57,15 +62,45 @@ __all__ = [
 ]
 
 STATE_FILE = "search_state.msgpack"
+N_CONSTRAINTS = 2  # QuantizationProblem.fitness: memory and error
+
+
+@dataclasses.dataclass(frozen=True)
+class Archive:
+    """The distinct genomes a search scored, in the order it scored them."""
+
+    genomes: np.ndarray  # shape=(n, n_genes) int32
+    generation: np.ndarray  # shape=(n,) int32, generation of first evaluation
+
+    @classmethod
+    def empty(cls, n_genes: int) -> Archive:
+        return cls(np.zeros((0, n_genes), np.int32), np.zeros(0, np.int32))
+
+    def __len__(self) -> int:
+        return len(self.genomes)
+
+    def keys(self) -> set[bytes]:
+        return {g.tobytes() for g in self.genomes}
+
+    def add(self, genomes: np.ndarray, generation: int) -> Archive:
+        """The archive with ``genomes`` (new to it) appended."""
+        return Archive(
+            np.concatenate([self.genomes, genomes]),
+            np.concatenate(
+                [self.generation, np.full(len(genomes), generation, np.int32)]
+            ),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchState:
     """Everything a search has done so far: one value, replaced each generation."""
 
-    strategy: Any  # nsga2.State: population, archive, ranks
+    strategy: Any  # the algorithm's state (e.g. nsga2.State)
     problem: ProblemState  # score cache (and beacons)
+    archive: Archive  # distinct genomes this search scored
     generation: int  # last completed generation (0: the initial population)
+    n_asked: int  # genomes the algorithm asked for, repeats included
     history: tuple[dict, ...]  # one row per generation
     seconds: float  # wall time spent so far (all sessions)
 
@@ -114,30 +149,40 @@ def archive_result(
 
 
 class Searcher:
-    """The NSGA-II of a problem's settings and its jitted steps (no search state).
+    """The one search driver: any registered algorithm on a problem (no search state).
 
-    ``init(key)`` and ``step(state)`` are pure in the search state: they read the
-    problem's fixed settings and return a new :class:`SearchState`.
+    ``init()`` and ``step(state)`` are pure in the search state: they read the
+    problem's and the algorithm's fixed settings and return a new :class:`SearchState`.
+    Scoring goes through the problem's cache: a genome asked again is looked up, and
+    the budget counts distinct genomes; once it is spent, genomes not scored yet get
+    ``+inf`` fitness (an algorithm never prefers them).
+
+    Args:
+      problem: the scored problem (its ``config`` gives sizes, seed, budget).
+      algorithm: a name in :data:`~mohaq_jax.search.algorithms.ALGORITHMS`.
+      problem_state: the problem's state to start from (None: a fresh one); a state
+        from an earlier search of the same problem lends its scores, so genomes both
+        searches ask for are evaluated once. The budget counts this search's genomes.
     """
 
-    def __init__(self, problem: QuantizationProblem):
-        cfg = problem.config
+    def __init__(
+        self,
+        problem: QuantizationProblem,
+        algorithm: str = "nsga2",
+        problem_state: ProblemState | None = None,
+    ):
+        from mohaq_jax.search.algorithms import ALGORITHMS  # the algorithms sit above
+
+        if algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"unknown algorithm {algorithm!r}: choose from {', '.join(ALGORITHMS)}"
+            )
         self.problem = problem
-        self.n_obj = len(cfg.objectives)
-        self.strategy = nsga2.NSGA2(
-            cfg.pop_size,
-            cfg.n_offspring,
-            problem.space.upper,
-            archive_size=cfg.pop_size + cfg.n_generations * cfg.n_offspring,
-        )
-        self.params = self.strategy.default_params.replace(
-            ref_point=jnp.ones(self.n_obj, jnp.float32)
-        )
-        self.key = jax.random.key(cfg.seed)
-        # NSGA-II steps take milliseconds next to the evaluation: compile them cheaply.
-        self._ask = compilation.jit_small(self.strategy.ask)
-        self._tell = compilation.jit_small(self.strategy.tell)
-        self._identity = None  # what the scores depend on, digested on first save
+        self.name = algorithm
+        self.algorithm = ALGORITHMS[algorithm](problem.config, problem.space.upper)
+        self.key = jax.random.key(problem.config.seed)
+        self.problem_state = problem_state
+        self._identity = None  # what the scores depend on, digested on first use
 
     @property
     def identity(self) -> dict[str, str]:
@@ -146,83 +191,103 @@ class Searcher:
             self._identity = search_identity(self.problem)
         return self._identity
 
-    def _score(self, pstate: ProblemState, genomes) -> tuple[ProblemState, dict, bool]:
-        """Scores a population and applies the problem's policy (beacons)."""
-        problem = self.problem
-        pstate, results = problem.evaluate(pstate, genomes)
-        updated = problem.update(pstate, genomes, results)
-        changed = problem.changed(pstate, updated)
-        if changed:
-            updated, results = problem.evaluate(updated, genomes)
-        return updated, results, changed
-
-    def init(self, seconds_before: float = 0.0) -> SearchState:
+    def init(self) -> SearchState:
         """The search after scoring the initial population (generation 0)."""
         t0 = time.perf_counter()
         key_sample, key_init = nsga2.initial_keys(self.key)
-        population = compilation.jit_small(self.strategy.sample)(key_sample)
+        population = self.algorithm.sample(key_sample)
         if self.problem.config.seed_uniform:  # every uniform genome, in random rows
             population = jnp.asarray(seeding.seed_problem(self.problem, population))
-        pstate, results, _ = self._score(
-            self.problem.initial_state(), np.asarray(population)
-        )
-        fitness = self.problem.fitness(results)
-        strategy = compilation.jit_small(self.strategy.init)(
-            key_init, population, fitness, self.params
-        )
-        seconds = seconds_before + time.perf_counter() - t0
-        row = self._row(strategy, 0, seconds)
-        return SearchState(strategy, pstate, 0, (row,), seconds)
+        start = self.problem_state or self.problem.initial_state()
+        empty = Archive.empty(self.problem.space.n_genes)
+        pstate, archive, fitness, _ = self._score(start, empty, population, 0)
+        strategy = self.algorithm.init(key_init, population, fitness)
+        seconds = time.perf_counter() - t0
+        n_asked = len(population)
+        row = self._row(pstate, archive, 0, n_asked, seconds)
+        return SearchState(strategy, pstate, archive, 0, n_asked, (row,), seconds)
 
     def step(self, state: SearchState) -> SearchState:
         """``state`` after one more generation (ask, score, tell)."""
         t0 = time.perf_counter()
         generation = state.generation + 1
         key_ask, key_tell = nsga2.generation_keys(self.key, generation)
-        offspring, strategy = self._ask(key_ask, state.strategy, self.params)
-        pstate, results, changed = self._score(state.problem, np.asarray(offspring))
-        fitness = self.problem.fitness(results)
-        if changed:
-            # Beacons made in this generation re-score the survivors too.
-            pstate, survivors = self.problem.evaluate(
-                pstate, np.asarray(strategy.population)
-            )
-            objectives, constraints = self.problem.fitness(survivors)
-            strategy = strategy.replace(
-                fitness=objectives, violation=nsga2.total_violation(constraints)
-            )
-        strategy, _ = self._tell(key_tell, offspring, fitness, strategy, self.params)
-        elapsed = time.perf_counter() - t0
-        row = self._row(strategy, generation, state.seconds + elapsed)
-        row["evals_per_s"] = self.problem.config.n_offspring / max(elapsed, 1e-9)
-        return SearchState(
-            strategy, pstate, generation, state.history + (row,), row["seconds"]
+        genomes, strategy = self.algorithm.ask(key_ask, state.strategy)
+        pstate, archive, fitness, changed = self._score(
+            state.problem, state.archive, genomes, generation
         )
+        if changed and self.algorithm.rescore is not None:
+            # Beacons made in this generation re-score the kept genomes too.
+            def score(kept):
+                nonlocal pstate
+                pstate, results = self.problem.evaluate(pstate, np.asarray(kept))
+                return self.problem.fitness(results)
+
+            strategy = self.algorithm.rescore(strategy, score)
+        strategy = self.algorithm.tell(key_tell, genomes, fitness, strategy)
+        elapsed = time.perf_counter() - t0
+        n_asked = state.n_asked + len(genomes)
+        row = self._row(pstate, archive, generation, n_asked, state.seconds + elapsed)
+        row["evals_per_s"] = len(genomes) / max(elapsed, 1e-9)
+        return SearchState(
+            strategy,
+            pstate,
+            archive,
+            generation,
+            n_asked,
+            state.history + (row,),
+            row["seconds"],
+        )
+
+    def _score(self, pstate, archive, genomes, generation):
+        """Scores the asked ``genomes`` within the budget and applies the problem's
+        policy (beacons). Returns ``(problem state, archive, fitness, changed)``."""
+        problem, budget = self.problem, self.algorithm.budget
+        genomes = np.asarray(genomes, np.int32)
+        keys = [g.tobytes() for g in genomes]
+        known = archive.keys()
+        new = [k for k in dict.fromkeys(keys) if k not in known]
+        if budget is not None:
+            new = new[: max(budget - len(archive), 0)]
+        if new:
+            fresh = np.stack([np.frombuffer(k, np.int32) for k in new])
+            pstate, _ = problem.evaluate(pstate, fresh)
+            archive = archive.add(fresh, generation)
+        scored = known | set(new)
+        rows = np.asarray([k in scored for k in keys])
+        pstate, results = problem.evaluate(pstate, genomes[rows])
+        updated = problem.update(pstate, genomes[rows], results)
+        changed = problem.changed(pstate, updated)
+        if changed:
+            updated, results = problem.evaluate(updated, genomes[rows])
+        fitness = problem.fitness(results)
+        if not rows.all():  # unscored: the budget is spent
+            index = jnp.asarray(np.flatnonzero(rows))
+            fitness = tuple(
+                jnp.full((len(genomes), part.shape[1]), jnp.inf).at[index].set(part)
+                for part in fitness
+            )
+        return updated, archive, fitness, changed
 
     def done(self, state: SearchState) -> bool:
         """Whether the search has run its generations or spent its budget."""
-        cfg = self.problem.config
-        if state.generation >= cfg.n_generations:
+        if state.generation >= self.algorithm.max_generations:
             return True
-        return cfg.budget is not None and state.problem.n_evaluated >= cfg.budget
+        budget = self.algorithm.budget
+        return budget is not None and len(state.archive) >= budget
+
+    def total(self) -> int:
+        """Distinct genomes a whole search scores, unless the space runs out."""
+        budget = self.algorithm.budget
+        return budget if budget is not None else default_budget(self.problem.config)
 
     def result(self, state: SearchState, resumed: bool = False) -> SearchResult:
         """The archive of ``state`` with its metrics, feasibility and front."""
-        problem = self.problem
-        genomes_all, _, _, valid = nsga2.archive(state.strategy)
-        valid = np.asarray(valid)
-        genomes = np.asarray(genomes_all)[valid]
-        generation = np.asarray(state.strategy.archive_generation)[valid]
-        # When a small space runs out of new genomes, ask() refills with duplicates
-        # (counted in n_unique_offspring); they were never re-evaluated, list each once.
-        _, first = np.unique(genomes, axis=0, return_index=True)
-        first = np.sort(first)
-        genomes, generation = genomes[first], generation[first]
         return archive_result(
-            problem,
+            self.problem,
             state.problem,
-            genomes,
-            generation,
+            state.archive.genomes,
+            state.archive.generation,
             list(state.history),
             state.seconds,
             resumed,
@@ -236,7 +301,9 @@ class Searcher:
         extra = problem.state_to_tree(pstate)
         meta = {
             **problem.state_meta(pstate),
+            "algorithm": self.name,
             "generation": state.generation,
+            "n_asked": state.n_asked,
             "history": list(state.history),
             "seconds": state.seconds,
             "search_config": problem.config.to_dict(),
@@ -246,27 +313,42 @@ class Searcher:
             "n_evaluated": pstate.n_evaluated,
             "identity": self.identity,
         }
-        tree = {"state": state.strategy, "cache": cache}
+        tree = {
+            "state": state.strategy,
+            "cache": cache,
+            "archive": {
+                "genomes": state.archive.genomes,
+                "generation": state.archive.generation,
+            },
+        }
         if extra is not None:
             tree["extra"] = extra
         checkpoint.save(path, tree, meta)
 
     def load(self, path) -> SearchState:
-        """The state saved at ``path`` (same settings and genome space, or an error)."""
+        """The state saved at ``path`` (same algorithm, settings and genome space, or
+        an error)."""
         problem = self.problem
         meta = checkpoint.read_meta(path)
         checkpoint.check_identity(meta.get("identity"), self.identity, path)
         checkpoint.check_compatible(
-            {"search_config": meta["search_config"], "space": {"name": meta["space"]}},
+            {
+                "search_config": meta["search_config"],
+                "space": {"name": meta["space"]},
+                "algorithm": {"name": meta.get("algorithm", "nsga2")},
+            },
             {
                 "search_config": problem.config.to_dict(),
                 "space": {"name": problem.space.name},
+                "algorithm": {"name": self.name},
             },
             path,
         )
+        empty = np.zeros(0)
         template = {
-            "state": self.strategy.empty_state(self.n_obj),
-            "cache": {"genomes": np.zeros(0), "values": np.zeros(0)},
+            "state": self._state_template(),
+            "cache": {"genomes": empty, "values": empty},
+            "archive": {"genomes": empty, "generation": empty},
         }
         extra = problem.state_to_tree(problem.initial_state())
         if extra is not None:
@@ -279,24 +361,53 @@ class Searcher:
             meta["n_evaluated"],
         )
         pstate = problem.restore_state(scores, saved.get("extra"), meta)
+        archive = Archive(
+            np.asarray(saved["archive"]["genomes"], np.int32).reshape(
+                -1, problem.space.n_genes
+            ),
+            np.asarray(saved["archive"]["generation"], np.int32),
+        )
         return SearchState(
             jax.tree.map(jnp.asarray, saved["state"]),
             pstate,
+            archive,
             int(meta["generation"]),
+            int(meta["n_asked"]),
             tuple(meta["history"]),
             float(meta["seconds"]),
         )
 
-    def _row(self, strategy, generation: int, seconds: float) -> dict:
+    def _state_template(self):
+        """A state of the algorithm's structure (what a checkpoint restores into):
+        ``init`` of an all-zero population (run once, on resume only; the
+        algorithms' compiled steps cannot be traced by ``jax.eval_shape``)."""
+        key = jax.random.key(0)
+        n_obj = len(self.problem.config.objectives)
+        population = jnp.zeros_like(self.algorithm.sample(key))
+        n = population.shape[0]
+        fitness = (jnp.zeros((n, n_obj)), jnp.zeros((n, N_CONSTRAINTS)))
+        state = self.algorithm.init(key, population, fitness)
+        return jax.tree.map(np.asarray, state)
+
+    def _row(self, pstate, archive, generation: int, n_asked: int, seconds: float):
+        """One history row: the distinct genomes scored so far, their feasible ones,
+        the best feasible error and the hypervolume of the feasible front."""
         problem = self.problem
-        feasible = np.asarray(strategy.violation) <= 0
-        scale = problem.nadir[0] - problem.ideal[0]
-        errors = np.asarray(strategy.objectives)[:, 0] * scale + problem.ideal[0]
-        front = (strategy.violation <= 0) & (strategy.rank == 0)
-        hv = hypervolume.hypervolume(strategy.objectives, self.params.ref_point, front)
+        results = pstate.scores.lookup(archive.genomes)
+        objectives, constraints = problem.fitness(results)
+        feasible = np.asarray(nsga2.total_violation(constraints)) <= 0
+        errors = np.asarray(results["error"])
+        # padded to a power of two: the hypervolume compiles a few times, not per row
+        size = max(64, 1 << (len(archive) - 1).bit_length())
+        padded = np.full((size, objectives.shape[1]), np.inf, np.float32)
+        padded[: len(archive)] = np.asarray(objectives)
+        mask = np.zeros(size, bool)
+        mask[: len(archive)] = feasible
+        ref = jnp.ones(objectives.shape[1], jnp.float32)
+        hv = hypervolume.hypervolume(jnp.asarray(padded), ref, jnp.asarray(mask))
         return {
             "generation": generation,
-            "n_evaluations": int(strategy.n_evaluations),
+            "n_evaluations": int(n_asked),
             "n_feasible": int(feasible.sum()),
             "best_error": float(errors[feasible].min())
             if feasible.any()
@@ -312,23 +423,26 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    algorithm: str = "nsga2",
+    problem_state: ProblemState | None = None,
 ) -> SearchResult:
-    """Runs (or resumes) an NSGA-II search on ``problem``.
+    """Runs (or resumes) a search of ``problem`` by a registered algorithm.
 
     Args:
       problem: the scored problem (its ``config`` gives sizes, seed, budget).
       out_dir: folder for the per-generation checkpoint (``search_state.msgpack``);
         None = no checkpoint.
       resume: continue from the checkpoint in ``out_dir`` if there is one (it must have
-        been written with the same search settings and genome space).
+        been written by the same algorithm, search settings and genome space).
       progress: show a progress bar (best error, hypervolume, evaluations/s).
       stop_after: stop after this generation (to simulate a crash in tests).
+      algorithm: a name in :data:`~mohaq_jax.search.algorithms.ALGORITHMS`.
+      problem_state: see :class:`Searcher`.
 
     Returns:
       :class:`SearchResult` (its ``state``: the problem's final state).
     """
-    searcher = Searcher(problem)
-    cfg = problem.config
+    searcher = Searcher(problem, algorithm, problem_state)
     path = None if out_dir is None else os.path.join(os.fspath(out_dir), STATE_FILE)
     resumed = resume and path is not None and os.path.exists(path)
     if resumed:
@@ -338,19 +452,20 @@ def run_search(
         if path is not None:
             searcher.save(path, state)
     bar = tqdm(
-        total=cfg.n_generations,
-        initial=state.generation,
-        desc=f"NSGA-II {problem.space.name}",
-        unit="gen",
+        total=searcher.total(),
+        initial=len(state.archive),
+        desc=f"{algorithm} {problem.space.name}",
+        unit="genome",
         disable=not progress,
         dynamic_ncols=True,
     )
     _postfix(bar, state.history[-1])
     while not searcher.done(state):
+        before = len(state.archive)
         state = searcher.step(state)
         if path is not None:
             searcher.save(path, state)
-        bar.update(1)
+        bar.update(len(state.archive) - before)
         _postfix(bar, state.history[-1])
         if stop_after is not None and state.generation >= stop_after:
             break

@@ -64,7 +64,8 @@ import jax.numpy as jnp
 import numpy as np
 from evosax.algorithms.population_based import base as evosax_base
 
-from mohaq_jax.search import keyset, nsga2_steps
+from mohaq_jax.search import compilation, keyset, nsga2_steps
+from mohaq_jax.search.algorithm import Algorithm
 from mohaq_jax.search.nsga2_state import (
     Params,
     State,
@@ -105,6 +106,7 @@ __all__ = [
     "dominates",
     "generation_keys",
     "initial_keys",
+    "make",
     "make_run",
     "non_dominated_rank",
     "objectives_from",
@@ -391,3 +393,40 @@ class NSGA2(evosax_base.PopulationBasedAlgorithm):
     def get_best_solution(self, state: State) -> jax.Array:
         """``best_solution``: feasible first, then smallest objectives in order."""
         return state.best_solution
+
+
+def make(config, upper) -> Algorithm:
+    """NSGA-II for the search driver: MOHAQ's population ``config.pop_size``,
+    ``config.n_offspring`` per generation for ``config.n_generations`` generations
+    (stopping earlier once ``config.budget`` genomes were scored, when set); the
+    hypervolume metric against the reference point ``(1, ..., 1)`` of normalized
+    objectives. Its steps take milliseconds next to the evaluation, so they are
+    compiled cheaply (:func:`~mohaq_jax.search.compilation.jit_small`)."""
+    strategy = NSGA2(
+        config.pop_size,
+        config.n_offspring,
+        upper,
+        archive_size=config.pop_size + config.n_generations * config.n_offspring,
+    )
+    params = strategy.default_params.replace(
+        ref_point=jnp.ones(len(config.objectives), jnp.float32)
+    )
+    init = compilation.jit_small(strategy.init)
+    ask = compilation.jit_small(strategy.ask)
+    tell = compilation.jit_small(strategy.tell)
+
+    def rescore(state: State, score) -> State:
+        objectives, constraints = score(state.population)
+        return state.replace(fitness=objectives, violation=total_violation(constraints))
+
+    return Algorithm(
+        sample=compilation.jit_small(strategy.sample),
+        init=lambda key, genomes, fitness: init(key, genomes, fitness, params),
+        ask=lambda key, state: ask(key, state, params),
+        tell=lambda key, genomes, fitness, state: tell(
+            key, genomes, fitness, state, params
+        )[0],
+        max_generations=config.n_generations,
+        budget=config.budget,
+        rescore=rescore,
+    )

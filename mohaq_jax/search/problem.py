@@ -179,7 +179,7 @@ class QuantizationProblem:
     def errors(self, genomes, batch=None) -> dict[str, np.ndarray]:
         """Error metrics of a population on ``batch`` (default: the dev data)."""
         genomes = self.space.validate(genomes)
-        size = self.evaluator.pop_size or len(genomes)
+        size = self.evaluator.genome_batch or len(genomes)
         batch = self.batch if batch is None else batch
         parts = [
             self.evaluator(genomes[i : i + size], batch)

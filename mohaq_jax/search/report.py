@@ -61,10 +61,6 @@ def bits_words(space: GenomeSpace, genome) -> str:
     )
 
 
-def _write_atomic(path: str, text: str) -> None:
-    atomic.write_text(path, text)
-
-
 def _rows(space, genomes, metrics, extra_cols: Mapping[str, np.ndarray]) -> list[dict]:
     rows = []
     for i, g in enumerate(genomes):
@@ -83,7 +79,7 @@ def _rows(space, genomes, metrics, extra_cols: Mapping[str, np.ndarray]) -> list
 
 def write_csv(path: str, rows: Sequence[dict]) -> None:
     if not rows:
-        _write_atomic(path, "")
+        atomic.write_text(path, "")
         return
     with atomic.atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -250,11 +246,11 @@ def write_outputs(
         ],
     }
     paths["pareto.json"] = os.path.join(out_dir, "pareto.json")
-    _write_atomic(
+    atomic.write_text(
         paths["pareto.json"], json.dumps(doc, indent=1, default=_json_default)
     )
     for n, i in enumerate(order):
-        _write_atomic(
+        atomic.write_text(
             os.path.join(out_dir, "configs", f"solution_{n}.json"),
             json.dumps(
                 {
@@ -343,7 +339,7 @@ def write_outputs(
         + (" (resumed)" if result.resumed else ""),
         *racing_lines(result.metrics),
         "",
-        "| generation | evaluations | feasible in population | best error | hypervolume |",
+        "| generation | evaluations | feasible so far | best error so far | hypervolume so far |",
         "|---|---|---|---|---|",
     ]
     for h in result.history:
@@ -365,7 +361,7 @@ def write_outputs(
         f"![{p}]({p})" for p in plots + ["hypervolume.png"]
     ]
     paths["report.md"] = os.path.join(out_dir, "report.md")
-    _write_atomic(paths["report.md"], "\n".join(lines) + "\n")
+    atomic.write_text(paths["report.md"], "\n".join(lines) + "\n")
     return paths
 
 

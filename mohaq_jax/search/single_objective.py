@@ -1,35 +1,27 @@
-"""Single-objective mode: evosax's own algorithms on a scalarized, constrained problem.
+"""evosax's single-objective strategies on toy functions (benchmarks, tests).
 
-MOHAQ (Rashed et al. 2021) searches the whole error/speed/energy front with NSGA-II. A
-common simpler question is one point of it: *maximize speedup subject to error <= eps*
-(and memory <= limit). This module answers it with evosax 0.3's population-based
-algorithms (``SimpleGA``, ``DifferentialEvolution``) and the same evaluation budget as
-NSGA-II, so the two can be compared (``benchmarks/search_quality.py``).
+The MOHAQ problems run every algorithm, evosax's through the scalarizing wrapper, in
+the one driver (:func:`mohaq_jax.search.mohaq.run_search`, registry
+:data:`mohaq_jax.search.algorithms.ALGORITHMS`). This module runs SimpleGA and DE on a
+plain function of the genomes, with the same scalarization
+(:func:`~mohaq_jax.search.scalarized.scalarize`) and level rounding
+(:func:`~mohaq_jax.search.scalarized.levels_from`):
 
-* **Scalarization** (:func:`scalarize`), Deb's feasibility rule folded into one
-  minimized number: a feasible genome scores its objective (normalized to ``[0, 1]`` by
-  the driver, so below ``worst``), an infeasible one ``worst + violation``; every
-  feasible genome beats every infeasible one, and less violation beats more.
-* **Continuous to genes** (:func:`levels_from`): evosax searches ``x`` in
-  ``R^n_genes``; gene ``i``'s level is ``clip(round(x_i), 0, upper_i)`` (half to
-  even). The initial population holds uniformly random levels as floats, SimpleGA's
-  Gaussian mutation has standard deviation 1 level, DE its default settings.
-* The algorithms are evosax's, unchanged; they rely on NumPy-style dtype promotion
-  (SimpleGA multiplies floats by ``1 - bool_mask``), so they are traced under
-  ``jax.numpy_dtype_promotion("standard")``.
+* :func:`make_run`: one ``lax.scan``, vmappable over seeds, counting every genome
+  asked;
+* :func:`search`: a Python loop around a non-traceable function, counting distinct
+  genomes (repeats come from a cache and cost nothing), as the driver does: evosax's
+  algorithms repeat genomes often on small integer spaces (on 3^8 genomes a SimpleGA
+  of 10 asks about 400 genomes to find 110 distinct ones).
 
-Budget: :func:`search` counts distinct genomes (repeats come from a cache, as in the
-MOHAQ driver, and cost nothing), as NSGA-II, which never asks a genome twice, does;
-evosax's algorithms repeat genomes often on small integer spaces (on 3^8 genomes a
-SimpleGA of 10 asks about 400 genomes to find 110 distinct ones). :func:`make_run`
-(one ``lax.scan``, vmappable over seeds) counts every genome asked instead.
+Both follow NSGA-II's key schedule; :func:`comparison_lines` tabulates
+``benchmarks/search_quality.py``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -39,35 +31,18 @@ import optax
 from evosax.algorithms.population_based import DifferentialEvolution, SimpleGA
 
 from mohaq_jax.search import nsga2
+from mohaq_jax.search.scalarized import levels_from, scalarize
 from mohaq_jax.search.variation import _uniform_levels
 
 __all__ = [
     "ALGORITHMS",
     "comparison_lines",
-    "levels_from",
     "make_algorithm",
     "make_run",
-    "run_problem",
-    "scalarize",
     "search",
-    "target_objective",
 ]
 
-ALGORITHMS = ("simple_ga", "de")  # the --algorithm choices besides "nsga2"
-
-
-def levels_from(x: jax.Array, upper) -> jax.Array:
-    """Gene levels ``(..., n_genes)`` int32 of continuous points: round, then clip."""
-    upper = jnp.broadcast_to(jnp.asarray(upper, jnp.float32), jnp.shape(x))
-    return jnp.clip(jnp.round(x), 0.0, upper).astype(jnp.int32)
-
-
-def scalarize(objective: jax.Array, violation: jax.Array, worst: float = 10.0):
-    """One minimized number per genome: ``objective`` if feasible, else ``worst +
-    violation``. ``objective`` ``(n,)`` must stay below ``worst`` when feasible."""
-    objective = jnp.asarray(objective, jnp.float32)
-    violation = jnp.asarray(violation, jnp.float32)
-    return jnp.where(violation <= 0.0, objective, jnp.float32(worst) + violation)
+ALGORITHMS = ("simple_ga", "de")  # the evosax strategies of these toy-function runs
 
 
 @functools.lru_cache(maxsize=16)
@@ -278,98 +253,6 @@ def search(
         "generation": np.asarray(list(first_generation.values()), np.int32),
         "n_generations": generation,
     }
-
-
-def target_objective(objectives: Sequence[str], maximize: Sequence[str]) -> str:
-    """The objective the single-objective mode optimizes: ``speedup`` when searched,
-    else the first maximized objective, else the first one besides ``error``."""
-    if "speedup" in objectives:
-        return "speedup"
-    for name in objectives:
-        if name in maximize:
-            return name
-    others = [n for n in objectives if n != "error"]
-    if not others:
-        raise ValueError(f"no objective besides error in {tuple(objectives)}")
-    return others[0]
-
-
-def run_problem(
-    problem,
-    algorithm: str,
-    objective: str | None = None,
-    population_size: int = 20,
-    state=None,
-):
-    """The single-objective search on a MOHAQ problem, at NSGA-II's budget.
-
-    Minimizes ``problem``'s normalized ``objective`` column (default:
-    :func:`target_objective`; speedup is negated, so this maximizes it) subject to its
-    constraints (error <= max error, memory <= limit), evaluating ``config.budget``
-    (default ``pop_size + n_generations * n_offspring``, MOHAQ's 190) distinct genomes
-    through the problem's cache.
-
-    Args:
-      state: the problem's state to start from (None: a fresh one); a state from an
-        earlier search of the same problem lends its scores, so genomes both searches
-        ask for are evaluated once. The budget counts this search's genomes only.
-
-    Returns:
-      :class:`~mohaq_jax.search.mohaq.SearchResult` (its front: the feasible
-      non-dominated genomes among those evaluated, in all of the problem's
-      objectives; history: one row).
-    """
-    from mohaq_jax.search import hypervolume, mohaq  # the driver sits above
-
-    cfg = problem.config
-    if objective is None:
-        objective = target_objective(cfg.objectives, cfg.maximize)
-    if objective not in cfg.objectives:
-        raise ValueError(f"objective {objective!r} is not among {cfg.objectives}")
-    column = cfg.objectives.index(objective)
-    budget = cfg.budget or cfg.pop_size + cfg.n_generations * cfg.n_offspring
-    state = problem.initial_state() if state is None else state
-
-    def evaluate_fn(genomes):
-        nonlocal state  # the problem's score cache, threaded through the search
-        state, results = problem.evaluate(state, genomes)
-        objectives, constraints = problem.fitness(results)
-        return (
-            np.asarray(objectives)[:, column],
-            np.asarray(nsga2.total_violation(constraints)),
-        )
-
-    start = time.perf_counter()
-    out = search(
-        algorithm,
-        problem.space.upper,
-        evaluate_fn,
-        budget,
-        jax.random.key(cfg.seed),
-        population_size,
-    )
-    seconds = time.perf_counter() - start
-    result = mohaq.archive_result(
-        problem, state, out["genomes"], out["generation"], [], seconds
-    )
-    objectives, _ = problem.fitness(result.metrics)
-    ref = jnp.ones(objectives.shape[1], jnp.float32)
-    feasible = result.feasible
-    result.history.append(
-        {
-            "generation": int(out["n_generations"]),
-            "n_evaluations": len(result.genomes),
-            "n_feasible": int(feasible.sum()),
-            "best_error": float(result.metrics["error"][feasible].min())
-            if feasible.any()
-            else float("nan"),
-            "hypervolume": float(
-                hypervolume.hypervolume(objectives, ref, jnp.asarray(result.front))
-            ),
-            "seconds": seconds,
-        }
-    )
-    return result
 
 
 def comparison_lines(

@@ -26,8 +26,11 @@ from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint
 from mohaq_jax.data.batching import accumulate_sums
-from mohaq_jax.models import get_model, model_of
-from mohaq_jax.models.sru import ModelConfig  # the default model's config (type hints)
+from mohaq_jax.models import (
+    ContractConfig,  # the model contract (type hints)
+    get_model,
+    model_of,
+)
 from mohaq_jax.train.core import (
     TrainConfig,
     _as_key,
@@ -100,7 +103,7 @@ def _meta_sections(corpus, model_config, train_config) -> dict:
     }
 
 
-def init_state(model_config: ModelConfig, train_config: TrainConfig) -> TrainState:
+def init_state(model_config: ContractConfig, train_config: TrainConfig) -> TrainState:
     """Fresh training state: params from ``key(seed)``, lr = ``train_config.lr``."""
     key_init, _ = jax.random.split(jax.random.key(train_config.seed))
     params = model_of(model_config).init_params(key_init, model_config)
@@ -117,7 +120,7 @@ def init_state(model_config: ModelConfig, train_config: TrainConfig) -> TrainSta
 
 def fit(
     corpus,
-    model_config: ModelConfig,
+    model_config: ContractConfig,
     train_config: TrainConfig,
     ckpt_path: str | os.PathLike | None = None,
     resume: bool = False,
@@ -340,7 +343,7 @@ def load_params(path, corpus=None, model_config=None, train_config=None) -> tupl
 
 def get_or_train_baseline(
     corpus,
-    model_config: ModelConfig,
+    model_config: ContractConfig,
     train_config: TrainConfig,
     ckpt_dir: str | os.PathLike,
     retrain: bool = False,

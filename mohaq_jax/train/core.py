@@ -40,8 +40,10 @@ from mohaq_jax.data.batching import (
     accumulate_sums,
     bucketed_batches,
 )
-from mohaq_jax.models import model_of
-from mohaq_jax.models.sru import ModelConfig  # the default model's config (type hints)
+from mohaq_jax.models import (
+    ContractConfig,  # the model contract (type hints)
+    model_of,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +164,7 @@ def _logits_fn(config):
     return logits
 
 
-def make_loss(config: ModelConfig) -> Callable:
+def make_loss(config: ContractConfig) -> Callable:
     """``loss(params, batch, key, bits_w, bits_a, calib) -> mean frame cross-entropy``.
 
     The mean is over the valid frames of the batch (padding frames and empty padding
@@ -182,7 +184,9 @@ def make_loss(config: ModelConfig) -> Callable:
     return loss
 
 
-def make_step(config: ModelConfig, optimizer: optax.GradientTransformation) -> Callable:
+def make_step(
+    config: ContractConfig, optimizer: optax.GradientTransformation
+) -> Callable:
     """The pure training step (not jitted; jit or vmap it where it is called).
 
     Returns:
@@ -207,7 +211,7 @@ def make_step(config: ModelConfig, optimizer: optax.GradientTransformation) -> C
     return step
 
 
-def make_predict(config: ModelConfig) -> Callable:
+def make_predict(config: ContractConfig) -> Callable:
     """``predict(params, features (B,T,F), lengths (B,), bits_w, bits_a, calib)``.
 
     Returns the argmax class per frame, int32 ``(B, T)`` (no dropout).
@@ -234,7 +238,7 @@ def eval_batches(
     return bucketed_batches(split, batch_frames, pad_multiple=pad_multiple)
 
 
-def make_error_counts(config: ModelConfig, fold39, per_mode=None) -> Callable:
+def make_error_counts(config: ContractConfig, fold39, per_mode=None) -> Callable:
     """``counts(params, batch, bits_w, bits_a, calib, decoder) -> int32 (4,)``.
 
     The four counts are (phone errors, reference phones, frame errors, valid frames)
@@ -281,12 +285,12 @@ def _as_key(fold39) -> tuple:
 # jit caches compiled code per function object, so the jitted functions are kept per
 # (static structure) here: fits and QAT calls with the same model reuse one compilation.
 @functools.lru_cache(maxsize=32)
-def _jitted_counts(config: ModelConfig, fold39: tuple, per_mode=None) -> Callable:
+def _jitted_counts(config: ContractConfig, fold39: tuple, per_mode=None) -> Callable:
     return jax.jit(make_error_counts(config, np.asarray(fold39, np.int32), per_mode))
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_step(config: ModelConfig, grad_clip: float, weight_decay: float):
+def _jitted_step(config: ContractConfig, grad_clip: float, weight_decay: float):
     # Only the update rule matters here; the learning rate is read from the state.
     optimizer = make_optimizer(
         TrainConfig(grad_clip=grad_clip, weight_decay=weight_decay)
@@ -296,7 +300,7 @@ def _jitted_step(config: ModelConfig, grad_clip: float, weight_decay: float):
 
 def evaluate(
     params,
-    config: ModelConfig,
+    config: ContractConfig,
     split,
     fold39,
     bits_w=None,
@@ -331,7 +335,7 @@ def evaluate(
     return _rates(total)
 
 
-def baseline_decoder(params, config: ModelConfig, corpus, ckpt_dir, **kwargs):
+def baseline_decoder(params, config: ContractConfig, corpus, ckpt_dir, **kwargs):
     """The float baseline's phone-loop decoder, cached beside its checkpoint.
 
     See :func:`mohaq_jax.decode.get_or_fit` (``kwargs`` go there); returns
@@ -362,7 +366,7 @@ def dev_rates(counts_fn: Callable, batches) -> dict:
     return _rates(accumulate_sums(counts_fn, batches))
 
 
-def _check_sizes(corpus, model_config: ModelConfig) -> None:
+def _check_sizes(corpus, model_config: ContractConfig) -> None:
     if (model_config.n_features, model_config.n_classes) != (
         corpus.n_features,
         corpus.n_classes,

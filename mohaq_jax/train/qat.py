@@ -19,7 +19,7 @@ import numpy as np
 
 from mohaq_jax import metrics, qmodel, quantize
 from mohaq_jax.data.batching import iterate_batches, pad_rows
-from mohaq_jax.models.sru import ModelConfig  # the default model's config (type hints)
+from mohaq_jax.models import ContractConfig  # the model contract (type hints)
 from mohaq_jax.train.core import (
     TrainConfig,
     _as_key,
@@ -65,7 +65,7 @@ def unstack_params(stacked, index: int):
 # update rule reuse one compilation.
 @functools.lru_cache(maxsize=32)
 def _jitted_qat(
-    config: ModelConfig,
+    config: ContractConfig,
     grad_clip: float,
     weight_decay: float,
     fold39: tuple,
@@ -179,7 +179,7 @@ _DEFAULT_TRAIN = TrainConfig()
 
 def qat_finetune(
     params,
-    config: ModelConfig,
+    config: ContractConfig,
     calib: qmodel.Calibration,
     genomes_bits_w,
     genomes_bits_a,
