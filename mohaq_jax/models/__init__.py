@@ -93,7 +93,12 @@ def model_of(config) -> ModuleType:
 
 #: name -> the model's ``TASK``, so that the command line checks ``--model`` without
 #: importing JAX (a test keeps it equal to each module's ``TASK``).
-TASKS: dict[str, str] = {"sru": "frames", "lstm": "frames", "vgg": "classification"}
+TASKS: dict[str, str] = {
+    "sru": "frames",
+    "lstm": "frames",
+    "vgg": "classification",
+    "flax": "flax",  # its own task: the error function the user gives
+}
 
 
 def names(task: str = "frames") -> tuple[str, ...]:
