@@ -492,7 +492,7 @@ class PopulationEvaluator:
         return {k: v[: len(unique)][inverse] for k, v in out.__dict__.items()}
 
     def _padded_size(self, n_unique: int) -> int:
-        size = max(self.pop_size or n_unique, n_unique)
+        size = max(self.genome_batch or n_unique, n_unique)
         multiple = (self.chunk_size or 1) * sharding.mesh_size(self.mesh)
         return -(-size // multiple) * multiple
 

@@ -95,7 +95,7 @@ def problem_of(parts, params=None, calib=None, batch=None, **settings):
         base_params if params is None else params,
         base_calib if calib is None else calib,
         chunk_size=3,
-        pop_size=3,
+        genome_batch=3,
     )
     return mohaq.QuantizationProblem(
         evaluator,

@@ -300,8 +300,10 @@ def test_sru_through_the_adapter_equals_its_contract(sru_setup):
     genomes = np.random.default_rng(0).integers(0, 4, (8, space_c.n_genes))
     same = _reencode(space_c, space_a, genomes)
     fold = np.arange(6)
-    ev_c = evaluate.PopulationEvaluator(cfg, space_c, fold, params, calib, pop_size=8)
-    ev_a = adapt.evaluator(model, space_a, params, calib, fold, pop_size=8)
+    ev_c = evaluate.PopulationEvaluator(
+        cfg, space_c, fold, params, calib, genome_batch=8
+    )
+    ev_a = adapt.evaluator(model, space_a, params, calib, fold, genome_batch=8)
     got, want = ev_a(same, batch), ev_c(genomes, batch)
     for key in ("phone_edits", "n_phones"):
         np.testing.assert_array_equal(got[key], want[key])

@@ -43,7 +43,7 @@ def setup():
     assert len(stream) >= 4
     space = genome.bitfusion_space(sru.layer_specs(cfg))
     ev = evaluate.PopulationEvaluator(
-        cfg, space, FOLD, params, calib, chunk_size=2, pop_size=8
+        cfg, space, FOLD, params, calib, chunk_size=2, genome_batch=8
     )
     genomes = np.random.default_rng(1).integers(0, space.upper + 1, (8, space.n_genes))
     genomes[0] = space.upper  # all 16-bit

@@ -352,10 +352,11 @@ def evaluator(
 ) -> PopulationEvaluator:
     """The population evaluator of the adapted model (``kwargs``: its fields).
 
-    With a fixed ``pop_size`` the first stage is chosen for it (:func:`for_population`).
+    With a fixed ``genome_batch`` the first stage is chosen for it
+    (:func:`for_population`).
     """
-    if kwargs.get("pop_size"):
-        model = for_population(model, space, kwargs["pop_size"])
+    if kwargs.get("genome_batch"):
+        model = for_population(model, space, kwargs["genome_batch"])
     return PopulationEvaluator(model, space, fold, params, calib, **kwargs)
 
 
@@ -467,7 +468,7 @@ def search(
         calib,
         fold,
         chunk_size=chunk_size,
-        pop_size=n_offspring,
+        genome_batch=n_offspring,
     )
     problem = mohaq.QuantizationProblem(ev, cost_fn, dev, config, ideal, nadir)
     result = mohaq.run_search(problem, out_dir, progress=progress)

@@ -220,7 +220,7 @@ class QuantizationProblem:
         frames, or images, it was scored on) per genome.
         """
         genomes = self.space.validate(genomes)
-        size = self.evaluator.pop_size or len(genomes)
+        size = self.evaluator.genome_batch or len(genomes)
         batch = self.batch if batch is None else batch
         parts = []
         for i in range(0, len(genomes), size):
