@@ -34,6 +34,7 @@ import numpy as np
 from mohaq_jax import evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
+from benchmarks import search_quality_assisted
 from mohaq_jax.search import compilation, hypervolume, nsga2, single_objective
 
 OBJECTIVES, MAXIMIZE = ("error", "speedup", "energy_pj"), ("speedup",)
@@ -254,11 +255,32 @@ def main(argv=None) -> list[str]:
             gaps, args.budget, "gap to max speedup s.t. error (normalized)"
         ),
     ]
+    lines += ["", *assisted_lines(args, space, metrics, objectives, violation)]
     print("\n".join(lines))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "search_quality.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return lines
+
+
+def assisted_lines(args, space, metrics, objectives, violation) -> list[str]:
+    """Proxy seeding / surrogate rows at each budget, and the proxy's fidelity."""
+    max_error = float(metrics["float_error"][0]) + args.error_margin
+    fidelity, stage = search_quality_assisted.proxy_fidelity(space, metrics)
+    rows, model_fidelity = search_quality_assisted.run_assisted(
+        space, metrics, objectives, max_error, args.seeds
+    )
+    true_volume = front_volume(objectives, violation, np.arange(len(objectives)))
+    shares = {
+        budget: {
+            m: [front_volume(objectives, violation, r) / true_volume for r in rs]
+            for m, rs in methods.items()
+        }
+        for budget, methods in rows.items()
+    }
+    return search_quality_assisted.lines(
+        shares, model_fidelity, fidelity, stage, len(objectives)
+    )
 
 
 if __name__ == "__main__":

@@ -170,6 +170,11 @@ class QuantizationProblem:
         genomes = self.space.validate(genomes)
         return {k: np.asarray(v) for k, v in self._cost(jnp.asarray(genomes)).items()}
 
+    def cost_arrays(self, genomes: jax.Array) -> dict[str, jax.Array]:
+        """Hardware costs of a population, traceable (no validation): for jitted
+        callers such as surrogate-assisted search."""
+        return self._cost(genomes)
+
     def errors(self, genomes, batch=None) -> dict[str, np.ndarray]:
         """Error metrics of a population on ``batch`` (default: the dev data)."""
         genomes = self.space.validate(genomes)
