@@ -310,4 +310,10 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
             not (compared(config.search) and config.beacons.enabled),
             "--compare runs plain searches: use it without --beacons",
         )
+        _check(
+            not ((config.search.surrogate or config.search.seed_proxy)
+                 and config.beacons.enabled),
+            "--surrogate and --seed-proxy assist inference-only searches: use them "
+            "without --beacons",
+        )
     check_folder("--out", config.output.out)

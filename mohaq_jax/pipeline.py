@@ -36,6 +36,7 @@ from mohaq_jax.problem_builder import (  # noqa: F401 (SearchExperiment: re-expo
     build_problem,
 )
 from mohaq_jax.search import compilation, mohaq, report, single_objective
+from mohaq_jax.search.sensitivity_report import sensitivity_section
 from mohaq_jax.search.beacon import BeaconConfig
 
 
@@ -277,6 +278,13 @@ def search_one(
         extra = list(extra) + reporting.algorithm_section(
             rows, target, target in maximize
         )
+    if beacon_config is None:  # the proxy's fidelity on this search's archive
+        say(progress, "sensitivity stage: the additive proxy's fidelity")
+        sens = sensitivity_section(
+            problem, result, out_dir if main else None, s.surrogate, s.seed_proxy
+        )
+        settings["sensitivity"] = sens.summary
+        extra = list(extra) + sens.lines
     if beacon_config is not None:
         settings["beacon_config"] = beacon_config.to_dict()
         extra = list(extra) + reporting.beacon_section(space, result.state.extra)

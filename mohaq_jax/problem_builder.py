@@ -187,6 +187,8 @@ def build_problem(
         memory_metric=platform.memory_metric,
         error_metric=s.error_metric,
         budget=s.budget,
+        surrogate=s.surrogate,
+        seed_proxy=s.seed_proxy,
     )
     ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
     if beacon_config is None:

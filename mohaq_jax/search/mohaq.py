@@ -40,7 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint
-from mohaq_jax.search import compilation, hypervolume, nsga2, score_cache
+from mohaq_jax.search import compilation, hypervolume, nsga2, score_cache, surrogate
 from mohaq_jax.search.problem import ProblemState, QuantizationProblem, SearchConfig
 
 __all__ = [
@@ -129,6 +129,17 @@ class Searcher:
             problem.space.upper,
             archive_size=cfg.pop_size + cfg.n_generations * cfg.n_offspring,
         )
+        if cfg.surrogate or cfg.seed_proxy:  # wraps the algorithm's ask/tell
+            self.strategy = surrogate.assisted(
+                self.strategy,
+                surrogate.problem_fitness_fn(problem),
+                surrogate.SurrogateOptions(
+                    screen=cfg.surrogate,
+                    seed_proxy=cfg.seed_proxy,
+                    archive_size=self.strategy.archive_size,
+                ),
+                cfg.objectives.index("error"),
+            )
         self.params = self.strategy.default_params.replace(
             ref_point=jnp.ones(self.n_obj, jnp.float32)
         )
@@ -151,13 +162,18 @@ class Searcher:
         """The search after scoring the initial population (generation 0)."""
         t0 = time.perf_counter()
         key_sample, key_init = nsga2.initial_keys(self.key)
-        population = compilation.jit_small(self.strategy.sample)(key_sample)
-        pstate, results, _ = self._score(
-            self.problem.initial_state(), np.asarray(population)
-        )
+        pstate, extra = self.problem.initial_state(), ()
+        if isinstance(self.strategy, surrogate.Assisted):
+            pstate, population, proxy = surrogate.start(
+                self.problem, pstate, self.strategy, key_sample
+            )
+            extra = (proxy,)
+        else:
+            population = compilation.jit_small(self.strategy.sample)(key_sample)
+        pstate, results, _ = self._score(pstate, np.asarray(population))
         fitness = self.problem.fitness(results)
         strategy = compilation.jit_small(self.strategy.init)(
-            key_init, population, fitness, self.params
+            key_init, population, fitness, self.params, *extra
         )
         seconds = seconds_before + time.perf_counter() - t0
         row = self._row(strategy, 0, seconds)

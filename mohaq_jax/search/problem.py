@@ -54,6 +54,8 @@ class SearchConfig:
     # "phone_error" | "frame_error" | "loss" | "class_error" (image classification)
     error_metric: str = "phone_error"
     budget: int | None = None  # stop once this many genomes were evaluated
+    surrogate: bool = False  # offspring pre-screened by a surrogate error model
+    seed_proxy: bool = False  # initial population from the sensitivity proxy
 
     def __post_init__(self):
         if self.pop_size < 2 or self.n_offspring < 1 or self.n_generations < 0:

@@ -61,6 +61,7 @@ __all__ = [
     "fit_ridge",
     "make_run",
     "problem_fitness_fn",
+    "start",
 ]
 
 #: Violation given to candidates that must not be chosen (duplicates, empty slots).
@@ -195,11 +196,10 @@ class Assisted:
         self.pop_size = int(strategy.pop_size)
         self.n_offspring = int(strategy.n_offspring)
         self.sensitivity_genomes = sensitivity.genomes(self.upper)
-        if len(self.sensitivity_genomes) >= self.pop_size:
-            raise ValueError(
-                f"the population ({self.pop_size}) must exceed the "
-                f"{len(self.sensitivity_genomes)} sensitivity genomes"
-            )
+        # They lead the initial population when they leave room for others.
+        self.sensitivity_in_population = (
+            len(self.sensitivity_genomes) < self.pop_size
+        )
         self.n_features = 3 + int(np.sum(self.upper + 1))
 
     @property
@@ -249,6 +249,8 @@ class Assisted:
           int32 ``(pop_size, n_genes)``, distinct.
         """
         fixed = jnp.asarray(self.sensitivity_genomes)
+        if not self.sensitivity_in_population:
+            fixed = fixed[:0]
         key_pool, key_rank = jax.random.split(key)
         if self.options.seed_proxy and proxy is not None:
             pool = self._proxy_pool(key_pool)
@@ -291,16 +293,20 @@ class Assisted:
             n_screened=jnp.int32(0),
         )
 
-    def init(self, key, population, fitness: Fitness, params) -> State:
-        """The wrapped ``init``; the proxy is read off the sensitivity genomes in
-        ``population`` (:meth:`initial_population` puts them there)."""
+    def init(
+        self, key, population, fitness: Fitness, params, proxy=None
+    ) -> State:
+        """The wrapped ``init``. ``proxy``: the sensitivity proxy in error-objective
+        units; None reads it off the sensitivity genomes in ``population``
+        (:meth:`initial_population` puts them there when they fit)."""
         population = jnp.asarray(population, jnp.int32)
         objectives, _ = split_fitness(fitness)
         inner = self.strategy.init(key, population, fitness, params)
         state = self.empty_state(objectives.shape[1]).replace(inner=inner)
-        proxy, _ = sensitivity.proxy_from_population(
-            self.upper, population, objectives[:, self.error_index]
-        )
+        if proxy is None:
+            proxy, _ = sensitivity.proxy_from_population(
+                self.upper, population, objectives[:, self.error_index]
+            )
         state = self._store(state.replace(proxy=proxy), population, fitness)
         return self._refit(state)
 
@@ -388,7 +394,9 @@ def make_run(
         objectives, _ = split_fitness(evaluate_fn(sens))
         proxy = sensitivity.fit_proxy(wrapped.upper, objectives[:, wrapped.error_index])
         population = wrapped.initial_population(key_sample, proxy)
-        state = wrapped.init(key_init, population, evaluate_fn(population), params)
+        state = wrapped.init(
+            key_init, population, evaluate_fn(population), params, proxy
+        )
 
         def generation(state, index):
             key_ask, key_tell = generation_keys(key, index)
@@ -402,3 +410,17 @@ def make_run(
         )
 
     return run
+
+
+def start(problem, pstate, wrapped: Assisted, key) -> tuple[Any, jax.Array, Any]:
+    """A driver's first step: the sensitivity stage scored through ``problem``
+    (cached: each genome once), then the initial population.
+
+    Returns:
+      ``(problem state, initial population (pop_size, n_genes), proxy)``.
+    """
+    pstate, results = problem.evaluate(pstate, wrapped.sensitivity_genomes)
+    objectives, _ = problem.fitness(results)
+    proxy = sensitivity.fit_proxy(wrapped.upper, objectives[:, wrapped.error_index])
+    population = jax.jit(wrapped.initial_population)(key, proxy)
+    return pstate, population, proxy
