@@ -311,8 +311,10 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
             "--compare runs plain searches: use it without --beacons",
         )
         _check(
-            not ((config.search.surrogate or config.search.seed_proxy)
-                 and config.beacons.enabled),
+            not (
+                (config.search.surrogate or config.search.seed_proxy)
+                and config.beacons.enabled
+            ),
             "--surrogate and --seed-proxy assist inference-only searches: use them "
             "without --beacons",
         )

@@ -36,8 +36,8 @@ from mohaq_jax.problem_builder import (  # noqa: F401 (SearchExperiment: re-expo
     build_problem,
 )
 from mohaq_jax.search import compilation, mohaq, report, single_objective
-from mohaq_jax.search.sensitivity_report import sensitivity_section
 from mohaq_jax.search.beacon import BeaconConfig
+from mohaq_jax.search.sensitivity_report import sensitivity_section
 
 
 def run_mohaq(cfg: ExperimentConfig, experiment: SearchExperiment) -> dict:

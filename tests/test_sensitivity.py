@@ -35,7 +35,9 @@ def test_stage_against_a_plain_loop(problem_parts):  # noqa: F811
         assert increase[gene, top:].tolist() == [0.0] * (increase.shape[1] - top)
     # The additive prediction, by a plain loop.
     genomes = np.random.default_rng(0).integers(0, upper + 1, (7, len(upper)))
-    expected = [loop[0] + sum(increase[i, g[i]] for i in range(len(g))) for g in genomes]
+    expected = [
+        loop[0] + sum(increase[i, g[i]] for i in range(len(g))) for g in genomes
+    ]
     np.testing.assert_allclose(
         sensitivity.predict(stage.proxy, genomes), expected, rtol=1e-5
     )

@@ -157,6 +157,10 @@ def test_make_run_vmaps_over_seeds():
     keys = jax.vmap(jax.random.key)(jnp.arange(2))
     states, _ = run(keys)
     again, _ = run(keys)
-    np.testing.assert_array_equal(states.inner.archive_genomes, again.inner.archive_genomes)
+    np.testing.assert_array_equal(
+        states.inner.archive_genomes, again.inner.archive_genomes
+    )
     one, _ = jax.jit(surrogate.make_run(wrapped, evaluate_fn, 2))(jax.random.key(1))
-    np.testing.assert_array_equal(one.inner.archive_genomes, states.inner.archive_genomes[1])
+    np.testing.assert_array_equal(
+        one.inner.archive_genomes, states.inner.archive_genomes[1]
+    )

@@ -78,10 +78,10 @@ def sensitivity_section(
         f"report in {stage.seconds:.1f} s ({100 * share:.1f} % of the search's "
         f"{result.seconds:.0f} s).",
         "",
-        f"Fidelity on the {fid['n']} archived genomes (proxy vs measured dev error): "
-        f"Kendall tau {fid['kendall_tau']:.3f}, Spearman {fid['spearman']:.3f}.",
+        _fidelity_words(fid),
         "",
-        "| gene | " + " | ".join(f"level {lv}" for lv in range(stage.proxy.increase.shape[1]))
+        "| gene | "
+        + " | ".join(f"level {lv}" for lv in range(stage.proxy.increase.shape[1]))
         + " |",
         "|---|" + "---|" * stage.proxy.increase.shape[1],
     ]
@@ -107,6 +107,16 @@ def sensitivity_section(
         "seed_proxy": bool(seed_proxy),
     }
     return SensitivityReport(lines, summary, pstate)
+
+
+def _fidelity_words(fid) -> str:
+    where = f"on the {fid['n']} archived genomes (proxy vs measured dev error)"
+    if np.isnan(fid["kendall_tau"]):
+        return f"Fidelity {where}: undefined (fewer than 3 genomes or constant errors)."
+    return (
+        f"Fidelity {where}: Kendall tau {fid['kendall_tau']:.3f}, Spearman "
+        f"{fid['spearman']:.3f}."
+    )
 
 
 def _plot(path, space, increase, predicted, measured, fid) -> None:

@@ -197,9 +197,7 @@ class Assisted:
         self.n_offspring = int(strategy.n_offspring)
         self.sensitivity_genomes = sensitivity.genomes(self.upper)
         # They lead the initial population when they leave room for others.
-        self.sensitivity_in_population = (
-            len(self.sensitivity_genomes) < self.pop_size
-        )
+        self.sensitivity_in_population = len(self.sensitivity_genomes) < self.pop_size
         self.n_features = 3 + int(np.sum(self.upper + 1))
 
     @property
@@ -269,7 +267,9 @@ class Assisted:
         size = math.prod(int(u) + 1 for u in self.upper)
         if size <= _ENUMERATE_UP_TO:
             grids = np.meshgrid(*[np.arange(u + 1) for u in self.upper], indexing="ij")
-            return jnp.asarray(np.stack([g.reshape(-1) for g in grids], axis=1), jnp.int32)
+            return jnp.asarray(
+                np.stack([g.reshape(-1) for g in grids], axis=1), jnp.int32
+            )
         upper = jnp.asarray(self.upper)
         return jax.random.randint(
             key, (_ENUMERATE_UP_TO, self.n_genes), 0, upper[None] + 1, jnp.int32
@@ -293,9 +293,7 @@ class Assisted:
             n_screened=jnp.int32(0),
         )
 
-    def init(
-        self, key, population, fitness: Fitness, params, proxy=None
-    ) -> State:
+    def init(self, key, population, fitness: Fitness, params, proxy=None) -> State:
         """The wrapped ``init``. ``proxy``: the sensitivity proxy in error-objective
         units; None reads it off the sensitivity genomes in ``population``
         (:meth:`initial_population` puts them there when they fit)."""
@@ -346,7 +344,9 @@ class Assisted:
     def tell(self, key, population, fitness: Fitness, state: State, params):
         """The wrapped ``tell`` with the real fitness, then the model refitted."""
         population = jnp.asarray(population, jnp.int32)
-        inner, metrics = self.strategy.tell(key, population, fitness, state.inner, params)
+        inner, metrics = self.strategy.tell(
+            key, population, fitness, state.inner, params
+        )
         state = self._store(state.replace(inner=inner), population, fitness)
         state = self._refit(state)
         return state, {**metrics, "n_screened": state.n_screened}
