@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import search_quality_assisted
 from mohaq_jax import evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
-from benchmarks import search_quality_assisted
 from mohaq_jax.search import compilation, hypervolume, nsga2, single_objective
 
 OBJECTIVES, MAXIMIZE = ("error", "speedup", "energy_pj"), ("speedup",)
