@@ -79,7 +79,7 @@ class SurrogateOptions:
 
     screen: bool = True  # pre-screen offspring with the model (False: seeding only)
     seed_proxy: bool = True  # fill the initial population with the proxy's front
-    candidates: int = 10  # asks per generation: candidates = this x n_offspring
+    candidates: int = 30  # asks per generation: candidates = this x n_offspring
     ridge: float = 1.0  # ridge penalty (prior precision / noise precision)
     explore: float = 1.0  # optimistic error = mean - explore * predictive std
     archive_size: int = 1000  # real evaluations the model remembers (capacity)
