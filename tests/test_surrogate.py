@@ -164,3 +164,14 @@ def test_make_run_vmaps_over_seeds():
     np.testing.assert_array_equal(
         one.inner.archive_genomes, states.inner.archive_genomes[1]
     )
+
+
+def test_assisted_search_refused_with_beacons():
+    from mohaq_jax import config as config_lib
+
+    cfg = config_lib.ExperimentConfig(
+        search=config_lib.SearchSettings(surrogate=True),
+        beacons=config_lib.BeaconSettings(enabled=True),
+    )
+    with pytest.raises(config_lib.ConfigError, match="without --beacons"):
+        config_lib.validate(cfg, ("search", "beacons"))
