@@ -175,3 +175,14 @@ def test_assisted_search_refused_with_beacons():
     )
     with pytest.raises(config_lib.ConfigError, match="without --beacons"):
         config_lib.validate(cfg, ("search", "beacons"))
+
+
+def test_assisted_resume_gives_same_front(problem_parts, tmp_path):  # noqa: F811
+    problem = make_problem(
+        problem_parts, pop_size=14, n_generations=3, surrogate=True, seed_proxy=True
+    )
+    full = mohaq.run_search(problem, progress=False)
+    mohaq.run_search(problem, tmp_path, progress=False, stop_after=1)
+    resumed = mohaq.run_search(problem, tmp_path, resume=True, progress=False)
+    assert resumed.resumed
+    np.testing.assert_array_equal(full.genomes, resumed.genomes)

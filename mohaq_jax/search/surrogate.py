@@ -82,6 +82,8 @@ class SurrogateOptions:
     candidates: int = 30  # asks per generation: candidates = this x n_offspring
     ridge: float = 1.0  # ridge penalty (prior precision / noise precision)
     explore: float = 1.0  # optimistic error = mean - explore * predictive std
+    # None: constant; else explore shrinks linearly to 0 at this many evaluations
+    explore_until: int | None = None
     archive_size: int = 1000  # real evaluations the model remembers (capacity)
 
     def __post_init__(self):
@@ -324,7 +326,11 @@ class Assisted:
         known = jnp.arange(state.errors.shape[0]) < state.count
         new = _distinct(pool, state.genomes, known)
         mean, std = self.predict(state, pool)
-        objectives, constraints = self.fitness_fn(pool, mean - opts.explore * std)
+        explore = jnp.float32(opts.explore)
+        if opts.explore_until is not None:
+            left = 1.0 - state.count.astype(jnp.float32) / opts.explore_until
+            explore = explore * jnp.clip(left, 0.0, 1.0)
+        objectives, constraints = self.fitness_fn(pool, mean - explore * std)
         violation = jnp.where(new, total_violation(constraints), _EXCLUDED)
         old_objectives, old_constraints = self.fitness_fn(state.genomes, state.errors)
         old_violation = jnp.where(known, total_violation(old_constraints), _EXCLUDED)
