@@ -186,3 +186,16 @@ def test_assisted_resume_gives_same_front(problem_parts, tmp_path):  # noqa: F81
     resumed = mohaq.run_search(problem, tmp_path, resume=True, progress=False)
     assert resumed.resumed
     np.testing.assert_array_equal(full.genomes, resumed.genomes)
+
+
+def test_sensitivity_genomes_outside_a_small_population(problem_parts):  # noqa: F811
+    """More sensitivity genomes than the population holds: they are scored first
+    (real evaluations, counted by the problem), the population is the proxy's front."""
+    problem = make_problem(problem_parts, surrogate=True, seed_proxy=True)
+    n_sens = len(sensitivity.genomes(problem.space.upper))
+    assert n_sens > problem.config.pop_size
+    result = mohaq.run_search(problem, progress=False)
+    cfg = problem.config
+    n_search = cfg.pop_size + cfg.n_generations * cfg.n_offspring
+    assert len(result.genomes) == n_search
+    assert n_search < result.state.n_evaluated <= n_search + n_sens
