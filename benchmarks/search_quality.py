@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import search_quality_assisted
 from mohaq_jax import atomic, evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
@@ -323,6 +324,7 @@ def main(argv=None) -> list[str]:
             gaps, args.budget, "gap to max speedup s.t. error (normalized)"
         ),
     ]
+    lines += ["", *assisted_lines(args, space, metrics, objectives, violation)]
     print("\n".join(lines))
     os.makedirs(args.out, exist_ok=True)
     with atomic.atomic_open(os.path.join(args.out, "search_quality.md")) as f:
@@ -353,6 +355,26 @@ def _summary(values) -> dict:
         "max": max(values),
         "per_seed": values,
     }
+
+
+def assisted_lines(args, space, metrics, objectives, violation) -> list[str]:
+    """Proxy seeding / surrogate rows at each budget, and the proxy's fidelity."""
+    max_error = float(metrics["float_error"][0]) + args.error_margin
+    fidelity, stage = search_quality_assisted.proxy_fidelity(space, metrics)
+    rows, model_fidelity = search_quality_assisted.run_assisted(
+        space, metrics, objectives, max_error, args.seeds
+    )
+    true_volume = front_volume(objectives, violation, np.arange(len(objectives)))
+    shares = {
+        budget: {
+            m: [front_volume(objectives, violation, r) / true_volume for r in rs]
+            for m, rs in methods.items()
+        }
+        for budget, methods in rows.items()
+    }
+    return search_quality_assisted.lines(
+        shares, model_fidelity, fidelity, stage, len(objectives)
+    )
 
 
 if __name__ == "__main__":

@@ -115,6 +115,8 @@ class SearchSettings:
     platform: str | None = None  # --platform: image search's cost model (speech: own)
     algorithm: str = "nsga2"  # --algorithm: search algorithm
     compare: str = ""  # --compare: comma list of algorithms also run, same budget
+    surrogate: bool = False  # --surrogate: surrogate pre-screens offspring
+    seed_proxy: bool = False  # --seed-proxy: initial population from the proxy
     pop: int = 40  # --pop: population size (paper: 40)
     offspring: int = 10  # --offspring: genomes evaluated per generation (paper: 10)
     generations: int = 15  # --generations: after the initial population (paper: 15)

@@ -367,4 +367,12 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
             not (config.search.race and config.beacons.enabled),
             "--race scores inference-only searches: use it without --beacons",
         )
+        _check(
+            not (
+                (config.search.surrogate or config.search.seed_proxy)
+                and config.beacons.enabled
+            ),
+            "--surrogate and --seed-proxy assist inference-only searches: use them "
+            "without --beacons",
+        )
     check_folder("--out", config.output.out)

@@ -82,6 +82,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("search.algorithm", "--algorithm", tuple(ALGORITHMS), "nsga2 / moead: the Pareto front; simple_ga / de / cma_es: evosax single-objective search, maximize speedup subject to the error and memory limits, at the same budget"),
     Flag("search.compare", "--compare", str, f"comma list of other algorithms ({', '.join(ALGORITHMS)}) to run on the same problem with the same seed and budget after the main search; the report compares them (not with --beacons)"),
     Flag("search.platform", "--platform", ("bitfusion", "reconfig"), "accelerator cost model of the image search: bitfusion (error, speedup, energy; 2/4/8/16 bits) or reconfig (error, energy, compression; 2/3/4 bits); each speech experiment has its own", images=True),
+    Flag("search.surrogate", "--surrogate", SWITCH, "surrogate-assisted search: a ridge model of the error (sensitivity proxy as prior) pre-screens 30x the offspring each generation and only the most promising by predicted rank are evaluated (the budget counts real evaluations)"),
+    Flag("search.seed_proxy", "--seed-proxy", SWITCH, "start from the sensitivity stage: its genomes plus the Pareto set its additive error proxy predicts form the initial population"),
     Flag("search.pop", "--pop", int, "population size (paper: 40)"),
     Flag("search.offspring", "--offspring", int, "genomes evaluated per generation (paper: 10)"),
     Flag("search.generations", "--generations", int, "generations after the initial population (paper: 15)"),

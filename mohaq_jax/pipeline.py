@@ -47,6 +47,7 @@ from mohaq_jax.problem_builder import (
 from mohaq_jax.search import compilation, mohaq, report
 from mohaq_jax.search.beacon import BeaconConfig
 from mohaq_jax.search.scalarized import target_objective
+from mohaq_jax.search.sensitivity_report import sensitivity_section
 
 __all__ = ["retrain_front", "run_mohaq", "run_searches", "search_one"]
 
@@ -276,9 +277,10 @@ def run_settings(cfg, setup: Setup, experiment, built: Assembled, seconds) -> di
     }
 
 
-def extra_sections(cfg, setup, experiment, built, runs, settings, beacon_cfg):
+def extra_sections(cfg, setup, experiment, built, runs, settings, beacon_cfg, out_dir):
     """The report's task-specific sections: compression sweep, the compared
-    algorithms, the beacons. Returns ``(markdown lines, sweep or None)``."""
+    algorithms, the sensitivity proxy's fidelity, the beacons. Returns ``(markdown
+    lines, sweep or None)``."""
     problem, result = built.problem, runs[cfg.search.algorithm]
     extra, sweep = [], None
     if experiment.sweep_bits:
@@ -293,6 +295,17 @@ def extra_sections(cfg, setup, experiment, built, runs, settings, beacon_cfg):
         settings["compared"] = rows
         maximized = target in experiment.maximize
         extra = list(extra) + reporting.algorithm_section(rows, target, maximized)
+    if beacon_cfg is None:  # the additive proxy's fidelity on this search's archive
+        say(cfg.output.progress, "sensitivity stage: the additive proxy's fidelity")
+        sens = sensitivity_section(
+            problem,
+            result,
+            out_dir if sharding.is_main_process() else None,
+            cfg.search.surrogate,
+            cfg.search.seed_proxy,
+        )
+        settings["sensitivity"] = sens.summary
+        extra = list(extra) + sens.lines
     if beacon_cfg is not None:
         settings["beacon_config"] = beacon_cfg.to_dict()
         extra = list(extra) + reporting.beacon_section(built.space, result.state.extra)
@@ -320,7 +333,7 @@ def search_one(
     seconds = {"search": result.seconds, "total": time.perf_counter() - t_start}
     settings = run_settings(cfg, setup, experiment, built, seconds)
     extra, sweep = extra_sections(
-        cfg, setup, experiment, built, runs, settings, beacon_config
+        cfg, setup, experiment, built, runs, settings, beacon_config, out_dir
     )
     paths = {}
     if sharding.is_main_process():

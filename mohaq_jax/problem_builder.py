@@ -204,6 +204,8 @@ def build_problem(
         race=s.race,
         race_confidence=s.race_confidence,
         seed_uniform=s.seed_uniform,
+        surrogate=s.surrogate,
+        seed_proxy=s.seed_proxy,
     )
     ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
     if beacon_config is None:

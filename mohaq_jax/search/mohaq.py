@@ -43,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint
-from mohaq_jax.search import hypervolume, nsga2, score_cache, seeding
+from mohaq_jax.search import hypervolume, nsga2, score_cache, seeding, surrogate
 from mohaq_jax.search.algorithm import default_budget
 from mohaq_jax.search.identity import search_identity
 from mohaq_jax.search.problem import ProblemState, QuantizationProblem, SearchConfig
@@ -183,6 +183,14 @@ class Searcher:
         self.key = jax.random.key(problem.config.seed)
         self.problem_state = problem_state
         self._identity = None  # what the scores depend on, digested on first use
+        self.assisted = None  # the surrogate wrapper, with --surrogate / --seed-proxy
+        cfg = problem.config
+        if cfg.surrogate or cfg.seed_proxy:
+            if algorithm != "nsga2":
+                raise ValueError(
+                    "--surrogate and --seed-proxy wrap NSGA-II (--algorithm nsga2)"
+                )
+            self.algorithm, self.assisted = surrogate.assisted_nsga2(problem)
 
     @property
     def identity(self) -> dict[str, str]:
@@ -195,13 +203,20 @@ class Searcher:
         """The search after scoring the initial population (generation 0)."""
         t0 = time.perf_counter()
         key_sample, key_init = nsga2.initial_keys(self.key)
-        population = self.algorithm.sample(key_sample)
-        if self.problem.config.seed_uniform:  # every uniform genome, in random rows
-            population = jnp.asarray(seeding.seed_problem(self.problem, population))
         start = self.problem_state or self.problem.initial_state()
+        extra = ()
+        if self.assisted is not None:  # sensitivity stage, then the population
+            start, population, proxy = surrogate.start(
+                self.problem, start, self.assisted, key_sample
+            )
+            extra = (proxy,)
+        else:
+            population = self.algorithm.sample(key_sample)
+            if self.problem.config.seed_uniform:  # every uniform genome, random rows
+                population = jnp.asarray(seeding.seed_problem(self.problem, population))
         empty = Archive.empty(self.problem.space.n_genes)
         pstate, archive, fitness, _ = self._score(start, empty, population, 0)
-        strategy = self.algorithm.init(key_init, population, fitness)
+        strategy = self.algorithm.init(key_init, population, fitness, *extra)
         seconds = time.perf_counter() - t0
         n_asked = len(population)
         row = self._row(pstate, archive, 0, n_asked, seconds)

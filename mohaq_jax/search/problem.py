@@ -60,6 +60,8 @@ class SearchConfig:
     race: bool = False
     race_confidence: float = 0.95  # of each racing stop (1.0: certain stops only)
     seed_uniform: bool = True  # initial population holds every uniform genome
+    surrogate: bool = False  # offspring pre-screened by a surrogate error model
+    seed_proxy: bool = False  # initial population from the sensitivity proxy
 
     def __post_init__(self):
         if self.pop_size < 2 or self.n_offspring < 1 or self.n_generations < 0:
@@ -175,6 +177,11 @@ class QuantizationProblem:
         """Hardware costs of a population (no error evaluation)."""
         genomes = self.space.validate(genomes)
         return {k: np.asarray(v) for k, v in self._cost(jnp.asarray(genomes)).items()}
+
+    def cost_arrays(self, genomes: jax.Array) -> dict[str, jax.Array]:
+        """Hardware costs of a population, traceable (no validation): for jitted
+        callers such as surrogate-assisted search."""
+        return self._cost(genomes)
 
     def errors(self, genomes, batch=None) -> dict[str, np.ndarray]:
         """Error metrics of a population on ``batch`` (default: the dev data)."""

@@ -1,0 +1,201 @@
+"""Surrogate-assisted search: the ridge fit, the features, determinism, real budget."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mohaq_jax.search import mohaq, nsga2, sensitivity, surrogate
+from tests.test_search_mohaq import make_problem, problem_parts  # noqa: F401
+
+
+def test_ridge_against_numpy_closed_form():
+    """w = (X'X + lambda I)^-1 X'y over the masked rows; a masked row changes nothing."""
+    x = np.asarray([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0], [1.0, 3.0], [5.0, 5.0]])
+    y = np.asarray([1.0, 3.0, 5.0, 7.5, 100.0])
+    mask = np.asarray([True, True, True, True, False])
+    weights, covariance, noise = surrogate.fit_ridge(
+        jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), jnp.asarray(mask), 0.5
+    )
+    xs, ys = x[:4], y[:4]
+    inverse = np.linalg.inv(xs.T @ xs + 0.5 * np.eye(2))
+    expected = inverse @ xs.T @ ys
+    np.testing.assert_allclose(weights, expected, rtol=1e-5)
+    np.testing.assert_allclose(covariance, inverse, rtol=1e-5)
+    residual = ys - xs @ expected
+    assert float(noise) == pytest.approx(np.sum(residual**2) / 3, rel=1e-4)
+
+
+def test_design_matrix_by_hand():
+    proxy = sensitivity.Proxy(
+        base=jnp.float32(0.5),
+        increase=jnp.asarray([[0.25, 0.0, 0.0], [0.125, 0.0, 0.0]], jnp.float32),
+    )
+    features = surrogate.design_matrix([2, 1], proxy, jnp.asarray([[0, 1], [2, 0]]))
+    # [1, proxy, proxy^2, gene 0 at 0/1/2, gene 1 at 0/1]
+    np.testing.assert_allclose(
+        features,
+        [[1, 0.75, 0.5625, 1, 0, 0, 0, 1], [1, 0.625, 0.390625, 0, 0, 1, 1, 0]],
+    )
+
+
+class CountingEvaluator:
+    """The problem's evaluator, counting every genome it is asked to score."""
+
+    def __init__(self, evaluator):
+        self.evaluator, self.space, self.pop_size = (
+            evaluator,
+            evaluator.space,
+            evaluator.pop_size,
+        )
+        self.rows = []
+
+    def __call__(self, genomes, batch, params=None):
+        self.rows.extend(map(tuple, np.asarray(genomes).tolist()))
+        return self.evaluator(genomes, batch, params)
+
+
+def assisted_problem(parts, **overrides):
+    plain = make_problem(
+        parts, pop_size=14, n_offspring=3, n_generations=3, surrogate=True,
+        seed_proxy=True, **overrides,
+    )  # fmt: skip
+    counting = CountingEvaluator(plain.evaluator)
+    problem = mohaq.QuantizationProblem(
+        counting, _cost_fn(plain),
+        plain.batch, plain.config, plain.ideal, plain.nadir,
+    )  # fmt: skip
+    return problem, counting
+
+
+def _cost_fn(problem):
+    from mohaq_jax import hardware
+
+    return hardware.get_platform("silago").make_cost_fn(problem.space)
+
+
+def test_assisted_run_is_deterministic_and_counts_real_evaluations(problem_parts):  # noqa: F811
+    problem, counting = assisted_problem(problem_parts)
+    first = mohaq.run_search(problem, progress=False)
+    n_calls = len(counting.rows)
+    again = mohaq.run_search(problem, progress=False)
+    np.testing.assert_array_equal(first.genomes, again.genomes)
+    np.testing.assert_array_equal(first.metrics["error"], again.metrics["error"])
+    # Every genome the evaluator scored is a distinct archived one, and the budget
+    # (population + generations x offspring) holds: screened candidates cost nothing.
+    scored = counting.rows[:n_calls]
+    assert len(scored) == len(set(scored)) == first.state.n_evaluated
+    assert set(scored) == set(map(tuple, first.genomes.tolist()))
+    cfg = problem.config
+    assert len(first.genomes) == cfg.pop_size + cfg.n_generations * cfg.n_offspring
+    # The sensitivity genomes lead the initial population.
+    sens = sensitivity.genomes(problem.space.upper)
+    np.testing.assert_array_equal(first.genomes[: len(sens)], sens)
+
+
+def test_screening_prefers_predicted_front():
+    """With an exact model (additive error, proxy = truth), every chosen offspring is
+    non-dominated among the candidates the wrapped algorithm proposed."""
+    upper = np.asarray([2, 2, 2, 2])
+    weights = np.asarray([[0.3, 0.1, 0.0], [0.2, 0.05, 0.0], [0.4, 0.2, 0.0],
+                          [0.1, 0.02, 0.0]])  # fmt: skip
+
+    def true_error(genomes):
+        return jnp.asarray(weights)[jnp.arange(4)[None], genomes].sum(1)
+
+    def fitness_fn(genomes, error):
+        size = genomes.sum(1).astype(jnp.float32) / 8.0
+        objectives = jnp.stack([error, size], axis=1)
+        return objectives, jnp.zeros((genomes.shape[0], 1)) - 1.0
+
+    def evaluate_fn(genomes):
+        return fitness_fn(genomes, true_error(genomes))
+
+    strategy = nsga2.NSGA2(12, 4, upper)
+    options = surrogate.SurrogateOptions(candidates=6, explore=0.0, ridge=1e-3)
+    wrapped = surrogate.assisted(strategy, fitness_fn, options)
+    run = surrogate.make_run(wrapped, evaluate_fn, 2)
+    state, metrics = jax.jit(run)(jax.random.key(0))
+    # The model (proxy prior, additive truth) predicts the archive exactly.
+    valid = np.arange(state.errors.shape[0]) < int(state.count)
+    mean, _ = wrapped.predict(state, state.genomes)
+    np.testing.assert_allclose(
+        np.asarray(mean)[valid], np.asarray(state.errors)[valid], atol=1e-3
+    )
+    key = jax.random.key(5)
+    offspring, asked = jax.jit(wrapped.ask)(key, state, wrapped.default_params)
+    keys = jax.random.split(key, options.candidates)
+    pools = jnp.concatenate([strategy.ask(k, state.inner, strategy.default_params)[0]
+                             for k in keys])  # fmt: skip
+    pool_objectives, _ = evaluate_fn(pools)
+    chosen_objectives, _ = evaluate_fn(offspring)
+    dominated = jax.vmap(
+        lambda o: jnp.any(jax.vmap(lambda p: nsga2.dominates(p, o))(pool_objectives))
+    )(chosen_objectives)
+    # Chosen ones are on the pool's front unless the front is smaller than n_offspring.
+    pool_front = int(nsga2.pareto_mask(pool_objectives).sum())
+    assert int(dominated.sum()) <= max(0, 4 - pool_front)
+    assert int(asked.n_screened) > 4
+    assert metrics["n_screened"].shape == (2,)
+
+
+def test_make_run_vmaps_over_seeds():
+    upper = np.asarray([2, 2, 2])
+
+    def evaluate_fn(genomes):
+        error = (2 - genomes).astype(jnp.float32).sum(1) ** 2 / 10.0
+        size = genomes.sum(1).astype(jnp.float32)
+        return jnp.stack([error, size], 1), jnp.zeros((genomes.shape[0], 1)) - 1.0
+
+    def fitness_fn(genomes, error):
+        return jnp.stack([error, genomes.sum(1).astype(jnp.float32)], 1), jnp.zeros(
+            (genomes.shape[0], 1)
+        ) - 1.0
+
+    wrapped = surrogate.assisted(nsga2.NSGA2(10, 3, upper), fitness_fn)
+    run = jax.jit(jax.vmap(surrogate.make_run(wrapped, evaluate_fn, 2)))
+    keys = jax.vmap(jax.random.key)(jnp.arange(2))
+    states, _ = run(keys)
+    again, _ = run(keys)
+    np.testing.assert_array_equal(
+        states.inner.archive_genomes, again.inner.archive_genomes
+    )
+    one, _ = jax.jit(surrogate.make_run(wrapped, evaluate_fn, 2))(jax.random.key(1))
+    np.testing.assert_array_equal(
+        one.inner.archive_genomes, states.inner.archive_genomes[1]
+    )
+
+
+def test_assisted_search_refused_with_beacons():
+    from mohaq_jax import config as config_lib
+
+    cfg = config_lib.ExperimentConfig(
+        search=config_lib.SearchSettings(surrogate=True),
+        beacons=config_lib.BeaconSettings(enabled=True),
+    )
+    with pytest.raises(config_lib.ConfigError, match="without --beacons"):
+        config_lib.validate(cfg, ("search", "beacons"))
+
+
+def test_assisted_resume_gives_same_front(problem_parts, tmp_path):  # noqa: F811
+    problem = make_problem(
+        problem_parts, pop_size=14, n_generations=3, surrogate=True, seed_proxy=True
+    )
+    full = mohaq.run_search(problem, progress=False)
+    mohaq.run_search(problem, tmp_path, progress=False, stop_after=1)
+    resumed = mohaq.run_search(problem, tmp_path, resume=True, progress=False)
+    assert resumed.resumed
+    np.testing.assert_array_equal(full.genomes, resumed.genomes)
+
+
+def test_sensitivity_genomes_outside_a_small_population(problem_parts):  # noqa: F811
+    """More sensitivity genomes than the population holds: they are scored first
+    (real evaluations, counted by the problem), the population is the proxy's front."""
+    problem = make_problem(problem_parts, surrogate=True, seed_proxy=True)
+    n_sens = len(sensitivity.genomes(problem.space.upper))
+    assert n_sens > problem.config.pop_size
+    result = mohaq.run_search(problem, progress=False)
+    cfg = problem.config
+    n_search = cfg.pop_size + cfg.n_generations * cfg.n_offspring
+    assert len(result.genomes) == n_search
+    assert n_search < result.state.n_evaluated <= n_search + n_sens
