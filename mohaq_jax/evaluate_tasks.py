@@ -210,9 +210,9 @@ class Task:
     pad: Callable[[Any, int], Any]
     check: Callable[[Any], None]
     as_batches: Callable[[Any], Sequence]
-    ratios: tuple[tuple[str, int, int], ...]
-    unit: int
-    reference_logits: Callable[[Any, int], Any]
+    ratios: tuple[tuple[str, int, int], ...] = ()  # none: the task cannot race
+    unit: int = 1
+    reference_logits: Callable[[Any, int], Any] | None = None
 
     def ratio(self, metric: str) -> tuple[int, int]:
         """``(numerator, denominator)`` indices of ``metric`` in the sums."""

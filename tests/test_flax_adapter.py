@@ -266,8 +266,14 @@ def _reencode(space_from, space_to, genomes):
 
 @pytest.fixture(scope="module")
 def sru_setup():
-    cfg = sru.ModelConfig(
-        n_features=5, n_classes=6, hidden=8, n_layers=2, n_proj=4, dropout=0.0
+    cfg = sru.ModelConfig(  # a projection before layer 1 too: a 2-site first stage
+        n_features=5,
+        n_classes=6,
+        hidden=8,
+        n_layers=2,
+        n_proj=4,
+        proj_first=True,
+        dropout=0.0,
     )
     params = sru.init_params(jax.random.key(0), cfg)
     b, t = 6, 12

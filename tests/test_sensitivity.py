@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mohaq_jax.search import sensitivity
-from tests.test_search_mohaq import make_problem, problem_parts  # noqa: F401
+from tests.test_search_mohaq import make_problem
 
 
 def test_genomes_by_hand():
@@ -13,7 +13,7 @@ def test_genomes_by_hand():
     )
 
 
-def test_stage_against_a_plain_loop(problem_parts):  # noqa: F811
+def test_stage_against_a_plain_loop(problem_parts):
     """One batched pass gives each genome's error as evaluating it alone does, and
     the proxy's increases are those errors minus the all-highest one's."""
     problem = make_problem(problem_parts)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mohaq_jax.search import mohaq, nsga2, sensitivity, surrogate
-from tests.test_search_mohaq import make_problem, problem_parts  # noqa: F401
+from tests.test_search_mohaq import make_problem
 
 
 def test_ridge_against_numpy_closed_form():
@@ -43,10 +43,10 @@ class CountingEvaluator:
     """The problem's evaluator, counting every genome it is asked to score."""
 
     def __init__(self, evaluator):
-        self.evaluator, self.space, self.pop_size = (
+        self.evaluator, self.space, self.genome_batch = (
             evaluator,
             evaluator.space,
-            evaluator.pop_size,
+            evaluator.genome_batch,
         )
         self.rows = []
 
@@ -74,7 +74,7 @@ def _cost_fn(problem):
     return hardware.get_platform("silago").make_cost_fn(problem.space)
 
 
-def test_assisted_run_is_deterministic_and_counts_real_evaluations(problem_parts):  # noqa: F811
+def test_assisted_run_is_deterministic_and_counts_real_evaluations(problem_parts):
     problem, counting = assisted_problem(problem_parts)
     first = mohaq.run_search(problem, progress=False)
     n_calls = len(counting.rows)
@@ -177,7 +177,7 @@ def test_assisted_search_refused_with_beacons():
         config_lib.validate(cfg, ("search", "beacons"))
 
 
-def test_assisted_resume_gives_same_front(problem_parts, tmp_path):  # noqa: F811
+def test_assisted_resume_gives_same_front(problem_parts, tmp_path):
     problem = make_problem(
         problem_parts, pop_size=14, n_generations=3, surrogate=True, seed_proxy=True
     )
@@ -188,7 +188,7 @@ def test_assisted_resume_gives_same_front(problem_parts, tmp_path):  # noqa: F81
     np.testing.assert_array_equal(full.genomes, resumed.genomes)
 
 
-def test_sensitivity_genomes_outside_a_small_population(problem_parts):  # noqa: F811
+def test_sensitivity_genomes_outside_a_small_population(problem_parts):
     """More sensitivity genomes than the population holds: they are scored first
     (real evaluations, counted by the problem), the population is the proxy's front."""
     problem = make_problem(problem_parts, surrogate=True, seed_proxy=True)

@@ -171,15 +171,11 @@ class Searcher:
         algorithm: str = "nsga2",
         problem_state: ProblemState | None = None,
     ):
-        from mohaq_jax.search.algorithms import ALGORITHMS  # the algorithms sit above
+        from mohaq_jax.search.algorithms import get_algorithm  # they sit above
 
-        if algorithm not in ALGORITHMS:
-            raise ValueError(
-                f"unknown algorithm {algorithm!r}: choose from {', '.join(ALGORITHMS)}"
-            )
         self.problem = problem
         self.name = algorithm
-        self.algorithm = ALGORITHMS[algorithm](problem.config, problem.space.upper)
+        self.algorithm = get_algorithm(algorithm)(problem.config, problem.space.upper)
         self.key = jax.random.key(problem.config.seed)
         self.problem_state = problem_state
         self._identity = None  # what the scores depend on, digested on first use
