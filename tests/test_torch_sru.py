@@ -22,7 +22,13 @@ def tiny():
     # 2 bidirectional layers; projection 6 < 7 features and < 8 outputs, so both
     # layers have one: 4 matrices in layer 1 (7 != 8), 3 in layer 2.
     config = sru.ModelConfig(
-        n_features=7, n_classes=5, hidden=4, n_layers=2, n_proj=6, dropout=0.0
+        n_features=7,
+        n_classes=5,
+        hidden=4,
+        n_layers=2,
+        n_proj=6,
+        proj_first=True,
+        dropout=0.0,
     )
     key_p, key_x = jax.random.split(jax.random.key(3))
     params = sru.init_params(key_p, config)
