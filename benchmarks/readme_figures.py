@@ -201,6 +201,27 @@ def experiment_values(folder: str) -> dict[str, float]:
         seconds = re.search(r"run time: ([\d.]+) s", text)
         if seconds:
             out["search_seconds"] = float(seconds.group(1))
+        best = re.search(
+            r"\*\*([\d.]+)x\*\* over float32 \(([\d.]+) MB\): dev error ([\d.]+) "
+            r"\(16-bit: ([\d.]+)\), test error ([\d.]+)",
+            text,
+        )
+        if best:  # the compression experiment's largest compression within the margin
+            for name, group in zip(
+                (
+                    "compression_x",
+                    "memory_mb",
+                    "dev_error",
+                    "dev_error_16",
+                    "test_error",
+                ),
+                best.groups(),
+                strict=True,
+            ):
+                out[f"best_within.{name}"] = float(group)
+        racing = re.search(r"racing saved ([\d.]+) %", text)
+        if racing:
+            out["racing_saved_percent"] = float(racing.group(1))
     return out
 
 
