@@ -23,7 +23,7 @@ import time
 import jax
 import numpy as np
 
-from mohaq_jax import checkpoint, hardware
+from mohaq_jax import atomic, checkpoint, hardware
 from mohaq_jax.config import ConfigError, DataSettings, ExperimentConfig
 from mohaq_jax.console import say
 from mohaq_jax.data.corpus import default_cache_dir
@@ -127,17 +127,23 @@ def float_baseline(cfg: ExperimentConfig, data, model_cfg) -> tuple[dict, dict]:
         folder = os.path.join(cfg.data.cache_dir or default_cache_dir(), "baselines")
     path = os.path.join(folder, f"vgg_{data.name}_{digest}.msgpack")
     progress = cfg.output.progress
-    if os.path.exists(path) and not tr.retrain:
-        shapes = jax.eval_shape(lambda: vgg.init_params(jax.random.key(0), model_cfg))
-        template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-        params, meta = checkpoint.load(path, template)
-        say(progress, f"float VGG-9: loaded {path}")
+    waiting = "float VGG-9: another process is training it, waiting"
+    # One process trains, another with the same key waits and loads (the cache is
+    # shared); the file is looked for again once the lock is held.
+    with atomic.locked(path, waiting if progress else None):
+        if os.path.exists(path) and not tr.retrain:
+            shapes = jax.eval_shape(
+                lambda: vgg.init_params(jax.random.key(0), model_cfg)
+            )
+            template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+            params, meta = checkpoint.load(path, template)
+            say(progress, f"float VGG-9: loaded {path}")
+            return params, {**meta, "path": path}
+        say(progress, f"float VGG-9: training {tr.epochs} epochs on {data.name}")
+        params, info = vision.fit(data, model_cfg, train_cfg, progress=progress)
+        meta = {"key": key, "history": info["history"], "seconds": info["seconds"]}
+        checkpoint.save(path, params, meta)
         return params, {**meta, "path": path}
-    say(progress, f"float VGG-9: training {tr.epochs} epochs on {data.name}")
-    params, info = vision.fit(data, model_cfg, train_cfg, progress=progress)
-    meta = {"key": key, "history": info["history"], "seconds": info["seconds"]}
-    checkpoint.save(path, params, meta)
-    return params, {**meta, "path": path}
 
 
 def image_batches(split: ImageSplit, size: int, limit: int | None = None) -> list:

@@ -479,3 +479,35 @@ def test_a_damaged_search_checkpoint_is_refused_before_any_work(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"checkpoint {path} is damaged" in err
+
+
+def test_vgg_baseline_trains_under_the_lock(monkeypatch, tmp_path):
+    """vision_search.float_baseline holds the VGG baseline's lock while it trains."""
+    import fcntl
+
+    from mohaq_jax import vision_search
+    from mohaq_jax.retrain import vision
+
+    seen = {}
+
+    def fake_fit(data, model_cfg, train_cfg, progress=True):
+        (lock,) = [p for p in os.listdir(tmp_path) if p.endswith(".lock")]
+        with open(tmp_path / lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen["locked"] = False
+            except BlockingIOError:
+                seen["locked"] = True
+        raise RuntimeError("stop after the check")
+
+    monkeypatch.setattr(vision, "fit", fake_fit)
+    cfg = vision_search.default_config()
+    cfg = dataclasses.replace(
+        cfg,
+        training=dataclasses.replace(cfg.training, baseline_dir=str(tmp_path)),
+        output=dataclasses.replace(cfg.output, progress=False),
+    )
+    data = vision_search.load_data(cfg.data)
+    with pytest.raises(RuntimeError, match="stop after the check"):
+        vision_search.float_baseline(cfg, data, vision_search.model_config(cfg, data))
+    assert seen == {"locked": True}
