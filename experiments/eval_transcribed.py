@@ -20,10 +20,10 @@ import os
 import pathlib
 import sys
 
-from mohaq_jax import atomic, checkpoint, cli, train
-from mohaq_jax.data import corpus as corpus_lib
-from mohaq_jax.data import load_corpus
-from mohaq_jax.models.sru import ModelConfig
+from mohaq_jax import atomic, cli
+
+# JAX and the data/model modules are imported by the functions that use them, after
+# the flags were checked (a flag error costs no JAX import).
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def default_baseline_path(cache_dir=None) -> pathlib.Path | None:
     import dataclasses as _dc
 
     from mohaq_jax import config as config_lib
-    from mohaq_jax import prepare
+    from mohaq_jax import prepare, train
 
     cfg = config_lib.ExperimentConfig()
     if cache_dir is not None:
@@ -112,6 +112,9 @@ def find_baseline(cache_dir=None) -> pathlib.Path:
     Raises:
       SystemExit(2): none, or more than one, is there (says what to do).
     """
+    from mohaq_jax import checkpoint, train
+    from mohaq_jax.data import corpus as corpus_lib
+
     root = pathlib.Path(cache_dir or corpus_lib.default_cache_dir()) / "baselines"
     found = []
     for path in root.glob("*/" + train.BASELINE_FILE):
@@ -138,6 +141,9 @@ def find_baseline(cache_dir=None) -> pathlib.Path:
 def evaluate_by_speaker(params, model_config, corpus) -> dict:
     """PER and frame error over all test utterances and per speaker."""
     split = corpus.test
+    from mohaq_jax import train
+    from mohaq_jax.data import corpus as corpus_lib
+
     rows = {"all": (split, train.evaluate(params, model_config, split, corpus.fold39))}
     for speaker in sorted(set(split.speakers)):
         keep = [i for i, s in enumerate(split.speakers) if s == speaker]
@@ -167,7 +173,11 @@ def main(argv=None) -> int:
     corpus_dir = args.corpus_dir or shared_recordings()
     labels = args.labels or ("align" if args.corpus_dir else "given")
     if not pathlib.Path(corpus_dir).is_dir():
-        raise SystemExit(f"--corpus-dir {corpus_dir}: no such folder")
+        refuse(f"--corpus-dir {corpus_dir}: no such folder")
+    from mohaq_jax import train  # JAX, once the flags and folders are good
+    from mohaq_jax.data import load_corpus
+    from mohaq_jax.models.sru import ModelConfig
+
     corpus = load_corpus(
         "transcribed",
         corpus_dir=corpus_dir,
@@ -192,7 +202,7 @@ def main(argv=None) -> int:
         corpus.n_features,
         corpus.n_classes,
     ):
-        raise SystemExit(
+        refuse(
             f"--baseline {path}: model for {model_config.n_features} features / "
             f"{model_config.n_classes} classes, corpus has {corpus.n_features} / "
             f"{corpus.n_classes}"

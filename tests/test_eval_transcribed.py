@@ -71,8 +71,10 @@ def test_eval_transcribed_reports_per_and_frame_error(
         "best_dev_rates": {"per": 0.5, "fer": 0.4},
     }
     ckpt = tmp_path / "baseline.msgpack"
+    from mohaq_jax import train
+
     monkeypatch.setattr(
-        eval_transcribed.train,
+        train,
         "load_params",
         lambda path: (params, meta) if path == ckpt else pytest.fail(str(path)),
     )

@@ -190,6 +190,7 @@ except SystemExit as exit:
         ("switching_sru", ["--calib-utts", "0"]),
         ("switching_vgg", ["--runs", "x"]),
         ("train_baseline", ["--epochs", "0"]),
+        ("eval_transcribed", ["--corpus-dir", "/nonexistent"]),
     ],
 )
 def test_a_flag_error_imports_no_jax(script, argv):
