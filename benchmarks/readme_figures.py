@@ -225,6 +225,20 @@ def experiment_values(folder: str) -> dict[str, float]:
     return out
 
 
+def beacon_values(folder: str) -> dict[str, float]:
+    """``--beacons``: the comparison's tables (``report.md``) and each search's outputs
+    (``inference_only.*``, ``beacon_based.*`` as :func:`experiment_values`)."""
+    with open(os.path.join(folder, "report.md")) as f:
+        out = markdown_tables(f.read())
+    for sub, prefix in (
+        ("inference_only", "inference_only"),
+        ("beacons", "beacon_based"),
+    ):
+        for key, value in experiment_values(os.path.join(folder, sub)).items():
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
 def points_over_float(found: dict[str, float]) -> dict[str, float]:
     """Each solution's error minus the float model's, in percentage points.
 
@@ -340,7 +354,7 @@ FIGURES = (
             "--out",
             "{dir}",
         ),
-        _EXPERIMENT,
+        beacon_values,
     ),
     Figure(
         "compare",
