@@ -441,16 +441,7 @@ class PopulationEvaluator:
     per_mode: str | None = None  # "decoded" / "smoothed" / "raw"; None: see metrics
 
     def __post_init__(self):
-        self._eval = make_population_eval(
-            self.config,
-            self.space,
-            self.fold,
-            self.chunk_size,
-            self.mesh,
-            decoder=self.decoder,
-            per_mode=self.per_mode,
-            return_sums=True,
-        )
+        self._eval = self._make(maskable=False)
         self._masked_eval = None  # built on the first race
         self._references = {}  # id(batches) -> (batches, per-batch reference sums)
 
@@ -490,6 +481,20 @@ class PopulationEvaluator:
         )
         out = host_metrics(sums, task)
         return {k: v[: len(unique)][inverse] for k, v in out.__dict__.items()}
+
+    def _make(self, maskable: bool):
+        """The jitted evaluator of these settings, returning per-genome sums."""
+        return make_population_eval(
+            self.config,
+            self.space,
+            self.fold,
+            self.chunk_size,
+            self.mesh,
+            decoder=self.decoder,
+            per_mode=self.per_mode,
+            return_sums=True,
+            maskable=maskable,
+        )
 
     def _padded_size(self, n_unique: int) -> int:
         size = max(self.genome_batch or n_unique, n_unique)
@@ -566,17 +571,7 @@ class PopulationEvaluator:
         for one in batches:
             task.check(one)
         if self._masked_eval is None:
-            self._masked_eval = make_population_eval(
-                self.config,
-                self.space,
-                self.fold,
-                self.chunk_size,
-                self.mesh,
-                decoder=self.decoder,
-                per_mode=self.per_mode,
-                return_sums=True,
-                maskable=True,
-            )
+            self._masked_eval = self._make(maskable=True)
         refs = self.reference_sums(batches)
         n_batches = len(batches)
         denominators = np.asarray([int(r[denominator]) for r in refs], np.int64)
