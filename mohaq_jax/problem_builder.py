@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mohaq_jax import genome as genome_lib
@@ -26,6 +24,7 @@ from mohaq_jax.models import model_of
 from mohaq_jax.prepare import Setup, prepare, whole_split
 from mohaq_jax.search import mohaq
 from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
+from mohaq_jax.search.problem import objective_bounds
 
 __all__ = [
     "Assembled",
@@ -50,28 +49,6 @@ class SearchExperiment:
     margin: float | None = None  # compression: largest compression within this margin
     # the task-specific step: data, error metric, float model, calibration
     prepare: Callable[[ExperimentConfig], Setup] = prepare
-
-
-def objective_bounds(cost_fn, space, objectives, maximize, max_error):
-    """(ideal, nadir) per objective: lowest-bit and highest-bit genomes' costs."""
-    extremes = np.stack(
-        [np.zeros(space.n_genes, np.int32), space.upper.astype(np.int32)]
-    )
-    costs = {
-        k: np.asarray(v) for k, v in jax.vmap(cost_fn)(jnp.asarray(extremes)).items()
-    }
-    ideal, nadir = [], []
-    for name in objectives:
-        if name == "error":
-            lo, hi = 0.0, max_error
-        else:
-            vals = -costs[name] if name in maximize else costs[name]
-            lo, hi = float(vals.min()), float(vals.max())
-            if hi <= lo:
-                hi = lo + 1.0
-        ideal.append(lo)
-        nadir.append(hi)
-    return np.asarray(ideal, np.float32), np.asarray(nadir, np.float32)
 
 
 def default_memory_limit(platform, space, paper_sites) -> float:

@@ -30,6 +30,7 @@ from mohaq_jax.adapt.flax_model import FlaxModel
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.qmodel import Calibration
 from mohaq_jax.search import mohaq
+from mohaq_jax.search.problem import objective_bounds
 from mohaq_jax.sites import Site
 
 
@@ -365,23 +366,6 @@ def default_error_metric(model: FlaxModel) -> str:
     return "frame_error" if model.error == "frames" else "class_error"
 
 
-def objective_bounds(cost_fn, space, objectives, maximize, max_error):
-    """(ideal, nadir) per objective: the lowest- and highest-bit genomes' costs."""
-    extremes = jnp.asarray(np.stack([0 * space.upper, space.upper]).astype(np.int32))
-    costs = {k: np.asarray(v) for k, v in jax.vmap(cost_fn)(extremes).items()}
-    ideal, nadir = [], []
-    for name in objectives:
-        if name == "error":
-            lo, hi = 0.0, max_error
-        else:
-            vals = -costs[name] if name in maximize else costs[name]
-            lo, hi = float(vals.min()), float(vals.max())
-            hi = hi if hi > lo else lo + 1.0
-        ideal.append(lo)
-        nadir.append(hi)
-    return ideal, nadir
-
-
 @dataclasses.dataclass(frozen=True)
 class Searched:
     """A finished search of an adapted model."""
@@ -484,7 +468,6 @@ __all__ = [
     "for_population",
     "genome_space",
     "module_path",
-    "objective_bounds",
     "search",
     "site_name",
     "tie_space",

@@ -32,7 +32,13 @@ from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.genome import GenomeSpace
 from mohaq_jax.search import nsga2, score_cache
 
-__all__ = ["ERROR_METRICS", "ProblemState", "QuantizationProblem", "SearchConfig"]
+__all__ = [
+    "ERROR_METRICS",
+    "ProblemState",
+    "QuantizationProblem",
+    "SearchConfig",
+    "objective_bounds",
+]
 
 #: Error metrics the evaluators report (speech: frames; images: classification).
 ERROR_METRICS = ("phone_error", "frame_error", "loss", "class_error")
@@ -277,3 +283,26 @@ class QuantizationProblem:
             memory = jnp.asarray(results[cfg.memory_metric], jnp.float32)
             g_mem = (memory - limit) / limit
         return objectives, jnp.stack([g_mem, g_err], axis=1)
+
+
+def objective_bounds(cost_fn, space, objectives, maximize, max_error):
+    """(ideal, nadir) per objective, in the minimized convention: the lowest-bit and
+    highest-bit genomes' costs; the error spans 0 to ``max_error``."""
+    extremes = np.stack(
+        [np.zeros(space.n_genes, np.int32), space.upper.astype(np.int32)]
+    )
+    costs = {
+        k: np.asarray(v) for k, v in jax.vmap(cost_fn)(jnp.asarray(extremes)).items()
+    }
+    ideal, nadir = [], []
+    for name in objectives:
+        if name == "error":
+            lo, hi = 0.0, max_error
+        else:
+            vals = -costs[name] if name in maximize else costs[name]
+            lo, hi = float(vals.min()), float(vals.max())
+            if hi <= lo:
+                hi = lo + 1.0
+        ideal.append(lo)
+        nadir.append(hi)
+    return np.asarray(ideal, np.float32), np.asarray(nadir, np.float32)
