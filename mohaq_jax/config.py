@@ -104,6 +104,7 @@ class TrainingSettings:
     weight_decay: float = 0.0  # --weight-decay: decoupled weight decay (0 = Adam)
     pad_multiple: int = 64  # --pad-multiple: batch lengths rounded up to this
     seed: int = 0  # --train-seed: init, dropout and batch-order seed
+    minutes: float | None = None  # --train-minutes: wall-clock bound (None: none)
     baseline_dir: str | None = None  # --baseline-dir: None = cache folder by digest
     retrain: bool = False  # --retrain-baseline: train again even if a checkpoint exists
 

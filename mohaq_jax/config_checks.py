@@ -221,6 +221,7 @@ def validate_training(training: TrainingSettings) -> None:
     _min("--grad-clip", training.grad_clip, 0.0)
     _min("--weight-decay", training.weight_decay, 0.0)
     _min("--pad-multiple", training.pad_multiple, 1)
+    _positive("--train-minutes", training.minutes, allow_none=True)
     check_folder("--baseline-dir", training.baseline_dir)
 
 

@@ -76,6 +76,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("training.weight_decay", "--weight-decay", float, "decoupled weight decay (AdamW; 0 = Adam)"),
     Flag("training.pad_multiple", "--pad-multiple", int, "batch lengths are rounded up to a multiple of this (fewer compilations, more padding)"),
     Flag("training.seed", "--train-seed", int, "init, dropout and batch-order seed of float training"),
+    Flag("training.minutes", "--train-minutes", float, "bound float training by wall-clock minutes: it stops after the step that passes the bound, mid-epoch if need be, evaluates dev and keeps the best params (not reproducible across machines; None: no bound)"),
     Flag("training.baseline_dir", "--baseline-dir", str, "checkpoint folder of the float baseline (None: a folder in the cache named after data, model and training settings, shared by every experiment; the image search keeps one file per such settings in it)"),
     Flag("training.retrain", "--retrain-baseline", SWITCH, "train the baseline again even if a checkpoint exists"),
     # search

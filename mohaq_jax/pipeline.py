@@ -247,7 +247,7 @@ def measure_front(cfg, setup: Setup, built: Assembled, result, beacon_cfg):
     return test_err, intervals, baselines
 
 
-def run_settings(cfg, setup: Setup, experiment, built: Assembled, seconds) -> dict:
+def run_settings(cfg, setup: Setup, experiment, built: Assembled) -> dict:
     """What the report and ``pareto.json`` state about how the run was set up."""
     decoder = setup.decoder
     return {
@@ -270,7 +270,6 @@ def run_settings(cfg, setup: Setup, experiment, built: Assembled, seconds) -> di
             "states_per_phone": int(decoder.n_states),
         },
         "baseline_checkpoint": setup.baseline_info.get("path"),
-        "seconds": {**setup.seconds, **seconds},
         "ideal": built.ideal.tolist(),
         "nadir": built.nadir.tolist(),
         **setup.report_settings,
@@ -323,18 +322,29 @@ def search_one(
 ) -> dict:
     """One search (inference-only, or beacon-based with ``beacon_config``) and its
     files: problem -> searches -> measure -> report."""
-    built = build_problem(cfg, setup, experiment, beacon_config)
+    clock = setup.clock
+    with clock.phase("problem"):  # evaluators, the float model on dev and test
+        built = build_problem(cfg, setup, experiment, beacon_config)
     os.makedirs(out_dir, exist_ok=True)
-    runs = run_searches(cfg, built, out_dir)
+    with clock.phase("search"):
+        runs = run_searches(cfg, built, out_dir)
     result = runs[cfg.search.algorithm]
-    test_err, intervals, baselines = measure_front(
-        cfg, setup, built, result, beacon_config
-    )
-    seconds = {"search": result.seconds, "total": time.perf_counter() - t_start}
-    settings = run_settings(cfg, setup, experiment, built, seconds)
-    extra, sweep = extra_sections(
-        cfg, setup, experiment, built, runs, settings, beacon_config, out_dir
-    )
+    with clock.phase("measure"):  # test errors and intervals of the front
+        test_err, intervals, baselines = measure_front(
+            cfg, setup, built, result, beacon_config
+        )
+    settings = run_settings(cfg, setup, experiment, built)
+    with clock.phase("report_sections"):  # sweep, comparisons, proxy fidelity
+        extra, sweep = extra_sections(
+            cfg, setup, experiment, built, runs, settings, beacon_config, out_dir
+        )
+    settings["seconds"] = {
+        **clock.seconds,
+        "search": result.seconds,  # every session of a resumed search
+        "search_this_session": clock.seconds["search"],
+        "total": time.perf_counter() - t_start,
+    }
+    settings["peak_rss_gb"] = dict(clock.peak_rss_gb)
     paths = {}
     if sharding.is_main_process():
         paths = report.write_outputs(

@@ -27,7 +27,7 @@ from mohaq_jax.config import (
     TrainingSettings,
     data_name,
 )
-from mohaq_jax.console import say
+from mohaq_jax.console import PhaseClock, say
 from mohaq_jax.data import load_corpus, pad_batch, provenance
 from mohaq_jax.data.batching import (
     DEFAULT_BATCH_FRAMES,
@@ -50,7 +50,7 @@ class Setup:
     dev_batch: BucketedSplit  # the dev split, streamed in length-bucketed batches
     test_batch: BucketedSplit
     baseline_info: dict  # as train.get_or_train_baseline returns it
-    seconds: dict  # phase -> wall seconds
+    clock: PhaseClock  # wall seconds and peak RSS per phase (the pipeline adds its own)
     decoder: object = None  # decode.Decoder of the baseline (--per decoded), else None
     per_mode: str | None = "decoded"  # --per: how phone errors are read (None: images)
     # sites of the model the paper's memory limit was set for (None: no default limit)
@@ -103,6 +103,7 @@ def train_config(
         weight_decay=training.weight_decay,
         pad_multiple=training.pad_multiple,
         seed=training.seed,
+        max_minutes=training.minutes,
     )
 
 
@@ -264,33 +265,32 @@ def whole_split(split, batch_frames: int = DEFAULT_BATCH_FRAMES) -> BucketedSpli
 def prepare(cfg: ExperimentConfig) -> Setup:
     """Data, float baseline (trained on first use), calibration, dev/test batches."""
     progress = cfg.output.progress
-    t0 = time.perf_counter()
-    corpus = load_data(cfg.data, progress)
-    t_data = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model_cfg, params, info = get_baseline(cfg, corpus)
-    t_train = time.perf_counter() - t0
+    clock = PhaseClock()
+    with clock.phase("data"):
+        corpus = load_data(cfg.data, progress)
+    with clock.phase("baseline"):
+        model_cfg, params, info = get_baseline(cfg, corpus)
     say(
         progress,
         f"calibration: {cfg.search.calib} clipping on "
         f"{min(cfg.search.calib_utts, len(corpus.train))} training utterances",
     )
-    t0 = time.perf_counter()
-    calib = calibrate_on_train(cfg.search, corpus, params, model_cfg)
-    say(progress, f"calibration: done ({time.perf_counter() - t0:.1f} s)")
+    with clock.phase("calibration"):
+        calib = calibrate_on_train(cfg.search, corpus, params, model_cfg)
+    say(progress, f"calibration: done ({clock.seconds['calibration']:.1f} s)")
     decoder = None
     if cfg.search.per == "decoded":
-        t0 = time.perf_counter()
         say(
             progress,
             "decoder: phone bigram, priors and LM weight (cached per baseline)",
         )
         ckpt_dir = baseline_dir(cfg, corpus, model_cfg, train_config(cfg.training))
-        decoder, dinfo = train.baseline_decoder(params, model_cfg, corpus, ckpt_dir)
+        with clock.phase("decoder"):
+            decoder, dinfo = train.baseline_decoder(params, model_cfg, corpus, ckpt_dir)
         say(
             progress,
             f"decoder: LM weight {float(decoder.lm_weight):g}, insertion penalty "
-            f"{float(decoder.insertion_penalty):g} ({time.perf_counter() - t0:.1f} s)",
+            f"{float(decoder.insertion_penalty):g} ({clock.seconds['decoder']:.1f} s)",
         )
     return Setup(
         decoder=decoder,
@@ -302,7 +302,7 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         dev_batch=whole_split(corpus.dev, cfg.search.batch_frames),
         test_batch=whole_split(corpus.test, cfg.search.batch_frames),
         baseline_info=info,
-        seconds={"data": t_data, "baseline": t_train},
+        clock=clock,
         paper_sites=sites(paper_config()),
         report_settings={"data_provenance": provenance.describe(corpus)},
     )

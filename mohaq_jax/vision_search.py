@@ -18,14 +18,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
 
 import jax
 import numpy as np
 
 from mohaq_jax import atomic, checkpoint, hardware
 from mohaq_jax.config import ConfigError, DataSettings, ExperimentConfig
-from mohaq_jax.console import say
+from mohaq_jax.console import PhaseClock, say
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.data.images import ImageDataset, ImageSplit, load_images
 from mohaq_jax.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
@@ -175,21 +174,21 @@ class ImageData:
 def prepare(cfg: ExperimentConfig) -> Setup:
     """The image task's first pipeline step: the images, the float VGG-9 (trained
     once, cached) and its calibration, as a :class:`~mohaq_jax.prepare.Setup`."""
-    t0 = time.perf_counter()
     search = cfg.search
-    data = load_data(cfg.data)
-    model_cfg = model_config(cfg, data)
-    t_data = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    params, baseline = float_baseline(cfg, data, model_cfg)
-    t_train = time.perf_counter() - t0
-    calib = vision.calibration(
-        params,
-        model_cfg,
-        data.train.images[: search.calib_images],
-        weight_method=search.calib,
-        act_method=search.calib,
-    )
+    clock = PhaseClock()
+    with clock.phase("data"):
+        data = load_data(cfg.data)
+        model_cfg = model_config(cfg, data)
+    with clock.phase("baseline"):
+        params, baseline = float_baseline(cfg, data, model_cfg)
+    with clock.phase("calibration"):
+        calib = vision.calibration(
+            params,
+            model_cfg,
+            data.train.images[: search.calib_images],
+            weight_method=search.calib,
+            act_method=search.calib,
+        )
     return Setup(
         corpus=ImageData(data, data.name, data.notice),
         model_config=model_cfg,
@@ -198,7 +197,7 @@ def prepare(cfg: ExperimentConfig) -> Setup:
         dev_batch=image_batches(data.dev, search.eval_batch, search.max_eval),
         test_batch=image_batches(data.test, search.eval_batch, search.max_eval),
         baseline_info=baseline,
-        seconds={"data": t_data, "baseline": t_train},
+        clock=clock,
         per_mode=None,
         report_settings={
             "data_settings": data.settings,

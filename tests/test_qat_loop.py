@@ -7,6 +7,8 @@ below. That the real runs (``train.qat_finetune`` and switching-aware retraining
 share this loop is checked in ``tests/test_train.py``.
 """
 
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -104,3 +106,38 @@ def test_fixed_schedule_keeps_the_last_params_and_never_stops():
     np.testing.assert_array_equal(out.model, [6 * BATCHES, 6 * BATCHES])
     np.testing.assert_allclose(out.rates["fer"], ERRORS[-1])
     assert strategy.lrs_set == []  # constant learning rate
+
+
+def test_a_passed_deadline_ends_training_after_one_step():
+    """A deadline already passed: one step, then the partial epoch is evaluated,
+    recorded as such, and every genome stops (hand count: 1 of 6 x 3 steps)."""
+    strategy = Scripted()
+    out = loop.qat_loop(
+        strategy,
+        (np.zeros(2, np.int64), None),
+        lambda epoch: range(BATCHES),
+        jax.random.key(3),
+        6,
+        lr=1.0,
+        monitor=loop.DevMonitor(improvement_threshold=0.0),
+        deadline=time.perf_counter() - 1.0,
+    )
+    assert out.steps == 1 and len(strategy.keys) == 1
+    np.testing.assert_array_equal(out.model, [1, 1])
+    assert not out.state.active.any()
+    assert [r["epoch"] for r in out.history] == [1]
+    assert out.history[0]["steps"] == 1 and out.history[0]["partial"]
+    np.testing.assert_allclose(out.rates["fer"], ERRORS[0])
+
+
+def test_a_far_deadline_changes_nothing():
+    far = loop.qat_loop(
+        Scripted(),
+        (np.zeros(2, np.int64), None),
+        lambda epoch: range(BATCHES),
+        jax.random.key(3),
+        2,
+        lr=1.0,
+        deadline=time.perf_counter() + 3600.0,
+    )
+    assert far.steps == 2 * BATCHES and "partial" not in far.history[-1]

@@ -387,3 +387,21 @@ def test_switching_without_switching_is_qat_finetune(corpus, trained, calib):
         [h["dev_per"][0] for h in info["history"]]
     )
     assert sw_info["extra_counts"] == [0] * n_layers
+
+
+def test_a_minutes_bound_stops_mid_epoch_and_keeps_the_identity(corpus, tmp_path):
+    """``max_minutes`` bounds training by wall time: a bound already passed after the
+    first step gives a finished, one-step run; without it the identity is as before."""
+    assert "max_minutes" not in SHORT.to_dict()
+    bounded = dataclasses.replace(SHORT, max_minutes=1e-9)
+    assert bounded.to_dict()["max_minutes"] == 1e-9
+    path = tmp_path / "run.msgpack"
+    _, info = train.fit(corpus, MODEL, bounded, path, progress=False)
+    assert info["finished"] and checkpoint.read_meta(path)["finished"]
+    assert [(r["epoch"], r["steps"], r["partial"]) for r in info["history"]] == [
+        (1, 1, True)
+    ]
+    _, again = train.fit(corpus, MODEL, bounded, path, resume=True, progress=False)
+    assert again["resumed_from"] == 1 and len(again["history"]) == 1
+    with pytest.raises(ValueError, match="max_minutes"):
+        dataclasses.replace(SHORT, max_minutes=0.0)

@@ -337,6 +337,7 @@ def write_outputs(
         f"{last['hypervolume']:.4f}",
         f"- run time: {result.seconds:.1f} s"
         + (" (resumed)" if result.resumed else ""),
+        *phase_lines(settings),
         *racing_lines(result.metrics),
         "",
         "| generation | evaluations | feasible so far | best error so far | hypervolume so far |",
@@ -363,6 +364,18 @@ def write_outputs(
     paths["report.md"] = os.path.join(out_dir, "report.md")
     atomic.write_text(paths["report.md"], "\n".join(lines) + "\n")
     return paths
+
+
+def phase_lines(settings: Mapping[str, Any]) -> list[str]:
+    """The run's phases in this process: wall seconds and the process's peak RSS at
+    each phase's end (``settings['seconds']`` / ``['peak_rss_gb']`` of the pipeline)."""
+    seconds, rss = settings.get("seconds", {}), settings.get("peak_rss_gb", {})
+    if not rss:
+        return []
+    parts = [f"{name} {seconds[name]:.1f} s / {rss[name]:.2f} GB" for name in rss]
+    return [
+        "- phases of this process (wall time / peak RSS so far): " + ", ".join(parts)
+    ]
 
 
 def racing_lines(metrics: dict) -> list[str]:

@@ -209,6 +209,7 @@ def fit(
         progress=progress,
         desc="float training",
         state=loop_state,
+        deadline=None if tc.max_minutes is None else started + 60 * tc.max_minutes,
     )
     best = out.state.best
     info = {

@@ -67,6 +67,11 @@ class TrainConfig:
     # dev error that drives lr halving, best-params selection and QAT early stopping:
     # "fer" (frame error, pytorch-kaldi's err_dev; smooth) or "per" (phone error)
     monitor: str = "fer"
+    # wall-clock bound of one training call in minutes (None: none): training stops
+    # after the step that passes it, evaluates dev and is marked finished. Not
+    # reproducible (it depends on the machine's speed); kept out of to_dict when None
+    # so the identity of runs without it is unchanged.
+    max_minutes: float | None = None
 
     def __post_init__(self):
         for name in (
@@ -81,6 +86,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
         if not self.lr > 0:
             raise ValueError("TrainConfig.lr must be > 0")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError("TrainConfig.max_minutes must be > 0 (or None)")
         if self.monitor not in ("fer", "per"):
             raise ValueError(
                 f"TrainConfig.monitor must be 'fer' or 'per', got {self.monitor!r}"
@@ -89,6 +96,8 @@ class TrainConfig:
     def to_dict(self) -> dict:
         fields = dataclasses.asdict(self)
         del fields["eval_batch_frames"]
+        if fields["max_minutes"] is None:
+            del fields["max_minutes"]
         return fields
 
 

@@ -23,6 +23,7 @@ The monitor works per genome with masks (fixed shapes); a strategy of one model 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -258,6 +259,7 @@ def qat_loop(
     progress: bool = False,
     desc: str = "QAT",
     state: LoopState | None = None,
+    deadline: float | None = None,
 ) -> LoopResult:
     """Trains up to epoch ``epochs`` with ``strategy``, monitoring the dev error.
 
@@ -274,6 +276,9 @@ def qat_loop(
       progress: tqdm bar over steps with the loss and the dev error.
       desc: bar label.
       state: where a resumed run stands (None: a fresh start; ``lr`` is then unused).
+      deadline: a ``time.perf_counter()`` value: the epoch under way ends after the
+        step that passes it (a partial epoch, recorded with ``"steps"`` and
+        ``"partial": True``), is evaluated as usual, and every genome stops.
 
     Returns:
       A :class:`LoopResult`.
@@ -298,7 +303,7 @@ def qat_loop(
             break
         carry = strategy.begin_epoch(epoch, carry)
         active_j = jnp.asarray(st.active)
-        losses = []
+        losses, timed_out = [], False
         for batch in batches(epoch):
             carry, loss = strategy.step(
                 carry, active_j, batch, jax.random.fold_in(key, st.steps)
@@ -306,15 +311,22 @@ def qat_loop(
             losses.append(loss)
             st.steps += 1
             bar.update(1)
+            if deadline is not None and time.perf_counter() > deadline:
+                jax.block_until_ready(loss)
+                timed_out = True
+                break
         losses = jax.device_get(losses)
         st.epochs_run = st.epochs_run + st.active
         rates = strategy.evaluate(carry)
         if rates is not None:
             carry = _monitor(monitor, strategy, st, carry, rates)
         st.epoch = epoch + 1
-        st.history.append(
-            strategy.record(epoch, carry, losses, rates, st.lrs, st.active)
-        )
+        if timed_out:
+            st.active = np.zeros_like(st.active)
+        record = strategy.record(epoch, carry, losses, rates, st.lrs, st.active)
+        if timed_out:
+            record.update(steps=len(losses), partial=True)
+        st.history.append(record)
         strategy.end_epoch(epoch, carry, st)
         if bar.total is None and losses:  # steps per epoch known now: show an ETA
             bar.total = bar.n + len(losses) * (epochs - epoch - 1)
