@@ -243,10 +243,9 @@ class TableEvaluator:
         return {"phone_error": self.errors[rows]}
 
 
-def registry_runs(space, metrics, max_error, budget, n_seeds):
-    """Rows (genome indices) each registered algorithm evaluated, per seed: the one
-    search driver (:func:`mohaq_jax.search.mohaq.run_search`) on the table, with
-    MOHAQ's problem (normalization, constraints) and budget in distinct genomes."""
+def table_problem(space, metrics, max_error: float, config: mohaq.SearchConfig):
+    """The referee's table as MOHAQ's search problem (look-ups, no model): the
+    driver's normalization, constraints and budget in distinct genomes."""
     upper = space.upper
     costs = {k: jnp.asarray(metrics[k]) for k in ("speedup", "energy_pj", "memory_mb")}
 
@@ -260,32 +259,47 @@ def registry_runs(space, metrics, max_error, budget, n_seeds):
         -float(metrics["speedup"].min()),
         float(metrics["energy_pj"].max()),
     ]
-    rows = {}
-    for name in ALGORITHMS:
-        rows[f"{name} (driver)"] = []
-        for seed in range(n_seeds):
-            config = mohaq.SearchConfig(
-                objectives=OBJECTIVES,
-                maximize=MAXIMIZE,
-                n_generations=(budget - 40) // 10,
-                seed=seed,
-                max_error=max_error,
-                memory_limit_mb=float(metrics["memory_limit_mb"]),
-                budget=budget,
-            )
-            problem = mohaq.QuantizationProblem(
-                TableEvaluator(space, metrics["error"]),
-                cost_fn,
-                None,
-                config,
-                ideal,
-                nadir,
-            )
-            result = mohaq.run_search(problem, progress=False, algorithm=name)
-            rows[f"{name} (driver)"].append(
-                np.asarray(genome_index(result.genomes, upper))
-            )
+    return mohaq.QuantizationProblem(
+        TableEvaluator(space, metrics["error"]), cost_fn, None, config, ideal, nadir
+    )
+
+
+def driver_rows(space, metrics, max_error, budget, n_seeds, algorithm="nsga2", **options):
+    """Genome indices the one search driver (:func:`mohaq_jax.search.mohaq.run_search`)
+    evaluated on the table, per seed. ``options``: :class:`~mohaq_jax.search.mohaq.
+    SearchConfig` fields (``pop_size``, ``surrogate``, ``seed_proxy`` ...); the
+    generations fill the budget with 10 offspring each."""
+    pop = options.pop("pop_size", 40)
+    rows = []
+    for seed in range(n_seeds):
+        config = mohaq.SearchConfig(
+            objectives=OBJECTIVES,
+            maximize=MAXIMIZE,
+            pop_size=pop,
+            n_generations=(budget - pop) // 10,
+            seed=seed,
+            max_error=max_error,
+            memory_limit_mb=float(metrics["memory_limit_mb"]),
+            budget=budget,
+            **options,
+        )
+        problem = table_problem(space, metrics, max_error, config)
+        result = mohaq.run_search(problem, progress=False, algorithm=algorithm)
+        index = np.unique(np.asarray(genome_index(result.genomes, space.upper)))
+        assert len(index) <= budget, (algorithm, options, len(index))
+        rows.append(index)
     return rows
+
+
+def registry_runs(space, metrics, max_error, budget, n_seeds):
+    """Rows (genome indices) each registered algorithm evaluated, per seed, by the
+    one search driver on the table."""
+    return {
+        f"{name} (driver)": driver_rows(
+            space, metrics, max_error, budget, n_seeds, algorithm=name
+        )
+        for name in ALGORITHMS
+    }
 
 
 def main(argv=None) -> list[str]:
