@@ -224,3 +224,28 @@ def test_repository_readme_matches_figures_json(capsys):
     """The README's keyed numbers agree with the committed figures.json (as CI checks)."""
     code = rf.main(["--check"])
     assert code == 0, capsys.readouterr().out
+
+
+def test_adopt_records_a_folder_its_command_wrote(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "result.json").write_text(json.dumps({"a": {"b": 2.5}, "c": [1, 2]}))
+    figures = tmp_path / "figures.json"
+    code = rf.main(
+        [
+            "--only",
+            "rehearsal",
+            "--adopt",
+            str(folder),
+            "abc123",
+            "--figures",
+            str(figures),
+        ]
+    )
+    assert code == 0
+    record = json.loads(figures.read_text())["figures"]["rehearsal"]
+    assert record["values"] == {"a.b": 2.5, "c.0": 1.0, "c.1": 2.0}
+    assert record["commit"] == "abc123" and "adopted" in record
+    assert f"--out {folder}" in record["command"] and "wall_s" not in record
+    with pytest.raises(SystemExit):
+        rf.main(["--adopt", str(folder), "abc123", "--figures", str(figures)])

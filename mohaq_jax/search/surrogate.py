@@ -85,10 +85,15 @@ class SurrogateOptions:
     # None: constant; else explore shrinks linearly to 0 at this many evaluations
     explore_until: int | None = None
     archive_size: int = 1000  # real evaluations the model remembers (capacity)
+    # local candidates: the one-gene, one-level neighbours of this many of the best
+    # real evaluations (constrained non-dominated rank) join the pool (0: none)
+    neighbours: int = 0
 
     def __post_init__(self):
         if self.candidates < 1 or self.ridge <= 0 or self.explore < 0:
             raise ValueError("need candidates >= 1, ridge > 0, explore >= 0")
+        if self.neighbours < 0:
+            raise ValueError("need neighbours >= 0")
 
 
 @struct.dataclass
@@ -324,6 +329,12 @@ class Assisted:
         inner = jax.tree.map(lambda x: x[0], inners)
         pool = pools.reshape(-1, self.n_genes)
         known = jnp.arange(state.errors.shape[0]) < state.count
+        old_objectives, old_constraints = self.fitness_fn(state.genomes, state.errors)
+        old_violation = jnp.where(known, total_violation(old_constraints), _EXCLUDED)
+        if opts.neighbours:
+            pool = jnp.concatenate(
+                [pool, self._neighbours(state, old_objectives, old_violation)]
+            )
         new = _distinct(pool, state.genomes, known)
         mean, std = self.predict(state, pool)
         explore = jnp.float32(opts.explore)
@@ -332,8 +343,6 @@ class Assisted:
             explore = explore * jnp.clip(left, 0.0, 1.0)
         objectives, constraints = self.fitness_fn(pool, mean - explore * std)
         violation = jnp.where(new, total_violation(constraints), _EXCLUDED)
-        old_objectives, old_constraints = self.fitness_fn(state.genomes, state.errors)
-        old_violation = jnp.where(known, total_violation(old_constraints), _EXCLUDED)
         all_objectives = jnp.concatenate([objectives, old_objectives])
         all_violation = jnp.concatenate([violation, old_violation])
         n = all_violation.shape[0]
@@ -346,6 +355,23 @@ class Assisted:
         return offspring, state.replace(
             inner=inner, n_screened=jnp.sum(new, dtype=jnp.int32)
         )
+
+    def _neighbours(self, state: State, objectives, violation) -> jax.Array:
+        """Every genome one level up or down in one gene from the
+        ``options.neighbours`` best real evaluations (constrained non-dominated rank,
+        then less violation), ``(m * 2 * n_genes, n_genes)``; a step past a gene's
+        range stays put (the genome itself: already evaluated, so excluded)."""
+        m = min(self.options.neighbours, state.genomes.shape[0])
+        ranks = constrained_rank(objectives, violation, violation.shape[0])
+        best = state.genomes[jnp.lexsort((violation, ranks))[:m]]
+        steps = jnp.concatenate(
+            [
+                jnp.eye(self.n_genes, dtype=jnp.int32),
+                -jnp.eye(self.n_genes, dtype=jnp.int32),
+            ]
+        )
+        moved = best[:, None, :] + steps[None]
+        return jnp.clip(moved, 0, jnp.asarray(self.upper)).reshape(-1, self.n_genes)
 
     def tell(self, key, population, fitness: Fitness, state: State, params):
         """The wrapped ``tell`` with the real fitness, then the model refitted."""
