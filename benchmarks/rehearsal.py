@@ -31,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -119,6 +120,28 @@ def baseline_history(settings: dict) -> list[dict]:
     return list(meta.get("history", []))
 
 
+#: What the first session printed of its phases (seconds), read from its log.
+LOGGED_PHASES = {
+    "corpus": r"corpus: \d+/\d+/\d+ train/dev/test .*\(([\d.]+) s\)",
+    "baseline": r"float baseline: .*\(trained in ([\d.]+) s\)",
+    "calibration": r"calibration: done \(([\d.]+) s\)",
+    "decoder": r"decoder: LM weight .*\(([\d.]+) s\)",
+}
+
+
+def logged_phases(log_path: str) -> dict:
+    """Seconds of the phases the first session printed (it was stopped before it
+    wrote its own report)."""
+    with open(log_path, errors="replace") as f:
+        text = f.read().replace("\r", "\n")
+    found = {}
+    for name, pattern in LOGGED_PHASES.items():
+        match = re.search(pattern, text)
+        if match:
+            found[name] = float(match.group(1))
+    return found
+
+
 def summarize(out: str, first: dict, second: dict) -> dict:
     with open(os.path.join(out, "pareto.json")) as f:
         doc = json.load(f)
@@ -137,6 +160,7 @@ def summarize(out: str, first: dict, second: dict) -> dict:
         "sessions": {"first": first, "second": second},
         "peak_rss_gb": max(first["peak_rss_gb"], second["peak_rss_gb"]),
         "wall_s": first["wall_s"] + second["wall_s"],
+        "phases_first": logged_phases(os.path.join(out, "session1.log")),
         "phases_resumed": settings["seconds"],
         "phase_rss_resumed_gb": settings.get("peak_rss_gb", {}),
         "search_s": settings["seconds"]["search"],
@@ -160,8 +184,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-minutes", type=float, default=20.0)
     parser.add_argument("--interrupt-after", type=int, default=2, help="generation")
     parser.add_argument("--tiny", action="store_true", help="smoke setting")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="no run: summarize the finished rehearsal in --out again (its "
+        "result.json keeps the sessions' wall times and peak RSS)",
+    )
     args, extra = parser.parse_known_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.collect:
+        with open(os.path.join(args.out, "result.json")) as f:
+            sessions = json.load(f)["sessions"]
+        result = summarize(args.out, sessions["first"], sessions["second"])
+        if args.json:
+            atomic.write_text(args.json, json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result, indent=1))
+        return result
     cmd = command(args.out, args.train_minutes, extra, args.tiny)
     state_path = os.path.join(args.out, "search_state.msgpack")
     print("$", " ".join(cmd), flush=True)

@@ -199,3 +199,31 @@ def test_sensitivity_genomes_outside_a_small_population(problem_parts):
     n_search = cfg.pop_size + cfg.n_generations * cfg.n_offspring
     assert len(result.genomes) == n_search
     assert n_search < result.state.n_evaluated <= n_search + n_sens
+
+
+def test_neighbours_of_the_best_evaluations_by_hand():
+    """The one-gene, one-level neighbours of the best stored genome (feasible, not
+    dominated), clipped to the gene ranges."""
+    upper = np.asarray([2, 1, 2])
+
+    def fitness_fn(genomes, error):
+        size = genomes.sum(1).astype(jnp.float32)
+        return jnp.stack([error, size], 1), jnp.zeros((genomes.shape[0], 1)) - 1.0
+
+    options = surrogate.SurrogateOptions(neighbours=1, archive_size=4)
+    wrapped = surrogate.assisted(nsga2.NSGA2(4, 2, upper), fitness_fn, options)
+    state = wrapped.empty_state(2)
+    stored = jnp.asarray([[2, 1, 2], [1, 0, 1], [2, 1, 1], [0, 0, 0]], jnp.int32)
+    # [1, 0, 1] dominates [2, 1, 2] and [2, 1, 1] (lower error and size); [0, 0, 0]
+    # is not stored (count 3), so it must not count as the best.
+    state = state.replace(
+        genomes=stored, errors=jnp.asarray([0.5, 0.1, 0.3, 0.0]), count=jnp.int32(3)
+    )
+    objectives, constraints = fitness_fn(state.genomes, state.errors)
+    known = jnp.arange(4) < state.count
+    violation = jnp.where(known, jnp.max(constraints, axis=1).clip(0), 1e30)
+    got = np.asarray(wrapped._neighbours(state, objectives, violation))
+    expected = [[2, 0, 1], [1, 1, 1], [1, 0, 2], [0, 0, 1], [1, 0, 1], [1, 0, 0]]
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="neighbours"):
+        surrogate.SurrogateOptions(neighbours=-1)

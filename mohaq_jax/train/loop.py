@@ -325,7 +325,7 @@ def qat_loop(
             st.active = np.zeros_like(st.active)
         record = strategy.record(epoch, carry, losses, rates, st.lrs, st.active)
         if timed_out:
-            record.update(steps=len(losses), partial=True)
+            record.update(steps=len(losses), partial=True, stop="time bound")
         st.history.append(record)
         strategy.end_epoch(epoch, carry, st)
         if bar.total is None and losses:  # steps per epoch known now: show an ETA
