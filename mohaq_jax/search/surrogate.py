@@ -371,7 +371,8 @@ class Assisted:
             ]
         )
         moved = best[:, None, :] + steps[None]
-        return jnp.clip(moved, 0, jnp.asarray(self.upper)).reshape(-1, self.n_genes)
+        upper = jnp.asarray(self.upper)[None, None]
+        return jnp.clip(moved, 0, upper).reshape(-1, self.n_genes)
 
     def tell(self, key, population, fitness: Fitness, state: State, params):
         """The wrapped ``tell`` with the real fitness, then the model refitted."""
