@@ -641,7 +641,7 @@ def adopt(name: str, folder: str, commit: str, figures_json: str) -> int:
         "date": datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime(
             "%Y-%m-%dT%H:%M:%SZ"
         ),
-        "machine": machine(),
+        "machine": {**machine(), "load_1min": None},  # not known after the fact
         "exit": 0,
         "values": dict(sorted(figure.extract(folder).items())),
     }
