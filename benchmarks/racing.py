@@ -9,8 +9,8 @@ pays for its own work only), and compares what they left:
 * how much racing saved: dev frames scored over those a full evaluation of the same
   unique genomes scores (archive.csv's ``dev_frames``), genomes stopped early;
 * whether a stopped genome was feasible after all: each stopped genome that the plain
-  search also evaluated is looked up there (a wrong stop would be one whose full-dev
-  error is within the constraint);
+  search also evaluated is looked up there (a wrong stop would be one the full
+  evaluation finds feasible: error and memory within their limits);
 * the two Pareto fronts (pareto.csv rows), and the genomes only one of them holds.
 
 Extra flags after the benchmark's own go to both runs (e.g. ``--memory-limit-mb
@@ -45,24 +45,25 @@ def run(experiment: str, out: str, flags: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def compare(plain_dir: str, race_dir: str, max_error: float) -> dict:
+def compare(plain_dir: str, race_dir: str) -> dict:
     """What racing saved and changed, from the two runs' archives and fronts."""
     plain = {r["genome"]: r for r in _rows(os.path.join(plain_dir, "archive.csv"))}
     raced = _rows(os.path.join(race_dir, "archive.csv"))
     frames = [float(r["dev_frames"]) for r in raced]
     partial = [float(r["error_partial"]) > 0 for r in raced]
-    full_frames = max(f for f, p in zip(frames, partial, strict=True) if not p)
     stopped = [r for r, p in zip(raced, partial, strict=True) if p]
     checked = [r for r in stopped if r["genome"] in plain]
-    wrong = [r for r in checked if float(plain[r["genome"]]["error"]) <= max_error]
+    # wrongly stopped: feasible (error and memory) in the plain run's full evaluation
+    wrong = [r for r in checked if plain[r["genome"]]["feasible"] == "True"]
     front_plain = {r["genome"] for r in _rows(os.path.join(plain_dir, "pareto.csv"))}
     front_race = {r["genome"] for r in _rows(os.path.join(race_dir, "pareto.csv"))}
     return {
         "unique_genomes": len(raced),
         "stopped": len(stopped),
         "frames_scored": sum(frames),
-        "frames_full": full_frames * len(raced),
-        "saved_percent": 100.0 * (1.0 - sum(frames) / (full_frames * len(raced))),
+        "frames_full": sum(float(r["dev_frames_full"]) for r in raced),
+        "saved_percent": 100.0
+        * (1.0 - sum(frames) / sum(float(r["dev_frames_full"]) for r in raced)),
         "stopped_also_in_plain": len(checked),
         "wrongly_stopped": len(wrong),
         "front_plain": len(front_plain),
@@ -90,9 +91,7 @@ def main(argv=None) -> dict:
     }
     with open(os.path.join(args.out, "race", "pareto.json")) as f:
         max_error = float(json.load(f)["settings"]["search_config"]["max_error"])
-    result = compare(
-        os.path.join(args.out, "plain"), os.path.join(args.out, "race"), max_error
-    )
+    result = compare(os.path.join(args.out, "plain"), os.path.join(args.out, "race"))
     result.update(max_error=max_error, seconds=seconds)
     for key, value in result.items():
         print(f"{key}: {value}")

@@ -536,6 +536,7 @@ class PopulationEvaluator:
         max_error: float,
         confidence: float = 0.95,
         seed: int = 0,
+        doomed=None,
     ) -> RaceResult:
         """Scores genomes batch by batch, stopping those above ``max_error``.
 
@@ -558,6 +559,10 @@ class PopulationEvaluator:
           confidence: of each genome's stop (see :func:`race_lower_bound`); 1.0
             keeps only the certain bound.
           seed: the order of the batches.
+          doomed: bool ``(pop,)``, genomes already infeasible by an exact constraint
+            (e.g. memory, from the cost model): their error cannot make them
+            feasible, so they stop after the first batch, with its estimate (None:
+            none).
 
         Returns:
           :class:`RaceResult`.
@@ -565,6 +570,7 @@ class PopulationEvaluator:
         genomes = self.space.validate(genomes)
         if genomes.ndim == 1:
             genomes = genomes[None]
+        doomed = np.zeros(len(genomes), bool) if doomed is None else np.asarray(doomed)
         task = task_of(self.config)
         numerator, denominator = task.ratio(metric)
         batches = task.as_batches(batch)
@@ -575,9 +581,13 @@ class PopulationEvaluator:
         refs = self.reference_sums(batches)
         n_batches = len(batches)
         denominators = np.asarray([int(r[denominator]) for r in refs], np.int64)
-        unique, inverse = np.unique(genomes, axis=0, return_inverse=True)
+        unique, first, inverse = np.unique(
+            genomes, axis=0, return_index=True, return_inverse=True
+        )
         inverse = inverse.reshape(-1)
         n_unique = len(unique)
+        stop_first = np.zeros(self._padded_size(n_unique), bool)
+        stop_first[:n_unique] = doomed[first]
         size = self._padded_size(n_unique)
         chunk = self.chunk_size or size
         padded = np.concatenate([unique, np.repeat(unique[:1], size - n_unique, 0)])
@@ -625,7 +635,7 @@ class PopulationEvaluator:
                 n_batches,
                 confidence,
             )
-            active &= ~(bound > max_error)
+            active &= ~(bound > max_error) & ~stop_first
             if not active[:n_unique].any():
                 break
         completed = batches_seen == n_batches

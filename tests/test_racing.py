@@ -200,3 +200,52 @@ def test_problem_race_marks_partial_genomes_infeasible(setup):
     assert np.all(res_race["dev_frames"][partial] < stream.n_frames)
     assert np.all(res_race["dev_frames"][~partial] == stream.n_frames)
     assert "error_partial" not in res_plain  # archives without racing unchanged
+
+
+def test_race_stops_genomes_doomed_by_an_exact_constraint_after_one_batch(setup):
+    """A genome known infeasible (over memory) is scored on the first batch of the
+    race's order only: its metrics are that batch's (plain one-batch evaluation);
+    the others race as without it."""
+    ev, stream, genomes = setup
+    full = ev(genomes, stream)
+    loose = float(np.max(full["phone_error"])) + 1.0  # no error stop
+    doomed = np.arange(len(genomes)) % 2 == 0
+    race = ev.race(genomes, stream, "phone_error", loose, seed=5, doomed=doomed)
+    first = stream[int(np.random.default_rng(5).permutation(len(stream))[0])]
+    one = ev(genomes, [first])
+    assert np.all(race.batches_seen[doomed] == 1)
+    assert np.all(race.completed[~doomed])
+    for name in ("phone_edits", "n_phones", "phone_error"):
+        np.testing.assert_array_equal(race.results[name][doomed], one[name][doomed])
+        np.testing.assert_array_equal(race.results[name][~doomed], full[name][~doomed])
+
+
+def test_problem_race_stops_memory_infeasible_genomes(setup):
+    from mohaq_jax import hardware
+    from mohaq_jax.search import mohaq
+
+    ev, stream, genomes = setup
+    cost_fn = hardware.get_platform("bitfusion").make_cost_fn(ev.space)
+    memory = np.asarray([float(cost_fn(g)["memory_mb"]) for g in genomes])
+    limit = float(np.median(memory))
+    config = mohaq.SearchConfig(
+        objectives=("error", "speedup"),
+        maximize=("speedup",),
+        pop_size=8,
+        n_offspring=8,
+        max_error=10.0,  # no error stop: only memory decides
+        memory_limit_mb=limit,
+        race=True,
+    )
+    problem = mohaq.QuantizationProblem(ev, cost_fn, stream, config)
+    over = memory.astype(np.float32) > np.float32(limit)
+    assert over.any() and (~over).any()
+    np.testing.assert_array_equal(problem.memory_infeasible(genomes), over)
+    _, res = problem.evaluate(problem.initial_state(), genomes)
+    np.testing.assert_array_equal(res["error_partial"] > 0, over)
+    assert np.all(res["dev_frames"][over] < res["dev_frames_full"][over])
+    np.testing.assert_array_equal(
+        res["dev_frames"][~over], res["dev_frames_full"][~over]
+    )
+    _, g = problem.fitness(res)
+    assert np.all(np.asarray(g[over, 0]) > 0)

@@ -228,13 +228,16 @@ class QuantizationProblem:
     def raced_errors(self, genomes, batch=None) -> dict[str, np.ndarray]:
         """:meth:`errors`, racing against ``max_error`` (see ``SearchConfig.race``).
 
-        Adds ``error_partial`` (1.0: stopped early, certain to exceed ``max_error``;
-        its metrics cover the batches it was scored on) and ``dev_frames`` (the
-        frames, or images, it was scored on) per genome.
+        Adds ``error_partial`` (1.0: stopped early, its metrics cover the batches it
+        was scored on: above ``max_error`` at the racing confidence, or over the
+        memory limit, which the cost model knows exactly, after the first batch),
+        ``dev_frames`` (the frames, or images, it was scored on) and
+        ``dev_frames_full`` (those of the whole split) per genome.
         """
         genomes = self.space.validate(genomes)
         size = self.evaluator.genome_batch or len(genomes)
         batch = self.batch if batch is None else batch
+        doomed = self.memory_infeasible(genomes)
         parts = []
         for i in range(0, len(genomes), size):
             race = self.evaluator.race(
@@ -243,15 +246,28 @@ class QuantizationProblem:
                 self.config.error_metric,
                 self.config.max_error,
                 confidence=self.config.race_confidence,
+                doomed=doomed[i : i + size],
             )
             parts.append(
                 {
                     **race.results,
                     "error_partial": (~race.completed).astype(np.float32),
                     "dev_frames": race.units_seen.astype(np.float64),
+                    "dev_frames_full": np.full(
+                        len(race.completed), race.units_total, np.float64
+                    ),
                 }
             )
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def memory_infeasible(self, genomes) -> np.ndarray:
+        """bool ``(n,)``: over the memory limit (exact: the cost model), so
+        infeasible whatever their error."""
+        cfg = self.config
+        if cfg.memory_limit_mb is None or cfg.memory_metric is None:
+            return np.zeros(len(genomes), bool)
+        memory = np.asarray(self.costs(genomes)[cfg.memory_metric], np.float32)
+        return memory > np.float32(cfg.memory_limit_mb)  # as fitness() compares
 
     def _score(self, genomes) -> dict[str, np.ndarray]:
         """Metrics of genomes not seen before (the cache stores what this returns)."""

@@ -385,14 +385,13 @@ def racing_lines(metrics: dict) -> list[str]:
     frames = np.asarray(metrics["dev_frames"], np.float64)
     partial = np.asarray(metrics["error_partial"]) > 0
     scored = float(frames.sum())
-    if partial.all():
-        return [f"- racing: every genome stopped early; dev frames scored {scored:.0f}"]
-    whole = float(frames[~partial].max()) * len(frames)  # a completed genome's
+    whole = float(np.asarray(metrics["dev_frames_full"], np.float64).sum())
     return [
         f"- racing: {int(partial.sum())} of {len(frames)} unique genomes stopped "
-        "early as above the error constraint (at `--race-confidence`; their error in "
-        "archive.csv is the partial estimate over the frames they were scored on, "
-        "`error_partial` = 1); dev frames scored "
+        "early, above the error constraint at `--race-confidence` or over the memory "
+        "limit (exact, after the first batch); their error in archive.csv is the "
+        "partial estimate over the frames they were scored on, `error_partial` = 1; "
+        "dev frames scored "
         f"{scored:.0f} of {whole:.0f}: racing saved {100 * (1 - scored / whole):.1f} %"
     ]
 
