@@ -189,6 +189,21 @@ IMAGE_SEARCH_FIELDS = {
         "budget",
         "devices",
         "seed_uniform",
+        "confidence",
+        "n_bootstrap",
+    ),
+    # beacon QAT is the STE fine-tuning (no --beacon-retrain: the VGG's switching-aware
+    # retraining trains one genome at a time, not a batch of beacons)
+    "beacons": (
+        "enabled",
+        "threshold",
+        "genes",
+        "max_beacons",
+        "per_generation",
+        "epochs",
+        "max_ptq_error",
+        "min_speedup",
+        "verify",
     ),
     "output": ("out", "resume", "progress", "debug"),
 }

@@ -30,6 +30,7 @@ from mohaq_jax import atomic, metrics, reporting, sharding, train
 from mohaq_jax import config as config_lib
 from mohaq_jax.config import ExperimentConfig
 from mohaq_jax.console import say
+from mohaq_jax.evaluate import task_of
 from mohaq_jax.measure import (
     beacon_gains,
     best_within_margin,
@@ -365,6 +366,7 @@ def search_one(
                 error_metric=cfg.search.error_metric,
                 intervals=intervals,
                 confidence=cfg.search.confidence,
+                resampled=f"{task_of(built.problem.evaluator.config).example_name}s",
                 sweep=sweep,
                 placeholders=built.platform.placeholders(),
             ),

@@ -145,6 +145,12 @@ def float_baseline(cfg: ExperimentConfig, data, model_cfg) -> tuple[dict, dict]:
         return params, {**meta, "path": path}
 
 
+def first_images(split: ImageSplit, limit: int | None) -> ImageSplit:
+    """The first ``limit`` images of a split (None: all)."""
+    n = len(split) if limit is None else min(limit, len(split))
+    return ImageSplit(split.images[:n], split.labels[:n])
+
+
 def image_batches(split: ImageSplit, size: int, limit: int | None = None) -> list:
     """``(images, labels)`` batches of one shape; the last is padded, label -1."""
     n = len(split) if limit is None else min(limit, len(split))
@@ -167,6 +173,10 @@ class ImageData:
     images: ImageDataset
     name: str  # data set name (report, settings)
     notice: str  # what the data is, said in every output
+    # the scored images of dev and test (the first --max-eval): the bootstrap
+    # intervals resample them, as the speech corpus's utterances
+    dev: ImageSplit
+    test: ImageSplit
     synthetic: bool = True  # the notice is always shown (the data is not CIFAR-10)
     fold39: None = None  # no phone folding: classification
 
@@ -189,13 +199,14 @@ def prepare(cfg: ExperimentConfig) -> Setup:
             weight_method=search.calib,
             act_method=search.calib,
         )
+    dev, test = (first_images(s, search.max_eval) for s in (data.dev, data.test))
     return Setup(
-        corpus=ImageData(data, data.name, data.notice),
+        corpus=ImageData(data, data.name, data.notice, dev, test),
         model_config=model_cfg,
         params=params,
         calib=calib,
-        dev_batch=image_batches(data.dev, search.eval_batch, search.max_eval),
-        test_batch=image_batches(data.test, search.eval_batch, search.max_eval),
+        dev_batch=image_batches(dev, search.eval_batch),
+        test_batch=image_batches(test, search.eval_batch),
         baseline_info=baseline,
         clock=clock,
         per_mode=None,
