@@ -189,7 +189,9 @@ def _image_batches(data) -> Sequence:
 def _padded_split(split):
     """A speech split as one host batch (time padded to a multiple of 16)."""
     n_time = max(len(f) for f in split.features)
-    return tuple(batching.pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16))
+    return tuple(
+        batching.pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16)
+    )
 
 
 def _image_split(split):

@@ -243,8 +243,12 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
     rows = [{"speedup": lv, "plain_index": a, "beacon_index": b} for lv, a, b in picks]
     for split, units in split_examples(task, setup.corpus).items():
         one = np.zeros((1, 1), np.int32)
-        ea, ta = bootstrap.per_example_counts(lambda g, x: eval_a(x), one, units, counts)
-        eb, tb = bootstrap.per_example_counts(lambda g, x: eval_b(x), one, units, counts)
+        ea, ta = bootstrap.per_example_counts(
+            lambda g, x: eval_a(x), one, units, counts
+        )
+        eb, tb = bootstrap.per_example_counts(
+            lambda g, x: eval_b(x), one, units, counts
+        )
         for j, row in enumerate(rows):
             rate_a = ea[j].sum() / max(ta[j].sum(), 1.0)
             rate_b = eb[j].sum() / max(tb[j].sum(), 1.0)

@@ -15,6 +15,7 @@ classification error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -200,12 +201,24 @@ def prepare(cfg: ExperimentConfig) -> Setup:
             act_method=search.calib,
         )
     dev, test = (first_images(s, search.max_eval) for s in (data.dev, data.test))
+    dev_batch = image_batches(dev, search.eval_batch)
+    tr = cfg.training
+    # beacons' QAT: the float training's batch size, clipping and seed, monitored on
+    # the search's dev batches (their error is the search's)
+    retrain = functools.partial(
+        vision.qat_finetune,
+        train_split=data.train,
+        dev_batches=dev_batch,
+        batch_size=tr.batch_size,
+        grad_clip=tr.grad_clip,
+        seed=tr.seed,
+    )
     return Setup(
         corpus=ImageData(data, data.name, data.notice, dev, test),
         model_config=model_cfg,
         params=params,
         calib=calib,
-        dev_batch=image_batches(dev, search.eval_batch),
+        dev_batch=dev_batch,
         test_batch=image_batches(test, search.eval_batch),
         baseline_info=baseline,
         clock=clock,
@@ -214,6 +227,7 @@ def prepare(cfg: ExperimentConfig) -> Setup:
             "data_settings": data.settings,
             "run_config": run_settings(cfg),
         },
+        retrain=retrain,
     )
 
 
