@@ -190,9 +190,10 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
     At each speedup level ``s`` (the speedups of both final fronts), each search's
     solution is its front's lowest-*dev*-error genome with speedup ``>= s``, scored
     with its dev-chosen model (:func:`chosen_models`). Both solutions are scored per
-    utterance on dev and test; the reduction (inference-only error minus
-    beacon-based error) gets a paired percentile bootstrap interval (the same
-    utterance draws for both, :func:`mohaq_jax.bootstrap.bootstrap_intervals`).
+    example of the model's task (utterance, image) on dev and test; the reduction
+    (inference-only error minus beacon-based error) gets a paired percentile
+    bootstrap interval (the same draws for both,
+    :func:`mohaq_jax.bootstrap.bootstrap_intervals`).
 
     Args:
       cfg: the experiment config (bootstrap resamples, confidence, seed, metric).
@@ -222,10 +223,11 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
             picks.append((float(level), int(ia), int(ib)))
     if not picks:
         return []
+    task = task_of(pp.evaluator.config)
     say(
         cfg.output.progress,
-        f"beacon gain: {len(picks)} speedup level(s), both searches per utterance on "
-        "dev and test",
+        f"beacon gain: {len(picks)} speedup level(s), both searches per "
+        f"{task.example_name} on dev and test",
     )
     ia = np.asarray([p[1] for p in picks])
     ib = np.asarray([p[2] for p in picks])
@@ -235,7 +237,6 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
     eval_b = _chosen_evaluator(
         bp, br.state, br.genomes[ib], chosen_models(bp, br.state, br.genomes[ib])
     )
-    task = task_of(pp.evaluator.config)
 
     def counts(results, one):
         return task.example_counts(results, s.error_metric, one)

@@ -240,6 +240,11 @@ def experiment(cfg: ExperimentConfig) -> SearchExperiment:
             f"{', '.join(sorted(OBJECTIVES))}"
         )
     objectives, maximize = OBJECTIVES[platform]
+    if cfg.beacons.enabled and "speedup" not in objectives:
+        raise ConfigError(
+            f"--beacons compares the two searches at equal speedup: --platform "
+            f"{platform} has no speedup objective (use --platform bitfusion)"
+        )
     name = hardware.get_platform(platform).name
     return SearchExperiment(
         platform=platform,
