@@ -8,8 +8,11 @@ the problem (the model-neutral population evaluator, task ``"classification"``, 
 platform's cost model: Bitfusion (error, speedup, energy) or the 2-4-bit
 reconfigurable accelerator (error, energy, compression)), the search of
 ``--algorithm`` and each of ``--compare``, ``--devices``, ``--resume``, the test
-re-evaluation and the same files as the speech searches'. Error is the dev-set
-classification error.
+re-evaluation with bootstrap intervals over the images (``--bootstrap``,
+``--confidence``) and the same files as the speech searches'. With ``--beacons`` it is
+the inference-only vs beacon-based comparison, the beacons retrained by the VGG's
+QAT (:func:`mohaq_jax.retrain.vision.qat_finetune`, the :class:`Setup`'s
+``retrain``). Error is the dev-set classification error.
 """
 
 from __future__ import annotations
