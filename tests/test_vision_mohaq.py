@@ -177,7 +177,8 @@ def per_image_wrong(params, calib, space, genome, split):
 
 BEACON_FLAGS = [
     "--platform", "bitfusion", "--max-error", "1.0", "--max-eval", "16",
-    "--eval-batch", "16", "--bootstrap", "50", "--confidence", "0.9", "--beacons",
+    "--eval-batch", "16", "--bootstrap", "50", "--confidence", "0.9", "--seed", "0",
+    "--beacons",
     "--beacon-epochs", "1", "--max-beacons", "2", "--verify-retrain", "1",
 ]  # fmt: skip
 
