@@ -273,3 +273,14 @@ def test_beacon_image_run_compares_both_searches(beacon_run):
     front = np.flatnonzero(result.front)
     assert index == front[np.argmin(result.metrics["error"][front])]
     assert error <= m["ptq_error"][index]
+
+
+def test_beacons_need_a_platform_with_speedup():
+    # the comparison is at equal speedup: reconfig models none (a one-line error)
+    cfg = vision_search.default_config(
+        search={"platform": "reconfig"}, beacons={"enabled": True}
+    )
+    with pytest.raises(config.ConfigError, match="--platform reconfig has no speedup"):
+        vision_search.experiment(cfg)
+    bitfusion = vision_search.default_config(beacons={"enabled": True})
+    assert "speedup" in vision_search.experiment(bitfusion).objectives
