@@ -109,7 +109,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("search.devices", "--devices", int, "devices the population is split over (a jax.sharding mesh; all hosts' devices in a multi-host run); 1 = no sharding"),
     Flag("search.data_shards", "--data-shards", int, "of --devices, how many split the data along utterances"),
     Flag("search.confidence", "--confidence", float, "level of the bootstrap confidence intervals of dev and test error"),
-    Flag("search.n_bootstrap", "--bootstrap", int, "bootstrap resamples of utterances for the confidence intervals (0 = none)"),
+    Flag("search.n_bootstrap", "--bootstrap", int, "bootstrap resamples of utterances (images: of images) for the confidence intervals (0 = none)"),
     Flag("search.margin", "--margin", float, "error increase still counted as 'no significant increase' (absolute fraction; 0.01 = 1 point)"),
     # beacons
     Flag("beacons.enabled", "--beacons", SWITCH, "run an inference-only and a beacon-based search with the same seed and budget, and compare them"),
