@@ -15,7 +15,7 @@ from __future__ import annotations
 from mohaq_jax import cli, config
 from mohaq_jax.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
 
-SECTIONS = ("data", "vgg", "training", "search", "output")
+SECTIONS = ("data", "vgg", "training", "search", "beacons", "output")
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -31,7 +31,7 @@ def build_parser() -> cli.ArgumentParser:
 
 def check(cfg: config.ExperimentConfig) -> None:
     """Everything the user can get wrong, before any work (ConfigError)."""
-    config.validate(cfg, ("images", "vgg", "training", "search"))
+    config.validate(cfg, ("images", "vgg", "training", "search", "beacons"))
 
 
 def main(argv=None) -> dict:

@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals of error rates, resampling utterances.
+"""Bootstrap confidence intervals of error rates, resampling utterances or images.
 
 A dev set of 60 utterances makes PER differences of a few tenths of a point noise
 (issue 13). The error rate of a model on a split is ``sum(errors) / sum(totals)`` over
@@ -11,7 +11,8 @@ at that confidence.
 
 Per-utterance counts come from the population evaluator called on one utterance at a
 time (:func:`per_utterance_counts`): their sums are exactly the whole-split counts the
-search reports.
+search reports. An image task resamples images the same way (its per-image 0/1 errors,
+:func:`per_example_counts` with the task's units, :mod:`mohaq_jax.evaluate_tasks`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,51 @@ def utterance_batch(batch, index: int, n_time: int | None = None) -> tuple:
     return f, lab, lengths[index : index + 1]
 
 
+def utterance_counts(results, metric: str, one) -> tuple[np.ndarray, np.ndarray]:
+    """Phone edits and reference phones, or wrong and valid frames, per genome.
+
+    Args:
+      results: the evaluator's results on the one-utterance batch ``one``: ``(g,)``
+        arrays with ``phone_edits`` and ``n_phones`` (phone error) or
+        ``frame_error`` (frame error).
+      metric: "phone_error" or "frame_error".
+      one: ``(features (1, T, F), labels (1, T), lengths (1,))``.
+    """
+    if metric == "phone_error":
+        return (
+            np.asarray(results["phone_edits"], np.float64),
+            np.asarray(results["n_phones"], np.float64),
+        )
+    if metric == "frame_error":
+        frames = float(np.asarray(one[2])[0])
+        rate = np.asarray(results["frame_error"], np.float64)
+        return np.round(rate * frames), np.full(rate.shape, frames)
+    raise ValueError(f"no per-utterance counts for metric {metric!r}")
+
+
+def per_example_counts(
+    evaluate: Callable, genomes: np.ndarray, examples, counts: Callable
+) -> tuple[np.ndarray, np.ndarray]:
+    """Error counts of each genome on each resampling unit (utterance, image).
+
+    Args:
+      evaluate: ``evaluate(genomes, batch) -> dict`` of ``(g,)`` arrays, e.g. a
+        :class:`~mohaq_jax.evaluate.PopulationEvaluator`.
+      genomes: int ``(g, n_genes)``.
+      examples: the units, each a batch of one (one shape: one compile).
+      counts: ``counts(results, one) -> (errors (g,), totals (g,))``.
+
+    Returns:
+      ``(errors, totals)``, float64 ``(g, n_examples)`` each.
+    """
+    errors, totals = [], []
+    for one in examples:
+        e, t = counts(evaluate(genomes, one), one)
+        errors.append(np.asarray(e, np.float64))
+        totals.append(np.asarray(t, np.float64))
+    return np.stack(errors, axis=1), np.stack(totals, axis=1)
+
+
 def per_utterance_counts(
     evaluate: Callable,
     genomes: np.ndarray,
@@ -66,19 +112,15 @@ def per_utterance_counts(
     """
     if metric not in ("phone_error", "frame_error"):
         raise ValueError(f"no per-utterance counts for metric {metric!r}")
-    lengths = np.asarray(batch[2])
-    errors, totals = [], []
-    for i in range(len(lengths)):
-        res = evaluate(genomes, utterance_batch(batch, i, n_time))
-        if metric == "phone_error":
-            errors.append(np.asarray(res["phone_edits"], np.float64))
-            totals.append(np.asarray(res["n_phones"], np.float64))
-        else:
-            frames = float(lengths[i])
-            rate = np.asarray(res["frame_error"], np.float64)
-            errors.append(np.round(rate * frames))
-            totals.append(np.full(rate.shape, frames))
-    return np.stack(errors, axis=1), np.stack(totals, axis=1)
+    examples = (
+        utterance_batch(batch, i, n_time) for i in range(len(np.asarray(batch[2])))
+    )
+    return per_example_counts(
+        evaluate,
+        genomes,
+        examples,
+        lambda results, one: utterance_counts(results, metric, one),
+    )
 
 
 def resample_indices(n_items: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -145,9 +187,8 @@ def bootstrap_intervals(
 def split_intervals(
     evaluate_genomes: Callable,
     evaluate_float: Callable,
-    batch,
-    metric: str,
-    n_time: int,
+    examples,
+    counts: Callable,
     n_resamples: int,
     confidence: float,
     seed: int,
@@ -155,10 +196,13 @@ def split_intervals(
     """Intervals of a set of genomes and of the float model on one split.
 
     Args:
-      evaluate_genomes: ``batch -> dict`` of ``(g,)`` counts of the genomes (see
-        :func:`per_utterance_counts`; the genomes are bound in by the caller).
+      evaluate_genomes: ``batch -> dict`` of ``(g,)`` results of the genomes (the
+        genomes are bound in by the caller).
       evaluate_float: the same for the float model, ``(1,)``.
-      batch, metric, n_time: as :func:`per_utterance_counts`.
+      examples: the split's resampling units, each a batch of one (a list: it is
+        read twice).
+      counts: ``counts(results, one) -> (errors, totals)``, as
+        :func:`per_example_counts`.
       n_resamples, confidence, seed: as :func:`bootstrap_intervals`.
 
     Returns:
@@ -166,11 +210,11 @@ def split_intervals(
       same_as_reference}}`` of numpy arrays (``(1,)`` and ``(g,)``).
     """
     one = np.zeros((1, 1), np.int32)
-    ref_e, ref_t = per_utterance_counts(
-        lambda g, b: evaluate_float(b), one, batch, metric, n_time
+    ref_e, ref_t = per_example_counts(
+        lambda g, b: evaluate_float(b), one, examples, counts
     )
-    err, tot = per_utterance_counts(
-        lambda g, b: evaluate_genomes(b), one, batch, metric, n_time
+    err, tot = per_example_counts(
+        lambda g, b: evaluate_genomes(b), one, examples, counts
     )
     reference = (ref_e[0], ref_t[0])
     return {

@@ -14,6 +14,10 @@ with a module-level ``TASK`` string (absent = ``"frames"``); see
   n_wrong)``, rates :class:`ClassificationMetrics` (``class_error`` is the fraction of
   misclassified images).
 
+Each task also says how a split is cut into its resampling units for the bootstrap
+intervals (:mod:`mohaq_jax.bootstrap`): an utterance (speech) or an image, each
+scored as a batch of one, with the error counts the search's metric is the ratio of.
+
 Adding a task is one :class:`Task` in :data:`TASKS`.
 """
 
@@ -28,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax import metrics
+from mohaq_jax import bootstrap, metrics
 from mohaq_jax.data import batching
 
 
@@ -182,6 +186,36 @@ def _image_batches(data) -> Sequence:
     return batches
 
 
+def _padded_split(split):
+    """A speech split as one host batch (time padded to a multiple of 16)."""
+    n_time = max(len(f) for f in split.features)
+    return tuple(
+        batching.pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16)
+    )
+
+
+def _image_split(split):
+    """An image split (``.images``, ``.labels``) as one host batch."""
+    return np.asarray(split.images, np.float32), np.asarray(split.labels, np.int32)
+
+
+def _image_example(batch, index: int, size=None):
+    """Image ``index`` of a batch, as a batch of one."""
+    del size  # every image has the batch's shape
+    return tuple(np.asarray(x)[index : index + 1] for x in batch)
+
+
+def _image_counts(results, metric: str, one) -> tuple[np.ndarray, np.ndarray]:
+    """``(wrong, scored)`` images of a one-image batch, per genome."""
+    del one
+    if metric != "class_error":
+        raise ValueError(f"no per-image counts for metric {metric!r}")
+    return (
+        np.asarray(results["n_wrong"], np.float64),
+        np.asarray(results["n_samples"], np.float64),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """How the evaluator reads one task's batches and turns logits into metrics.
@@ -201,6 +235,16 @@ class Task:
       unit: index of the sum that counts scored units (frames, images).
       reference_logits: ``(batch, n_classes) -> logits`` of a model that is always
         right; its sums give a batch's denominators by the same code as ``sums``.
+      whole_split: a split of the task's data (``corpus.dev``) -> one host batch
+        holding every example once, in order (the bootstrap's resampling units).
+      example: ``example(batch, index, size)``: example ``index`` of a host batch as
+        a batch of one, padded to ``size`` (:attr:`example_size`; one compile).
+      example_size: ``batch -> size`` the examples of a batch are padded to.
+      example_counts: ``(results, metric, one) -> (errors (g,), totals (g,))``: the
+        counts whose ratio is ``metric``, from the evaluator's results on the batch
+        of one example ``one``.
+      example_metrics: the metrics that have per-example counts.
+      example_name: what one example is, in words.
     """
 
     name: str
@@ -213,6 +257,16 @@ class Task:
     ratios: tuple[tuple[str, int, int], ...] = ()  # none: the task cannot race
     unit: int = 1
     reference_logits: Callable[[Any, int], Any] | None = None
+    whole_split: Callable[[Any], tuple] | None = None
+    example: Callable[[Any, int, Any], tuple] | None = None
+    example_size: Callable[[Any], int] = lambda batch: 0
+    example_counts: Callable[[dict, str, Any], tuple] | None = None
+    example_metrics: tuple[str, ...] = ()
+    example_name: str = "example"
+
+    def examples(self, batch, size=None) -> list:
+        """Every example of a host batch (:attr:`whole_split`), each a batch of one."""
+        return [self.example(batch, i, size) for i in range(len(batch[1]))]
 
     def ratio(self, metric: str) -> tuple[int, int]:
         """``(numerator, denominator)`` indices of ``metric`` in the sums."""
@@ -241,6 +295,12 @@ FRAMES = Task(
     ratios=(("loss", 0, 1), ("frame_error", 2, 1), ("phone_error", 3, 4)),
     unit=1,
     reference_logits=_one_hot_labels,
+    whole_split=_padded_split,
+    example=bootstrap.utterance_batch,
+    example_size=lambda batch: int(np.shape(batch[0])[1]),
+    example_counts=bootstrap.utterance_counts,
+    example_metrics=("phone_error", "frame_error"),
+    example_name="utterance",
 )
 CLASSIFICATION = Task(
     "classification",
@@ -253,6 +313,11 @@ CLASSIFICATION = Task(
     ratios=(("loss", 0, 1), ("class_error", 2, 1)),
     unit=1,
     reference_logits=_one_hot_labels,
+    whole_split=_image_split,
+    example=_image_example,
+    example_counts=_image_counts,
+    example_metrics=("class_error",),
+    example_name="image",
 )
 
 #: name -> task; a model names its task with a module-level ``TASK``.

@@ -109,7 +109,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("search.devices", "--devices", int, "devices the population is split over (a jax.sharding mesh; all hosts' devices in a multi-host run); 1 = no sharding"),
     Flag("search.data_shards", "--data-shards", int, "of --devices, how many split the data along utterances"),
     Flag("search.confidence", "--confidence", float, "level of the bootstrap confidence intervals of dev and test error"),
-    Flag("search.n_bootstrap", "--bootstrap", int, "bootstrap resamples of utterances for the confidence intervals (0 = none)"),
+    Flag("search.n_bootstrap", "--bootstrap", int, "bootstrap resamples of utterances (images: of images) for the confidence intervals (0 = none)"),
     Flag("search.margin", "--margin", float, "error increase still counted as 'no significant increase' (absolute fraction; 0.01 = 1 point)"),
     # beacons
     Flag("beacons.enabled", "--beacons", SWITCH, "run an inference-only and a beacon-based search with the same seed and budget, and compare them"),
@@ -189,6 +189,21 @@ IMAGE_SEARCH_FIELDS = {
         "budget",
         "devices",
         "seed_uniform",
+        "confidence",
+        "n_bootstrap",
+    ),
+    # beacon QAT is the STE fine-tuning (no --beacon-retrain: the VGG's switching-aware
+    # retraining trains one genome at a time, not a batch of beacons)
+    "beacons": (
+        "enabled",
+        "threshold",
+        "genes",
+        "max_beacons",
+        "per_generation",
+        "epochs",
+        "max_ptq_error",
+        "min_speedup",
+        "verify",
     ),
     "output": ("out", "resume", "progress", "debug"),
 }

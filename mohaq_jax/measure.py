@@ -4,8 +4,9 @@ Helpers of :mod:`mohaq_jax.pipeline`, each taking the search's problem (its eval
 the problem's final state (score cache, beacons: ``SearchResult.state``) and the
 prepared data: the Pareto set's test error (each genome with the model, PTQ or its
 beacon's, chosen on dev), bootstrap confidence intervals of dev and test error per
-Pareto solution and for the float model (per-utterance counts, :mod:`mohaq_jax.bootstrap`), and the
-compression experiment's uniform-bit sweep.
+Pareto solution and for the float model (per-utterance or per-image counts, the
+task's resampling units, :mod:`mohaq_jax.bootstrap`), and the compression
+experiment's uniform-bit sweep.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import numpy as np
 
 from mohaq_jax import bootstrap
 from mohaq_jax.console import say
-from mohaq_jax.data import pad_batch
-from mohaq_jax.evaluate import PopulationEvaluator
+from mohaq_jax.evaluate import PopulationEvaluator, task_of
 from mohaq_jax.prepare import Setup
 
 
@@ -100,24 +100,27 @@ def error_intervals(
 ):
     """Bootstrap intervals of dev and test error: float model and ``genomes``.
 
-    Each genome is scored per utterance with the weights its dev error came from
+    Each genome is scored per resampling unit of the model's task (utterance,
+    image) with the weights its dev error came from
     (its beacon's retrained weights in a beacon-based search, when they won on dev).
 
     Returns:
       ``{"dev": ..., "test": ...}`` as :func:`mohaq_jax.bootstrap.split_intervals`
       gives them (arrays in the order of ``genomes``), or None when
-      ``--bootstrap 0``, no genomes, or an error metric without per-utterance counts.
+      ``--bootstrap 0``, no genomes, or an error metric without per-example counts.
     """
     s = cfg.search
     metric = s.error_metric
+    task = task_of(problem.evaluator.config)
     if s.n_bootstrap == 0 or not len(genomes):
         return None
-    if metric not in ("phone_error", "frame_error"):
+    if metric not in task.example_metrics:
         return None
     say(
         cfg.output.progress,
         f"confidence intervals: {len(genomes)} Pareto solution(s) and the float "
-        f"model, per utterance on dev and test, {s.n_bootstrap} bootstrap resamples",
+        f"model, per {task.example_name} on dev and test, "
+        f"{s.n_bootstrap} bootstrap resamples",
     )
     sources = np.zeros(len(genomes), np.int32)
     if beacon_config is not None:
@@ -125,25 +128,28 @@ def error_intervals(
     evaluate_genomes = _chosen_evaluator(problem, state, genomes, sources)
 
     zero = np.zeros((1, float_eval.space.n_genes), np.int32)
-    # Per-utterance counts: one utterance at a time, padded to one length (one
-    # compile); the whole split is held as host numpy arrays only.
-    splits = {
-        name: _padded_split(getattr(setup.corpus, name)) for name in ("dev", "test")
-    }
-    n_time = max(b[0].shape[1] for b in splits.values())
+    examples = split_examples(task, setup.corpus)
     return {
         split: bootstrap.split_intervals(
             evaluate_genomes,
             lambda batch: float_eval(zero, batch),
-            batch,
-            metric,
-            n_time,
+            units,
+            lambda results, one: task.example_counts(results, metric, one),
             s.n_bootstrap,
             s.confidence,
             s.seed,
         )
-        for split, batch in splits.items()
+        for split, units in examples.items()
     }
+
+
+def split_examples(task, corpus) -> dict:
+    """``{"dev": [...], "test": [...]}``: each split's resampling units (utterances,
+    images), each a batch of one, all padded to one shape (one compile); the split
+    is held as host numpy arrays only."""
+    splits = {name: task.whole_split(getattr(corpus, name)) for name in ("dev", "test")}
+    size = max(task.example_size(b) for b in splits.values())
+    return {name: task.examples(batch, size) for name, batch in splits.items()}
 
 
 def _chosen_evaluator(problem, state, genomes, sources):
@@ -184,9 +190,10 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
     At each speedup level ``s`` (the speedups of both final fronts), each search's
     solution is its front's lowest-*dev*-error genome with speedup ``>= s``, scored
     with its dev-chosen model (:func:`chosen_models`). Both solutions are scored per
-    utterance on dev and test; the reduction (inference-only error minus
-    beacon-based error) gets a paired percentile bootstrap interval (the same
-    utterance draws for both, :func:`mohaq_jax.bootstrap.bootstrap_intervals`).
+    example of the model's task (utterance, image) on dev and test; the reduction
+    (inference-only error minus beacon-based error) gets a paired percentile
+    bootstrap interval (the same draws for both,
+    :func:`mohaq_jax.bootstrap.bootstrap_intervals`).
 
     Args:
       cfg: the experiment config (bootstrap resamples, confidence, seed, metric).
@@ -216,10 +223,11 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
             picks.append((float(level), int(ia), int(ib)))
     if not picks:
         return []
+    task = task_of(pp.evaluator.config)
     say(
         cfg.output.progress,
-        f"beacon gain: {len(picks)} speedup level(s), both searches per utterance on "
-        "dev and test",
+        f"beacon gain: {len(picks)} speedup level(s), both searches per "
+        f"{task.example_name} on dev and test",
     )
     ia = np.asarray([p[1] for p in picks])
     ib = np.asarray([p[2] for p in picks])
@@ -229,18 +237,18 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
     eval_b = _chosen_evaluator(
         bp, br.state, br.genomes[ib], chosen_models(bp, br.state, br.genomes[ib])
     )
-    splits = {
-        name: _padded_split(getattr(setup.corpus, name)) for name in ("dev", "test")
-    }
-    n_time = max(b[0].shape[1] for b in splits.values())
+
+    def counts(results, one):
+        return task.example_counts(results, s.error_metric, one)
+
     rows = [{"speedup": lv, "plain_index": a, "beacon_index": b} for lv, a, b in picks]
-    for split, batch in splits.items():
+    for split, units in split_examples(task, setup.corpus).items():
         one = np.zeros((1, 1), np.int32)
-        ea, ta = bootstrap.per_utterance_counts(
-            lambda g, x: eval_a(x), one, batch, s.error_metric, n_time
+        ea, ta = bootstrap.per_example_counts(
+            lambda g, x: eval_a(x), one, units, counts
         )
-        eb, tb = bootstrap.per_utterance_counts(
-            lambda g, x: eval_b(x), one, batch, s.error_metric, n_time
+        eb, tb = bootstrap.per_example_counts(
+            lambda g, x: eval_b(x), one, units, counts
         )
         for j, row in enumerate(rows):
             rate_a = ea[j].sum() / max(ta[j].sum(), 1.0)
@@ -260,9 +268,3 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
                 row[f"{split}_low"] = float(-ci["diff_high"][0])
                 row[f"{split}_high"] = float(-ci["diff_low"][0])
     return rows
-
-
-def _padded_split(split):
-    """A split as one host-side padded batch (time padded to a multiple of 16)."""
-    n_time = max(len(f) for f in split.features)
-    return tuple(pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16))

@@ -22,14 +22,13 @@ from __future__ import annotations
 import os
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import atomic, metrics, reporting, sharding, train
+from mohaq_jax import atomic, metrics, reporting, sharding
 from mohaq_jax import config as config_lib
 from mohaq_jax.config import ExperimentConfig
 from mohaq_jax.console import say
+from mohaq_jax.evaluate import task_of
 from mohaq_jax.measure import (
     beacon_gains,
     best_within_margin,
@@ -103,6 +102,7 @@ def inference_vs_beacons(cfg, setup: Setup, experiment, t_start: float) -> dict:
         gains,
         metrics.error_reading(cfg.search.error_metric, setup.per_mode),
         cfg.search.confidence,
+        f"{task_of(plain['problem'].evaluator.config).example_name}s",
     )
     path = os.path.join(out, "report.md")
     if sharding.is_main_process():
@@ -137,23 +137,9 @@ def retrain_front(cfg: ExperimentConfig, setup: Setup, summary: dict, bcfg) -> d
         f"retraining {len(verify)} Pareto solution(s) ({bcfg.epochs} QAT epochs) to "
         "check the beacon estimates",
     )
-    bits_w, bits_a = jax.vmap(problem.space.decode)(jnp.asarray(result.genomes[verify]))
     # The beacons' QAT settings: monitored and reported in the search's metric.
-    _, info = train.qat_finetune(
-        setup.params,
-        setup.model_config,
-        setup.calib,
-        np.asarray(bits_w),
-        np.asarray(bits_a),
-        setup.corpus,
-        epochs=bcfg.epochs,
-        lr=bcfg.lr,
-        train_config=problem.train_config,
-        progress=cfg.output.progress,
-        decoder=setup.decoder,
-        per_mode=setup.per_mode,
-    )
-    errors = info[f"dev_{problem.train_config.monitor}"]
+    _, info = problem.qat(result.genomes[verify], bcfg.epochs, cfg.output.progress)
+    errors = info[f"dev_{problem.rate}"]
     return {int(i): float(e) for i, e in zip(verify, errors, strict=True)}
 
 
@@ -365,6 +351,7 @@ def search_one(
                 error_metric=cfg.search.error_metric,
                 intervals=intervals,
                 confidence=cfg.search.confidence,
+                resampled=f"{task_of(built.problem.evaluator.config).example_name}s",
                 sweep=sweep,
                 placeholders=built.platform.placeholders(),
             ),

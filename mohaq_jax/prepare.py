@@ -56,6 +56,9 @@ class Setup:
     # sites of the model the paper's memory limit was set for (None: no default limit)
     paper_sites: tuple | None = None
     report_settings: dict = dataclasses.field(default_factory=dict)  # task's own
+    # the task's QAT of k genomes for beacons (search.beacon.BeaconProblem's
+    # ``retrain``); None: the speech models' QAT on ``corpus`` (train.qat_finetune)
+    retrain: Any = None
 
 
 def model_config(model: ModelSettings, corpus):

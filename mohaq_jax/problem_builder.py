@@ -204,6 +204,7 @@ def build_problem(
             beacon_config=beacon_config,
             corpus=corpus,
             progress=progress,
+            retrain=setup.retrain,
         )
     return Assembled(
         problem,

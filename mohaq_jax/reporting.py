@@ -131,6 +131,7 @@ def compare_searches(
     gains: list,
     reading: str = "",
     confidence: float = 0.95,
+    resampled: str = "utterances",
 ) -> list:
     """Report rows: PTQ vs beacon-estimated vs actually-retrained errors, and the gain.
 
@@ -145,6 +146,7 @@ def compare_searches(
       gains: :func:`mohaq_jax.measure.beacon_gains` rows.
       reading: the error metric in words.
       confidence: level of the intervals.
+      resampled: what the intervals resample (the task's examples, plural).
     """
     problem, result = beacons["problem"], beacons["result"]
     space = problem.space
@@ -183,7 +185,7 @@ def compare_searches(
         "chosen on dev; the test columns score those same models on test. Increases "
         f"in points over the float model (dev {100 * float_dev:.2f}, test "
         f"{100 * float_test:.2f}); reduction = inference-only minus beacon-based, "
-        f"with its paired {pct} bootstrap interval over utterances.",
+        f"with its paired {pct} bootstrap interval over {resampled}.",
         "",
         "| speedup >= | dev: inference-only | dev: beacon-based | dev reduction "
         "| test: inference-only | test: beacon-based | test reduction |",

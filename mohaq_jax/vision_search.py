@@ -8,13 +8,17 @@ the problem (the model-neutral population evaluator, task ``"classification"``, 
 platform's cost model: Bitfusion (error, speedup, energy) or the 2-4-bit
 reconfigurable accelerator (error, energy, compression)), the search of
 ``--algorithm`` and each of ``--compare``, ``--devices``, ``--resume``, the test
-re-evaluation and the same files as the speech searches'. Error is the dev-set
-classification error.
+re-evaluation with bootstrap intervals over the images (``--bootstrap``,
+``--confidence``) and the same files as the speech searches'. With ``--beacons`` it is
+the inference-only vs beacon-based comparison, the beacons retrained by the VGG's
+QAT (:func:`mohaq_jax.retrain.vision.qat_finetune`, the :class:`Setup`'s
+``retrain``). Error is the dev-set classification error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -145,6 +149,12 @@ def float_baseline(cfg: ExperimentConfig, data, model_cfg) -> tuple[dict, dict]:
         return params, {**meta, "path": path}
 
 
+def first_images(split: ImageSplit, limit: int | None) -> ImageSplit:
+    """The first ``limit`` images of a split (None: all)."""
+    n = len(split) if limit is None else min(limit, len(split))
+    return ImageSplit(split.images[:n], split.labels[:n])
+
+
 def image_batches(split: ImageSplit, size: int, limit: int | None = None) -> list:
     """``(images, labels)`` batches of one shape; the last is padded, label -1."""
     n = len(split) if limit is None else min(limit, len(split))
@@ -167,6 +177,10 @@ class ImageData:
     images: ImageDataset
     name: str  # data set name (report, settings)
     notice: str  # what the data is, said in every output
+    # the scored images of dev and test (the first --max-eval): the bootstrap
+    # intervals resample them, as the speech corpus's utterances
+    dev: ImageSplit
+    test: ImageSplit
     synthetic: bool = True  # the notice is always shown (the data is not CIFAR-10)
     fold39: None = None  # no phone folding: classification
 
@@ -189,13 +203,26 @@ def prepare(cfg: ExperimentConfig) -> Setup:
             weight_method=search.calib,
             act_method=search.calib,
         )
+    dev, test = (first_images(s, search.max_eval) for s in (data.dev, data.test))
+    dev_batch = image_batches(dev, search.eval_batch)
+    tr = cfg.training
+    # beacons' QAT: the float training's batch size, clipping and seed, monitored on
+    # the search's dev batches (their error is the search's)
+    retrain = functools.partial(
+        vision.qat_finetune,
+        train_split=data.train,
+        dev_batches=dev_batch,
+        batch_size=tr.batch_size,
+        grad_clip=tr.grad_clip,
+        seed=tr.seed,
+    )
     return Setup(
-        corpus=ImageData(data, data.name, data.notice),
+        corpus=ImageData(data, data.name, data.notice, dev, test),
         model_config=model_cfg,
         params=params,
         calib=calib,
-        dev_batch=image_batches(data.dev, search.eval_batch, search.max_eval),
-        test_batch=image_batches(data.test, search.eval_batch, search.max_eval),
+        dev_batch=dev_batch,
+        test_batch=image_batches(test, search.eval_batch),
         baseline_info=baseline,
         clock=clock,
         per_mode=None,
@@ -203,6 +230,7 @@ def prepare(cfg: ExperimentConfig) -> Setup:
             "data_settings": data.settings,
             "run_config": run_settings(cfg),
         },
+        retrain=retrain,
     )
 
 
@@ -215,6 +243,11 @@ def experiment(cfg: ExperimentConfig) -> SearchExperiment:
             f"{', '.join(sorted(OBJECTIVES))}"
         )
     objectives, maximize = OBJECTIVES[platform]
+    if cfg.beacons.enabled and "speedup" not in objectives:
+        raise ConfigError(
+            f"--beacons compares the two searches at equal speedup: --platform "
+            f"{platform} has no speedup objective (use --platform bitfusion)"
+        )
     name = hardware.get_platform(platform).name
     return SearchExperiment(
         platform=platform,

@@ -263,3 +263,53 @@ def test_init_params_are_flax_defaults_in_one_draw():
         np.testing.assert_array_equal(params[site.name]["bias"], 0.0)
     again = vgg.init_params(jax.random.key(0), cfg)
     chex.assert_trees_all_equal(params, again)
+
+
+def np_error(params, calib, bits_w, bits_a, images, labels):
+    """Classification error of the numpy VGG (label -1 not scored)."""
+    logits = np_vgg(params, images, bits_w, bits_a, calib)
+    valid = labels >= 0
+    return float(((logits.argmax(-1) != labels) & valid).sum() / valid.sum())
+
+
+def test_genome_qat_batched_equals_alone_and_reports_its_dev_error(setup):
+    """Beacon QAT of the VGG: k genomes at once equal each alone; the dev errors it
+    reports (before and after) are the numpy VGG's on the returned params."""
+    from mohaq_jax.data.images import ImageSplit
+
+    params, calib, (images, labels) = setup
+    rng = np.random.default_rng(0)
+    train_split = ImageSplit(
+        rng.uniform(size=(8, 8, 8, 2)).astype(np.float32),
+        rng.integers(0, 3, 8).astype(np.int32),
+    )
+    dev = [(images, labels)]
+    bits_w = np.asarray([[2] * 9, [4, 8, 2, 4, 8, 2, 4, 8, 16]], np.int32)
+    bits_a = np.asarray([[4] * 9, [8] * 9], np.int32)
+    kw = dict(epochs=2, lr=5e-2, batch_size=4, patience=5)
+    both, info = vision.qat_finetune(
+        params, TINY, calib, bits_w, bits_a, train_split, dev, **kw
+    )
+    chex.assert_shape(both["conv1"]["kernel"], (2,) + params["conv1"]["kernel"].shape)
+    assert info["epochs_run"].tolist() == [2, 2]
+    for j in range(2):
+        one, info_one = vision.qat_finetune(
+            params, TINY, calib, bits_w[j : j + 1], bits_a[j : j + 1], train_split,
+            dev, **kw,
+        )  # fmt: skip
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, j=j: a[j], both),
+            jax.tree.map(lambda a: a[0], one),
+            atol=1e-5,
+        )
+        assert info_one["dev_error"][0] == info["dev_error"][j]
+        got = jax.tree.map(lambda a, j=j: np.asarray(a[j]), both)
+        assert info["ptq_dev_error"][j] == np_error(
+            params, calib, bits_w[j], bits_a[j], images, labels
+        )
+        assert info["dev_error"][j] == np_error(
+            got, calib, bits_w[j], bits_a[j], images, labels
+        )
+        assert info["dev_error"][j] <= info["ptq_dev_error"][j]  # the best is kept
+    # training moved the weights (lr 5e-2, 2 steps an epoch)
+    assert not np.allclose(info["history"][0]["loss"], info["history"][1]["loss"])

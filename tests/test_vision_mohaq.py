@@ -5,6 +5,7 @@ import json
 import os
 
 import chex
+import jax
 import numpy as np
 import pytest
 
@@ -151,3 +152,135 @@ def test_help_shows_every_default(capsys):
     for block in blocks:
         if not block.startswith("h, --help"):
             assert "(default:" in " ".join(block.split()), block.split()[0]
+
+
+def numpy_interval(wrong, n_resamples, confidence, seed):
+    """Percentile bootstrap of the mean of per-image 0/1 errors, plain numpy."""
+    wrong = np.asarray(wrong, np.float64)
+    draws = np.random.default_rng(seed).integers(
+        0, len(wrong), (n_resamples, len(wrong))
+    )
+    alpha = (1.0 - confidence) / 2.0
+    rates = wrong[draws].mean(axis=1)
+    return rates, np.quantile(rates, [alpha, 1.0 - alpha])
+
+
+def per_image_wrong(params, calib, space, genome, split):
+    """0/1 errors of one genome on each image, by the numpy VGG of test_vgg_mohaq."""
+    from tests.test_vgg_mohaq import np_vgg
+
+    bits_w, bits_a = (np.asarray(b) for b in space.decode(genome))
+    params = jax.tree.map(np.asarray, params)
+    logits = np_vgg(params, split.images, bits_w, bits_a, calib)
+    return logits.argmax(-1) != split.labels
+
+
+BEACON_FLAGS = [
+    "--platform", "bitfusion", "--max-error", "1.0", "--max-eval", "16",
+    "--eval-batch", "16", "--bootstrap", "50", "--confidence", "0.9", "--seed", "0",
+    "--beacons",
+    "--beacon-epochs", "1", "--max-beacons", "2", "--verify-retrain", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def beacon_run(tmp_path_factory):
+    """One tiny ``--beacons`` image run through the command line (both searches)."""
+    tmp = tmp_path_factory.mktemp("vision_beacons")
+    argv = TINY_FLAGS + BEACON_FLAGS + [
+        "--out", str(tmp / "run"), "--baseline-dir", str(tmp / "base"),
+    ]  # fmt: skip
+    return tmp / "run", vision_mohaq.main(argv)
+
+
+def test_image_intervals_equal_a_numpy_bootstrap_over_images(beacon_run):
+    out, summary = beacon_run
+    plain = summary["inference_only"]
+    problem, result = plain["problem"], plain["result"]
+    ev = problem.evaluator
+    split = summary["beacons"]["problem"].corpus.dev  # the 16 scored dev images
+    assert len(split) == 16
+    front = np.flatnonzero(result.front)
+    ci = plain["intervals"]["dev"]
+    float_space = genome.tied_space(problem.space.layers, (32,), "float")
+    zero = np.zeros(float_space.n_genes, np.int32)
+    float_wrong = per_image_wrong(ev.params, ev.calib, float_space, zero, split)
+    ref_rates, (low, high) = numpy_interval(float_wrong, 50, 0.9, 0)
+    np.testing.assert_allclose(ci["float"]["rate"], [float_wrong.mean()])
+    np.testing.assert_allclose(
+        [ci["float"]["low"][0], ci["float"]["high"][0]], [low, high]
+    )
+    for row, i in enumerate(front):
+        wrong = per_image_wrong(
+            ev.params, ev.calib, problem.space, result.genomes[i], split
+        )
+        rates, (low, high) = numpy_interval(wrong, 50, 0.9, 0)
+        assert ci["genomes"]["rate"][row] == pytest.approx(wrong.mean())
+        assert ci["genomes"]["rate"][row] == pytest.approx(result.metrics["error"][i])
+        np.testing.assert_allclose(
+            [ci["genomes"]["low"][row], ci["genomes"]["high"][row]], [low, high]
+        )
+        diff = np.quantile(rates - ref_rates, [0.05, 0.95])
+        np.testing.assert_allclose(
+            [ci["genomes"]["diff_low"][row], ci["genomes"]["diff_high"][row]], diff
+        )
+    # the intervals reach the files: the CSV columns and the report's words
+    with open(out / "inference_only" / "pareto.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["dev_error_ci_low"] != "" for r in rows)
+    report = (out / "inference_only" / "report.md").read_text()
+    assert "bootstrap over images" in report and "dev error CI" in report
+
+
+def test_beacon_image_run_compares_both_searches(beacon_run):
+    out, summary = beacon_run
+    for folder in ("inference_only", "beacons"):
+        assert (out / folder / "pareto.csv").exists(), folder
+    report = (out / "report.md").read_text()
+    assert "inference-only vs beacon-based" in report
+    assert "bootstrap interval over images" in report
+    assert summary["gains"], "no speedup level reached by both searches"
+    problem = summary["beacons"]["problem"]
+    state = summary["beacons"]["result"].state
+    beacons = state.extra
+    assert beacons.count >= 1
+    split = problem.corpus.dev
+    ev = problem.evaluator
+    # each beacon's recorded PTQ and QAT dev errors, recomputed by the numpy VGG on
+    # its own retrained params (slot s) and on the float params
+    for record in beacons.info:
+        slot, genome_ = record["slot"], np.asarray(record["genome"], np.int32)
+        retrained = jax.tree.map(lambda a, s=slot: a[s], beacons.stacked)
+        qat = per_image_wrong(retrained, ev.calib, problem.space, genome_, split)
+        ptq = per_image_wrong(ev.params, ev.calib, problem.space, genome_, split)
+        assert record["qat_dev_error"] == pytest.approx(qat.mean())
+        assert record["ptq_dev_error"] == pytest.approx(ptq.mean())
+    # nearest-beacon evaluation: a genome's beacon error is on its beacon's params
+    result = summary["beacons"]["result"]
+    _, m = problem.evaluate(state, result.genomes)
+    used = np.flatnonzero(m["beacon"] > 0)
+    assert len(used)
+    for i in used[:2]:
+        params = jax.tree.map(lambda a, s=int(m["beacon"][i]): a[s], beacons.stacked)
+        wrong = per_image_wrong(
+            params, ev.calib, problem.space, result.genomes[i], split
+        )
+        assert m["beacon_error"][i] == pytest.approx(wrong.mean())
+        assert m["error"][i] == min(m["ptq_error"][i], m["beacon_error"][i])
+    # --verify-retrain 1: the lowest-error Pareto solution, retrained; QAT keeps the
+    # best dev params from the PTQ start, so it is never worse than PTQ on dev
+    ((index, error),) = summary["retrained"].items()
+    front = np.flatnonzero(result.front)
+    assert index == front[np.argmin(result.metrics["error"][front])]
+    assert error <= m["ptq_error"][index]
+
+
+def test_beacons_need_a_platform_with_speedup():
+    # the comparison is at equal speedup: reconfig models none (a one-line error)
+    cfg = vision_search.default_config(
+        search={"platform": "reconfig"}, beacons={"enabled": True}
+    )
+    with pytest.raises(config.ConfigError, match="--platform reconfig has no speedup"):
+        vision_search.experiment(cfg)
+    bitfusion = vision_search.default_config(beacons={"enabled": True})
+    assert "speedup" in vision_search.experiment(bitfusion).objectives

@@ -5,6 +5,11 @@ of Kim et al. (IEEE TNNLS 2021): Adam with global-norm clipping, softmax
 cross-entropy, batch order of epoch ``e`` from ``numpy.random.default_rng((seed,
 e))``. Weight clips are MSE-optimal per output channel at the base bits, activation
 clips MSE-optimal per layer on a calibration batch; both stay fixed during QAT.
+
+:func:`qat_finetune` is the VGG's counterpart of :func:`mohaq_jax.train.qat_finetune`
+for MOHAQ's beacons (Rashed et al. 2021, Sec. IV-D): ``k`` genomes retrained at once
+through the fake quantizer with the straight-through estimator, in the project's one
+QAT loop, the dev classification error deciding per genome.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from mohaq_jax import quantize, sites
+from mohaq_jax import qmodel, quantize, sites, train
+from mohaq_jax.data.batching import accumulate_sums
 from mohaq_jax.data.images import ImageDataset, ImageSplit, iterate_image_batches
+from mohaq_jax.evaluate_tasks import classification_counts
 from mohaq_jax.hardware import reconfig
 from mohaq_jax.models import vgg
 from mohaq_jax.qmodel import Calibration
@@ -283,3 +290,175 @@ def switching_finetune(
         ),
     )
     return new_params, info
+
+
+def quantized_logits(
+    params, config: vgg.VGGConfig, calib: Calibration, bits_w, bits_a, images
+):
+    """Logits ``(B, n_classes)`` with weights and activations fake-quantized (STE).
+
+    ``bits_w``/``bits_a``: int ``(n_sites,)``; ``calib``: the float model's clipping
+    tables (:func:`calibration`), fixed.
+    """
+    qparams = qmodel.quantize_params(params, config, bits_w, calib)
+    return vgg.apply_batch(
+        qparams, config, images, bits_a, qmodel.act_clips(calib, bits_a)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_genomes_qat(config: vgg.VGGConfig, grad_clip: float):
+    """The vmapped masked step and dev counter of :func:`qat_finetune` (one compile
+    per model and update rule; the learning rate is a leaf of the optimizer state)."""
+    optimizer = train.make_optimizer(train.TrainConfig(grad_clip=grad_clip))
+
+    def loss(params, batch, bits_w, bits_a, calib):
+        logits = quantized_logits(params, config, calib, bits_w, bits_a, batch[0])
+        return jnp.mean(
+            optax.softmax_cross_entropy_with_integer_labels(logits, batch[1])
+        )
+
+    def masked_step(params, opt_state, active, batch, key, bits_w, bits_a, calib):
+        del key  # the VGG has no dropout
+        value, grads = jax.value_and_grad(loss)(params, batch, bits_w, bits_a, calib)
+        with jax.numpy_dtype_promotion("standard"):  # optax's Adam bias correction
+            updates, new_opt = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        keep = functools.partial(jax.tree.map, lambda a, b: jnp.where(active, a, b))
+        return keep(new_params, params), keep(new_opt, opt_state), value
+
+    def counts(params, batch, bits_w, bits_a, calib):
+        logits = quantized_logits(params, config, calib, bits_w, bits_a, batch[0])
+        _, n_scored, n_wrong = classification_counts(logits, batch[1])
+        return jnp.stack([n_wrong, n_scored])
+
+    vstep = jax.jit(
+        jax.vmap(masked_step, in_axes=(0, 0, 0, None, None, 0, 0, None)),
+        donate_argnums=(0, 1),
+    )
+    vcounts = jax.jit(jax.vmap(counts, in_axes=(0, None, 0, 0, None)))
+    return optimizer, vstep, vcounts
+
+
+class ImageGenomesStrategy(train.GenomesStrategy):
+    """``k`` VGG genomes in one vmapped step; dev rate ``"error"`` (classification).
+
+    Args: as :class:`mohaq_jax.train.GenomesStrategy`; ``dev_batches`` are
+    ``(images, labels)`` batches, label -1 not scored.
+    """
+
+    def evaluate(self, carry):
+        stacked = carry[0]
+        total = accumulate_sums(
+            lambda b: self.vcounts(stacked, b, self.bits_w, self.bits_a, self.calib),
+            self.dev_batches,
+        )
+        total = np.asarray(total, np.int64)
+        return {"error": total[:, 0] / np.maximum(total[:, 1], 1)}
+
+    def record(self, epoch, carry, losses, rates, lrs, active):
+        return {
+            "epoch": epoch + 1,
+            "loss": np.mean(np.stack(losses), axis=0).tolist() if losses else None,
+            "dev_error": rates["error"].tolist(),
+            "lr": lrs.tolist(),
+            "active": active.tolist(),
+        }
+
+
+def qat_finetune(
+    params,
+    config: vgg.VGGConfig,
+    calib: Calibration,
+    genomes_bits_w,
+    genomes_bits_a,
+    train_split: ImageSplit,
+    dev_batches,
+    epochs: int,
+    lr: float,
+    batch_size: int = 64,
+    grad_clip: float = 5.0,
+    seed: int = 0,
+    patience: int = 2,
+    progress: bool = False,
+) -> tuple[dict, dict]:
+    """Quantization-aware fine-tuning of ``k`` VGG genomes at once (MOHAQ's beacons).
+
+    As :func:`mohaq_jax.train.qat_finetune` for the speech models: every genome
+    starts from the float ``params`` and trains through the fake quantizer at its own
+    bits (straight-through estimator; the clipping tables ``calib`` stay fixed), all
+    genomes on the same batches (epoch ``e``'s order from
+    ``numpy.random.default_rng((seed, e))``, the last partial batch dropped). After
+    each epoch the dev classification error of each genome decides (the same
+    :class:`~mohaq_jax.train.DevMonitor` rules as the speech QAT, ``TrainConfig``'s
+    defaults): keep the best params so far (the start is the post-training quantized
+    model, so the result is never worse on dev), halve the learning rate after one
+    evaluation without improvement, stop after ``patience``.
+
+    Args:
+      params: float params (unstacked).
+      config: the VGG.
+      calib: clipping tables of the float model (:func:`calibration`).
+      genomes_bits_w, genomes_bits_a: int ``(k, n_sites)`` bits per genome.
+      train_split: training images.
+      dev_batches: ``(images, labels)`` dev batches (label -1: padding), e.g. the
+        search's, so the monitored error is the search's.
+      epochs: maximum epochs; lr: initial Adam learning rate.
+      batch_size, grad_clip, seed: training settings.
+      patience: dev evaluations without improvement before a genome stops.
+      progress: tqdm bar.
+
+    Returns:
+      ``(stacked_params, info)``: the best params per genome, leaves ``(k, ...)``;
+      info has ``dev_error`` and ``ptq_dev_error`` (k,) (after and before
+      retraining), ``epochs_run`` (k,) and ``history``.
+    """
+    bits_w = jnp.asarray(quantize.check_bits(genomes_bits_w, "genomes_bits_w"))
+    bits_a = jnp.asarray(quantize.check_bits(genomes_bits_a, "genomes_bits_a"))
+    if bits_w.ndim != 2 or bits_w.shape != bits_a.shape:
+        raise ValueError(
+            f"genome bits must both be (k, n_sites), got {bits_w.shape} and "
+            f"{bits_a.shape}"
+        )
+    k = int(bits_w.shape[0])
+    defaults = train.TrainConfig()
+    optimizer, vstep, vcounts = _jitted_genomes_qat(config, float(grad_clip))
+    strategy = ImageGenomesStrategy(
+        vstep, vcounts, list(dev_batches), bits_w, bits_a, calib
+    )
+    stacked = train.stack_params(params, k)
+    opt_state = jax.vmap(optimizer.init)(stacked)
+    opt_state = train.set_learning_rate(opt_state, np.full(k, lr, np.float32))
+
+    def batches(epoch):
+        rng = np.random.default_rng((seed, epoch))
+        for images, labels in iterate_image_batches(train_split, batch_size, rng):
+            yield jnp.asarray(images), jnp.asarray(labels)
+
+    monitor = train.DevMonitor(
+        metric="error",
+        improvement_threshold=defaults.improvement_threshold,
+        keep_best=True,
+        halving_patience=defaults.lr_halving_patience,
+        patience=patience,
+        min_lr=defaults.min_lr,
+    )
+    out = train.qat_loop(
+        strategy,
+        (stacked, opt_state),
+        batches,
+        jax.random.key(seed),
+        epochs,
+        lr,
+        monitor,
+        evaluate_start=True,
+        progress=progress,
+        desc="VGG QAT",
+    )
+    info = {
+        "dev_error": out.rates["error"],
+        "ptq_dev_error": out.start_rates["error"],
+        "epochs_run": out.epochs_run,
+        "history": out.history,
+    }
+    return out.model, info

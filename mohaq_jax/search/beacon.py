@@ -25,7 +25,6 @@ beacon's params and its quantized kernels.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +61,13 @@ class BeaconProblem(QuantizationProblem):
       corpus: data for QAT (train split) and its early stopping (dev split).
       train_config: training settings for QAT.
       progress: progress bars while retraining.
+      retrain: the model's own QAT of ``k`` genomes, ``retrain(params, config,
+        calib, bits_w (k, n), bits_a (k, n), *, epochs, lr, progress) -> (stacked
+        params, info)`` with ``dev_error``, ``ptq_dev_error`` and ``epochs_run``
+        ``(k,)`` in the search's error metric (e.g. the VGG's,
+        :func:`mohaq_jax.retrain.vision.qat_finetune`); None: the speech models'
+        (:func:`mohaq_jax.train.qat_finetune` on ``corpus``, or switching-aware
+        retraining with ``beacon_config.retrain == "switching"``).
     """
 
     def __init__(
@@ -77,16 +83,25 @@ class BeaconProblem(QuantizationProblem):
         corpus,
         train_config=None,
         progress=False,
+        retrain=None,
     ):
         super().__init__(evaluator, cost_fn, batch, config, ideal, nadir)
+        if retrain is not None and beacon_config.retrain != "qat":
+            raise ValueError(
+                "a model's own beacon retraining is QAT: BeaconConfig.retrain 'qat'"
+            )
+        if retrain is None:  # QAT monitors, keeps and reports the search's error
+            train_config = dataclasses.replace(
+                train_config or train.TrainConfig(),
+                monitor=train.rate_of(config.error_metric),
+            )
         fields = {
             "beacon_config": beacon_config,
             "corpus": corpus,
-            # QAT monitors, keeps and reports the error this search selects on
-            "train_config": dataclasses.replace(
-                train_config or train.TrainConfig(),
-                monitor=train.rate_of(config.error_metric),
-            ),
+            "train_config": train_config,
+            "retrain": retrain,
+            # the key of the retraining's info that holds the search's dev error
+            "rate": "error" if retrain is not None else train_config.monitor,
             "progress": progress,
             "mask": distance_mask(self.space, beacon_config.genes),
             "_beacon_eval": make_beacon_eval(
@@ -167,7 +182,8 @@ class BeaconProblem(QuantizationProblem):
         are added up over its batches.
         """
         size = self.evaluator.genome_batch or len(genomes)
-        batches = batching.as_batches(self.batch if batch is None else batch)
+        task = evaluate_lib.task_of(self.evaluator.config)
+        batches = task.as_batches(self.batch if batch is None else batch)
         out = []
         for i in range(0, len(genomes), size):
             g, idx = genomes[i : i + size], index[i : i + size]
@@ -185,7 +201,9 @@ class BeaconProblem(QuantizationProblem):
                     one,
                 )
 
-            res = evaluate_lib.host_metrics(batching.accumulate_sums(sums, batches))
+            res = evaluate_lib.host_metrics(
+                batching.accumulate_sums(sums, batches), task
+            )
             out.append(getattr(res, self.config.error_metric)[: len(g) - pad])
         return np.concatenate(out)
 
@@ -246,8 +264,10 @@ class BeaconProblem(QuantizationProblem):
             return state
         return self.add_beacons(state, genomes[chosen])
 
-    def add_beacons(self, state: ProblemState, genomes) -> ProblemState:
-        """``state`` with ``genomes`` retrained (batched QAT) and stored as beacons."""
+    def qat(self, genomes, epochs: int, progress: bool | None = None):
+        """QAT (straight-through estimator) of ``genomes`` from the float params, as
+        beacons are retrained; returns ``(stacked params, info)``, the dev error of
+        each genome in ``info[f"dev_{self.rate}"]`` (the search's metric)."""
         genomes = self.space.validate(genomes)
         bits_w, bits_a = jax.vmap(self.space.decode)(jnp.asarray(genomes))
         args = (
@@ -256,34 +276,53 @@ class BeaconProblem(QuantizationProblem):
             self.evaluator.calib,
             np.asarray(bits_w),
             np.asarray(bits_a),
-            self.corpus,
         )
+        progress = self.progress if progress is None else progress
+        lr = self.beacon_config.lr
+        if self.retrain is not None:
+            return self.retrain(*args, epochs=epochs, lr=lr, progress=progress)
+        return train.qat_finetune(
+            *args,
+            self.corpus,
+            epochs=epochs,
+            lr=lr,
+            train_config=self.train_config,
+            progress=progress,
+            decoder=self.evaluator.decoder,  # dev errors read as the search reads them
+            per_mode=self.evaluator.per_mode,
+        )
+
+    def add_beacons(self, state: ProblemState, genomes) -> ProblemState:
+        """``state`` with ``genomes`` retrained (batched QAT) and stored as beacons."""
+        genomes = self.space.validate(genomes)
         bc = self.beacon_config
         if bc.retrain == "switching":
             # Switching-aware retraining (Kim et al. 2021): the latent weights it
             # returns are requantized at each neighbour's own bits, as QAT beacons are.
             from mohaq_jax.retrain import speech, switching
 
+            bits_w, bits_a = jax.vmap(self.space.decode)(jnp.asarray(genomes))
             schedule = dataclasses.replace(
                 switching.SwitchingConfig(), retrain_epochs=bc.epochs
             )
-            retrain = functools.partial(
-                speech.switching_finetune, switching_config=schedule
+            # Returns (stacked params, info with qat_finetune's keys).
+            params, info = speech.switching_finetune(
+                self.evaluator.params,
+                self.evaluator.config,
+                self.evaluator.calib,
+                np.asarray(bits_w),
+                np.asarray(bits_a),
+                self.corpus,
+                switching_config=schedule,
+                lr=bc.lr,
+                train_config=self.train_config,
+                progress=self.progress,
+                decoder=self.evaluator.decoder,
+                per_mode=self.evaluator.per_mode,
             )
         else:
-            retrain = functools.partial(train.qat_finetune, epochs=bc.epochs)
-        # Both return (stacked params, info with qat_finetune's keys).
-        params, info = retrain(
-            *args,
-            lr=bc.lr,
-            train_config=self.train_config,
-            progress=self.progress,
-            decoder=self.evaluator.decoder,  # dev errors read as the search reads them
-            per_mode=self.evaluator.per_mode,
-        )
-        beacons = add_beacons(
-            state.extra, genomes, params, info, self.train_config.monitor
-        )
+            params, info = self.qat(genomes, bc.epochs)
+        beacons = add_beacons(state.extra, genomes, params, info, self.rate)
         return dataclasses.replace(state, extra=beacons)
 
 

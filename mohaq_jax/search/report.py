@@ -42,6 +42,7 @@ class Details:
     # genome arrays in archive order of the Pareto set (None: no intervals)
     intervals: dict | None = None
     confidence: float = 0.95  # level of the intervals
+    resampled: str = "utterances"  # what the intervals resample (the task's examples)
     sweep: dict | None = (
         None  # compression: uniform-bit sweep (pipeline.compression_sweep)
     )
@@ -321,7 +322,8 @@ def write_outputs(
     if ci is not None:
         lines += [
             "",
-            f"Intervals: {details.confidence:.0%} percentile bootstrap over utterances; "
+            f"Intervals: {details.confidence:.0%} percentile bootstrap over "
+            f"{details.resampled}; "
             "'same as float' = the paired interval of (solution - float model) "
             "contains 0 on that split, i.e. the difference is not significant.",
         ]
