@@ -32,6 +32,7 @@ import numpy as np
 
 from mohaq_jax import atomic, bootstrap, metrics, models
 from mohaq_jax.adapt import api, qwix_export
+from mohaq_jax.console import say
 from mohaq_jax.data import pad_batch
 
 #: Speech models that are a Flax Linen module, and the module's class name.
@@ -144,7 +145,9 @@ def export_front(
     space = problem.space
     splits = {name: split_batch(getattr(setup.corpus, name)) for name in searched}
     n_time = max(b[0].shape[1] for b in splits.values())
-    model = speech_model(cfg.model.name, setup.model_config, setup.params, splits["dev"])
+    model = speech_model(
+        cfg.model.name, setup.model_config, setup.params, splits["dev"]
+    )
     names = [site.name for site in model.sites]
     if names != [site.name for site in space.layers]:
         raise ValueError(f"adapted sites {names} differ from the search's")
@@ -157,7 +160,10 @@ def export_front(
         )
         forward, q_params, seen = qwix_export.ptq(model, setup.params, rules, first)
         score = make_scorer(
-            forward, s.error_metric, evaluator.fold, evaluator.decoder,
+            forward,
+            s.error_metric,
+            evaluator.fold,
+            evaluator.decoder,
             evaluator.per_mode,
         )
         notes = site_notes(exported, seen)
@@ -193,7 +199,10 @@ def export_front(
             {
                 "solution": int(solutions[k]),
                 "genome": [int(g) for g in genome],
-                "sites": [_site_dict(site, ok) for site, ok in zip(exported, seen)],
+                "sites": [
+                    _site_dict(site, ok)
+                    for site, ok in zip(exported, seen, strict=True)
+                ],
             }
         )
     if out_dir is not None:
@@ -214,7 +223,17 @@ def front_section(cfg, setup, problem, result, test_error, intervals, out_dir):
     """
     front = np.flatnonzero(result.front)
     if not len(front):
-        return ["## Deployed with qwix (`--export-qwix`)", "", "No Pareto solution.", ""]
+        return [
+            "## Deployed with qwix (`--export-qwix`)",
+            "",
+            "No Pareto solution.",
+            "",
+        ]
+    say(
+        cfg.output.progress,
+        f"qwix: PTQ of {len(front)} Pareto solution(s) (qwix rules from their bits), "
+        "scored per utterance on dev and test",
+    )
     dev_error = np.asarray(result.metrics[cfg.search.error_metric])[front]
     # pareto.csv numbers its solutions by dev error (search.report.write_outputs)
     order = np.argsort(np.asarray(result.metrics["error"])[front], kind="stable")
@@ -270,7 +289,8 @@ def write_files(out_dir: str, cfg, rows: list[dict], details: list[dict]) -> Non
     for row in rows:
         flat = dict(row, bits=_bits(row))
         flat["not_expressed"] = "; ".join(
-            f"{site}: {note}" for site, notes in row["not_expressed"].items()
+            f"{site}: {note}"
+            for site, notes in row["not_expressed"].items()
             for note in notes
         )
         writer.writerow(flat)
@@ -314,7 +334,10 @@ def report_lines(cfg, rows: list[dict]) -> list[str]:
         )
     inside = [r["inside"] for r in rows if r["inside"] is not None]
     if inside:
-        lines += ["", f"qwix inside the search's interval: {sum(inside)}/{len(inside)}."]
+        lines += [
+            "",
+            f"qwix inside the search's interval: {sum(inside)}/{len(inside)}.",
+        ]
     lines += ["", "What qwix could not express, per solution and site:", ""]
     for row in rows:
         if row["split"] != rows[0]["split"]:
