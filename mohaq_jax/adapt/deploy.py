@@ -68,14 +68,13 @@ def split_batch(split):
     return tuple(pad_batch(split, range(len(split)), pad_to=-(-n_time // 16) * 16))
 
 
-def make_scorer(forward, metric: str, fold, decoder, per_mode):
+def make_scorer(forward, fold, decoder, per_mode):
     """``score(params, batch) -> dict``: the counts the search reads, of one batch.
 
     ``phone_edits``, ``n_phones`` and ``frame_error`` (a rate), from the outputs
     ``forward(params, batch)`` by :func:`mohaq_jax.metrics.error_counts` with the
     search's decoder, folding and ``--per``.
     """
-    del metric  # both counts are returned; the bootstrap reads the run's metric
 
     @jax.jit
     def score(params, batch):
@@ -161,7 +160,6 @@ def export_front(
         forward, q_params, seen = qwix_export.ptq(model, setup.params, rules, first)
         score = make_scorer(
             forward,
-            s.error_metric,
             evaluator.fold,
             evaluator.decoder,
             evaluator.per_mode,
