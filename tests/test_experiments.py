@@ -157,6 +157,17 @@ def no_work(monkeypatch):
         ("vision_mohaq", ["--max-train-images", "0"], "--max-train-images must be"),
         ("timit_silago", ["--max-train-images", "5"], "unrecognized arguments"),
         ("timit_silago", ["--hid", "5"], "unrecognized arguments: --hid"),
+        (
+            "timit_silago",
+            ["--export-qwix", "--model", "lstm"],
+            "--model lstm is not a Flax Linen module",
+        ),
+        (
+            "timit_bitfusion",
+            ["--export-qwix", "--beacons"],
+            "--export-qwix deploys PTQ solutions: use it without --beacons",
+        ),
+        ("vision_mohaq", ["--export-qwix"], "unrecognized arguments: --export-qwix"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line_before_any_work(
@@ -191,6 +202,7 @@ except SystemExit as exit:
         ("switching_sru", ["--calib-utts", "0"]),
         ("switching_vgg", ["--runs", "x"]),
         ("train_baseline", ["--epochs", "0"]),
+        ("timit_silago", ["--export-qwix", "--model", "lstm"]),
         ("eval_transcribed", ["--corpus-dir", "/nonexistent"]),
     ],
 )
