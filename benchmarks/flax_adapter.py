@@ -5,8 +5,10 @@ the same genomes, data and calibration: through its hand-written model contract
 (:func:`mohaq_jax.evaluate.make_population_eval`, with weight tables and first-stage
 sharing) and through :mod:`mohaq_jax.adapt` (sites found by tracing, the whole
 forward interpreted with traced activation bits). It prints whether the error counts
-are equal and the genomes/s of both, interleaved, medians, and their ratio measured
-in the same run (goal: adapter >= 0.8x the contract path).
+are equal and the genomes/s of both and their ratio, measured in the same process
+(goal: adapter >= 0.8x the contract path): after ``--warmup`` untimed rounds,
+``--repeats`` rounds time both paths back to back in ABBA order, and the ratio of
+each round (both paths under the same load) is summarized by its median and spread.
 
   python benchmarks/flax_adapter.py                      # CPU, pop 32
   python benchmarks/flax_adapter.py --pop 256 --chunk full --hidden 550 --layers 4
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import jax
@@ -83,7 +86,8 @@ def main(argv=None):
     parser.add_argument("--proj", type=int, default=0, help="n_proj (0 = none)")
     parser.add_argument("--batch", type=int, default=8, help="utterances")
     parser.add_argument("--frames", type=int, default=100, help="padded frames")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="timed rounds")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -123,13 +127,18 @@ def main(argv=None):
         for key in ("frame_error", "phone_edits", "n_phones")
     }
     loss_diff = float(np.max(np.abs(np.asarray(res_c.loss) - np.asarray(res_a.loss))))
+    for _ in range(args.warmup):  # caches, allocator, thread pools
+        run_contract(), run_adapter()
     times = {"contract": [], "adapter": []}
-    for _ in range(args.repeats):  # interleaved: load shifts hit both alike
-        for name, fn in (("contract", run_contract), ("adapter", run_adapter)):
+    paths = (("contract", run_contract), ("adapter", run_adapter))
+    for i in range(args.repeats):  # ABBA: a load drift hits both paths alike
+        for name, fn in paths if i % 2 == 0 else paths[::-1]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
     rate = {k: args.pop / float(np.median(v)) for k, v in times.items()}
+    # adapter genomes/s over contract genomes/s, one per round (same load)
+    ratios = np.asarray(times["contract"]) / np.asarray(times["adapter"])
     out = {
         "device": str(jax.devices()[0]),
         "pop": args.pop,
@@ -146,6 +155,15 @@ def main(argv=None):
         "max_loss_diff": loss_diff,
         "genomes_per_s": rate,
         "ratio_adapter_over_contract": rate["adapter"] / rate["contract"],
+        "round_ratios": {
+            "median": float(np.median(ratios)),
+            "q25": float(np.quantile(ratios, 0.25)),
+            "q75": float(np.quantile(ratios, 0.75)),
+            "min": float(ratios.min()),
+            "max": float(ratios.max()),
+            "n": int(len(ratios)),
+        },
+        "load_average": list(os.getloadavg()),
     }
     print(json.dumps(out, indent=1))
     if args.json:

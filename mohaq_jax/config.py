@@ -194,6 +194,7 @@ class OutputSettings:
     resume: bool = False  # --resume: continue the search checkpointed in --out
     progress: bool = True  # --no-progress sets False: no bars, no phase messages
     debug: bool = False  # --debug: full tracebacks for user errors
+    export_qwix: bool = False  # --export-qwix: deploy the Pareto set with qwix's PTQ
 
 
 @dataclasses.dataclass(frozen=True)

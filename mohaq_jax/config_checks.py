@@ -330,6 +330,31 @@ def validate_switching(sw: SwitchingSettings, known_runs=tuple(SWITCHING_RUNS)) 
     _min("--seeds", sw.seeds, 1)
 
 
+#: Speech models that are a Flax Linen module qwix can quantize
+#: (:data:`mohaq_jax.adapt.deploy.LINEN_MODULES`).
+QWIX_MODELS = ("sru",)
+
+
+def validate_export_qwix(config: ExperimentConfig) -> None:
+    """``--export-qwix``: qwix installed (looked up, not imported), a Linen model, a
+    plain search (beacon solutions carry retrained weights qwix's PTQ does not)."""
+    import importlib.util
+
+    if importlib.util.find_spec("qwix") is None:
+        raise ConfigError(
+            "--export-qwix needs qwix: pip install 'mohaq_jax[deploy]' (qwix>=0.1.8)"
+        )
+    _check(
+        config.model.name in QWIX_MODELS,
+        f"--export-qwix: --model {config.model.name} is not a Flax Linen module "
+        f"(exportable: {', '.join(QWIX_MODELS)})",
+    )
+    _check(
+        not config.beacons.enabled,
+        "--export-qwix deploys PTQ solutions: use it without --beacons",
+    )
+
+
 def compared(search: SearchSettings) -> tuple[str, ...]:
     """The algorithms ``--compare`` names, in order, each once."""
     names = [n.strip() for n in (search.compare or "").split(",")]
@@ -376,4 +401,6 @@ def validate(config: ExperimentConfig, parts=("data", "model", "training")) -> N
             "--surrogate and --seed-proxy assist inference-only searches: use them "
             "without --beacons",
         )
+    if config.output.export_qwix:
+        validate_export_qwix(config)
     check_folder("--out", config.output.out)

@@ -324,6 +324,19 @@ def search_one(
         extra, sweep = extra_sections(
             cfg, setup, experiment, built, runs, settings, beacon_config, out_dir
         )
+    if cfg.output.export_qwix:  # qwix's PTQ of every Pareto solution, beside ours
+        from mohaq_jax.adapt import deploy
+
+        with clock.phase("export_qwix"):
+            extra = list(extra) + deploy.front_section(
+                cfg,
+                setup,
+                built.problem,
+                result,
+                test_err,
+                intervals,
+                out_dir if sharding.is_main_process() else None,
+            )
     settings["seconds"] = {
         **clock.seconds,
         "search": result.seconds,  # every session of a resumed search

@@ -7,6 +7,7 @@ the module-scoped fixture ``tiny_runs``; every other end-to-end check reads them
 import contextlib
 import csv
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -156,6 +157,17 @@ def no_work(monkeypatch):
         ("vision_mohaq", ["--max-train-images", "0"], "--max-train-images must be"),
         ("timit_silago", ["--max-train-images", "5"], "unrecognized arguments"),
         ("timit_silago", ["--hid", "5"], "unrecognized arguments: --hid"),
+        (
+            "timit_silago",
+            ["--export-qwix", "--model", "lstm"],
+            "--model lstm is not a Flax Linen module",
+        ),
+        (
+            "timit_bitfusion",
+            ["--export-qwix", "--beacons"],
+            "--export-qwix deploys PTQ solutions: use it without --beacons",
+        ),
+        ("vision_mohaq", ["--export-qwix"], "unrecognized arguments: --export-qwix"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line_before_any_work(
@@ -190,6 +202,7 @@ except SystemExit as exit:
         ("switching_sru", ["--calib-utts", "0"]),
         ("switching_vgg", ["--runs", "x"]),
         ("train_baseline", ["--epochs", "0"]),
+        ("timit_silago", ["--export-qwix", "--model", "lstm"]),
         ("eval_transcribed", ["--corpus-dir", "/nonexistent"]),
     ],
 )
@@ -258,7 +271,8 @@ def test_config_is_built_from_flags_without_namespace():
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """Two tiny SiLago searches with one seed; the second in a fresh folder with
-    --resume (nothing to resume: it must say so and start from scratch)."""
+    --resume (nothing to resume: it must say so and start from scratch), and its
+    front deployed with qwix (--export-qwix)."""
     import jax
 
     root = tmp_path_factory.mktemp("tiny")
@@ -286,6 +300,8 @@ def tiny_runs(tmp_path_factory):
             second = timit_silago.main(
                 common
                 + ["--out", str(root / "b"), "--resume", "--compare", "simple_ga"]
+                # after the search (pareto.csv stays the same); needs the extra
+                + (["--export-qwix"] if importlib.util.find_spec("qwix") else [])
             )
     finally:
         del os.environ["MOHAQ_CACHE"]
@@ -372,6 +388,112 @@ def test_compare_reports_each_algorithm_at_the_same_budget(tiny_runs):
     ]
     for i, j in common:
         assert a.metrics["error"][i] == b.metrics["error"][j]
+
+
+def _qwix_dev_counts(tiny_runs, bits):
+    """Phone edits and phones of qwix's PTQ of the tiny SRU on dev, built here from
+    ``bits`` (site -> {"w", "a"}): hand-written rules, one unpadded utterance at a
+    time, counted by the search's own reading (decoder, folding, --per)."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import qwix
+    from qwix._src.core import conv_general, dot_general, einsum
+
+    from mohaq_jax import metrics, qmodel
+    from mohaq_jax.models import sru
+
+    problem = tiny_runs["second"]["problem"]
+    ev = problem.evaluator
+    space = problem.space
+    corpus = prepare.load_data(
+        config.DataSettings(
+            espeak_size="tiny", cache_dir=str(tiny_runs["root"] / "cache")
+        ),
+        progress=False,
+    )
+    qtypes = {
+        2: "int2",
+        3: "int3",
+        4: jnp.int4,
+        5: "int5",
+        6: "int6",
+        7: "int7",
+        8: jnp.int8,
+    }
+    bits_a = jnp.asarray([bits[site.name]["a"] for site in space.layers], jnp.int32)
+    clips = np.asarray(qmodel.act_clips(ev.calib, bits_a))
+    rules = []
+    for i, site in enumerate(space.layers):
+        w, a = bits[site.name]["w"], bits[site.name]["a"]
+        if w >= 16:
+            continue
+        q = 2 ** (w - 1) - 1
+        rule = dict(
+            module_path="/".join(site.weight_path[:-1]),
+            weight_qtype=qtypes[w],
+            weight_calibration_method=f"absmax,{(q + 0.5) / q}",
+        )
+        if a < 16:
+            r = float(clips[i]) * (2 ** (a - 1) - 0.5) / (2 ** (a - 1) - 1)
+            rule.update(act_qtype=qtypes[a], act_calibration_method=f"fixed,{-r},{r}")
+        rules.append(qwix.QuantizationRule(**rule))
+    slow = dot_general._slow_dot_general  # CPU XLA has no int4 dot
+    provider = qwix.PtqProvider(
+        rules,
+        _dot_general_fn=slow,
+        _einsum_fn=functools.partial(einsum.einsum, _qwix_dot_general=slow),
+        _conv_general_dilated_fn=conv_general._slow_conv_general_dilated,
+    )
+    module = qwix.quantize_model(sru.AcousticModel(ev.config), provider)
+    feats0 = jnp.asarray(corpus.dev.features[0])
+    length0 = jnp.int32(len(feats0))
+    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), feats0, length0))
+    q_params = qwix.quantize_params(ev.params, abstract["params"])
+    edits = phones = 0
+    for feats, labels in zip(corpus.dev.features, corpus.dev.labels, strict=True):
+        n = jnp.asarray([len(feats)], jnp.int32)
+        logits = module.apply({"params": q_params}, jnp.asarray(feats), n[0])
+        counts = metrics.error_counts(
+            logits[None], jnp.asarray(labels)[None], n, ev.fold,
+            decoder=ev.decoder, per_mode=ev.per_mode,
+        )  # fmt: skip
+        edits, phones = edits + int(counts[3]), phones + int(counts[4])
+    return edits, phones
+
+
+def test_export_qwix_reports_every_solution_beside_the_search(tiny_runs):
+    pytest.importorskip("qwix")
+    out = tiny_runs["root"] / "b"
+    with open(out / "pareto.csv") as f:
+        front = {int(r["solution"]): r for r in csv.DictReader(f)}
+    with open(out / "qwix.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((int(r["solution"]), r["split"]) for r in rows) == sorted(
+        (n, split) for n in front for split in ("dev", "test")
+    )
+    for row in rows:  # the search's side is pareto.csv's
+        mine = front[int(row["solution"])]
+        error = mine["error"] if row["split"] == "dev" else mine["test_error"]
+        assert float(row["search_error"]) == pytest.approx(float(error), abs=1e-6)
+        low, high = float(row["search_low"]), float(row["search_high"])
+        assert low == pytest.approx(float(mine[f"{row['split']}_error_ci_low"]))
+        assert high == pytest.approx(float(mine[f"{row['split']}_error_ci_high"]))
+        rate = int(row["qwix_errors"]) / int(row["qwix_total"])
+        assert float(row["qwix_error"]) == pytest.approx(rate)
+        assert row["inside"] == str(low <= rate <= high)
+        assert float(row["qwix_low"]) <= rate <= float(row["qwix_high"])
+    text = (out / "report.md").read_text()
+    assert "## Deployed with qwix" in text and "What qwix could not express" in text
+    assert (
+        "Deployed with qwix" not in (tiny_runs["root"] / "a" / "report.md").read_text()
+    )
+    # one solution's qwix error, recomputed from its bits with qwix directly
+    doc = json.loads((out / "qwix.json").read_text())
+    row = next(r for r in doc["rows"] if r["split"] == "dev")
+    edits, phones = _qwix_dev_counts(tiny_runs, row["bits"])
+    assert (edits, phones) == (row["qwix_errors"], row["qwix_total"])
 
 
 def test_resume_without_checkpoint_says_so(tiny_runs):
