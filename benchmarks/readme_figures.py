@@ -239,6 +239,24 @@ def beacon_values(folder: str) -> dict[str, float]:
     return out
 
 
+def qwix_values(folder: str) -> dict[str, float]:
+    """The experiment's figures, and its qwix export (``qwix.json``): per solution
+    and split the search's and qwix's error, how many rows lie inside the search's
+    interval, the largest difference."""
+    out = experiment_values(folder)
+    with open(os.path.join(folder, "qwix.json")) as f:
+        rows = json.load(f)["rows"]
+    for r in rows:
+        for key in ("search_error", "search_low", "search_high", "qwix_error"):
+            out[f"qwix.sol{r['solution']}.{r['split']}.{key}"] = float(r[key])
+    out["qwix.rows"] = float(len(rows))
+    out["qwix.inside"] = float(sum(bool(r["inside"]) for r in rows))
+    out["qwix.max_abs_diff"] = max(
+        abs(float(r["qwix_error"]) - float(r["search_error"])) for r in rows
+    )
+    return out
+
+
 def points_over_float(found: dict[str, float]) -> dict[str, float]:
     """Each solution's error minus the float model's, in percentage points.
 
@@ -411,6 +429,27 @@ FIGURES = (
             "benchmarks.rehearsal",
             "--out",
             "{dir}",
+            "--json",
+            "{dir}/result.json",
+        ),
+        _JSON,
+    ),
+    Figure(
+        "qwix_default",
+        "The default run's front deployed with qwix's PTQ (--export-qwix)",
+        ("-m", "experiments.timit_silago", "--export-qwix", "--out", "{dir}"),
+        qwix_values,
+    ),
+    Figure(
+        "flax_adapter",
+        "The SRU through the Flax adapter vs its contract: errors and genomes/s",
+        (
+            "-m",
+            "benchmarks.flax_adapter",
+            "--repeats",
+            "15",
+            "--warmup",
+            "2",
             "--json",
             "{dir}/result.json",
         ),
