@@ -37,7 +37,14 @@ from benchmarks import search_quality_assisted
 from mohaq_jax import atomic, evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
-from mohaq_jax.search import compilation, hypervolume, mohaq, nsga2, single_objective
+from mohaq_jax.search import (
+    compilation,
+    hypervolume,
+    mohaq,
+    nsga2,
+    pareto,
+    single_objective,
+)
 from mohaq_jax.search.algorithms import ALGORITHMS
 
 OBJECTIVES, MAXIMIZE = ("error", "speedup", "energy_pj"), ("speedup",)
@@ -65,7 +72,7 @@ def parse_args(argv=None):
     return args
 
 
-def model_config(corpus, hidden: int, proj: int) -> sru.ModelConfig:
+def model_config(corpus, hidden: int, proj: int) -> sru.Config:
     """4 bidirectional SRU layers, projections before layers 2-4: 8 sites."""
     # A projection sits where it is smaller than its input: not before layer 1.
     if not corpus.n_features <= proj < 2 * hidden:
@@ -73,7 +80,7 @@ def model_config(corpus, hidden: int, proj: int) -> sru.ModelConfig:
             f"--proj must be in {corpus.n_features}..{2 * hidden - 1} (projections "
             f"before layers 2-4 only), got {proj}"
         )
-    return sru.ModelConfig(
+    return sru.Config(
         n_features=corpus.n_features,
         n_classes=corpus.n_classes,
         hidden=hidden,
@@ -99,7 +106,7 @@ def table(args):
     """(space, metrics of every genome, baseline dev error), cached on disk."""
     corpus = load_corpus("espeak", size=args.espeak_size, verbose=False)
     cfg = model_config(corpus, args.hidden, args.proj)
-    layers = sru.layer_specs(cfg)
+    layers = sru.sites(cfg)
     assert len(layers) == 8, [layer.name for layer in layers]
     space = genome.silago_space(layers)
     train_config = train.TrainConfig(epochs=args.epochs)
@@ -150,7 +157,7 @@ def table(args):
     zero = np.zeros((1, float_space.n_genes), np.int32)
     metrics["float_error"] = float_eval(zero, dev)["phone_error"]
     # The paper's limit scaled by this model's 16-bit size over the paper model's.
-    paper_space = genome.silago_space(sru.layer_specs(sru.paper_config()))
+    paper_space = genome.silago_space(sru.sites(sru.paper_config()))
     paper16 = platform.evaluate(paper_space, paper_space.upper)["memory_mb"]
     ours16 = platform.evaluate(space, space.upper)["memory_mb"]
     metrics["memory_limit_mb"] = np.asarray(
@@ -186,7 +193,7 @@ def front_volume(objectives, violation, rows) -> float:
     if not len(feasible):
         return 0.0
     points = objectives[feasible]
-    front = np.asarray(nsga2.pareto_mask(jnp.asarray(points)))
+    front = np.asarray(pareto.pareto_mask(jnp.asarray(points)))
     return float(hypervolume.hypervolume(points[front], jnp.ones(3, jnp.float32)))
 
 

@@ -62,7 +62,7 @@ def tiny_sru():
     ``(cfg, params, calib, batch)``."""
     from mohaq_jax.models import sru
 
-    cfg = sru.ModelConfig(
+    cfg = sru.Config(
         n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
     )
     return (cfg, *tiny_speech(sru, cfg, [12, 9, 6], 3))

@@ -308,7 +308,7 @@ def test_per_modes_and_bad_mode():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    cfg = sru.ModelConfig(n_features=6, n_classes=5, hidden=8, n_layers=2, n_proj=4)
+    cfg = sru.Config(n_features=6, n_classes=5, hidden=8, n_layers=2, n_proj=4)
     k_p, k_x = jax.random.split(jax.random.key(7))
     params = sru.init_params(k_p, cfg)
     rng = np.random.default_rng(2)
@@ -326,7 +326,7 @@ def test_population_evaluator_decodes_like_a_loop(tiny_model):
     dec = decode.estimate(
         list(np.asarray(labels)), 5, lm_weight=1.0, insertion_penalty=1.0
     )
-    space = genome.get_space("bitfusion", sru.layer_specs(cfg))
+    space = genome.get_space("bitfusion", sru.sites(cfg))
     genomes = np.random.default_rng(0).integers(0, space.upper + 1, (2, space.n_genes))
     ev = evaluate.PopulationEvaluator(
         cfg, space, fold, params, calib, chunk_size=2, decoder=dec

@@ -24,9 +24,7 @@ LENGTHS = [int(n) for n in np.random.default_rng(0).integers(4, 20, 48)]
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = sru.ModelConfig(
-        n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2, n_proj=4
-    )
+    cfg = sru.Config(n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2, n_proj=4)
     rng = np.random.default_rng(3)
     feats, labels = [], []
     for n in LENGTHS:
@@ -41,7 +39,7 @@ def setup():
     )
     stream = bucketed_batches(split, batch_frames=64, max_buckets=2, pad_multiple=8)
     assert len(stream) >= 4
-    space = genome.bitfusion_space(sru.layer_specs(cfg))
+    space = genome.bitfusion_space(sru.sites(cfg))
     ev = evaluate.PopulationEvaluator(
         cfg, space, FOLD, params, calib, chunk_size=2, genome_batch=8
     )

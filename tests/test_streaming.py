@@ -29,9 +29,7 @@ STREAM = dict(batch_frames=72, max_buckets=2, pad_multiple=8)
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = sru.ModelConfig(
-        n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2, n_proj=4
-    )
+    cfg = sru.Config(n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2, n_proj=4)
     rng = np.random.default_rng(3)
     feats, labels = [], []
     for n in LENGTHS:
@@ -68,7 +66,7 @@ def test_population_evaluator_streaming_equals_one_batch(setup, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(evaluate, "evaluate_genome", counting)
-    space = genome.silago_space(sru.layer_specs(cfg))
+    space = genome.silago_space(sru.sites(cfg))
     rng = np.random.default_rng(1)
     genomes = rng.integers(0, space.upper + 1, (6, space.n_genes))
     ev = evaluate.PopulationEvaluator(cfg, space, FOLD, params, calib, genome_batch=6)
@@ -84,7 +82,7 @@ def test_population_evaluator_streaming_equals_one_batch(setup, monkeypatch):
 
 def test_beacon_errors_streaming_equals_one_batch(setup):
     cfg, params, calib, _, one, stream = setup
-    space = genome.bitfusion_space(sru.layer_specs(cfg))
+    space = genome.bitfusion_space(sru.sites(cfg))
     evaluator = evaluate.PopulationEvaluator(
         cfg, space, FOLD, params, calib, chunk_size=2, genome_batch=4
     )
@@ -125,7 +123,7 @@ def test_beacon_errors_streaming_equals_one_batch(setup):
 
 def test_train_evaluate_streaming_equals_one_batch(setup, monkeypatch):
     cfg, params, calib, split, one, _ = setup
-    bits = jnp.full((len(sru.layer_specs(cfg)),), 4, jnp.int32)
+    bits = jnp.full((len(sru.sites(cfg)),), 4, jnp.int32)
     counts, traces = counting_jit(train._jitted_counts(cfg, train._as_key(FOLD), None))
     monkeypatch.setattr(core, "_jitted_counts", lambda *args: counts)
     own = train.eval_batches(split, 72, 8)  # what train.evaluate streams

@@ -8,7 +8,7 @@ import pytest
 
 from mohaq_jax.models import vgg
 
-TINY = vgg.VGGConfig(
+TINY = vgg.Config(
     image_size=8,
     channels=2,
     n_classes=3,
@@ -38,7 +38,7 @@ def test_forward_shape_single_and_batch(key):
 
 
 def test_layer_specs_hand_counts(key):
-    specs = vgg.layer_specs(TINY)
+    specs = vgg.sites(TINY)
     assert [s.name for s in specs] == [
         "conv1",
         "conv2",
@@ -80,9 +80,9 @@ def test_quantized_forward_and_capture(key):
 
 def test_config_validation():
     with pytest.raises(ValueError):
-        vgg.VGGConfig(conv_widths=(1, 2, 3))
+        vgg.Config(conv_widths=(1, 2, 3))
     with pytest.raises(ValueError):
-        vgg.VGGConfig(image_size=12)
+        vgg.Config(image_size=12)
 
 
 def test_sites_feed_genome_spaces_and_cost_models():

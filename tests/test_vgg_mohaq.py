@@ -18,7 +18,7 @@ from mohaq_jax.retrain import vision
 from mohaq_jax.search import mohaq
 from tests.tracing import counting_jit
 
-TINY = vgg.VGGConfig(
+TINY = vgg.Config(
     image_size=8,
     channels=2,
     n_classes=3,
@@ -248,7 +248,7 @@ def test_mohaq_search_on_the_vgg(setup, platform_name, objectives, maximize):
 
 def test_init_params_are_flax_defaults_in_one_draw():
     """Same tree and shapes as the Flax module's init; LeCun-normal statistics."""
-    cfg = vgg.VGGConfig(conv_widths=(8, 8, 16, 16, 32, 32), fc_widths=(64, 64))
+    cfg = vgg.Config(conv_widths=(8, 8, 16, 16, 32, 32), fc_widths=(64, 64))
     params = vgg.init_params(jax.random.key(0), cfg)
     image = jnp.zeros((16, 16, 1), jnp.float32)
     ref = jax.eval_shape(
