@@ -10,11 +10,11 @@ objectives (error, -speedup, energy; normalized as the driver does, ``(f - ideal
 then gets MOHAQ's budget (190 distinct evaluations: population 40 + 15 x 10 offspring)
 as table look-ups, and the table reports the hypervolume of its evaluated feasible
 front divided by the true front's (reference point (1, 1, 1)), median and range over
-seeds: NSGA-II, random search, and the evosax single-objective mode ("maximize speedup
-s.t. error <= eps", :mod:`mohaq_jax.search.single_objective`), then every algorithm of
-the registry (:data:`mohaq_jax.search.algorithms.ALGORITHMS`, rows "NAME (driver)")
-run by the one search driver on the table, plus how close each gets to the
-single-objective optimum.
+seeds: NSGA-II as one vmapped ``lax.scan`` over seeds, random search, then every
+algorithm of the registry (:data:`mohaq_jax.search.algorithms.ALGORITHMS`, rows "NAME
+(driver)", evosax's strategies "maximize speedup s.t. error <= eps" through the
+scalarizing wrapper) run by the one search driver on the table, plus how close each
+gets to the single-objective optimum.
 
 Run (``--tiny`` for a minutes-long smoke setting)::
 
@@ -37,14 +37,7 @@ from benchmarks import search_quality_assisted
 from mohaq_jax import atomic, evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
-from mohaq_jax.search import (
-    compilation,
-    hypervolume,
-    mohaq,
-    nsga2,
-    pareto,
-    single_objective,
-)
+from mohaq_jax.search import compilation, hypervolume, mohaq, nsga2, pareto
 from mohaq_jax.search.algorithms import ALGORITHMS
 
 OBJECTIVES, MAXIMIZE = ("error", "speedup", "energy_pj"), ("speedup",)
@@ -197,6 +190,30 @@ def front_volume(objectives, violation, rows) -> float:
     return float(hypervolume.hypervolume(points[front], jnp.ones(3, jnp.float32)))
 
 
+def comparison_lines(
+    shares: dict[str, list[float]], budget: int, what: str = "HV share"
+) -> list[str]:
+    """Markdown table lines: per method, median and range over seeds of ``shares``.
+
+    Args:
+      shares: method name -> one value per seed (e.g. the hypervolume share of the
+        true Pareto front reached).
+      budget: evaluations each method had (named in the header).
+      what: the quantity's name.
+    """
+    lines = [
+        f"| method ({budget} evaluations) | seeds | median {what} | range |",
+        "|---|---|---|---|",
+    ]
+    for method, values in shares.items():
+        values = np.asarray(values, np.float64)
+        lines.append(
+            f"| {method} | {len(values)} | {np.median(values):.3f} | "
+            f"{values.min():.3f} – {values.max():.3f} |"
+        )
+    return lines
+
+
 def run_methods(space, objectives, violation, budget, n_seeds):
     """Rows (genome indices) each method evaluated, per seed."""
     upper = space.upper
@@ -220,21 +237,6 @@ def run_methods(space, objectives, violation, budget, n_seeds):
         np.random.default_rng(seed).permutation(n_all)[:budget]
         for seed in range(n_seeds)
     ]
-    speed = objectives[:, 1]  # normalized -speedup: the single objective
-
-    def scalar(genomes):
-        index = np.asarray(genome_index(genomes, upper))
-        return speed[index], violation[index]
-
-    for name in single_objective.ALGORITHMS:
-        rows[f"evosax {name}"] = []
-        for seed in range(n_seeds):
-            out = single_objective.search(
-                name, upper, scalar, budget, jax.random.key(seed)
-            )
-            rows[f"evosax {name}"].append(
-                np.asarray(genome_index(out["genomes"], upper))
-            )
     return rows
 
 
@@ -325,9 +327,9 @@ def main(argv=None) -> list[str]:
         f"limit {float(metrics['memory_limit_mb']):.3f} MB; {int(feasible.sum())} "
         f"feasible genomes, true front hypervolume {true_volume:.4f}.",
         "",
-        *single_objective.comparison_lines(shares, args.budget, "HV share"),
+        *comparison_lines(shares, args.budget, "HV share"),
         "",
-        *single_objective.comparison_lines(
+        *comparison_lines(
             gaps, args.budget, "gap to max speedup s.t. error (normalized)"
         ),
     ]
