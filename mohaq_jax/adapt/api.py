@@ -315,14 +315,14 @@ def calibrate(
     return Calibration(w_clip=tuple(tables), a_clip=a_clip)
 
 
-def for_population(model: Config, space, pop_size: int) -> Config:
+def for_population(model: Config, space, genome_batch: int) -> Config:
     """``model`` with the first stage that saves the most for this space and size.
 
     The evaluator computes the first stage once per setting of its genes instead of
     once per genome when there are fewer settings than genomes; a longer prefix of
     sites saves more MACs per genome but has more settings. Among the prefixes of
     whole tie groups (forward order) this picks the one maximizing
-    ``(pop_size - settings) x MACs of the prefix`` (none if no prefix has fewer
+    ``(genome_batch - settings) x MACs of the prefix`` (none if no prefix has fewer
     settings than genomes). A model adapted with an explicit ``first_sites`` is
     returned as is.
     """
@@ -340,9 +340,9 @@ def for_population(model: Config, space, pop_size: int) -> Config:
             genes |= {space.w_gene[t], space.a_gene[t]}
             macs += model.sites[t].macs_per_frame
         settings = math.prod(int(space.n_levels[g]) for g in genes)
-        if settings >= pop_size:
+        if settings >= genome_batch:
             break
-        saving = (pop_size - settings) * macs
+        saving = (genome_batch - settings) * macs
         if saving > best_saving:
             best, best_saving = tuple(prefix), saving
     return dataclasses.replace(model, first_sites=best)
