@@ -1,4 +1,4 @@
-"""Paper-scale rehearsal: the paper's SRU on a TIMIT-sized dev set (issue 12, item 4).
+"""Paper-scale rehearsal: the paper's SRU on a TIMIT-sized dev set.
 
 Builds the MOHAQ authors' TIMIT model (:func:`mohaq_jax.models.sru.paper_config`: 4
 bidirectional SRU layers of 550, projections of 256; 39 or 61 phone outputs) with

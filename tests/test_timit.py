@@ -325,7 +325,7 @@ def test_sample_rate_mismatch(ldc_dir, tmp_path):
         load_timit(root, config, cache_dir=tmp_path / "cache", allow_partial=True)
 
 
-# cli13: messages a newcomer meets (issue 13)
+# Messages a newcomer meets.
 def test_sa_only_copy_says_sa_is_excluded_by_design(tmp_path):
     for part, speaker in (("TRAIN", "fcjf0"), ("TEST", "mdab0")):
         for k, name in enumerate(("sa1", "sa2")):

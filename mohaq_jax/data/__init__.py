@@ -15,7 +15,7 @@ from mohaq_jax.data.transcribed import TranscribedError, load_transcribed
 DATASETS = {
     "espeak": load_espeak,
     "timit": load_timit,
-    "transcribed": load_transcribed,  # real16: any transcribed recordings
+    "transcribed": load_transcribed,  # any transcribed recordings
 }
 
 
