@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, metrics, qmodel
+from mohaq_jax import evaluate, genome, qmodel
 from mohaq_jax.models import sru
+from tests.conftest import loop_reference
 
 N_CLASSES = 7
 
@@ -35,33 +36,6 @@ def setup():
     calib = qmodel.calibrate(params, cfg, feats, lengths)
     fold = np.asarray([0, 1, 2, 2, 3, -1, 4], np.int32)
     return cfg, params, calib, (feats, labels, lengths), fold
-
-
-def loop_reference(cfg, params, calib, batch, fold, space, genomes):
-    """Plain per-genome loop through the training-time path (quantize_params + STE)."""
-    feats, labels, lengths = batch
-    out = []
-    for g in genomes:
-        bits_w, bits_a = space.decode(g)
-        logits = jax.vmap(
-            lambda f, n, bw=bits_w, ba=bits_a: qmodel.apply_quantized(
-                params, cfg, calib, bw, ba, f, n
-            )
-        )(feats, lengths)
-        pred = jnp.argmax(logits, -1)
-        loss, n_frames = metrics.masked_cross_entropy(logits, labels, lengths)
-        smoothed = metrics.smoothed_predictions(logits, lengths)
-        edits, n_ref = metrics.phone_error_rate(smoothed, labels, lengths, fold)
-        wrong, _ = metrics.frame_errors(pred, labels, lengths)
-        n_frames, n_ref = int(n_frames.sum()), int(n_ref.sum())
-        out.append(
-            (
-                float(loss.sum()) / n_frames,
-                int(wrong.sum()) / n_frames,
-                int(edits.sum()) / n_ref,
-            )
-        )
-    return np.asarray(out)
 
 
 @pytest.mark.parametrize("space_name", ["bitfusion", "silago", "wide"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mohaq_jax.search import mohaq, nsga2, pareto, sensitivity, surrogate
-from tests.test_search_mohaq import make_problem
+from tests.conftest import make_problem
 
 
 def test_ridge_against_numpy_closed_form():
