@@ -3,6 +3,7 @@ problem with a numpy reference; NSGA-II as an evosax algorithm."""
 
 import itertools
 
+import chex
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -104,6 +105,7 @@ def test_driver_at_paper_budget_against_random_search(name):
         assert len(genomes) == 190 == len({g.tobytes() for g in genomes})
         objective, violation = _numpy_problem(genomes)
         fitness, _ = problem.fitness(result.metrics)
+        chex.assert_shape(fitness, (190, 2))
         np.testing.assert_allclose(fitness[:, 1], objective, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(result.feasible, violation <= 0)
         gaps.append(objective[violation <= 0].min() - optimum)
@@ -126,6 +128,7 @@ def test_nsga2_is_an_evosax_algorithm(key):
     for generation in range(1, 4):
         key_ask, key_tell = nsga2.generation_keys(key, generation)
         offspring, state = strategy.ask(key_ask, state, params)  # evosax's ask
+        chex.assert_shape(offspring, (6, 8))
         objective, violation = _jax_problem(offspring)
         fitness = (
             jnp.stack([objective, -objective * objective], 1),

@@ -30,7 +30,7 @@ def test_forward_shape_single_and_batch(key):
     chex.assert_shape(out, (2, 10))
 
 
-def test_layer_specs_hand_counts(key):
+def test_sites_hand_counts(key):
     specs = vgg.sites(TINY_VGG)
     assert [s.name for s in specs] == [
         "conv1",
