@@ -20,13 +20,18 @@ HARM = np.asarray([0.02, 0.01, 0.05, 0.03, 0.01, 0.04, 0.02, 0.01], np.float32)
 MAX_ERROR = 0.25
 
 
+def _toy_error(genomes):
+    """float32 error of int genomes ``(n, 8)``: a lower level costs accuracy."""
+    low = (UPPER - np.asarray(genomes)).astype(np.float32)
+    return 0.1 + (low * low) @ HARM
+
+
 def _numpy_problem(genomes):
     """Reference: normalized -speedup (minimized) and the error constraint's violation."""
     low = UPPER - genomes  # lower level = fewer bits = faster, less accurate
     speedup = low @ SPEED
-    error = 0.1 + (low * low) @ HARM
     objective = 1.0 - speedup / (2.0 * SPEED.sum())
-    return objective, np.maximum(error - MAX_ERROR, 0.0) / MAX_ERROR
+    return objective, np.maximum(_toy_error(genomes) - MAX_ERROR, 0.0) / MAX_ERROR
 
 
 def _jax_problem(genomes):
@@ -44,8 +49,7 @@ class ToyEvaluator:
 
     def __call__(self, genomes, batch):
         del batch
-        low = (UPPER - np.asarray(genomes)).astype(np.float32)
-        return {"phone_error": 0.1 + (low * low) @ HARM}
+        return {"phone_error": _toy_error(genomes)}
 
 
 def _toy_cost(genome_levels):
