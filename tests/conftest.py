@@ -17,8 +17,6 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mohaq_jax.models import vgg  # noqa: E402
-
 # One persistent compilation cache for the whole run (and every pytest-xdist worker):
 # tests that build the same tiny programs in different files or workers load them
 # instead of compiling again. Only programs that took a while to compile are stored.
@@ -30,6 +28,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+from mohaq_jax.models import vgg  # noqa: E402  (after the settings above)
 
 #: The VGG-9 of the image tests: 8x8 images, 2 channels, 3 classes, narrow layers.
 TINY_VGG = vgg.Config(
