@@ -215,7 +215,8 @@ def comparison_lines(
 
 
 def run_methods(space, objectives, violation, budget, n_seeds):
-    """Rows (genome indices) each method evaluated, per seed."""
+    """Rows (genome indices) NSGA-II (one ``lax.scan`` vmapped over seeds) and random
+    search evaluated, per seed."""
     upper = space.upper
     table_o, table_v = jnp.asarray(objectives), jnp.asarray(violation)
     pop, n_offspring = 40, 10
