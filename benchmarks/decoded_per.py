@@ -24,7 +24,7 @@ import numpy as np
 from mohaq_jax import atomic, decode, genome, qmodel, train
 from mohaq_jax.data import load_corpus, pad_batch
 from mohaq_jax.evaluate import PopulationEvaluator
-from mohaq_jax.models.sru import ModelConfig, layer_specs
+from mohaq_jax.models import sru
 
 
 def _whole_split(split) -> tuple:
@@ -42,7 +42,7 @@ def rescore_front(path, corpus, config, params, decoder) -> list:
     calib = qmodel.calibrate(
         params, config, jnp.asarray(cal.features), jnp.asarray(cal.lengths)
     )
-    space = genome.get_space(front["space"], layer_specs(config))
+    space = genome.get_space(front["space"], sru.sites(config))
     genomes = np.asarray([s["genome"] for s in front["solutions"]], np.int32)
     out = [
         {"bits": s["bits"], "speedup": s.get("speedup"), "search_error": s["error"]}
@@ -105,7 +105,7 @@ def main(argv=None):
     path = os.path.join(ckpt_dir, train.BASELINE_FILE)
     corpus = load_corpus("espeak")
     params, meta = train.load_params(path, corpus=corpus)
-    config = ModelConfig(**meta["model_config"])
+    config = sru.Config(**meta["model_config"])
     start = time.perf_counter()
     # n_states other than the default is fitted without touching the cache.
     cache = ckpt_dir if args.n_states == decode.DEFAULT_N_STATES else None

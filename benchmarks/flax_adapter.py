@@ -30,7 +30,7 @@ from mohaq_jax.models import sru
 
 
 def build(args):
-    config = sru.ModelConfig(
+    config = sru.Config(
         n_features=args.features,
         n_classes=args.classes,
         hidden=args.hidden,

@@ -1,4 +1,4 @@
-"""Paper-scale rehearsal: the paper's SRU on a TIMIT-sized dev set (issue 12, item 4).
+"""Paper-scale rehearsal: the paper's SRU on a TIMIT-sized dev set.
 
 Builds the MOHAQ authors' TIMIT model (:func:`mohaq_jax.models.sru.paper_config`: 4
 bidirectional SRU layers of 550, projections of 256; 39 or 61 phone outputs) with
@@ -102,7 +102,7 @@ def measure_eval(args, config, params, dev) -> dict:
     else:
         data = bucketed_batches(dev, args.batch_frames)
     print("dev:", data.describe())
-    space = genome.get_space(args.space, sru.layer_specs(config))
+    space = genome.get_space(args.space, sru.sites(config))
     fold = np.arange(config.n_classes, dtype=np.int32)
     if config.n_classes == 61:
         from mohaq_jax.data.phones import FOLD_61_TO_39
@@ -252,7 +252,7 @@ def main(argv=None) -> dict:
     if args.model == "paper":
         config = sru.paper_config(n_classes=args.classes, n_features=23)
     else:
-        config = sru.ModelConfig(
+        config = sru.Config(
             n_features=23, n_classes=args.classes, **train.BASELINE_MODEL
         )
     params = sru.init_params(jax.random.key(args.seed), config)

@@ -46,7 +46,7 @@ from mohaq_jax.models import sru
 
 def build(args):
     """Model, params, calibration, data and population of the benchmark."""
-    config = sru.ModelConfig(
+    config = sru.Config(
         n_features=args.features,
         n_classes=args.classes,
         hidden=args.hidden,
@@ -68,7 +68,7 @@ def build(args):
     )[:, : args.frames]
     labels = jnp.where(jnp.arange(args.frames)[None] < lengths[:, None], labels, -1)
     calib = qmodel.calibrate(params, config, feats, lengths, "max", "max")
-    space = genome.get_space(args.space, sru.layer_specs(config))
+    space = genome.get_space(args.space, sru.sites(config))
     rng = np.random.default_rng(args.seed)
     genomes = jnp.asarray(
         rng.integers(0, space.upper + 1, (args.pop, space.n_genes)), jnp.int32
@@ -93,7 +93,7 @@ def matmul_flops(config, space, batch, pop: int) -> dict:
     """
     features = batch[0]
     frames = features.shape[0] * features.shape[1]
-    specs = sru.layer_specs(config)
+    specs = sru.sites(config)
     first_sites = set(sru.first_stage_sites(config))
     first = sum(s.macs_per_frame for i, s in enumerate(specs) if i in first_sites)
     total = sum(s.macs_per_frame for s in specs)
@@ -134,7 +134,7 @@ def torch_anchor(config, params, calib, space, batch, genomes, threads: int = 0)
         return None
     import torch
 
-    model = torch_sru.build(config, sru.layer_specs(config), params)
+    model = torch_sru.build(config, sru.sites(config), params)
     feats, pad = torch_sru.inputs(batch[0], batch[2])
     labels = torch.from_numpy(np.ascontiguousarray(np.asarray(batch[1]).T))
     scored = labels >= 0

@@ -324,7 +324,6 @@ class Figure:
     env: tuple[tuple[str, str], ...] = ()  # extra environment; {dir} as in args
 
 
-_EXPERIMENT = experiment_values
 _JSON = _in("result.json", json_values)
 
 FIGURES = (
@@ -338,13 +337,13 @@ FIGURES = (
         "silago",
         "Default run: float baseline, SiLago front, run time and memory",
         ("-m", "experiments.timit_silago", "--out", "{dir}"),
-        _EXPERIMENT,
+        experiment_values,
     ),
     Figure(
         "silago_fresh",
         "The default run from an empty cache (corpus and baseline built): time, RSS",
         ("-m", "experiments.timit_silago", "--out", "{dir}"),
-        _EXPERIMENT,
+        experiment_values,
         (("MOHAQ_CACHE", "{dir}/cache"),),
     ),
     Figure(
@@ -385,13 +384,13 @@ FIGURES = (
             "--out",
             "{dir}",
         ),
-        _EXPERIMENT,
+        experiment_values,
     ),
     Figure(
         "compression",
         "Compression: uniform sweep and the searched best within 1 point",
         ("-m", "experiments.timit_compression", "--out", "{dir}"),
-        _EXPERIMENT,
+        experiment_values,
     ),
     Figure(
         "racing",
@@ -476,13 +475,13 @@ FIGURES = (
         "vision_bitfusion",
         "VGG-9 searched by MOHAQ on Bitfusion (digits)",
         ("-m", "experiments.vision_mohaq", "--platform", "bitfusion", "--out", "{dir}"),
-        _EXPERIMENT,
+        experiment_values,
     ),
     Figure(
         "vision_reconfig",
         "VGG-9 searched by MOHAQ on the 2-4-bit reconfigurable accelerator (digits)",
         ("-m", "experiments.vision_mohaq", "--platform", "reconfig", "--out", "{dir}"),
-        _EXPERIMENT,
+        experiment_values,
     ),
     Figure(
         "domain_gap",

@@ -10,11 +10,11 @@ objectives (error, -speedup, energy; normalized as the driver does, ``(f - ideal
 then gets MOHAQ's budget (190 distinct evaluations: population 40 + 15 x 10 offspring)
 as table look-ups, and the table reports the hypervolume of its evaluated feasible
 front divided by the true front's (reference point (1, 1, 1)), median and range over
-seeds: NSGA-II, random search, and the evosax single-objective mode ("maximize speedup
-s.t. error <= eps", :mod:`mohaq_jax.search.single_objective`), then every algorithm of
-the registry (:data:`mohaq_jax.search.algorithms.ALGORITHMS`, rows "NAME (driver)")
-run by the one search driver on the table, plus how close each gets to the
-single-objective optimum.
+seeds: NSGA-II as one vmapped ``lax.scan`` over seeds, random search, then every
+algorithm of the registry (:data:`mohaq_jax.search.algorithms.ALGORITHMS`, rows "NAME
+(driver)", evosax's strategies "maximize speedup s.t. error <= eps" through the
+scalarizing wrapper) run by the one search driver on the table, plus how close each
+gets to the single-objective optimum.
 
 Run (``--tiny`` for a minutes-long smoke setting)::
 
@@ -37,7 +37,7 @@ from benchmarks import search_quality_assisted
 from mohaq_jax import atomic, evaluate, genome, hardware, qmodel, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.models import sru
-from mohaq_jax.search import compilation, hypervolume, mohaq, nsga2, single_objective
+from mohaq_jax.search import compilation, hypervolume, mohaq, nsga2, pareto
 from mohaq_jax.search.algorithms import ALGORITHMS
 
 OBJECTIVES, MAXIMIZE = ("error", "speedup", "energy_pj"), ("speedup",)
@@ -65,7 +65,7 @@ def parse_args(argv=None):
     return args
 
 
-def model_config(corpus, hidden: int, proj: int) -> sru.ModelConfig:
+def model_config(corpus, hidden: int, proj: int) -> sru.Config:
     """4 bidirectional SRU layers, projections before layers 2-4: 8 sites."""
     # A projection sits where it is smaller than its input: not before layer 1.
     if not corpus.n_features <= proj < 2 * hidden:
@@ -73,7 +73,7 @@ def model_config(corpus, hidden: int, proj: int) -> sru.ModelConfig:
             f"--proj must be in {corpus.n_features}..{2 * hidden - 1} (projections "
             f"before layers 2-4 only), got {proj}"
         )
-    return sru.ModelConfig(
+    return sru.Config(
         n_features=corpus.n_features,
         n_classes=corpus.n_classes,
         hidden=hidden,
@@ -99,7 +99,7 @@ def table(args):
     """(space, metrics of every genome, baseline dev error), cached on disk."""
     corpus = load_corpus("espeak", size=args.espeak_size, verbose=False)
     cfg = model_config(corpus, args.hidden, args.proj)
-    layers = sru.layer_specs(cfg)
+    layers = sru.sites(cfg)
     assert len(layers) == 8, [layer.name for layer in layers]
     space = genome.silago_space(layers)
     train_config = train.TrainConfig(epochs=args.epochs)
@@ -150,7 +150,7 @@ def table(args):
     zero = np.zeros((1, float_space.n_genes), np.int32)
     metrics["float_error"] = float_eval(zero, dev)["phone_error"]
     # The paper's limit scaled by this model's 16-bit size over the paper model's.
-    paper_space = genome.silago_space(sru.layer_specs(sru.paper_config()))
+    paper_space = genome.silago_space(sru.sites(sru.paper_config()))
     paper16 = platform.evaluate(paper_space, paper_space.upper)["memory_mb"]
     ours16 = platform.evaluate(space, space.upper)["memory_mb"]
     metrics["memory_limit_mb"] = np.asarray(
@@ -186,12 +186,37 @@ def front_volume(objectives, violation, rows) -> float:
     if not len(feasible):
         return 0.0
     points = objectives[feasible]
-    front = np.asarray(nsga2.pareto_mask(jnp.asarray(points)))
+    front = np.asarray(pareto.pareto_mask(jnp.asarray(points)))
     return float(hypervolume.hypervolume(points[front], jnp.ones(3, jnp.float32)))
 
 
+def comparison_lines(
+    shares: dict[str, list[float]], budget: int, what: str = "HV share"
+) -> list[str]:
+    """Markdown table lines: per method, median and range over seeds of ``shares``.
+
+    Args:
+      shares: method name -> one value per seed (e.g. the hypervolume share of the
+        true Pareto front reached).
+      budget: evaluations each method had (named in the header).
+      what: the quantity's name.
+    """
+    lines = [
+        f"| method ({budget} evaluations) | seeds | median {what} | range |",
+        "|---|---|---|---|",
+    ]
+    for method, values in shares.items():
+        values = np.asarray(values, np.float64)
+        lines.append(
+            f"| {method} | {len(values)} | {np.median(values):.3f} | "
+            f"{values.min():.3f} – {values.max():.3f} |"
+        )
+    return lines
+
+
 def run_methods(space, objectives, violation, budget, n_seeds):
-    """Rows (genome indices) each method evaluated, per seed."""
+    """Rows (genome indices) NSGA-II (one ``lax.scan`` vmapped over seeds) and random
+    search evaluated, per seed."""
     upper = space.upper
     table_o, table_v = jnp.asarray(objectives), jnp.asarray(violation)
     pop, n_offspring = 40, 10
@@ -213,21 +238,6 @@ def run_methods(space, objectives, violation, budget, n_seeds):
         np.random.default_rng(seed).permutation(n_all)[:budget]
         for seed in range(n_seeds)
     ]
-    speed = objectives[:, 1]  # normalized -speedup: the single objective
-
-    def scalar(genomes):
-        index = np.asarray(genome_index(genomes, upper))
-        return speed[index], violation[index]
-
-    for name in single_objective.ALGORITHMS:
-        rows[f"evosax {name}"] = []
-        for seed in range(n_seeds):
-            out = single_objective.search(
-                name, upper, scalar, budget, jax.random.key(seed)
-            )
-            rows[f"evosax {name}"].append(
-                np.asarray(genome_index(out["genomes"], upper))
-            )
     return rows
 
 
@@ -332,9 +342,9 @@ def main(argv=None) -> list[str]:
         f"limit {float(metrics['memory_limit_mb']):.3f} MB; {int(feasible.sum())} "
         f"feasible genomes, true front hypervolume {true_volume:.4f}.",
         "",
-        *single_objective.comparison_lines(shares, args.budget, "HV share"),
+        *comparison_lines(shares, args.budget, "HV share"),
         "",
-        *single_objective.comparison_lines(
+        *comparison_lines(
             gaps, args.budget, "gap to max speedup s.t. error (normalized)"
         ),
     ]

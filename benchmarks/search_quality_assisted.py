@@ -123,7 +123,7 @@ def proxy_fidelity(space, metrics) -> tuple[dict, sensitivity.Sensitivity]:
 
 def lines(shares_by_budget, model_fidelity, fidelity, stage, n_genomes) -> list[str]:
     """Markdown: the HV-share tables per budget and the fidelities."""
-    from mohaq_jax.search import single_objective
+    from benchmarks.search_quality import comparison_lines
 
     out = [
         f"Sensitivity proxy ({len(stage.genomes)} genomes) on all {n_genomes} "
@@ -132,7 +132,7 @@ def lines(shares_by_budget, model_fidelity, fidelity, stage, n_genomes) -> list[
         "",
     ]
     for budget, shares in shares_by_budget.items():
-        out += single_objective.comparison_lines(shares, budget, "HV share") + [""]
+        out += comparison_lines(shares, budget, "HV share") + [""]
     for (budget, name), taus in model_fidelity.items():
         taus = np.asarray(taus)
         out.append(

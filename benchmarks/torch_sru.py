@@ -93,7 +93,7 @@ def build(config, sites, params):
     """The model as an ``sru.SRU`` (one ``custom_m`` per layer) plus the output layer.
 
     Args:
-      config: :class:`mohaq_jax.models.sru.ModelConfig`.
+      config: :class:`mohaq_jax.models.sru.Config`.
       sites: ``sru.sites(config)``.
       params: float params (nested dict of arrays).
 

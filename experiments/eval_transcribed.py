@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         refuse(f"--corpus-dir {corpus_dir}: no such folder")
     from mohaq_jax import train  # JAX, once the flags and folders are good
     from mohaq_jax.data import load_corpus
-    from mohaq_jax.models.sru import ModelConfig
+    from mohaq_jax.models import sru
 
     corpus = load_corpus(
         "transcribed",
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     if path.is_dir():
         path = path / train.BASELINE_FILE
     params, meta = train.load_params(path)
-    model_config = ModelConfig(**meta["model_config"])
+    model_config = sru.Config(**meta["model_config"])
     if (model_config.n_features, model_config.n_classes) != (
         corpus.n_features,
         corpus.n_classes,

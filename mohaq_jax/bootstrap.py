@@ -1,7 +1,7 @@
 """Bootstrap confidence intervals of error rates, resampling utterances or images.
 
-A dev set of 60 utterances makes PER differences of a few tenths of a point noise
-(issue 13). The error rate of a model on a split is ``sum(errors) / sum(totals)`` over
+A dev set of 60 utterances makes PER differences of a few tenths of a point noise.
+The error rate of a model on a split is ``sum(errors) / sum(totals)`` over
 utterances (phone edits / reference phones, or wrong / valid frames); the percentile
 bootstrap (Efron & Tibshirani 1993, ch. 13) resamples the utterances with replacement
 and recomputes that ratio. Every model is resampled with the SAME utterance draws, so

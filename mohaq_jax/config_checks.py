@@ -51,7 +51,7 @@ AVAILABLE = {
     "per": ("decoded", "smoothed", "raw"),
     "data": ("espeak", "timit", "transcribed"),
     "platform": ("bitfusion", "reconfig"),  # cost models of the image search
-    # the sizes of mohaq_jax.data.espeak.SIZES (a test keeps them equal): the
+    # the sizes of mohaq_jax.data.espeak_voices.SIZES (a test keeps them equal): the
     # corpus code is not imported to check a flag
     "espeak_size": ("default", "tiny", "timit"),
 }

@@ -1,11 +1,10 @@
-"""Quantization sites and genome spaces.
+"""Genome spaces: integer genomes -> bits per quantization site.
 
-A *site* is a quantizable tensor: the weight (kernel) of a layer or its input
-activation. The sites are :class:`mohaq_jax.sites.Site` tuples that each model
-derives from its config (``mohaq_jax.models.<name>.sites``), with each layer's parameter
-count and MACs per frame; the gene order comes from the sites' ``group`` (no layer kind
-is named here). A *genome* is an integer vector of gene levels; a :class:`GenomeSpace` maps it
-to bits per site. MOHAQ (Rashed et al. 2021, Sec. IV) searches two spaces:
+The sites (:mod:`mohaq_jax.sites`: each layer's weight and input activation, with its
+parameter count and MACs per frame) come from the model's ``sites(config)``; the gene
+order comes from the sites' ``group`` (no layer kind is named here). A *genome* is an
+integer vector of gene levels; a :class:`GenomeSpace` maps it to bits per site.
+MOHAQ (Rashed et al. 2021, Sec. IV) searches two spaces:
 
 * SiLago: one gene per layer (weights and activations share a precision), bits
   {4, 8, 16}; for the default SRU the genes are [sru1..4, proj1..3, fc].

@@ -1,4 +1,4 @@
-"""Population-parallel evaluation and training over many devices (issue 8).
+"""Population-parallel evaluation and training over many devices.
 
 A population outgrows one device long before the model does, so the population axis is
 what gets split: genomes (and, for batched QAT, their stacked params and optimizer

@@ -79,7 +79,7 @@ def _run_row(name, sw, sc, info, seconds, test: dict) -> dict:
 
 def run_sru(cfg: ExperimentConfig) -> dict:
     """The SRU experiment: float baseline (shared cache), then every run."""
-    from mohaq_jax.models.sru import layer_specs
+    from mohaq_jax.models import sru
     from mohaq_jax.retrain import speech
 
     progress, sw = cfg.output.progress, cfg.switching
@@ -99,7 +99,7 @@ def run_sru(cfg: ExperimentConfig) -> dict:
     qat_train = dataclasses.replace(
         prepare.train_config(cfg.training, cfg.search.batch_frames), seed=sw.seed
     )
-    n_layers = len(layer_specs(config))
+    n_layers = len(sru.sites(config))
     fbits = speech.float_bits(config)
     runs, counts_by_run = {}, {}
     for name in sw.runs.split(","):
@@ -240,7 +240,7 @@ def vgg_seed(cfg: ExperimentConfig, data, config, seed: int) -> tuple[dict, dict
         "test_wrong": _bits(wrong["test"]),
     }
     calib = vision.calibrate(params, config, data.train.images[:256])
-    n_layers = len(vgg.layer_specs(config))
+    n_layers = len(vgg.sites(config))
     runs, counts_by_run = {}, {}
     for name in sw.runs.split(","):
         bits, is_switching = SWITCHING_RUNS[name]

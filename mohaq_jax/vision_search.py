@@ -47,19 +47,15 @@ OBJECTIVES = {
 }
 
 
-#: The image search's flag defaults and the settings it reads live with the flags, so
-#: that its command line is built and checked without importing JAX.
-DEFAULTS, FIELDS = IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
-
-
 def default_config(**sections) -> ExperimentConfig:
-    """The image search's config with its :data:`DEFAULTS`; ``sections`` (e.g.
+    """The image search's config with the flags' defaults
+    (:data:`~mohaq_jax.flags.IMAGE_SEARCH_DEFAULTS`); ``sections`` (e.g.
     ``data={"max_train_images": 96}``) override fields, as their flags would."""
     from mohaq_jax.flags import FLAGS
 
     by_flag = {f.flag: f for f in FLAGS if f.section != "switching"}
     values: dict[str, dict] = {}
-    for flag, value in DEFAULTS.items():
+    for flag, value in IMAGE_SEARCH_DEFAULTS.items():
         values.setdefault(by_flag[flag].section, {})[by_flag[flag].field] = value
     for section, fields in sections.items():
         values.setdefault(section, {}).update(fields)
@@ -74,7 +70,7 @@ def run_settings(cfg: ExperimentConfig) -> dict:
     """The settings of ``cfg`` that the image search reads (for the report)."""
     return {
         section: {f: getattr(getattr(cfg, section), f) for f in fields}
-        for section, fields in FIELDS.items()
+        for section, fields in IMAGE_SEARCH_FIELDS.items()
         if section != "output"
     }
 
@@ -94,7 +90,7 @@ def load_data(data: DataSettings) -> ImageDataset:
     return images
 
 
-def model_config(cfg: ExperimentConfig, data: ImageDataset) -> vgg.VGGConfig:
+def model_config(cfg: ExperimentConfig, data: ImageDataset) -> vgg.Config:
     """The VGG-9 for the data: the data set's widths unless the flags give some."""
     base = vgg.cifar_config() if cfg.data.cifar_dir else vgg.digits_config()
     height, _, channels = data.image_shape
@@ -263,9 +259,10 @@ def run(cfg: ExperimentConfig) -> dict:
     """The whole image MOHAQ experiment (:func:`mohaq_jax.pipeline.run_mohaq`).
 
     Args:
-      cfg: the settings of :data:`FIELDS` (the image flags of ``cli.build_parser``
-        with :data:`DEFAULTS`, or :func:`default_config`); validated by the caller
-        (``config.validate``), except that ``--platform`` must name a cost model.
+      cfg: the settings of :data:`~mohaq_jax.flags.IMAGE_SEARCH_FIELDS` (the image
+        flags of ``cli.build_parser`` with their defaults, or :func:`default_config`);
+        validated by the caller (``config.validate``), except that ``--platform``
+        must name a cost model.
     """
     from mohaq_jax import pipeline  # the pipeline sits above the tasks
 

@@ -11,7 +11,7 @@ import pytest
 from mohaq_jax.search import moead, mohaq
 from mohaq_jax.search.algorithms import ALGORITHMS
 from mohaq_jax.search.scalarized import levels_from
-from tests.test_search_mohaq import make_problem
+from tests.conftest import make_problem
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))

@@ -25,7 +25,7 @@ def test_level_distance_and_nearest_by_hand():
 
 @pytest.fixture(scope="module")
 def parts():
-    cfg = sru.ModelConfig(
+    cfg = sru.Config(
         n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
     )
     k_p, k_x, k_y, k_b = jax.random.split(jax.random.key(7), 4)
@@ -35,7 +35,7 @@ def parts():
     labels = jnp.repeat(jax.random.randint(k_y, (3, 4), 0, 6), 3, axis=1)
     labels = jnp.where(jnp.arange(12)[None] < lengths[:, None], labels, -1)
     calib = qmodel.calibrate(params, cfg, feats, lengths)
-    space = genome.bitfusion_space(sru.layer_specs(cfg))
+    space = genome.bitfusion_space(sru.sites(cfg))
     # three "retrained" param sets: perturbations of the float params
     others = [
         jax.tree.map(
@@ -70,7 +70,7 @@ def test_batched_beacon_eval_equals_per_genome_loop(parts):
 def test_beacon_eval_shares_first_stage_per_beacon(parts):
     """2 slots x 4 first-stage settings < 12 genomes: shared first stages, same result."""
     cfg, params, calib, _, batch, others = parts
-    space = genome.tied_space(sru.layer_specs(cfg), (4, 8), "two")
+    space = genome.tied_space(sru.sites(cfg), (4, 8), "two")
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), params, others[0])
     rng = np.random.default_rng(3)
     genomes = rng.integers(0, 2, (12, space.n_genes)).astype(np.int32)

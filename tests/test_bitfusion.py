@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from mohaq_jax import genome
 from mohaq_jax.hardware import base, bitfusion
-from mohaq_jax.models.sru import layer_specs, paper_config
+from mohaq_jax.models import sru
+from mohaq_jax.models.sru import paper_config
 
-LAYERS = layer_specs(paper_config())
+LAYERS = sru.sites(paper_config())
 ARRAYS = base.layer_arrays(LAYERS)
 SPACE = genome.bitfusion_space(LAYERS)
 COST = bitfusion.PLATFORM.make_cost_fn(SPACE)

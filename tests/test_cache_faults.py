@@ -26,7 +26,7 @@ from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data import phone_times as pt
 from mohaq_jax.data.split_writer import SplitWriter
 from tests.real_speech import ARCTIC_TEXT, REAL_SPEECH, needs_real_speech
-from tests.test_timit import fake_utterances, ldc_dir  # noqa: F401 (a fixture)
+from tests.timit_files import fake_utterances
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ import pytest
 
 from mohaq_jax import decode, evaluate, genome, metrics, qmodel, train
 from mohaq_jax.models import sru
+from tests.conftest import python_levenshtein
 
 
 def numpy_viterbi(scores, length, log_bigram, lm, pen, n_states):
@@ -191,16 +192,9 @@ def test_decoded_per_of_perfect_posteriors_is_zero():
     assert int(out[4]) > 10 and int(out[3]) == 0
 
 
-def python_levenshtein(a, b):
-    d = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, d[0] = d[0], i
-        for j, y in enumerate(b, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
-    return d[len(b)]
-
-
-def test_tune_picks_best_grid_setting():
+def _noisy_logits():
+    """6 utterances of 10-30 frames over 5 classes folded to 4, logits favouring the
+    label with Gaussian noise, and the bigram decoder of those labels."""
     rng = np.random.default_rng(3)
     n_cls, n_b, n_t = 5, 6, 30
     lengths = rng.integers(10, n_t + 1, n_b).astype(np.int32)
@@ -210,7 +204,11 @@ def test_tune_picks_best_grid_setting():
         2.0 * np.eye(n_cls)[np.maximum(labels, 0)]
         + rng.normal(0, 1.2, labels.shape + (n_cls,))
     ).astype(np.float32)
-    dec = decode.estimate(list(labels), n_cls)
+    return n_b, lengths, labels, fold, logits, decode.estimate(list(labels), n_cls)
+
+
+def test_tune_picks_best_grid_setting():
+    n_b, lengths, labels, fold, logits, dec = _noisy_logits()
     lm_weights, penalties = (0.0, 1.0, 3.0), (0.0, 2.0, 6.0)
     half = n_b // 2
     batches = [
@@ -242,16 +240,7 @@ def test_tune_picks_best_grid_setting():
 
 
 def test_tune_interior_extends_an_edge_until_the_best_is_inside():
-    rng = np.random.default_rng(3)
-    n_cls, n_b, n_t = 5, 6, 30
-    lengths = rng.integers(10, n_t + 1, n_b).astype(np.int32)
-    labels = run_labels(rng, n_b, n_t, n_cls, lengths)
-    fold = np.array([0, 1, 2, 2, 3], np.int32)
-    logits = (
-        2.0 * np.eye(n_cls)[np.maximum(labels, 0)]
-        + rng.normal(0, 1.2, labels.shape + (n_cls,))
-    ).astype(np.float32)
-    dec = decode.estimate(list(labels), n_cls)
+    _, lengths, labels, fold, logits, dec = _noisy_logits()
     batches = [(logits, labels, lengths)]
     # a start grid whose best penalty is its highest edge (the penalty fights the
     # noise's flicker): the grid must grow on that side
@@ -308,7 +297,7 @@ def test_per_modes_and_bad_mode():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    cfg = sru.ModelConfig(n_features=6, n_classes=5, hidden=8, n_layers=2, n_proj=4)
+    cfg = sru.Config(n_features=6, n_classes=5, hidden=8, n_layers=2, n_proj=4)
     k_p, k_x = jax.random.split(jax.random.key(7))
     params = sru.init_params(k_p, cfg)
     rng = np.random.default_rng(2)
@@ -326,7 +315,7 @@ def test_population_evaluator_decodes_like_a_loop(tiny_model):
     dec = decode.estimate(
         list(np.asarray(labels)), 5, lm_weight=1.0, insertion_penalty=1.0
     )
-    space = genome.get_space("bitfusion", sru.layer_specs(cfg))
+    space = genome.get_space("bitfusion", sru.sites(cfg))
     genomes = np.random.default_rng(0).integers(0, space.upper + 1, (2, space.n_genes))
     ev = evaluate.PopulationEvaluator(
         cfg, space, fold, params, calib, chunk_size=2, decoder=dec

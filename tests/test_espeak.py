@@ -6,6 +6,9 @@ import pytest
 from mohaq_jax.data import (
     PHONES_39,
     espeak,
+    espeak_engine,
+    espeak_phonemes,
+    espeak_text,
     espeak_voices,
     load_corpus,
     load_espeak,
@@ -31,29 +34,33 @@ from mohaq_jax.data import corpus as corpus_lib
     ],
 )
 def test_map_phoneme(mnemonic, expected):
-    assert espeak.map_phoneme(mnemonic) == expected
+    assert espeak_phonemes.map_phoneme(mnemonic) == expected
 
 
 def test_mapping_targets_are_timit39():
     targets = {
-        label for labels in espeak.ESPEAK_TO_TIMIT39.values() for label in labels
+        label
+        for labels in espeak_phonemes.ESPEAK_TO_TIMIT39.values()
+        for label in labels
     }
     assert targets <= set(PHONES_39)
     assert targets == set(PHONES_39)  # every scoring class can occur
 
 
 def test_unknown_phoneme_is_an_error():
-    with pytest.raises(espeak.UnknownPhonemeError, match="A~.*no TIMIT mapping"):
-        espeak.map_phoneme("'A~")
+    with pytest.raises(
+        espeak_phonemes.UnknownPhonemeError, match="A~.*no TIMIT mapping"
+    ):
+        espeak_phonemes.map_phoneme("'A~")
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return espeak.Engine()
+    return espeak_engine.Engine()
 
 
 def test_dictionary_words(engine):
-    words = espeak.dictionary_words(engine.data_path)
+    words = espeak_text.dictionary_words(engine.data_path)
     assert len(words) > 3000
     assert {"their", "what", "record", "kilometer"} <= set(words)
     assert all(w.isalpha() and w.islower() for w in words)
@@ -76,8 +83,8 @@ def test_unavailable_engine_points_to_timit(monkeypatch, tmp_path):
     monkeypatch.setattr(
         espeakng_loader, "get_library_path", lambda: str(tmp_path / "libespeak-ng.so")
     )
-    with pytest.raises(espeak.EspeakUnavailableError, match="--timit-dir"):
-        espeak.Engine()
+    with pytest.raises(espeak_engine.EspeakUnavailableError, match="--timit-dir"):
+        espeak_engine.Engine()
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +93,7 @@ def tiny(tmp_path_factory):
 
 
 def test_tiny_corpus(tiny):
-    sizes = espeak.SIZES["tiny"]
+    sizes = espeak_voices.SIZES["tiny"]
     assert tiny.name == "espeak" and tiny.synthetic
     assert "eSpeak NG" in tiny.notice and "NOT TIMIT" in tiny.notice
     assert tiny.classes == PHONES_39 and tiny.n_classes == 39
@@ -106,7 +113,7 @@ def test_tiny_corpus(tiny):
 
 def test_test_speakers_use_unseen_variants(tiny):
     rng = np.random.default_rng(0)
-    speakers = espeak.make_speakers(rng, espeak.SIZES["default"])
+    speakers = espeak_voices.make_speakers(rng, espeak_voices.SIZES["default"])
     train_voices = {s.voice for s in speakers["train"] + speakers["dev"]}
     test_voices = {s.voice for s in speakers["test"]}
     assert not train_voices & test_voices
@@ -136,7 +143,7 @@ def test_clean_labels_follow_engine_events(engine):
     config = espeak.features_lib.FeatureConfig(
         normalize=False, deltas=False, delta_deltas=False
     )
-    speaker = espeak.Speaker("x", "en-us", 170, 50, 50, 0)
+    speaker = espeak_voices.Speaker("x", "en-us", 170, 50, 50, 0)
     rng = np.random.default_rng(0)
     feats, labels = espeak.utterance(
         engine, speaker, "the dog sat on a mat.", rng, config, degrade_audio=False
@@ -160,16 +167,24 @@ def test_unknown_size():
 
 def test_size_table():
     """TIMIT's split sizes (Garofolo et al. 1993): 462 x 8, 50 x 8, 24 x 8."""
-    assert espeak.SIZE_NAMES == tuple(espeak.SIZES) == ("default", "tiny", "timit")
-    assert espeak.SIZES["timit"].n_utterances == {
+    assert (
+        espeak_voices.SIZE_NAMES
+        == tuple(espeak_voices.SIZES)
+        == ("default", "tiny", "timit")
+    )
+    assert espeak_voices.SIZES["timit"].n_utterances == {
         "train": 3696,
         "dev": 400,
         "test": 192,
     }
-    assert espeak.SIZES["default"].n_utterances == {"train": 480, "dev": 60, "test": 60}
+    assert espeak_voices.SIZES["default"].n_utterances == {
+        "train": 480,
+        "dev": 60,
+        "test": 60,
+    }
     # The fixed-variant sizes keep their cache keys (no "voices" field in them).
-    assert "voices" not in espeak.SIZES["default"].cache_fields()
-    assert espeak.SIZES["timit"].cache_fields()["voices"] == "engine"
+    assert "voices" not in espeak_voices.SIZES["default"].cache_fields()
+    assert espeak_voices.SIZES["timit"].cache_fields()["voices"] == "engine"
     with pytest.raises(ValueError, match="'huge'.*timit"):
         espeak_voices.check_size("huge")
 
@@ -180,16 +195,20 @@ def variants(engine):
 
 
 def test_engine_variants_all_speak(engine, variants):
-    assert len(variants) >= len(espeak.TRAIN_VARIANTS) + len(espeak.TEST_VARIANTS)
-    assert set(espeak.TRAIN_VARIANTS + espeak.TEST_VARIANTS) <= set(variants)
+    assert len(variants) >= len(espeak_voices.TRAIN_VARIANTS) + len(
+        espeak_voices.TEST_VARIANTS
+    )
+    assert set(espeak_voices.TRAIN_VARIANTS + espeak_voices.TEST_VARIANTS) <= set(
+        variants
+    )
     for variant in variants[:: max(1, len(variants) // 8)]:
         samples, events = engine.synthesize("a cat", f"en-us+{variant}", 170, 50, 50, 0)
         assert len(samples) > 1000 and events
 
 
 def test_timit_speakers_distinct_and_disjoint(variants):
-    size = espeak.SIZES["timit"]
-    speakers = espeak.make_speakers(np.random.default_rng(0), size, variants)
+    size = espeak_voices.SIZES["timit"]
+    speakers = espeak_voices.make_speakers(np.random.default_rng(0), size, variants)
     counts = {split: len(s) for split, s in speakers.items()}
     assert counts == {"train": 462, "dev": 50, "test": 24}
     voice = {
@@ -203,7 +222,7 @@ def test_timit_speakers_distinct_and_disjoint(variants):
     train_pool, test_pool = espeak_voices.split_variants(variants)
     assert not set(train_pool) & set(test_pool)
     assert set(train_pool) | set(test_pool) == set(variants)
-    assert set(espeak.TEST_VARIANTS) <= set(test_pool)
+    assert set(espeak_voices.TEST_VARIANTS) <= set(test_pool)
     # Test speakers use variants unheard in train and dev; every variant is used.
     heard = {v[0] for v in voice["train"] + voice["dev"]}
     tested = {v[0] for v in voice["test"]}
@@ -215,7 +234,7 @@ def test_timit_speakers_distinct_and_disjoint(variants):
         assert s.rate in espeak_voices.RATE_LEVELS
     assert espeak_voices.voice_grid_size(variants) == len(variants) * 10 * 13
     with pytest.raises(ValueError, match="variants"):
-        espeak.make_speakers(np.random.default_rng(0), size)
+        espeak_voices.make_speakers(np.random.default_rng(0), size)
 
 
 def test_chunked_writer_equals_in_memory(tmp_path):

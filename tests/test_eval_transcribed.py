@@ -9,7 +9,8 @@ import pytest
 from experiments import eval_transcribed
 from mohaq_jax import checkpoint, train
 from mohaq_jax.data import phone_times as pt
-from mohaq_jax.models.sru import ModelConfig, init_params
+from mohaq_jax.models import sru
+from mohaq_jax.models.sru import init_params
 from tests.real_speech import REAL_SPEECH, needs_real_speech
 
 LIBRIVOX = "sense_and_sensibility_01_austen_64kb-0880"
@@ -59,7 +60,7 @@ def tiny_folder(tmp_path_factory):
 def test_eval_transcribed_reports_per_and_frame_error(
     tiny_folder, tmp_path, capsys, monkeypatch
 ):
-    config = ModelConfig(
+    config = sru.Config(
         n_features=69, n_classes=39, hidden=8, n_layers=1, n_proj=0, dropout=0.0
     )
     # An untrained model stands in for the baseline (training one takes too long).

@@ -6,15 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, metrics, qmodel
+from mohaq_jax import evaluate, genome, qmodel
 from mohaq_jax.models import sru
+from tests.conftest import loop_reference
 
 N_CLASSES = 7
 
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = sru.ModelConfig(
+    cfg = sru.Config(
         n_features=6,
         n_classes=N_CLASSES,
         hidden=8,
@@ -37,38 +38,11 @@ def setup():
     return cfg, params, calib, (feats, labels, lengths), fold
 
 
-def loop_reference(cfg, params, calib, batch, fold, space, genomes):
-    """Plain per-genome loop through the training-time path (quantize_params + STE)."""
-    feats, labels, lengths = batch
-    out = []
-    for g in genomes:
-        bits_w, bits_a = space.decode(g)
-        logits = jax.vmap(
-            lambda f, n, bw=bits_w, ba=bits_a: qmodel.apply_quantized(
-                params, cfg, calib, bw, ba, f, n
-            )
-        )(feats, lengths)
-        pred = jnp.argmax(logits, -1)
-        loss, n_frames = metrics.masked_cross_entropy(logits, labels, lengths)
-        smoothed = metrics.smoothed_predictions(logits, lengths)
-        edits, n_ref = metrics.phone_error_rate(smoothed, labels, lengths, fold)
-        wrong, _ = metrics.frame_errors(pred, labels, lengths)
-        n_frames, n_ref = int(n_frames.sum()), int(n_ref.sum())
-        out.append(
-            (
-                float(loss.sum()) / n_frames,
-                int(wrong.sum()) / n_frames,
-                int(edits.sum()) / n_ref,
-            )
-        )
-    return np.asarray(out)
-
-
 @pytest.mark.parametrize("space_name", ["bitfusion", "silago", "wide"])
 @pytest.mark.parametrize("chunk_size", [None, 1, 3])
 def test_batched_equals_loop(setup, space_name, chunk_size):
     cfg, params, calib, batch, fold = setup
-    space = genome.get_space(space_name, sru.layer_specs(cfg))
+    space = genome.get_space(space_name, sru.sites(cfg))
     rng = np.random.default_rng(1)
     genomes = rng.integers(0, space.upper + 1, (6, space.n_genes))
     ev = evaluate.PopulationEvaluator(
@@ -84,7 +58,7 @@ def test_batched_equals_loop(setup, space_name, chunk_size):
 
 def test_compiles_once_across_populations(setup, monkeypatch):
     cfg, params, calib, batch, fold = setup
-    space = genome.bitfusion_space(sru.layer_specs(cfg))
+    space = genome.bitfusion_space(sru.sites(cfg))
     monkeypatch.setattr(
         evaluate,
         "evaluate_genome",
@@ -100,7 +74,7 @@ def test_compiles_once_across_populations(setup, monkeypatch):
 
 def test_duplicates_evaluated_once_and_scattered_back(setup):
     cfg, params, calib, batch, fold = setup
-    space = genome.silago_space(sru.layer_specs(cfg))
+    space = genome.silago_space(sru.sites(cfg))
     ev = evaluate.PopulationEvaluator(cfg, space, fold, params, calib, genome_batch=4)
     g = np.asarray([[0, 1, 2, 0, 1], [2, 2, 2, 2, 2], [0, 1, 2, 0, 1]])
     res = ev(g, batch)
@@ -133,7 +107,7 @@ def test_duplicates_evaluated_once_and_scattered_back(setup):
 )
 def test_bad_genomes_rejected(setup, genomes, match):
     cfg, params, calib, batch, fold = setup
-    space = genome.silago_space(sru.layer_specs(cfg))
+    space = genome.silago_space(sru.sites(cfg))
     ev = evaluate.PopulationEvaluator(cfg, space, fold, params, calib)
     with pytest.raises(ValueError, match=match):
         ev(genomes, batch)
@@ -141,7 +115,7 @@ def test_bad_genomes_rejected(setup, genomes, match):
 
 def test_nan_features_rejected(setup):
     cfg, params, calib, (feats, labels, lengths), fold = setup
-    space = genome.silago_space(sru.layer_specs(cfg))
+    space = genome.silago_space(sru.sites(cfg))
     ev = evaluate.PopulationEvaluator(cfg, space, fold, params, calib)
     bad = feats.at[1, 3, 2].set(jnp.nan)
     with pytest.raises(ValueError, match="NaN or inf.*utterance 1, frame 3, feature 2"):

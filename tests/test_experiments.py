@@ -229,11 +229,11 @@ def test_what_flags_are_checked_against_agrees_with_the_library():
     """The command line checks --model and --espeak-size against tables that import
     nothing; they must say what the model modules and the corpus code say."""
     from mohaq_jax import models
-    from mohaq_jax.data import espeak
+    from mohaq_jax.data import espeak_voices
 
     for name in models.MODELS:
         assert models.TASKS[name] == getattr(models.get_model(name), "TASK", "frames")
-    assert set(config.AVAILABLE["espeak_size"]) == set(espeak.SIZES)
+    assert set(config.AVAILABLE["espeak_size"]) == set(espeak_voices.SIZES)
 
 
 def test_out_under_a_regular_file_is_refused_early(tmp_path, no_work, capsys):

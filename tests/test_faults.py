@@ -19,14 +19,14 @@ import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import atomic, checkpoint, cli, evaluate, genome, hardware, qmodel, train
+from mohaq_jax import atomic, checkpoint, cli, evaluate, genome, hardware, train
 from mohaq_jax.data.corpus import Corpus, Split
 from mohaq_jax.models import sru
 from mohaq_jax.search import mohaq
+from tests.conftest import tiny_speech
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,16 +63,9 @@ def one_line_refusal(fn, capsys) -> str:
 # ---- the search checkpoint -------------------------------------------------------
 @pytest.fixture(scope="module")
 def parts():
-    cfg = sru.ModelConfig(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
-    k_p, k_x, k_y = jax.random.split(jax.random.key(3), 3)
-    params = sru.init_params(k_p, cfg)
-    feats = jax.random.normal(k_x, (3, 12, 5))
-    lengths = jnp.asarray([12, 9, 6], jnp.int32)
-    labels = jnp.repeat(jax.random.randint(k_y, (3, 4), 0, 6), 3, axis=1)
-    labels = jnp.where(jnp.arange(12)[None] < lengths[:, None], labels, -1)
-    calib = qmodel.calibrate(params, cfg, feats, lengths)
-    space = genome.silago_space(sru.layer_specs(cfg))
-    return cfg, params, calib, space, (feats, labels, lengths)
+    cfg = sru.Config(n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3)
+    params, calib, batch = tiny_speech(sru, cfg, [12, 9, 6], 3)
+    return cfg, params, calib, genome.silago_space(sru.sites(cfg)), batch
 
 
 def problem_of(parts, params=None, calib=None, batch=None, **settings):
@@ -241,7 +234,7 @@ def test_batching_of_the_same_data_is_not_a_difference(parts, crashed, uninterru
 
 # ---- the float baseline / training checkpoint -------------------------------------
 N_CLASSES, N_FEATURES = 4, 6
-MODEL = sru.ModelConfig(
+MODEL = sru.Config(
     n_features=N_FEATURES, n_classes=N_CLASSES, hidden=8, n_layers=1, dropout=0.1
 )
 TRAINING = train.TrainConfig(epochs=2, batch_size=8, lr=1e-2, pad_multiple=32)

@@ -266,7 +266,7 @@ def _reencode(space_from, space_to, genomes):
 
 @pytest.fixture(scope="module")
 def sru_setup():
-    cfg = sru.ModelConfig(  # a projection before layer 1 too: a 2-site first stage
+    cfg = sru.Config(  # a projection before layer 1 too: a 2-site first stage
         n_features=5,
         n_classes=6,
         hidden=8,
@@ -353,9 +353,7 @@ def test_sru_population_compiles_once_and_calibrates_as_the_contract(sru_setup):
 
 
 def test_tie_space_hand_case():
-    sites = [
-        s for s in sru.sites(sru.ModelConfig(3, 4, hidden=2, n_layers=2, n_proj=2))
-    ]
+    sites = [s for s in sru.sites(sru.Config(3, 4, hidden=2, n_layers=2, n_proj=2))]
     space = genome.get_space("bitfusion", sites)  # w/a per proj, sru, fc
     names = [s.name for s in sites]  # proj1, sru1, proj2, sru2, fc
     tied = adapt.tie_space(space, ((0, 1),), pinned=(len(sites) - 1,))

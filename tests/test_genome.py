@@ -10,7 +10,7 @@ from mohaq_jax.models import sru
 
 @pytest.fixture
 def paper_layers():
-    return sru.layer_specs(sru.paper_config())
+    return sru.sites(sru.paper_config())
 
 
 def test_bitfusion_gene_order_matches_paper(paper_layers):

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from mohaq_jax import genome, hardware
 from mohaq_jax.hardware import base
-from mohaq_jax.models.sru import ModelConfig, layer_specs, paper_config
+from mohaq_jax.models import sru
+from mohaq_jax.models.sru import paper_config
 
-PAPER_LAYERS = layer_specs(paper_config())
+PAPER_LAYERS = sru.sites(paper_config())
 
 # The MOHAQ authors' hard-coded MACs per frame (optimize_silago.py), in their order
 # [sru1, sru2, sru3, sru4, proj1, proj2, proj3, fc]. METHOD.md gives their total as
@@ -162,11 +163,11 @@ def test_platform_rejects_a_space_with_bits_it_cannot_run():
 
 
 def test_costs_come_from_any_model_config():
-    # A tiny unidirectional model with 2 layers: the counts follow its own LayerSpecs.
-    config = ModelConfig(
+    # A tiny unidirectional model with 2 layers: the counts follow its own sites.
+    config = sru.Config(
         n_features=5, n_classes=7, hidden=4, n_layers=2, bidirectional=False
     )
-    layers = layer_specs(config)
+    layers = sru.sites(config)
     space = genome.silago_space(layers)
     out = hardware.get_platform("silago").evaluate(space, space.uniform(8))
     n_weights = sum(spec.n_weights for spec in layers)

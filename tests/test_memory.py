@@ -15,7 +15,7 @@ BIASES = 8_800  # SRU biases b_f, b_r counted by the authors' formula
 
 @pytest.fixture(scope="module")
 def setup():
-    space = genome.weights_space(sru.layer_specs(sru.paper_config()))
+    space = genome.weights_space(sru.sites(sru.paper_config()))
     return space, hardware.get_platform("memory")
 
 
@@ -47,7 +47,7 @@ def test_all16_is_the_authors_memory(setup):
 # Tiny models whose stored size is counted by hand below: weights x their bits +
 # biases x 16 bits, whatever the model (the cost models read the sites, not kinds).
 TINY_LSTM = lstm.Config(n_features=3, n_classes=4, hidden=2, n_layers=1)
-TINY_SRU = sru.ModelConfig(
+TINY_SRU = sru.Config(
     n_features=3, n_classes=4, hidden=2, n_layers=1, bidirectional=False
 )
 

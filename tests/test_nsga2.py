@@ -21,7 +21,7 @@ from pymoo.optimize import minimize
 from pymoo.problems import get_problem
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting, find_non_dominated
 
-from mohaq_jax.search import nsga2
+from mohaq_jax.search import nsga2, pareto
 
 # --------------------------------------------------------------------------------------
 # Sorting, crowding, Pareto mask
@@ -38,8 +38,8 @@ def _random_sets(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ranks_and_crowding_match_pymoo(seed):
-    rank_fn = jax.jit(nsga2.non_dominated_rank)
-    crowd_fn = jax.jit(nsga2.crowding_distance)
+    rank_fn = jax.jit(pareto.non_dominated_rank)
+    crowd_fn = jax.jit(pareto.crowding_distance)
     pymoo_crowding = get_crowding_function("cd")
     for objectives in _random_sets(seed):
         fronts, expected_rank = NonDominatedSorting().do(
@@ -84,7 +84,7 @@ def test_constrained_ranks_match_reference():
     violation = np.where(rng.random(40) < 0.4, rng.integers(1, 4, 40), 0).astype(
         np.float32
     )
-    ranks = nsga2.non_dominated_rank(jnp.asarray(objectives), jnp.asarray(violation))
+    ranks = pareto.non_dominated_rank(jnp.asarray(objectives), jnp.asarray(violation))
     np.testing.assert_array_equal(
         np.asarray(ranks), _constrained_ranks_reference(objectives, violation)
     )
@@ -95,18 +95,18 @@ def test_pareto_mask_matches_pymoo():
         expected = np.zeros(len(objectives), bool)
         expected[find_non_dominated(objectives.astype(np.float64))] = True
         np.testing.assert_array_equal(
-            np.asarray(nsga2.pareto_mask(objectives)), expected
+            np.asarray(pareto.pareto_mask(objectives)), expected
         )
 
 
 def test_objectives_from_negates_maximized_only():
     values = {"error": jnp.asarray([0.2, 0.3]), "speedup": jnp.asarray([2.0, 4.0])}
-    objectives = nsga2.objectives_from(
+    objectives = pareto.objectives_from(
         values, ("error", "speedup"), maximize=("speedup",)
     )
     np.testing.assert_allclose(np.asarray(objectives), [[0.2, -2.0], [0.3, -4.0]])
     with pytest.raises(ValueError):
-        nsga2.objectives_from(values, ("error",), maximize=("speedup",))
+        pareto.objectives_from(values, ("error",), maximize=("speedup",))
 
 
 # --------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_constraints_survival_and_metrics(key):
     state, metrics = tell(key, offspring, _tiny_fitness(offspring), state, params)
     objectives, violation = (
         np.asarray(a)
-        for a in nsga2.split_fitness(
+        for a in pareto.split_fitness(
             _tiny_fitness(jnp.concatenate([population, offspring]))
         )
     )
@@ -555,7 +555,7 @@ def _silago_problem():
     from mohaq_jax.hardware import get_platform
     from mohaq_jax.models import sru
 
-    layers = sru.layer_specs(sru.paper_config())
+    layers = sru.sites(sru.paper_config())
     space = genome.silago_space(layers)
     platform = get_platform("silago")
     cost = platform.make_cost_fn(space)
@@ -573,7 +573,7 @@ def _silago_problem():
             "speedup": costs["speedup"],
             "energy": costs["energy_pj"],
         }
-        objectives = nsga2.objectives_from(
+        objectives = pareto.objectives_from(
             values, ("error", "speedup", "energy"), ("speedup",)
         )
         constraints = jnp.stack(

@@ -8,13 +8,13 @@ import pytest
 from mohaq_jax import genome, hardware
 from mohaq_jax.hardware import Metric, Platform
 from mohaq_jax.models import sru
-from mohaq_jax.search import nsga2
+from mohaq_jax.search import pareto
 
 PLATFORM_NAMES = sorted(hardware.PLATFORMS)
-TINY = sru.ModelConfig(
+TINY = sru.Config(
     n_features=5, n_classes=6, hidden=6, n_layers=2, n_proj=3, proj_first=True
 )
-MODELS = {"tiny": sru.layer_specs(TINY), "paper": sru.layer_specs(sru.paper_config())}
+MODELS = {"tiny": sru.sites(TINY), "paper": sru.sites(sru.paper_config())}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -57,7 +57,7 @@ def test_search_negates_exactly_the_maximized_metrics(name):
     space = genome.get_space(platform.space_name, MODELS["tiny"])
     values = platform.evaluate(space, np.stack([space.upper, space.upper * 0]))
     values["error"] = np.asarray([0.5, 0.25], np.float32)
-    got = np.asarray(nsga2.objectives_from(values, names, maximize))
+    got = np.asarray(pareto.objectives_from(values, names, maximize))
     # Hand convention: minimized as is, maximized negated.
     signs = [1.0] + [-1.0 if platform.metric(n).maximize else 1.0 for n in names[1:]]
     want = np.stack([values[n] * s for n, s in zip(names, signs, strict=True)], 1)

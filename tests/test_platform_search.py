@@ -81,7 +81,7 @@ def registered(monkeypatch):
 
 def test_toy_platform_search_end_to_end(registered, tiny_sru, tmp_path):
     cfg, params, calib, batch = tiny_sru
-    layers = sru.layer_specs(cfg)
+    layers = sru.sites(cfg)
 
     # What a pipeline does with any registered platform.
     platform = hardware.get_platform("toy")
@@ -156,7 +156,7 @@ def test_toy_platform_search_end_to_end(registered, tiny_sru, tmp_path):
 def test_reconfig_space_runs_the_sru(tiny_sru):
     """The reconfig genome space scores the SRU as the wide space does, same bits."""
     cfg, params, calib, batch = tiny_sru
-    layers = sru.layer_specs(cfg)
+    layers = sru.sites(cfg)
     space = genome.get_space(hardware.get_platform("reconfig").space_name, layers)
     wide = genome.wide_space(layers)
     assert space.gene_names == wide.gene_names

@@ -10,7 +10,7 @@ from mohaq_jax.models import sru
 # 2 bidirectional layers of 4 (outputs 8), projection 6 before both (7 and 8 inputs):
 # MACs per frame, by hand: proj1 7x6 = 42, sru1 6x(4 matrices x 8) = 192,
 # proj2 8x6 = 48, sru2 6x(3 x 8) = 144, fc 8x5 = 40; all 466, first stage 234.
-CONFIG = sru.ModelConfig(
+CONFIG = sru.Config(
     n_features=7, n_classes=5, hidden=4, n_layers=2, n_proj=6, proj_first=True
 )
 FRAMES = 3 * 10  # utterances x padded frames

@@ -5,18 +5,14 @@ its floats to rounding; a stopped genome is infeasible on the whole split (check
 against the full evaluation); the work counted is the work the device ran.
 """
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, qmodel
-from mohaq_jax.data.batching import bucketed_batches, pad_batch
-from mohaq_jax.data.corpus import Split
+from mohaq_jax import evaluate, genome
+from mohaq_jax.data.batching import bucketed_batches
 from mohaq_jax.models import sru
+from tests.conftest import SPLIT_FOLD, split_sru
 
-N_CLASSES = 7
-FOLD = np.asarray([0, 1, 2, 2, 3, -1, 4], np.int32)
 # many short utterances: the last batches hold a small share of the phones, so the
 # worst genomes are certain to exceed a bound near the best genome's error early
 LENGTHS = [int(n) for n in np.random.default_rng(0).integers(4, 20, 48)]
@@ -24,26 +20,12 @@ LENGTHS = [int(n) for n in np.random.default_rng(0).integers(4, 20, 48)]
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = sru.ModelConfig(
-        n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2, n_proj=4
-    )
-    rng = np.random.default_rng(3)
-    feats, labels = [], []
-    for n in LENGTHS:
-        feats.append(rng.standard_normal((n, cfg.n_features)).astype(np.float32))
-        runs = rng.integers(0, N_CLASSES, -(-n // 3))
-        labels.append(np.repeat(runs, 3)[:n].astype(np.int32))
-    split = Split(feats, labels, ["s"] * len(LENGTHS), [f"u{i}" for i in LENGTHS])
-    params = sru.init_params(jax.random.key(5), cfg)
-    whole = pad_batch(split, range(len(split)))
-    calib = qmodel.calibrate(
-        params, cfg, jnp.asarray(whole.features), jnp.asarray(whole.lengths)
-    )
+    cfg, params, calib, split, _ = split_sru(LENGTHS)
     stream = bucketed_batches(split, batch_frames=64, max_buckets=2, pad_multiple=8)
     assert len(stream) >= 4
-    space = genome.bitfusion_space(sru.layer_specs(cfg))
+    space = genome.bitfusion_space(sru.sites(cfg))
     ev = evaluate.PopulationEvaluator(
-        cfg, space, FOLD, params, calib, chunk_size=2, genome_batch=8
+        cfg, space, SPLIT_FOLD, params, calib, chunk_size=2, genome_batch=8
     )
     genomes = np.random.default_rng(1).integers(0, space.upper + 1, (8, space.n_genes))
     genomes[0] = space.upper  # all 16-bit

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from mohaq_jax import genome
 from mohaq_jax.hardware import reconfig
-from mohaq_jax.models.sru import layer_specs, paper_config
+from mohaq_jax.models import sru
+from mohaq_jax.models.sru import paper_config
 
-LAYERS = layer_specs(paper_config())
+LAYERS = sru.sites(paper_config())
 # 1 pJ per relative MAC unit and per weight bit, so hand sums read directly.
 UNIT = dataclasses.replace(reconfig.SPEC, mac4_energy_pj=1.0, weight_mem_pj_per_bit=1.0)
 

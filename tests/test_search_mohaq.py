@@ -7,34 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, hardware
 from mohaq_jax.search import mohaq, report
-
-
-def make_problem(parts, **overrides):
-    cfg, params, calib, space, batch = parts
-    settings = dict(
-        pop_size=6,
-        n_offspring=3,
-        n_generations=4,
-        seed=1,
-        max_error=10.0,
-        memory_limit_mb=1.0,
-    )
-    settings.update(overrides)
-    config = mohaq.SearchConfig(**settings)
-    evaluator = evaluate.PopulationEvaluator(
-        cfg, space, np.arange(6), params, calib, chunk_size=3, genome_batch=3
-    )
-    cost_fn = hardware.get_platform("silago").make_cost_fn(space)
-    return mohaq.QuantizationProblem(
-        evaluator,
-        cost_fn,
-        batch,
-        config,
-        ideal=[0.0, -4.0, 0.0],
-        nadir=[10.0, -1.0, 1e5],
-    )
+from tests.conftest import make_problem
 
 
 def test_cache_skips_known_genomes(problem_parts):

@@ -9,9 +9,7 @@ from mohaq_jax.models import sru
 from mohaq_jax.search import nsga2, seeding
 
 #: The paper's topology: 4 SRU layers, projections before layers 2-4, output layer.
-PAPER_LIKE = sru.ModelConfig(
-    n_features=69, n_classes=39, hidden=8, n_layers=4, n_proj=4
-)
+PAPER_LIKE = sru.Config(n_features=69, n_classes=39, hidden=8, n_layers=4, n_proj=4)
 
 
 def _bits(space, genomes):

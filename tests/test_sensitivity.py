@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mohaq_jax.search import sensitivity
-from tests.test_search_mohaq import make_problem
+from tests.conftest import make_problem
 
 
 def test_genomes_by_hand():

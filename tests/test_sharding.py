@@ -27,12 +27,12 @@ N_CLASSES = 7
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = sru.ModelConfig(n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2)
+    cfg = sru.Config(n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2)
     params, calib, (feats, labels, lengths) = tiny_speech(
         sru, cfg, [12, 9, 4], 3, ("max", "max")
     )
     fold = np.asarray([0, 1, 2, 2, 3, -1, 4], np.int32)
-    space = genome.bitfusion_space(sru.layer_specs(cfg))
+    space = genome.bitfusion_space(sru.sites(cfg))
     return cfg, space, params, calib, (feats, labels, lengths), fold
 
 

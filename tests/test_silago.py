@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 
 from mohaq_jax import genome
 from mohaq_jax.hardware import base, silago
-from mohaq_jax.models.sru import layer_specs, paper_config
+from mohaq_jax.models import sru
+from mohaq_jax.models.sru import paper_config
 
-LAYERS = layer_specs(paper_config())
+LAYERS = sru.sites(paper_config())
 SPACE = genome.silago_space(LAYERS)  # genes [sru1..4, proj1..3, fc]
 COST = silago.PLATFORM.make_cost_fn(SPACE)
 

@@ -57,10 +57,10 @@ def numpy_model(params, cfg, feats, length):
 
 
 CONFIGS = {
-    "bi_proj_skipproject": sru.ModelConfig(
+    "bi_proj_skipproject": sru.Config(
         n_features=6, n_classes=5, hidden=4, n_layers=3, n_proj=3, dropout=0.0
     ),
-    "bi_proj_first": sru.ModelConfig(
+    "bi_proj_first": sru.Config(
         n_features=6,
         n_classes=5,
         hidden=4,
@@ -69,7 +69,7 @@ CONFIGS = {
         dropout=0.0,
         proj_first=True,
     ),
-    "uni_noproj": sru.ModelConfig(
+    "uni_noproj": sru.Config(
         n_features=8,
         n_classes=3,
         hidden=8,
@@ -77,7 +77,7 @@ CONFIGS = {
         bidirectional=False,
         dropout=0.0,
     ),
-    "bi_skipdrop_norescale": sru.ModelConfig(
+    "bi_skipdrop_norescale": sru.Config(
         n_features=5,
         n_classes=4,
         hidden=3,
@@ -114,7 +114,7 @@ def test_forward_matches_numpy_with_padding(name, key):
 
 
 def test_paper_layers_match_published_macs():
-    specs = sru.layer_specs(sru.paper_config())
+    specs = sru.sites(sru.paper_config())
     macs = {s.name: s.macs_per_frame for s in specs}
     assert macs == {
         "sru1": 75_900,
@@ -131,9 +131,9 @@ def test_paper_layers_match_published_macs():
 
 def test_bad_config_rejected():
     with pytest.raises(ValueError, match="skip"):
-        sru.ModelConfig(n_features=3, n_classes=2, skip="identity")
+        sru.Config(n_features=3, n_classes=2, skip="identity")
     with pytest.raises(ValueError, match="hidden"):
-        sru.ModelConfig(n_features=3, n_classes=2, hidden=0)
+        sru.Config(n_features=3, n_classes=2, hidden=0)
 
 
 def test_default_experiment_model_has_the_papers_eight_sites():

@@ -12,16 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, qmodel, train
-from mohaq_jax.data.batching import BucketedSplit, bucketed_batches, pad_batch
-from mohaq_jax.data.corpus import Split
+from mohaq_jax import evaluate, genome, hardware, train
+from mohaq_jax.data.batching import BucketedSplit, bucketed_batches
 from mohaq_jax.models import sru
 from mohaq_jax.search import beacon, mohaq
 from mohaq_jax.train import core
+from tests.conftest import SPLIT_FOLD, split_sru
 from tests.tracing import counting_jit
 
-N_CLASSES = 7
-FOLD = np.asarray([0, 1, 2, 2, 3, -1, 4], np.int32)
 LENGTHS = [5, 23, 9, 14, 30, 7, 18, 26, 11, 3, 21, 16]
 # 72 frames per batch, times in multiples of 8: 2 shapes, several batches each
 STREAM = dict(batch_frames=72, max_buckets=2, pad_multiple=8)
@@ -29,21 +27,7 @@ STREAM = dict(batch_frames=72, max_buckets=2, pad_multiple=8)
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = sru.ModelConfig(
-        n_features=6, n_classes=N_CLASSES, hidden=8, n_layers=2, n_proj=4
-    )
-    rng = np.random.default_rng(3)
-    feats, labels = [], []
-    for n in LENGTHS:
-        feats.append(rng.standard_normal((n, cfg.n_features)).astype(np.float32))
-        runs = rng.integers(0, N_CLASSES, -(-n // 3))
-        labels.append(np.repeat(runs, 3)[:n].astype(np.int32))
-    split = Split(feats, labels, ["s"] * len(LENGTHS), [f"u{i}" for i in LENGTHS])
-    params = sru.init_params(jax.random.key(5), cfg)
-    whole = pad_batch(split, range(len(split)))
-    calib = qmodel.calibrate(
-        params, cfg, jnp.asarray(whole.features), jnp.asarray(whole.lengths)
-    )
+    cfg, params, calib, split, whole = split_sru(LENGTHS)
     one = BucketedSplit((whole,), split.n_frames, len(split))
     stream = bucketed_batches(split, **STREAM)
     assert len(stream.shapes) == 2 and len(stream) > len(stream.shapes)
@@ -68,10 +52,12 @@ def test_population_evaluator_streaming_equals_one_batch(setup, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(evaluate, "evaluate_genome", counting)
-    space = genome.silago_space(sru.layer_specs(cfg))
+    space = genome.silago_space(sru.sites(cfg))
     rng = np.random.default_rng(1)
     genomes = rng.integers(0, space.upper + 1, (6, space.n_genes))
-    ev = evaluate.PopulationEvaluator(cfg, space, FOLD, params, calib, genome_batch=6)
+    ev = evaluate.PopulationEvaluator(
+        cfg, space, SPLIT_FOLD, params, calib, genome_batch=6
+    )
     whole = ev(genomes, one)
     assert_same_metrics(ev(genomes, stream), whole)
     # a bare (features, labels, lengths) batch is still accepted
@@ -84,9 +70,9 @@ def test_population_evaluator_streaming_equals_one_batch(setup, monkeypatch):
 
 def test_beacon_errors_streaming_equals_one_batch(setup):
     cfg, params, calib, _, one, stream = setup
-    space = genome.bitfusion_space(sru.layer_specs(cfg))
+    space = genome.bitfusion_space(sru.sites(cfg))
     evaluator = evaluate.PopulationEvaluator(
-        cfg, space, FOLD, params, calib, chunk_size=2, genome_batch=4
+        cfg, space, SPLIT_FOLD, params, calib, chunk_size=2, genome_batch=4
     )
     config = mohaq.SearchConfig(
         objectives=("error", "speedup"), pop_size=4, n_offspring=4, max_error=10.0
@@ -125,13 +111,15 @@ def test_beacon_errors_streaming_equals_one_batch(setup):
 
 def test_train_evaluate_streaming_equals_one_batch(setup, monkeypatch):
     cfg, params, calib, split, one, _ = setup
-    bits = jnp.full((len(sru.layer_specs(cfg)),), 4, jnp.int32)
-    counts, traces = counting_jit(train._jitted_counts(cfg, train._as_key(FOLD), None))
+    bits = jnp.full((len(sru.sites(cfg)),), 4, jnp.int32)
+    counts, traces = counting_jit(
+        train._jitted_counts(cfg, train._as_key(SPLIT_FOLD), None)
+    )
     monkeypatch.setattr(core, "_jitted_counts", lambda *args: counts)
     own = train.eval_batches(split, 72, 8)  # what train.evaluate streams
     assert len(own) > 1
-    whole = train.evaluate(params, cfg, one, FOLD, bits, bits, calib)
-    streamed = train.evaluate(params, cfg, split, FOLD, bits, bits, calib, 72, 8)
+    whole = train.evaluate(params, cfg, one, SPLIT_FOLD, bits, bits, calib)
+    streamed = train.evaluate(params, cfg, split, SPLIT_FOLD, bits, bits, calib, 72, 8)
     assert streamed == pytest.approx(whole, abs=1e-12)  # ratios of equal integers
     assert whole["per"] > 0 and whole["fer"] > 0
     # each shape compiled once
@@ -148,8 +136,8 @@ def test_fit_monitors_dev_in_buckets(setup):
         train=split,
         dev=split,
         test=split,
-        classes=tuple(f"c{i}" for i in range(N_CLASSES)),
-        fold39=FOLD,
+        classes=tuple(f"c{i}" for i in range(cfg.n_classes)),
+        fold39=SPLIT_FOLD,
         n_features=cfg.n_features,
         synthetic=True,
         notice="",
@@ -161,6 +149,6 @@ def test_fit_monitors_dev_in_buckets(setup):
     )
     assert len(train.eval_batches(corpus.dev, 72, 32)) == 6
     trained, info = train.fit(corpus, cfg, tc, progress=False)
-    rates = train.evaluate(trained, cfg, one, FOLD)
+    rates = train.evaluate(trained, cfg, one, SPLIT_FOLD)
     assert info["best_dev_per"] == pytest.approx(rates["per"], abs=1e-12)
     assert info["best_dev_fer"] == pytest.approx(rates["fer"], abs=1e-12)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax.search import mohaq, nsga2, sensitivity, surrogate
-from tests.test_search_mohaq import make_problem
+from mohaq_jax.search import mohaq, nsga2, pareto, sensitivity, surrogate
+from tests.conftest import make_problem
 
 
 def test_ridge_against_numpy_closed_form():
@@ -130,10 +130,10 @@ def test_screening_prefers_predicted_front():
     pool_objectives, _ = evaluate_fn(pools)
     chosen_objectives, _ = evaluate_fn(offspring)
     dominated = jax.vmap(
-        lambda o: jnp.any(jax.vmap(lambda p: nsga2.dominates(p, o))(pool_objectives))
+        lambda o: jnp.any(jax.vmap(lambda p: pareto.dominates(p, o))(pool_objectives))
     )(chosen_objectives)
     # Chosen ones are on the pool's front unless the front is smaller than n_offspring.
-    pool_front = int(nsga2.pareto_mask(pool_objectives).sum())
+    pool_front = int(pareto.pareto_mask(pool_objectives).sum())
     assert int(dominated.sum()) <= max(0, 4 - pool_front)
     assert int(asked.n_screened) > 4
     assert metrics["n_screened"].shape == (2,)

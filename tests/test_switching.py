@@ -11,7 +11,8 @@ import pytest
 from mohaq_jax import qmodel, quantize, train
 from mohaq_jax.data.batching import Batch
 from mohaq_jax.hardware import reconfig
-from mohaq_jax.models.sru import ModelConfig, init_params, kernel_paths
+from mohaq_jax.models import sru
+from mohaq_jax.models.sru import init_params, kernel_paths
 from mohaq_jax.retrain import speech, switching
 
 # -------------------------------------------------------------------------- quantizer
@@ -194,7 +195,7 @@ def test_compression_hand_case():
 
 # ------------------------------------------------------------------------- QAT loop
 
-CONFIG = ModelConfig(
+CONFIG = sru.Config(
     n_features=5, n_classes=4, hidden=4, n_layers=1, bidirectional=False, dropout=0.1
 )
 

@@ -184,7 +184,7 @@ def test_wrong_images_per_image_and_error_rate_is_their_mean():
     from mohaq_jax.models import vgg
     from mohaq_jax.retrain import vision
 
-    config = vgg.VGGConfig(image_size=8, channels=1, n_classes=3,
+    config = vgg.Config(image_size=8, channels=1, n_classes=3,
                            conv_widths=(2, 2, 2, 2, 2, 2), fc_widths=(4, 4))  # fmt: skip
     params = vgg.init_params(jax.random.key(0), config)
     images = np.asarray(jax.random.uniform(jax.random.key(1), (5, 8, 8, 1)))

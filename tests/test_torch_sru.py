@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 def tiny():
     # 2 bidirectional layers; projection 6 < 7 features and < 8 outputs, so both
     # layers have one: 4 matrices in layer 1 (7 != 8), 3 in layer 2.
-    config = sru.ModelConfig(
+    config = sru.Config(
         n_features=7,
         n_classes=5,
         hidden=4,

@@ -16,7 +16,8 @@ import pytest
 from mohaq_jax import checkpoint, qmodel, quantize, train
 from mohaq_jax.data.batching import iterate_batches
 from mohaq_jax.data.corpus import Corpus, Split
-from mohaq_jax.models.sru import ModelConfig, init_params, layer_specs
+from mohaq_jax.models import sru
+from mohaq_jax.models.sru import init_params
 
 N_CLASSES, N_FEATURES = 6, 8
 
@@ -49,7 +50,7 @@ def synthetic_corpus(seed=0, n_train=48, n_dev=16, noise=0.5) -> Corpus:
     )
 
 
-MODEL = ModelConfig(
+MODEL = sru.Config(
     n_features=N_FEATURES, n_classes=N_CLASSES, hidden=16, n_layers=1, dropout=0.1
 )
 # pad_multiple=64 puts every batch at T=64 (the longest utterance has 56 frames):
@@ -172,7 +173,7 @@ def calib(corpus, trained):
 def test_vmapped_step_equals_separate_steps(corpus, key, calib):
     """One compiled step for several genomes (stacked params/state/bits)."""
     params = init_params(key, MODEL)
-    n_layers = len(layer_specs(MODEL))
+    n_layers = len(sru.sites(MODEL))
     bits_w = jnp.asarray([[2] * n_layers, [32] * n_layers], jnp.int32)
     bits_a = jnp.asarray([[4] * n_layers, [32] * n_layers], jnp.int32)
     opt = train.make_optimizer(SHORT)
@@ -203,7 +204,7 @@ LOW_BITS_W, LOW_BITS_A = 2, 4
 @pytest.fixture(scope="module")
 def qat_case(corpus, trained, calib):
     params = trained[0]
-    n_layers = len(layer_specs(MODEL))
+    n_layers = len(sru.sites(MODEL))
     genomes_w = np.array([[LOW_BITS_W] * n_layers, [3] * n_layers], np.int32)
     genomes_a = np.array([[LOW_BITS_A] * n_layers, [3] * n_layers], np.int32)
     config = dataclasses.replace(SHORT, lr_halving_patience=1)
@@ -349,7 +350,7 @@ def test_switching_without_switching_is_qat_finetune(corpus, trained, calib):
     from mohaq_jax.retrain import speech, switching
 
     params = trained[0]
-    n_layers = len(layer_specs(MODEL))
+    n_layers = len(sru.sites(MODEL))
     bits_w, bits_a = [LOW_BITS_W] * n_layers, [LOW_BITS_A] * n_layers
     config = dataclasses.replace(
         SHORT, lr_halving_patience=1, improvement_threshold=0.05

@@ -16,24 +16,18 @@ from mohaq_jax.hardware import bitfusion
 from mohaq_jax.models import MODELS, get_model, model_of, vgg
 from mohaq_jax.retrain import vision
 from mohaq_jax.search import mohaq
+from tests.conftest import TINY_VGG
 from tests.tracing import counting_jit
 
-TINY = vgg.VGGConfig(
-    image_size=8,
-    channels=2,
-    n_classes=3,
-    conv_widths=(2, 2, 3, 3, 4, 4),
-    fc_widths=(5, 5),
-)
 N_SITES = 9
 
 
 @pytest.fixture(scope="module")
 def setup():
-    params = vgg.init_params(jax.random.key(0), TINY)
+    params = vgg.init_params(jax.random.key(0), TINY_VGG)
     images = np.asarray(jax.random.uniform(jax.random.key(1), (7, 8, 8, 2)))
     labels = np.asarray([0, 1, 2, 0, 1, 2, -1], np.int32)  # the last is padding
-    calib = vision.calibration(params, TINY, images)
+    calib = vision.calibration(params, TINY_VGG, images)
     return params, calib, (images, labels)
 
 
@@ -81,18 +75,18 @@ def np_vgg(params, images, bits_w, bits_a, calib):
 def fast_logits(params, calib, bits_w, bits_a, images):
     """The population evaluator's path for one genome: first_stage + rest_stages."""
     bits_w, bits_a = jnp.asarray(bits_w), jnp.asarray(bits_a)
-    qparams = qmodel.quantize_params(params, TINY, bits_w, calib)
+    qparams = qmodel.quantize_params(params, TINY_VGG, bits_w, calib)
     clips = qmodel.act_clips(calib, bits_a)
     batch = (jnp.asarray(images), jnp.zeros(len(images), jnp.int32))
-    hidden = vgg.first_stage(TINY, qparams, bits_a, clips, batch)
-    return vgg.rest_stages(TINY, qparams, bits_a, clips, hidden, batch)
+    hidden = vgg.first_stage(TINY_VGG, qparams, bits_a, clips, batch)
+    return vgg.rest_stages(TINY_VGG, qparams, bits_a, clips, hidden, batch)
 
 
 def test_registered_with_the_contract():
     assert "vgg" in MODELS and get_model("vgg") is vgg
-    assert model_of(TINY) is vgg and vgg.TASK == "classification"
-    assert evaluate.task_of(TINY) is evaluate_tasks.CLASSIFICATION
-    assert vgg.first_stage_sites(TINY) == (0,)
+    assert model_of(TINY_VGG) is vgg and vgg.TASK == "classification"
+    assert evaluate.task_of(TINY_VGG) is evaluate_tasks.CLASSIFICATION
+    assert vgg.first_stage_sites(TINY_VGG) == (0,)
 
 
 @pytest.mark.parametrize(
@@ -121,17 +115,17 @@ def test_quantized_forward_matches_numpy_and_flax(setup, bits_w, bits_a):
 def flax_logits(params, calib, bits_w, bits_a, images):
     """The Flax forward of the batch and, by the contract's ``apply``, of image 3."""
     bits_w, bits_a = jnp.asarray(bits_w), jnp.asarray(bits_a)
-    qparams = qmodel.quantize_params(params, TINY, bits_w, calib)
+    qparams = qmodel.quantize_params(params, TINY_VGG, bits_w, calib)
     clips = qmodel.act_clips(calib, bits_a)
     return (
-        vgg.apply_batch(qparams, TINY, images, bits_a, clips),
-        vgg.apply(qparams, TINY, images[3], bits_a, clips),
+        vgg.apply_batch(qparams, TINY_VGG, images, bits_a, clips),
+        vgg.apply(qparams, TINY_VGG, images[3], bits_a, clips),
     )
 
 
 def test_capture_gives_every_site_input(setup):
     params, _, (images, _) = setup
-    inputs = vgg.capture(params, TINY, images[0])
+    inputs = vgg.capture(params, TINY_VGG, images[0])
     assert [x.shape for x in inputs][:2] == [(8, 8, 2), (8, 8, 2)]
     assert [int(np.prod(x.shape)) for x in inputs[6:]] == [4, 5, 5]
 
@@ -154,11 +148,11 @@ def loop_errors(params, calib, space, genomes, images, labels):
 @pytest.mark.parametrize("space_name", ["bitfusion", "reconfig"])
 def test_population_batched_equals_loop(setup, space_name, chunk_size):
     params, calib, (images, labels) = setup
-    space = genome.get_space(space_name, vgg.sites(TINY))
+    space = genome.get_space(space_name, vgg.sites(TINY_VGG))
     rng = np.random.default_rng(3)
     genomes = rng.integers(0, space.upper + 1, (5, space.n_genes)).astype(np.int32)
     ev = evaluate.PopulationEvaluator(
-        TINY, space, None, params, calib, chunk_size, genome_batch=6
+        TINY_VGG, space, None, params, calib, chunk_size, genome_batch=6
     )
     ev._eval, traces = counting_jit(ev._eval)
     got = ev(genomes, (images, labels))
@@ -176,8 +170,8 @@ def test_population_batched_equals_loop(setup, space_name, chunk_size):
 
 def test_image_batch_rejected_with_clear_errors(setup):
     params, calib, (images, labels) = setup
-    space = genome.get_space("reconfig", vgg.sites(TINY))
-    ev = evaluate.PopulationEvaluator(TINY, space, None, params, calib)
+    space = genome.get_space("reconfig", vgg.sites(TINY_VGG))
+    ev = evaluate.PopulationEvaluator(TINY_VGG, space, None, params, calib)
     g = np.zeros((1, space.n_genes), np.int32)
     with pytest.raises(ValueError, match="images must be"):
         ev(g, (images[:, :, :, 0], labels))
@@ -189,7 +183,7 @@ def test_image_batch_rejected_with_clear_errors(setup):
 
 def test_bitfusion_counts_conv_positions():
     """Cycles of conv1 (8x8 positions, im2col 18 inputs, 2 outputs) by hand."""
-    sites = vgg.sites(TINY)
+    sites = vgg.sites(TINY_VGG)
     assert (sites[0].n_in, sites[0].n_out, sites[0].macs_per_frame) == (18, 2, 36 * 64)
     layers = hardware.layer_arrays(sites)
     np.testing.assert_array_equal(
@@ -221,9 +215,9 @@ def test_mohaq_search_on_the_vgg(setup, platform_name, objectives, maximize):
     """The speech search, unchanged, on the VGG: scores agree with independent ones."""
     params, calib, (images, labels) = setup
     platform = hardware.get_platform(platform_name)
-    space = genome.get_space(platform.space_name, vgg.sites(TINY))
+    space = genome.get_space(platform.space_name, vgg.sites(TINY_VGG))
     ev = evaluate.PopulationEvaluator(
-        TINY, space, None, params, calib, 2, genome_batch=2
+        TINY_VGG, space, None, params, calib, 2, genome_batch=2
     )
     config = mohaq.SearchConfig(
         objectives=objectives,
@@ -248,7 +242,7 @@ def test_mohaq_search_on_the_vgg(setup, platform_name, objectives, maximize):
 
 def test_init_params_are_flax_defaults_in_one_draw():
     """Same tree and shapes as the Flax module's init; LeCun-normal statistics."""
-    cfg = vgg.VGGConfig(conv_widths=(8, 8, 16, 16, 32, 32), fc_widths=(64, 64))
+    cfg = vgg.Config(conv_widths=(8, 8, 16, 16, 32, 32), fc_widths=(64, 64))
     params = vgg.init_params(jax.random.key(0), cfg)
     image = jnp.zeros((16, 16, 1), jnp.float32)
     ref = jax.eval_shape(

@@ -26,7 +26,7 @@ from mohaq_jax import genome as genome_lib
 from mohaq_jax import hardware, quantize
 from mohaq_jax import sites as sites_lib
 from mohaq_jax.adapt import flax_model, trace
-from mohaq_jax.adapt.flax_model import FlaxModel
+from mohaq_jax.adapt.flax_model import Config
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.qmodel import Calibration
 from mohaq_jax.search import mohaq
@@ -103,7 +103,7 @@ def adapt(
     variables: dict | None = None,
     items: Callable | None = None,
     first_sites: str | None = None,
-) -> FlaxModel:
+) -> Config:
     """Discovers the quantization sites of a Flax Linen module.
 
     Args:
@@ -131,13 +131,13 @@ def adapt(
         choose the prefix of sites that saves the most (:func:`for_population`).
 
     Returns:
-      A :class:`~mohaq_jax.adapt.flax_model.FlaxModel` (the contract's config).
+      A :class:`~mohaq_jax.adapt.flax_model.Config` (the contract's config).
     """
     if isinstance(error, str) and error not in flax_model.ERRORS:
         raise ValueError(
             f"error must be one of {flax_model.ERRORS} or a function, got {error!r}"
         )
-    draft = FlaxModel(
+    draft = Config(
         module,
         inputs or (lambda b: (b[0],)),
         per_example,
@@ -273,14 +273,14 @@ def tie_space(space: genome_lib.GenomeSpace, ties, pinned=()) -> genome_lib.Geno
     )
 
 
-def genome_space(model: FlaxModel, name: str) -> genome_lib.GenomeSpace:
+def genome_space(model: Config, name: str) -> genome_lib.GenomeSpace:
     """The registered genome space ``name`` over the model's sites, ties and pins."""
     base = genome_lib.get_space(name, model.sites)
     return tie_space(base, model.ties, model.pinned)
 
 
 def calibrate(
-    model: FlaxModel,
+    model: Config,
     params,
     batches,
     weight_method: str = "max",
@@ -315,14 +315,14 @@ def calibrate(
     return Calibration(w_clip=tuple(tables), a_clip=a_clip)
 
 
-def for_population(model: FlaxModel, space, pop_size: int) -> FlaxModel:
+def for_population(model: Config, space, genome_batch: int) -> Config:
     """``model`` with the first stage that saves the most for this space and size.
 
     The evaluator computes the first stage once per setting of its genes instead of
     once per genome when there are fewer settings than genomes; a longer prefix of
     sites saves more MACs per genome but has more settings. Among the prefixes of
     whole tie groups (forward order) this picks the one maximizing
-    ``(pop_size - settings) x MACs of the prefix`` (none if no prefix has fewer
+    ``(genome_batch - settings) x MACs of the prefix`` (none if no prefix has fewer
     settings than genomes). A model adapted with an explicit ``first_sites`` is
     returned as is.
     """
@@ -340,16 +340,16 @@ def for_population(model: FlaxModel, space, pop_size: int) -> FlaxModel:
             genes |= {space.w_gene[t], space.a_gene[t]}
             macs += model.sites[t].macs_per_frame
         settings = math.prod(int(space.n_levels[g]) for g in genes)
-        if settings >= pop_size:
+        if settings >= genome_batch:
             break
-        saving = (pop_size - settings) * macs
+        saving = (genome_batch - settings) * macs
         if saving > best_saving:
             best, best_saving = tuple(prefix), saving
     return dataclasses.replace(model, first_sites=best)
 
 
 def evaluator(
-    model: FlaxModel, space, params, calib: Calibration, fold=None, **kwargs
+    model: Config, space, params, calib: Calibration, fold=None, **kwargs
 ) -> PopulationEvaluator:
     """The population evaluator of the adapted model (``kwargs``: its fields).
 
@@ -361,7 +361,7 @@ def evaluator(
     return PopulationEvaluator(model, space, fold, params, calib, **kwargs)
 
 
-def default_error_metric(model: FlaxModel) -> str:
+def default_error_metric(model: Config) -> str:
     """``frame_error`` for speech frames, ``class_error`` otherwise."""
     return "frame_error" if model.error == "frames" else "class_error"
 
@@ -391,7 +391,7 @@ class Searched:
 
 
 def search(
-    model: FlaxModel,
+    model: Config,
     params,
     dev,
     calib: Calibration,

@@ -1,6 +1,6 @@
 """Any Flax Linen model as a model of the mohaq_jax model contract.
 
-:func:`mohaq_jax.adapt.adapt` builds a :class:`FlaxModel` from a ``flax.linen``
+:func:`mohaq_jax.adapt.adapt` builds a :class:`Config` from a ``flax.linen``
 Module, its params and one batch: the quantization sites are the params leaves that
 weight ops multiply (:mod:`mohaq_jax.adapt.trace`), named by their module path, with
 MACs from the shapes the trace saw. This module is the contract
@@ -54,8 +54,8 @@ ERRORS = ("frames", "classes")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FlaxModel:
-    """A Flax module with its discovered sites: the ``Config`` of this contract.
+class Config:
+    """A Flax module with its discovered sites: this model's contract ``Config``.
 
     Hashed by identity (it holds the module and functions); built by
     :func:`mohaq_jax.adapt.adapt`, never by hand.
@@ -85,10 +85,7 @@ class FlaxModel:
         }
 
 
-Config = FlaxModel
-
-
-def forward(config: FlaxModel) -> Callable:
+def forward(config: Config) -> Callable:
     """``forward(params, batch) -> outputs``: the user's float model on a batch."""
 
     def fwd(params, batch):
@@ -143,12 +140,12 @@ def _site_of_op(site_of_leaf, leaves) -> int:
 # ------------------------------------------------------------------ model contract
 
 
-def sites(config: FlaxModel) -> tuple[Site, ...]:
+def sites(config: Config) -> tuple[Site, ...]:
     """The discovered sites (forward order of their first use)."""
     return config.sites
 
 
-def init_params(key: jax.Array, config: FlaxModel, batch) -> dict:
+def init_params(key: jax.Array, config: Config, batch) -> dict:
     """Fresh params of the module for ``batch``'s shapes."""
     args = config.inputs(batch)
     if config.per_example:
@@ -169,7 +166,7 @@ class _Program:
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _program(config: FlaxModel, params, batch) -> _Program:
+def _program(config: Config, params, batch) -> _Program:
     """The traced program of ``config`` for these shapes (traced once, cached)."""
     leaves, treedef = jax.tree_util.tree_flatten((params, batch))
     key = (treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
@@ -202,7 +199,7 @@ def _run(config, params, batch, hook, **kwargs):
     return program, outs
 
 
-def apply(params, config: FlaxModel, batch, act_bits=None, act_clip=None, **_):
+def apply(params, config: Config, batch, act_bits=None, act_clip=None, **_):
     """Outputs on a batch, float or with each site's input fake-quantized.
 
     ``act_bits``/``act_clip``: ``(n_sites,)``; the weights are used as given.
@@ -214,7 +211,7 @@ def apply(params, config: FlaxModel, batch, act_bits=None, act_clip=None, **_):
     return jax.tree_util.tree_unflatten(program.out_tree, outs)
 
 
-def capture(params, config: FlaxModel, batch) -> list[jax.Array]:
+def capture(params, config: Config, batch) -> list[jax.Array]:
     """Float input of every site on a batch, flattened, one array per site.
 
     A site whose weight several ops use gets all their inputs concatenated.
@@ -231,7 +228,7 @@ def capture(params, config: FlaxModel, batch) -> list[jax.Array]:
     return [jnp.concatenate(values) for values in per_site]
 
 
-def first_stage_sites(config: FlaxModel) -> tuple[int, ...]:
+def first_stage_sites(config: Config) -> tuple[int, ...]:
     """The sites whose bits decide :func:`first_stage` (``config.first_sites``)."""
     return config.first_sites
 
@@ -246,7 +243,7 @@ class Frontier:
         return Frontier(tuple(v[index] for v in self.values))
 
 
-def first_stage(config: FlaxModel, qparams, bits_a, clips, batch) -> Frontier:
+def first_stage(config: Config, qparams, bits_a, clips, batch) -> Frontier:
     """The part of the quantized forward that only the first sites' bits decide."""
     hook = _Quantize(config.site_of_leaf, bits_a, clips)
     program = _program(config, qparams, batch)
@@ -261,10 +258,10 @@ class Outputs:
     """The model's outputs and the model they came from, for the task's sums."""
 
     values: Any
-    config: FlaxModel
+    config: Config
 
 
-def rest_stages(config: FlaxModel, qparams, bits_a, clips, hidden, batch) -> Outputs:
+def rest_stages(config: Config, qparams, bits_a, clips, hidden, batch) -> Outputs:
     """The rest of the quantized forward of one genome, from :func:`first_stage`."""
     hook = _Quantize(config.site_of_leaf, bits_a, clips)
     program = _program(config, qparams, batch)
@@ -392,7 +389,6 @@ __all__ = [
     "TASK",
     "AdaptedMetrics",
     "Config",
-    "FlaxModel",
     "Frontier",
     "Outputs",
     "apply",

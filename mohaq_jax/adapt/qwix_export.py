@@ -44,7 +44,7 @@ from mohaq_jax import bootstrap, metrics, qmodel, quantize
 from mohaq_jax import sites as sites_lib
 from mohaq_jax.adapt import flax_model
 from mohaq_jax.adapt.api import module_path
-from mohaq_jax.adapt.flax_model import FlaxModel
+from mohaq_jax.adapt.flax_model import Config
 
 #: Bits at or above which a site is left in float (qwix has no 16-bit integer qtype).
 FLOAT_FROM = 16
@@ -87,7 +87,7 @@ class SiteExport:
         return not self.notes
 
 
-def export(model: FlaxModel, space, genome, calib: qmodel.Calibration, params=None):
+def export(model: Config, space, genome, calib: qmodel.Calibration, params=None):
     """qwix rules of one genome, and per site how it is exported.
 
     Args:
@@ -184,7 +184,7 @@ def _provider(rules):
     )
 
 
-def ptq(model: FlaxModel, params, rules, batch):
+def ptq(model: Config, params, rules, batch):
     """qwix's PTQ of the float model: ``(forward(params, batch), qparams, seen)``.
 
     ``seen``: per site, whether qwix quantized its weight (it became a qwix
@@ -211,7 +211,7 @@ def ptq(model: FlaxModel, params, rules, batch):
     return flax_model.forward(qmodel_), qparams, tuple(seen)
 
 
-def item_counts(model: FlaxModel, outputs, batch):
+def item_counts(model: Config, outputs, batch):
     """Errors and totals per example of a batch, ``(B,)`` each (for the bootstrap)."""
     if model.error == "frames":
         _, labels, lengths = batch
@@ -242,7 +242,7 @@ def _counts(fn, batches):
 
 
 def compare(
-    model: FlaxModel,
+    model: Config,
     params,
     calib: qmodel.Calibration,
     space,

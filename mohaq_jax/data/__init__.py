@@ -5,7 +5,8 @@
 
 from mohaq_jax.data.batching import PAD_LABEL, Batch, iterate_batches, pad_batch
 from mohaq_jax.data.corpus import Corpus, Split, default_cache_dir
-from mohaq_jax.data.espeak import EspeakUnavailableError, load_espeak
+from mohaq_jax.data.espeak import load_espeak
+from mohaq_jax.data.espeak_engine import EspeakUnavailableError
 from mohaq_jax.data.features import FeatureConfig
 from mohaq_jax.data.phones import FOLD_61_TO_39, PHONES_39, PHONES_61
 from mohaq_jax.data.timit import TimitError, load_timit
@@ -14,7 +15,7 @@ from mohaq_jax.data.transcribed import TranscribedError, load_transcribed
 DATASETS = {
     "espeak": load_espeak,
     "timit": load_timit,
-    "transcribed": load_transcribed,  # real16: any transcribed recordings
+    "transcribed": load_transcribed,  # any transcribed recordings
 }
 
 

@@ -27,19 +27,9 @@ from tqdm.auto import tqdm
 from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data import espeak_voices as voices_lib
 from mohaq_jax.data import features as features_lib
-
-# The phoneme mapping, the engine and the sentence grammar live in their own modules;
-# their public names are re-exported here (espeak.Engine, espeak.map_phoneme, ...).
-from mohaq_jax.data.espeak_engine import Engine as Engine
-from mohaq_jax.data.espeak_engine import (
-    EspeakUnavailableError as EspeakUnavailableError,
-)
-from mohaq_jax.data.espeak_phonemes import ESPEAK_TO_TIMIT39 as ESPEAK_TO_TIMIT39
-from mohaq_jax.data.espeak_phonemes import UnknownPhonemeError as UnknownPhonemeError
-from mohaq_jax.data.espeak_phonemes import map_phoneme as map_phoneme
-from mohaq_jax.data.espeak_text import dictionary_words as dictionary_words
-from mohaq_jax.data.espeak_text import make_sentence as make_sentence
-from mohaq_jax.data.espeak_text import word_classes as word_classes
+from mohaq_jax.data.espeak_engine import Engine
+from mohaq_jax.data.espeak_phonemes import UnknownPhonemeError, map_phoneme
+from mohaq_jax.data.espeak_text import dictionary_words, make_sentence, word_classes
 from mohaq_jax.data.phones import PHONES_39
 from mohaq_jax.data.split_writer import SplitWriter
 
@@ -53,15 +43,6 @@ NOTICE = (
 GENERATOR_VERSION = 1
 
 # ---------------------------------------------------------------- speakers, sizes
-
-# Speakers and sizes live in espeak_voices; these names are re-exported here.
-Speaker = voices_lib.Speaker
-EspeakSize = voices_lib.EspeakSize
-SIZES = voices_lib.SIZES
-SIZE_NAMES = voices_lib.SIZE_NAMES
-TRAIN_VARIANTS = voices_lib.TRAIN_VARIANTS
-TEST_VARIANTS = voices_lib.TEST_VARIANTS
-make_speakers = voices_lib.make_speakers
 
 
 # ---------------------------------------------------------------- degradation
@@ -106,7 +87,7 @@ def degrade(
 
 def utterance(
     engine: Engine,
-    speaker: Speaker,
+    speaker: voices_lib.Speaker,
     text: str,
     rng: np.random.Generator,
     config: features_lib.FeatureConfig,
@@ -209,7 +190,7 @@ def speaker_chunks(
 
     Args:
       seed: picks speakers, sentences and degradations.
-      size: a name in :data:`SIZE_NAMES`.
+      size: a name in :data:`~mohaq_jax.data.espeak_voices.SIZE_NAMES`.
       feature_config: front end settings.
       degrade_audio: add reverberation and noise.
       progress: show a progress bar over utterances.
@@ -226,7 +207,9 @@ def speaker_chunks(
         if sizes.voices == "engine"
         else None
     )
-    speakers = make_speakers(np.random.default_rng(root.spawn(1)[0]), sizes, variants)
+    speakers = voices_lib.make_speakers(
+        np.random.default_rng(root.spawn(1)[0]), sizes, variants
+    )
     bar = tqdm(
         total=sum(sizes.n_utterances.values()),
         desc=f"eSpeak corpus ({size})",
@@ -316,9 +299,10 @@ def load_espeak(
 
     Args:
       seed: picks speakers, sentences and degradations.
-      size: one of :data:`SIZE_NAMES`: "default" (30/6/6 speakers, 16/10/10
-        sentences each), "tiny", or "timit" (TIMIT's 3696/400/192 utterances from
-        462/50/24 distinct voices; several minutes to generate).
+      size: one of :data:`~mohaq_jax.data.espeak_voices.SIZE_NAMES`: "default"
+        (30/6/6 speakers, 16/10/10 sentences each), "tiny", or "timit" (TIMIT's
+        3696/400/192 utterances from 462/50/24 distinct voices; several minutes to
+        generate).
       feature_config: front end settings (as TIMIT).
       cache_dir: None = $MOHAQ_CACHE or ~/.cache/mohaq_jax.
       degrade_audio: add reverberation and noise (False for clean speech).

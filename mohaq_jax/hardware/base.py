@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax.sites import Site as LayerSpec
+from mohaq_jax.sites import Site
 
 #: Bytes per MB in the MOHAQ authors' memory formula (``/ 8 / 1024 / 1024``).
 BITS_PER_MB = 8 * 2**20
@@ -50,7 +50,7 @@ class LayerArrays:
         return len(self.names)
 
 
-def layer_arrays(layers: Sequence[LayerSpec]) -> LayerArrays:
+def layer_arrays(layers: Sequence[Site]) -> LayerArrays:
     """Per-layer counts of the model's quantizable layers, as arrays.
 
     Counts are float32 (exact below 2**24 per layer) so that sums of bits times

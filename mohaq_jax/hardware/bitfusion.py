@@ -81,9 +81,9 @@ class BitfusionSpec:
     core_pj_per_cycle: float = 235.104
     # Placeholder: per-bit SRAM energies (pJ) said to come from the simulator's CACTI
     # 45 nm sweep for the bf_e_conf.ini buffers (Simulator.get_energy_cost:
-    # read/write energy / word bits), as quoted in the project's issue 4; not
-    # re-derived here (no CACTI run, no table of the paper), so energy_pj and
-    # energy_buffer_pj are labelled placeholders wherever they are shown.
+    # read/write energy / word bits), as quoted to the project without the table
+    # itself; not re-derived here (no CACTI run, no table of the paper), so energy_pj
+    # and energy_buffer_pj are labelled placeholders wherever they are shown.
     wbuf_read_pj_per_bit: float = 0.021
     wbuf_write_pj_per_bit: float = 0.029
     ibuf_read_pj_per_bit: float = 0.059

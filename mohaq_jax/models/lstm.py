@@ -66,9 +66,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-ModelConfig = Config
-
-
 @dataclasses.dataclass(frozen=True)
 class _Layer:
     d_in: int  # layer input size

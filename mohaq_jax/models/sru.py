@@ -47,7 +47,7 @@ _GROUP = {"sru": 0, "proj": 1, "fc": 2}
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class Config:
     """Static structure of the SRU acoustic model (hashable, closed over by jit)."""
 
     n_features: int  # input feature dimension per frame (e.g. 23 fbank, 69 with deltas)
@@ -67,13 +67,13 @@ class ModelConfig:
     def __post_init__(self):
         for field in ("n_features", "n_classes", "hidden", "n_layers"):
             if getattr(self, field) < 1:
-                raise ValueError(f"ModelConfig.{field} must be >= 1")
+                raise ValueError(f"Config.{field} must be >= 1")
         if self.skip not in ("project", "drop"):
             raise ValueError(
-                f"ModelConfig.skip must be 'project' or 'drop', got {self.skip!r}"
+                f"Config.skip must be 'project' or 'drop', got {self.skip!r}"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("ModelConfig.dropout must be in [0, 1)")
+            raise ValueError("Config.dropout must be in [0, 1)")
 
     @property
     def n_dirs(self) -> int:
@@ -88,7 +88,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
-def _sru_layout(config: ModelConfig, index: int):
+def _sru_layout(config: Config, index: int):
     """(cell input size, matmul input size, projection size or 0, matrices k)."""
     d_in = config.n_features if index == 0 else config.output_size
     projected = index > 0 or config.proj_first
@@ -101,7 +101,7 @@ def _sru_layout(config: ModelConfig, index: int):
     return d_in, (n_proj or d_in), n_proj, k
 
 
-def sites(config: ModelConfig) -> tuple[Site, ...]:
+def sites(config: Config) -> tuple[Site, ...]:
     """The quantizable layers of the model, in forward order, derived from its config.
 
     Projections are named ``proj1, proj2, ...`` in the order they occur (in the paper's
@@ -136,16 +136,13 @@ def sites(config: ModelConfig) -> tuple[Site, ...]:
     return tuple(out)
 
 
-layer_specs = sites  # backward-compatible name
-
-
-def paper_config(n_classes: int = 1904, n_features: int = 23) -> ModelConfig:
+def paper_config(n_classes: int = 1904, n_features: int = 23) -> Config:
     """The MOHAQ authors' TIMIT SRU: 4 bidirectional layers of 550, projection 256.
 
     ``skip="drop"`` keeps layer 1 at three matrices (23 -> 3 x 2 x 550 = 75 900 MACs per
     frame), as in the authors' published MAC counts.
     """
-    return ModelConfig(
+    return Config(
         n_features, n_classes, 550, 4, True, 256, -1.0, True, "drop", 0.1
     )  # hidden, layers, bidirectional, n_proj, highway_bias, rescale, skip, dropout
 
@@ -172,7 +169,7 @@ def _uniform_init(bound: float):
 class SRULayer(nn.Module):
     """One (bi)directional SRU layer; the kernel is the weight quantization site."""
 
-    config: ModelConfig
+    config: Config
     n_in: int  # matmul input size
     k: int  # 3 or 4 matrices
 
@@ -201,11 +198,11 @@ class AcousticModel(nn.Module):
 
     Call with one utterance: ``features (T, n_features)``, ``length`` (valid frames);
     returns logits ``(T, n_classes)``. ``act_bits``/``act_clip`` (shape
-    ``(n_quant_layers,)``, in :func:`layer_specs` order) fake-quantize each layer's input;
+    ``(n_quant_layers,)``, in :func:`sites` order) fake-quantize each layer's input;
     ``capture=True`` sows each layer's input under ``intermediates`` for calibration.
     """
 
-    config: ModelConfig
+    config: Config
 
     @nn.compact
     def __call__(
@@ -245,16 +242,16 @@ class AcousticModel(nn.Module):
         return nn.Dense(cfg.n_classes, name="fc")(x)
 
 
-def init_params(key: jax.Array, config: ModelConfig, n_time: int = 8) -> dict:
+def init_params(key: jax.Array, config: Config, n_time: int = 8) -> dict:
     """Initial float params of :class:`AcousticModel` (a plain nested dict)."""
     model = AcousticModel(config)
     feats = jnp.zeros((n_time, config.n_features), jnp.float32)
     return model.init(key, feats, jnp.asarray(n_time))["params"]
 
 
-def kernel_paths(config: ModelConfig) -> Sequence[tuple[str, str]]:
-    """Params paths of the weight sites, in :func:`layer_specs` order."""
-    return tuple((spec.name, "kernel") for spec in layer_specs(config))
+def kernel_paths(config: Config) -> Sequence[tuple[str, str]]:
+    """Params paths of the weight sites, in :func:`sites` order."""
+    return tuple((spec.name, "kernel") for spec in sites(config))
 
 
 # --------------------------------------------------------------------------------------
@@ -262,12 +259,10 @@ def kernel_paths(config: ModelConfig) -> Sequence[tuple[str, str]]:
 # the population evaluator's time-major path, one stage (projection + SRU) at a time.
 # --------------------------------------------------------------------------------------
 
-Config = ModelConfig
-
 
 def apply(
     params,
-    config: ModelConfig,
+    config: Config,
     features,
     length,
     act_bits=None,
@@ -285,7 +280,7 @@ def apply(
     )
 
 
-def capture(params, config: ModelConfig, features, length) -> list[jax.Array]:
+def capture(params, config: Config, features, length) -> list[jax.Array]:
     """Float input of every site for one utterance, ``(T, n_in)`` each, site order."""
     _, state = AcousticModel(config).apply(
         {"params": params}, features, length, capture=True, mutable=["intermediates"]
@@ -294,7 +289,7 @@ def capture(params, config: ModelConfig, features, length) -> list[jax.Array]:
     return [inter[f"{site.name}_act"]["input"][0] for site in sites(config)]
 
 
-def _stages(config: ModelConfig) -> tuple[tuple[int | None, int], ...]:
+def _stages(config: Config) -> tuple[tuple[int | None, int], ...]:
     """``(proj site or None, sru site)`` per layer, forward order (sites() indices)."""
     layers = sites(config)
     return tuple(
@@ -322,12 +317,12 @@ def _time_major(batch):
     return x, valid
 
 
-def first_stage_sites(config: ModelConfig) -> tuple[int, ...]:
+def first_stage_sites(config: Config) -> tuple[int, ...]:
     """Sites whose bits decide :func:`first_stage`'s output (SRU layer 1 + its proj)."""
     return tuple(s for s in _stages(config)[0] if s is not None)
 
 
-def first_stage(config: ModelConfig, qparams, bits_a, clips, batch) -> jax.Array:
+def first_stage(config: Config, qparams, bits_a, clips, batch) -> jax.Array:
     """Time-major output ``(T, B, n_out)`` of the first stage for a batch.
 
     Args:
@@ -339,7 +334,7 @@ def first_stage(config: ModelConfig, qparams, bits_a, clips, batch) -> jax.Array
     return _run_stage(config, _stages(config)[0], qparams, bits_a, clips, x, valid)
 
 
-def rest_stages(config: ModelConfig, qparams, bits_a, clips, hidden, batch):
+def rest_stages(config: Config, qparams, bits_a, clips, hidden, batch):
     """Logits ``(B, T, n_classes)`` from the first stage's output ``hidden``."""
     _, valid = _time_major(batch)
     x, fc_site = hidden, len(sites(config)) - 1

@@ -31,7 +31,7 @@ def sru_layer(config, layer, x_mm, x_cell, valid) -> jax.Array:
     padding frames (equivalent to reversing each utterance by its length).
 
     Args:
-      config: the SRU's ``ModelConfig`` (reads ``hidden``, ``n_dirs``,
+      config: the SRU's ``Config`` (reads ``hidden``, ``n_dirs``,
         ``highway_bias``, ``rescale``, ``output_size``).
       layer: the layer's params (``kernel`` already quantized, ``v``, ``bias``).
       x_mm: ``(T, B, n_in)`` matmul input (activation already quantized).

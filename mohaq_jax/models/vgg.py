@@ -33,7 +33,7 @@ from mohaq_jax.sites import Site
 
 
 @dataclasses.dataclass(frozen=True)
-class VGGConfig:
+class Config:
     """Static structure of the VGG (hashable, closed over by jit)."""
 
     image_size: int = 16  # input height = width (divisible by 8: three 2x2 poolings)
@@ -52,14 +52,14 @@ class VGGConfig:
         return dataclasses.asdict(self)
 
 
-def digits_config() -> VGGConfig:
+def digits_config() -> Config:
     """Small VGG-9 for the 16x16 upsampled scikit-learn digits."""
-    return VGGConfig()
+    return Config()
 
 
-def cifar_config() -> VGGConfig:
+def cifar_config() -> Config:
     """VGG-9 for CIFAR-10 (32x32x3), widths halved from the common 64..256 / 1024."""
-    return VGGConfig(
+    return Config(
         image_size=32,
         channels=3,
         n_classes=10,
@@ -68,10 +68,7 @@ def cifar_config() -> VGGConfig:
     )
 
 
-LayerSpec = Site  # backward-compatible name
-
-
-def sites(config: VGGConfig) -> tuple[Site, ...]:
+def sites(config: Config) -> tuple[Site, ...]:
     """The nine quantizable layers in forward order (:class:`mohaq_jax.sites.Site`).
 
     A conv site's weight is ``(3, 3, c_in, c_out)``, its matmul ``n_in`` is the
@@ -103,22 +100,19 @@ def sites(config: VGGConfig) -> tuple[Site, ...]:
     return tuple(out)
 
 
-layer_specs = sites  # backward-compatible name
-
-
-def kernel_paths(config: VGGConfig) -> Sequence[tuple[str, str]]:
-    """Params paths of the weight sites, in :func:`layer_specs` order."""
-    return tuple((spec.name, "kernel") for spec in layer_specs(config))
+def kernel_paths(config: Config) -> Sequence[tuple[str, str]]:
+    """Params paths of the weight sites, in :func:`sites` order."""
+    return tuple((spec.name, "kernel") for spec in sites(config))
 
 
 class VGG(nn.Module):
     """VGG-9 for one image ``(H, W, C)``; returns logits ``(n_classes,)``.
 
-    ``act_bits``/``act_clip`` (``(9,)``, :func:`layer_specs` order) fake-quantize every
+    ``act_bits``/``act_clip`` (``(9,)``, :func:`sites` order) fake-quantize every
     layer's input; ``capture=True`` sows the inputs under ``intermediates``.
     """
 
-    config: VGGConfig
+    config: Config
 
     @nn.compact
     def __call__(self, image, act_bits=None, act_clip=None, capture=False):
@@ -151,7 +145,7 @@ class VGG(nn.Module):
         return x
 
 
-def init_params(key: jax.Array, config: VGGConfig) -> dict:
+def init_params(key: jax.Array, config: Config) -> dict:
     """Initial float params of :class:`VGG` (a plain nested dict).
 
     Flax's defaults, LeCun-normal kernels (truncated to 2 standard deviations, std
@@ -163,7 +157,7 @@ def init_params(key: jax.Array, config: VGGConfig) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def _init_fn(config: VGGConfig):
+def _init_fn(config: Config):
     shapes = [site.weight_shape for site in sites(config)]
     sizes = [math.prod(shape) for shape in shapes]
 
@@ -184,7 +178,7 @@ def _init_fn(config: VGGConfig):
     return jax.jit(init)
 
 
-def apply_batch(params, config: VGGConfig, images, act_bits=None, act_clip=None):
+def apply_batch(params, config: Config, images, act_bits=None, act_clip=None):
     """Logits ``(B, n_classes)`` of images ``(B, H, W, C)`` (vmap over the batch)."""
     model = VGG(config)
     return jax.vmap(lambda im: model.apply({"params": params}, im, act_bits, act_clip))(
@@ -192,7 +186,7 @@ def apply_batch(params, config: VGGConfig, images, act_bits=None, act_clip=None)
     )
 
 
-def capture_inputs(params, config: VGGConfig, images) -> list[jax.Array]:
+def capture_inputs(params, config: Config, images) -> list[jax.Array]:
     """Float inputs of every quantizable layer on a batch, flattened per layer."""
     model = VGG(config)
 
@@ -203,7 +197,7 @@ def capture_inputs(params, config: VGGConfig, images) -> list[jax.Array]:
         return state["intermediates"]
 
     inter = jax.vmap(one)(images)
-    return [inter[f"{s.name}_input"][0].reshape(-1) for s in layer_specs(config)]
+    return [inter[f"{s.name}_input"][0].reshape(-1) for s in sites(config)]
 
 
 # --------------------------------------------------------------------------------------
@@ -212,15 +206,13 @@ def capture_inputs(params, config: VGGConfig, images) -> list[jax.Array]:
 # population evaluator.
 # --------------------------------------------------------------------------------------
 
-Config = VGGConfig
-
 #: What the population evaluator measures (:mod:`mohaq_jax.evaluate_tasks`).
 TASK = "classification"
 
 
 def apply(
     params,
-    config: VGGConfig,
+    config: Config,
     image,
     act_bits=None,
     act_clip=None,
@@ -233,7 +225,7 @@ def apply(
     return VGG(config).apply({"params": params}, image, act_bits, act_clip)
 
 
-def capture(params, config: VGGConfig, image) -> list[jax.Array]:
+def capture(params, config: Config, image) -> list[jax.Array]:
     """Float input of every site for one image, forward order (site input shapes)."""
     _, state = VGG(config).apply(
         {"params": params}, image, capture=True, mutable=["intermediates"]
@@ -242,7 +234,7 @@ def capture(params, config: VGGConfig, image) -> list[jax.Array]:
     return [inter[f"{site.name}_input"][0] for site in sites(config)]
 
 
-def _run_sites(config: VGGConfig, qparams, bits_a, clips, x, indices) -> jax.Array:
+def _run_sites(config: Config, qparams, bits_a, clips, x, indices) -> jax.Array:
     """Sites ``indices`` (consecutive, forward order) over a batch ``(B, ...)``.
 
     Each site fake-quantizes its input at ``bits_a[i]``/``clips[i]`` and applies its
@@ -281,13 +273,13 @@ def _run_sites(config: VGGConfig, qparams, bits_a, clips, x, indices) -> jax.Arr
     return x
 
 
-def first_stage_sites(config: VGGConfig) -> tuple[int, ...]:
+def first_stage_sites(config: Config) -> tuple[int, ...]:
     """Sites whose bits decide :func:`first_stage`'s output: conv1."""
     del config
     return (0,)
 
 
-def first_stage(config: VGGConfig, qparams, bits_a, clips, batch) -> jax.Array:
+def first_stage(config: Config, qparams, bits_a, clips, batch) -> jax.Array:
     """conv1 (quantized input and weight, ReLU) of a batch: ``(B, H, W, c1)``.
 
     Args:
@@ -298,7 +290,7 @@ def first_stage(config: VGGConfig, qparams, bits_a, clips, batch) -> jax.Array:
     return _run_sites(config, qparams, bits_a, clips, batch[0], (0,))
 
 
-def rest_stages(config: VGGConfig, qparams, bits_a, clips, hidden, batch):
+def rest_stages(config: Config, qparams, bits_a, clips, hidden, batch):
     """Logits ``(B, n_classes)`` from :func:`first_stage`'s output ``hidden``."""
     del batch
     n_sites = len(sites(config))

@@ -29,14 +29,9 @@ from mohaq_jax.models import model_of
 from mohaq_jax.retrain import switching
 
 
-def layer_specs(config):
-    """The model's quantization sites (:mod:`mohaq_jax.sites`), forward order."""
-    return model_of(config).sites(config)
-
-
 def kernel_paths(config):
     """Params paths of the model's weight sites, in site order."""
-    return sites.weight_paths(layer_specs(config))
+    return sites.weight_paths(model_of(config).sites(config))
 
 
 _DEFAULT_SWITCHING = switching.SwitchingConfig()
@@ -56,7 +51,9 @@ def weight_grid(
 
 def float_bits(config) -> jax.Array:
     """``FLOAT_BITS`` for every layer: the model leaves the kernels as they are."""
-    return jnp.full((len(layer_specs(config)),), quantize.FLOAT_BITS, jnp.int32)
+    return jnp.full(
+        (len(model_of(config).sites(config)),), quantize.FLOAT_BITS, jnp.int32
+    )
 
 
 def make_loss(config):
@@ -210,7 +207,7 @@ def switching_finetune(
     )
     qparams = quantized_params(new_params, config, wgrid, switching_config.grid)
     final, ptq = info["rates"], info["start_rates"]
-    specs = layer_specs(config)
+    specs = model_of(config).sites(config)
     info.update(
         grid=wgrid,
         quantized_params=qparams,

@@ -57,7 +57,7 @@ class ActCalibration:
 
 
 def loss_fn(
-    params, config: vgg.VGGConfig, images, labels, act_bits=None, act_clip=None
+    params, config: vgg.Config, images, labels, act_bits=None, act_clip=None
 ) -> jax.Array:
     """Mean softmax cross-entropy of a batch."""
     logits = vgg.apply_batch(params, config, images, act_bits, act_clip)
@@ -65,7 +65,7 @@ def loss_fn(
 
 
 @functools.lru_cache(maxsize=16)
-def _predict_fn(config: vgg.VGGConfig):
+def _predict_fn(config: vgg.Config):
     return jax.jit(
         lambda p, x, bits, clip: jnp.argmax(
             vgg.apply_batch(p, config, x, bits, clip), axis=-1
@@ -75,7 +75,7 @@ def _predict_fn(config: vgg.VGGConfig):
 
 def wrong_images(
     params,
-    config: vgg.VGGConfig,
+    config: vgg.Config,
     split: ImageSplit,
     act_bits=None,
     act_clip=None,
@@ -96,7 +96,7 @@ def wrong_images(
 
 def error_rate(
     params,
-    config: vgg.VGGConfig,
+    config: vgg.Config,
     split: ImageSplit,
     act_bits=None,
     act_clip=None,
@@ -109,7 +109,7 @@ def error_rate(
 
 def fit(
     data: ImageDataset,
-    config: vgg.VGGConfig,
+    config: vgg.Config,
     tc: ImageTrainConfig,
     progress: bool = True,
 ) -> tuple[dict, dict]:
@@ -150,7 +150,7 @@ def fit(
 
 
 def calibrate(
-    params, config: vgg.VGGConfig, images, method: str = "mse"
+    params, config: vgg.Config, images, method: str = "mse"
 ) -> ActCalibration:
     """Activation clips of every layer for every bit-width on a calibration batch."""
     inputs = vgg.capture_inputs(params, config, jnp.asarray(images))
@@ -161,7 +161,7 @@ def calibrate(
 
 def calibration(
     params,
-    config: vgg.VGGConfig,
+    config: vgg.Config,
     images,
     weight_method: str = "mse",
     act_method: str = "mse",
@@ -203,7 +203,7 @@ def act_clips(calib: ActCalibration, bits_a) -> jax.Array:
 
 
 def weight_grid(
-    params, config: vgg.VGGConfig, bits_w, method: str = "mse"
+    params, config: vgg.Config, bits_w, method: str = "mse"
 ) -> switching.WeightGrid:
     """Base grid: per-output-channel weight clips at ``bits_w``."""
     bits = quantize.check_bits(bits_w, "bits_w")
@@ -219,7 +219,7 @@ def weight_grid(
 
 def switching_finetune(
     params,
-    config: vgg.VGGConfig,
+    config: vgg.Config,
     calib: ActCalibration,
     bits_w,
     bits_a,
@@ -271,7 +271,7 @@ def switching_finetune(
         desc=f"switching QAT w{int(bits_w[0])}",
     )
     qparams = switching.quantize_sites(new_params, paths, wgrid, switching_config.grid)
-    specs = vgg.layer_specs(config)
+    specs = vgg.sites(config)
     dev_wrong = wrong_images(qparams, config, data.dev, *aux)
     test_wrong = wrong_images(qparams, config, data.test, *aux)
     info.update(

@@ -1,5 +1,6 @@
-"""Search: NSGA-II (an evosax algorithm), single-objective evosax searches, MOHAQ's
-driver and beacons, hypervolume; :func:`enable_compilation_cache` for CLIs.
+"""Search: the algorithm registry (NSGA-II, MOEA/D, evosax strategies through a
+scalarizing wrapper) and its one driver, beacons, hypervolume;
+:func:`enable_compilation_cache` for CLIs.
 
 Importing the package imports no JAX (the command line reads the algorithm
 registry, :mod:`mohaq_jax.search.algorithms`, before any flag is accepted)."""

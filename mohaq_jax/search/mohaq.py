@@ -27,7 +27,7 @@ ideal)`` with ``ideal`` the best value the platform allows (error 0, the lowest-
 genome's costs) and ``nadir`` the constraint bound / 16-bit genome, so the hypervolume
 against the reference point ``(1, ..., 1)`` is a fraction of the attainable box. Every
 objective is minimized; maximized ones (``speedup``) are negated by
-:func:`~mohaq_jax.search.nsga2.objectives_from`.
+:func:`~mohaq_jax.search.pareto.objectives_from`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mohaq_jax import checkpoint
-from mohaq_jax.search import hypervolume, nsga2, score_cache, seeding, surrogate
+from mohaq_jax.search import hypervolume, nsga2, pareto, score_cache, seeding, surrogate
 from mohaq_jax.search.algorithm import default_budget
 from mohaq_jax.search.identity import search_identity
 from mohaq_jax.search.problem import ProblemState, QuantizationProblem, SearchConfig
@@ -134,7 +134,7 @@ def archive_result(
     pstate, metrics = problem.evaluate(pstate, genomes)
     objectives, constraints = problem.fitness(metrics)
     feasible = np.asarray(jnp.all(constraints <= 0, axis=1))
-    front = np.asarray(nsga2.pareto_mask(objectives, jnp.asarray(feasible)))
+    front = np.asarray(pareto.pareto_mask(objectives, jnp.asarray(feasible)))
     return SearchResult(
         genomes=genomes,
         generation=generation,
@@ -406,7 +406,7 @@ class Searcher:
         problem = self.problem
         results = pstate.scores.lookup(archive.genomes)
         objectives, constraints = problem.fitness(results)
-        feasible = np.asarray(nsga2.total_violation(constraints)) <= 0
+        feasible = np.asarray(pareto.total_violation(constraints)) <= 0
         errors = np.asarray(results["error"])
         # padded to a power of two: the hypervolume compiles a few times, not per row
         size = max(64, 1 << (len(archive) - 1).bit_length())

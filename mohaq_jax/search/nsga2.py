@@ -79,12 +79,6 @@ from mohaq_jax.search.nsga2_state import (
 )
 from mohaq_jax.search.pareto import (
     Fitness,
-    constrained_rank,
-    crowding_distance,
-    dominates,
-    non_dominated_rank,
-    objectives_from,
-    pareto_mask,
     split_fitness,
     total_violation,
 )
@@ -102,20 +96,11 @@ __all__ = [
     "State",
     "archive",
     "archive_front",
-    "crowding_distance",
-    "dominates",
     "generation_keys",
     "initial_keys",
     "make",
     "make_run",
-    "non_dominated_rank",
-    "objectives_from",
-    "pareto_mask",
-    "split_fitness",
-    "total_violation",
 ]
-
-_constrained_rank = constrained_rank  # the name older code and tests use
 
 
 class NSGA2(evosax_base.PopulationBasedAlgorithm):

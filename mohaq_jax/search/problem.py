@@ -30,7 +30,7 @@ import numpy as np
 
 from mohaq_jax.evaluate import PopulationEvaluator
 from mohaq_jax.genome import GenomeSpace
-from mohaq_jax.search import nsga2, score_cache
+from mohaq_jax.search import pareto, score_cache
 
 __all__ = [
     "ERROR_METRICS",
@@ -288,7 +288,7 @@ class QuantizationProblem:
         ``(error - max_error) / max_error``, the authors' normalized form.
         """
         cfg = self.config
-        raw = nsga2.objectives_from(results, cfg.objectives, cfg.maximize)
+        raw = pareto.objectives_from(results, cfg.objectives, cfg.maximize)
         objectives = (raw - self.ideal[None]) / (self.nadir - self.ideal)[None]
         error = jnp.asarray(results["error"], jnp.float32)
         g_err = (error - cfg.max_error) / jnp.float32(cfg.max_error)
