@@ -282,13 +282,13 @@ def test_genome_qat_batched_equals_alone_and_reports_its_dev_error(setup):
     bits_a = np.asarray([[4] * 9, [8] * 9], np.int32)
     kw = dict(epochs=2, lr=5e-2, batch_size=4, patience=5)
     both, info = vision.qat_finetune(
-        params, TINY, calib, bits_w, bits_a, train_split, dev, **kw
+        params, TINY_VGG, calib, bits_w, bits_a, train_split, dev, **kw
     )
     chex.assert_shape(both["conv1"]["kernel"], (2,) + params["conv1"]["kernel"].shape)
     assert info["epochs_run"].tolist() == [2, 2]
     for j in range(2):
         one, info_one = vision.qat_finetune(
-            params, TINY, calib, bits_w[j : j + 1], bits_a[j : j + 1], train_split,
+            params, TINY_VGG, calib, bits_w[j : j + 1], bits_a[j : j + 1], train_split,
             dev, **kw,
         )  # fmt: skip
         chex.assert_trees_all_close(
