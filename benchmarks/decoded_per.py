@@ -21,10 +21,12 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import atomic, decode, genome, qmodel, train
+from mohaq_jax import decode, train
 from mohaq_jax.data import load_corpus, pad_batch
-from mohaq_jax.evaluate import PopulationEvaluator
-from mohaq_jax.models import sru
+from mohaq_jax.evaluation import genome
+from mohaq_jax.evaluation.evaluate import PopulationEvaluator
+from mohaq_jax.models import qmodel, sru
+from mohaq_jax.runtime import atomic
 
 
 def _whole_split(split) -> tuple:
@@ -86,8 +88,8 @@ def main(argv=None):
 
     ckpt_dir = args.baseline_dir
     if ckpt_dir is None:  # the experiments' default baseline, keyed as they key it
-        from mohaq_jax import config as config_lib
-        from mohaq_jax import prepare
+        from mohaq_jax.orchestration import prepare
+        from mohaq_jax.settings import config as config_lib
 
         cfg = config_lib.ExperimentConfig()
         default_corpus = prepare.load_data(cfg.data, progress=False)

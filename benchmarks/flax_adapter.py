@@ -2,7 +2,7 @@
 
 The repository's SRU (``models/sru.py``, a Flax Linen module) is evaluated twice on
 the same genomes, data and calibration: through its hand-written model contract
-(:func:`mohaq_jax.evaluate.make_population_eval`, with weight tables and first-stage
+(:func:`mohaq_jax.evaluation.evaluate.make_population_eval`, with weight tables and first-stage
 sharing) and through :mod:`mohaq_jax.adapt` (sites found by tracing, the whole
 forward interpreted with traced activation bits). It prints whether the error counts
 are equal and the genomes/s of both and their ratio, measured in the same process
@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import adapt, evaluate, genome, qmodel
-from mohaq_jax.models import sru
+from mohaq_jax import adapt
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
 
 
 def build(args):

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import atomic, evaluate, genome, qmodel, train
+from mohaq_jax import train
 from mohaq_jax.data.batching import (
     DEFAULT_BATCH_FRAMES,
     Batch,
@@ -49,7 +49,9 @@ from mohaq_jax.data.batching import (
     round_up,
 )
 from mohaq_jax.data.corpus import Split
-from mohaq_jax.models import sru
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
+from mohaq_jax.runtime import atomic
 
 #: TIMIT's training set (utterances; SA sentences excluded): steps per epoch.
 TIMIT_TRAIN_UTTS = 3696

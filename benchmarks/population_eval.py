@@ -40,8 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import torch_sru
-from mohaq_jax import atomic, decode, evaluate, genome, qmodel, sharding
-from mohaq_jax.models import sru
+from mohaq_jax import decode
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
+from mohaq_jax.runtime import atomic, sharding
 
 
 def build(args):

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from mohaq_jax import atomic
+from mohaq_jax.runtime import atomic
 
 
 def _rows(path: str) -> list[dict]:

@@ -70,7 +70,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 
-from mohaq_jax import atomic
+from mohaq_jax.runtime import atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES_JSON = os.path.join(REPO, "benchmarks", "figures.json")
@@ -78,7 +78,7 @@ README = os.path.join(REPO, "README.md")
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` atomically (:mod:`mohaq_jax.atomic`, no JAX)."""
+    """Writes ``text`` to ``path`` atomically (:mod:`mohaq_jax.runtime.atomic`, no JAX)."""
     with atomic.atomic_open(path) as f:
         f.write(text)
 

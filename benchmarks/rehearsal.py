@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 
-from mohaq_jax import atomic, checkpoint
+from mohaq_jax.runtime import atomic, checkpoint
 
 #: The options that win on the search-quality referee, and the budget at which they
 #: match plain NSGA-II's 190-evaluation hypervolume there (README, "Search quality").

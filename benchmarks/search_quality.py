@@ -34,9 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import search_quality_assisted
-from mohaq_jax import atomic, evaluate, genome, hardware, qmodel, train
+from mohaq_jax import hardware, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
-from mohaq_jax.models import sru
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
+from mohaq_jax.runtime import atomic
 from mohaq_jax.search import compilation, hypervolume, mohaq, nsga2, pareto
 from mohaq_jax.search.algorithms import ALGORITHMS
 
@@ -274,7 +276,9 @@ def table_problem(space, metrics, max_error: float, config: mohaq.SearchConfig):
     )
 
 
-def driver_rows(space, metrics, max_error, budget, n_seeds, algorithm="nsga2", **options):
+def driver_rows(
+    space, metrics, max_error, budget, n_seeds, algorithm="nsga2", **options
+):
     """Genome indices the one search driver (:func:`mohaq_jax.search.mohaq.run_search`)
     evaluated on the table, per seed. ``options``: :class:`~mohaq_jax.search.mohaq.
     SearchConfig` fields (``pop_size``, ``surrogate``, ``seed_proxy`` ...); the

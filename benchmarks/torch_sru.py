@@ -4,9 +4,9 @@ The authors evaluated genomes one at a time with PyTorch and Tao Lei's ``sru`` p
 (``pip install sru``; 2.6.0 here, CPU elementwise kernel compiled by ``torch.utils.
 cpp_extension`` on first import). This module builds the benchmark's SRU acoustic
 model as an ``sru.SRU`` stack with our float weights, fake-quantizes one genome's
-weights in torch with the quantizer of :mod:`mohaq_jax.quantize` (symmetric, clip then
+weights in torch with the quantizer of :mod:`mohaq_jax.numerics.quantize` (symmetric, clip then
 round-half-to-even, ``qmax = 2**(b-1) - 1``; per-channel or per-tensor clips from the
-same :class:`mohaq_jax.qmodel.Calibration`) and runs it forward.
+same :class:`mohaq_jax.models.qmodel.Calibration`) and runs it forward.
 
 Every quantization site of our model is quantized here too, weights and input
 activations: the matmuls that produce each layer's ``U`` (projection, then the SRU
@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-BIT_OPTIONS = (2, 3, 4, 5, 6, 8, 16, 32)  # mohaq_jax.quantize.BIT_OPTIONS
+BIT_OPTIONS = (2, 3, 4, 5, 6, 8, 16, 32)  # mohaq_jax.numerics.quantize.BIT_OPTIONS
 FLOAT_BITS = 32
 
 
@@ -68,7 +68,7 @@ def _import_sru():
 
 
 def fake_quant(x, bits: int, clip):
-    """:func:`mohaq_jax.quantize.fake_quant` in torch (forward only)."""
+    """:func:`mohaq_jax.numerics.quantize.fake_quant` in torch (forward only)."""
     import torch
 
     if bits >= FLOAT_BITS:

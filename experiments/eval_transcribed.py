@@ -20,7 +20,8 @@ import os
 import pathlib
 import sys
 
-from mohaq_jax import atomic, cli
+from mohaq_jax.orchestration import cli
+from mohaq_jax.runtime import atomic
 
 # JAX and the data/model modules are imported by the functions that use them, after
 # the flags were checked (a flag error costs no JAX import).
@@ -77,13 +78,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def default_baseline_path(cache_dir=None) -> pathlib.Path | None:
     """Where the search experiments' default float baseline is cached.
 
-    Forms the key exactly as :func:`mohaq_jax.prepare.baseline_dir` does for the
+    Forms the key exactly as :func:`mohaq_jax.orchestration.prepare.baseline_dir` does for the
     default flags (default model, training settings and eSpeak corpus).
     """
     import dataclasses as _dc
 
-    from mohaq_jax import config as config_lib
-    from mohaq_jax import prepare, train
+    from mohaq_jax import train
+    from mohaq_jax.orchestration import prepare
+    from mohaq_jax.settings import config as config_lib
 
     cfg = config_lib.ExperimentConfig()
     if cache_dir is not None:
@@ -112,8 +114,9 @@ def find_baseline(cache_dir=None) -> pathlib.Path:
     Raises:
       SystemExit(2): none, or more than one, is there (says what to do).
     """
-    from mohaq_jax import checkpoint, train
+    from mohaq_jax import train
     from mohaq_jax.data import corpus as corpus_lib
+    from mohaq_jax.runtime import checkpoint
 
     root = pathlib.Path(cache_dir or corpus_lib.default_cache_dir()) / "baselines"
     found = []

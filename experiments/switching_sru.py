@@ -13,7 +13,8 @@ uniform 4-bit and vs float32, extra bits and their index counted) and energy on 
 
 from __future__ import annotations
 
-from mohaq_jax import cli, config
+from mohaq_jax.orchestration import cli
+from mohaq_jax.settings import config
 
 SECTIONS = ("data", "model", "training", "search", "switching", "output")
 
@@ -36,7 +37,9 @@ def main(argv=None):
             c, ("data", "model", "training", "calibration", "switching")
         ),
     )
-    from mohaq_jax import switching_runs  # JAX is imported once the flags are good
+    from mohaq_jax.orchestration import (
+        switching_runs,  # JAX is imported once the flags are good
+    )
 
     return cli.guarded(
         lambda: switching_runs.run_sru(cfg), cfg.output.debug, parser.prog

@@ -11,7 +11,7 @@ accelerator model (:mod:`mohaq_jax.hardware.reconfig`). Default data: scikit-lea
     python -m experiments.switching_vgg --out results/switching_vgg
 
 ``--seeds N`` repeats float training and every run with N seeds on one fixed data
-split and writes the seed study (:mod:`mohaq_jax.switching_study`): paired bootstrap
+split and writes the seed study (:mod:`mohaq_jax.orchestration.switching_study`): paired bootstrap
 intervals on dev and test (uniform vs float, switching vs uniform at the same base
 bits, with one more bit, and interpolated to equal storage), the operating points
 that match uniform 4-bit on dev (compression and placeholder energy vs u4), and
@@ -24,7 +24,8 @@ digits (learning-rate band off: chosen on dev, it lets more weights switch):
 
 from __future__ import annotations
 
-from mohaq_jax import cli, config
+from mohaq_jax.orchestration import cli
+from mohaq_jax.settings import config
 
 SECTIONS = ("data", "vgg", "training", "search", "switching", "output")
 
@@ -60,7 +61,9 @@ def main(argv=None):
         config.check_folder("--out", c.output.out)
 
     cfg = cli.parse_config(parser, argv, check)
-    from mohaq_jax import switching_runs  # JAX is imported once the flags are good
+    from mohaq_jax.orchestration import (
+        switching_runs,  # JAX is imported once the flags are good
+    )
 
     return cli.guarded(
         lambda: switching_runs.run_vgg(cfg), cfg.output.debug, parser.prog

@@ -9,12 +9,12 @@ and error <= limit. Energy per frame is computed for every genome and reported.
     python -m experiments.timit_bitfusion --timit-dir /data/TIMIT --paper-model
 """
 
-from mohaq_jax import cli
+from mohaq_jax.orchestration import cli
 
 
 def experiment():
     """The platform and objectives (imported after the flags are checked)."""
-    from mohaq_jax.pipeline import SearchExperiment
+    from mohaq_jax.orchestration.pipeline import SearchExperiment
 
     return SearchExperiment(
         platform="bitfusion",

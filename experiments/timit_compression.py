@@ -11,12 +11,12 @@ significant increase on TIMIT).
     python -m experiments.timit_compression --timit-dir /data/TIMIT --margin 0.005
 """
 
-from mohaq_jax import cli
+from mohaq_jax.orchestration import cli
 
 
 def experiment():
     """The platform and objectives (imported after the flags are checked)."""
-    from mohaq_jax.pipeline import SearchExperiment
+    from mohaq_jax.orchestration.pipeline import SearchExperiment
 
     return SearchExperiment(
         platform="memory",

@@ -8,12 +8,12 @@ default (no download); ``--timit-dir`` runs it on TIMIT.
     python -m experiments.timit_silago --timit-dir /data/TIMIT --paper-model
 """
 
-from mohaq_jax import cli
+from mohaq_jax.orchestration import cli
 
 
 def experiment():
     """The platform and objectives (imported after the flags are checked)."""
-    from mohaq_jax.pipeline import SearchExperiment
+    from mohaq_jax.orchestration.pipeline import SearchExperiment
 
     return SearchExperiment(
         platform="silago",

@@ -8,7 +8,7 @@ and the checkpoint goes to the same place (``--baseline-dir``, by default a cach
 named after a digest of data, model and training settings), so a search with the same
 flags loads exactly this baseline. Running again loads it (or resumes it if it was
 interrupted); ``--retrain-baseline`` trains it again. The logic lives in
-:mod:`mohaq_jax.prepare` and :mod:`mohaq_jax.train`.
+:mod:`mohaq_jax.orchestration.prepare` and :mod:`mohaq_jax.train`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import sys
 
-from mohaq_jax import cli
-from mohaq_jax.config import ExperimentConfig, validate
+from mohaq_jax.orchestration import cli
+from mohaq_jax.settings.config import ExperimentConfig, validate
 
 SECTIONS = ("data", "model", "training")
 
@@ -30,7 +30,10 @@ def run(cfg: ExperimentConfig) -> dict:
     *decoded* (Viterbi phone loop with a bigram LM, the searches' default ``--per``,
     so these are the float errors a search's report shows for this baseline).
     """
-    from mohaq_jax import prepare, train  # JAX is imported once the flags are good
+    from mohaq_jax import train
+    from mohaq_jax.orchestration import (
+        prepare,  # JAX is imported once the flags are good
+    )
 
     corpus = prepare.load_data(cfg.data, cfg.output.progress)
     if corpus.notice:

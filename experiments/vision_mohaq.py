@@ -12,8 +12,9 @@ Default data: scikit-learn's 8x8 digits (real, small, always available);
 
 from __future__ import annotations
 
-from mohaq_jax import cli, config
-from mohaq_jax.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
+from mohaq_jax.orchestration import cli
+from mohaq_jax.settings import config
+from mohaq_jax.settings.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
 
 SECTIONS = ("data", "vgg", "training", "search", "beacons", "output")
 
@@ -38,7 +39,9 @@ def main(argv=None) -> dict:
     parser = build_parser()
     cfg = cli.parse_config(parser, argv, check)
     cli.guarded(lambda: cli.check_resume(cfg.output), cfg.output.debug, parser.prog)
-    from mohaq_jax import vision_search  # JAX is imported once the flags are good
+    from mohaq_jax.orchestration import (
+        vision_search,  # JAX is imported once the flags are good
+    )
 
     return cli.guarded(lambda: vision_search.run(cfg), cfg.output.debug, parser.prog)
 

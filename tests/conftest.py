@@ -65,7 +65,7 @@ def tiny_speech(model, cfg, lengths, label_run, calib_methods=(), seed=3):
     """
     import jax.numpy as jnp
 
-    from mohaq_jax import qmodel
+    from mohaq_jax.models import qmodel
 
     k_p, k_x, k_y = jax.random.split(jax.random.key(seed), 3)
     params = model.init_params(k_p, cfg)
@@ -84,7 +84,8 @@ def loop_reference(cfg, params, calib, batch, fold, space, genomes):
     any speech model: ``(n_genomes, 3)`` loss, frame error, phone error."""
     import jax.numpy as jnp
 
-    from mohaq_jax import metrics, qmodel
+    from mohaq_jax.models import qmodel
+    from mohaq_jax.numerics import metrics
 
     feats, labels, lengths = batch
     out = []
@@ -127,7 +128,7 @@ def tiny_sru():
 def problem_parts(tiny_sru):
     """:func:`tiny_sru` with its SiLago genome space: ``(cfg, params, calib, space,
     batch)`` (:func:`make_problem` builds problems of it)."""
-    from mohaq_jax import genome
+    from mohaq_jax.evaluation import genome
     from mohaq_jax.models import sru
 
     cfg, params, calib, batch = tiny_sru
@@ -137,7 +138,8 @@ def problem_parts(tiny_sru):
 def make_problem(parts, **overrides):
     """A search problem of :func:`problem_parts` (SiLago costs, a 6-genome settings
     base that ``overrides`` change)."""
-    from mohaq_jax import evaluate, hardware
+    from mohaq_jax import hardware
+    from mohaq_jax.evaluation import evaluate
     from mohaq_jax.search import mohaq
 
     cfg, params, calib, space, batch = parts
@@ -175,10 +177,9 @@ def split_sru(lengths):
     whole)`` with ``whole`` the split as one padded batch (calibrated on it)."""
     import jax.numpy as jnp
 
-    from mohaq_jax import qmodel
     from mohaq_jax.data.batching import pad_batch
     from mohaq_jax.data.corpus import Split
-    from mohaq_jax.models import sru
+    from mohaq_jax.models import qmodel, sru
 
     cfg = sru.Config(n_features=6, n_classes=7, hidden=8, n_layers=2, n_proj=4)
     rng = np.random.default_rng(3)

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, qmodel
-from mohaq_jax.models import sru
+from mohaq_jax import hardware
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
 from mohaq_jax.search import beacon, mohaq
 
 

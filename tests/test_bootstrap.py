@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mohaq_jax import bootstrap
+from mohaq_jax.numerics import bootstrap
 
 
 def _loop_reference(errors, totals, draws, confidence, ref=None):

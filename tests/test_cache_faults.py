@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from mohaq_jax import cli
 from mohaq_jax.data import align, assemble, espeak, timit, transcribed
 from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data import phone_times as pt
 from mohaq_jax.data.split_writer import SplitWriter
+from mohaq_jax.orchestration import cli
 from tests.real_speech import ARCTIC_TEXT, REAL_SPEECH, needs_real_speech
 from tests.timit_files import fake_utterances
 
@@ -594,8 +594,8 @@ def test_phone_tier_choice(tmp_path, capsys):
 
 
 def test_corpus_flags_reach_the_loader(tmp_path, monkeypatch):
-    from mohaq_jax import prepare
-    from mohaq_jax.config import DataSettings
+    from mohaq_jax.orchestration import prepare
+    from mohaq_jax.settings.config import DataSettings
 
     seen = {}
 

@@ -1,4 +1,4 @@
-"""Tests of mohaq_jax.checkpoint: round trip, determinism, atomic writes, refusal."""
+"""Tests of mohaq_jax.runtime.checkpoint: round trip, determinism, atomic writes, refusal."""
 
 import os
 
@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from mohaq_jax import checkpoint
+from mohaq_jax.runtime import checkpoint
 
 
 def _state():

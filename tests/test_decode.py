@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import decode, evaluate, genome, metrics, qmodel, train
-from mohaq_jax.models import sru
+from mohaq_jax import decode, train
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
+from mohaq_jax.numerics import metrics
 from tests.conftest import python_levenshtein
 
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from experiments import eval_transcribed
-from mohaq_jax import checkpoint, train
+from mohaq_jax import train
 from mohaq_jax.data import phone_times as pt
 from mohaq_jax.models import sru
 from mohaq_jax.models.sru import init_params
+from mohaq_jax.runtime import checkpoint
 from tests.real_speech import REAL_SPEECH, needs_real_speech
 
 LIBRIVOX = "sense_and_sensibility_01_austen_64kb-0880"

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, qmodel
-from mohaq_jax.models import sru
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
 from tests.conftest import loop_reference
 
 N_CLASSES = 7

@@ -15,7 +15,8 @@ import os
 import numpy as np
 import pytest
 
-from mohaq_jax import cli, config, prepare
+from mohaq_jax.orchestration import cli, prepare
+from mohaq_jax.settings import config
 
 SCRIPTS = [
     "timit_silago",
@@ -97,12 +98,12 @@ def no_work(monkeypatch):
         raise AssertionError("work started before validation")
 
     monkeypatch.setattr(prepare, "load_data", boom)
-    from mohaq_jax import pipeline, switching_runs
+    from mohaq_jax.orchestration import pipeline, switching_runs
 
     monkeypatch.setattr(pipeline, "run_mohaq", boom)
     monkeypatch.setattr(switching_runs, "run_sru", boom)
     monkeypatch.setattr(switching_runs, "run_vgg", boom)
-    from mohaq_jax import vision_search
+    from mohaq_jax.orchestration import vision_search
 
     monkeypatch.setattr(vision_search, "run", boom)
 
@@ -401,8 +402,8 @@ def _qwix_dev_counts(tiny_runs, bits):
     import qwix
     from qwix._src.core import conv_general, dot_general, einsum
 
-    from mohaq_jax import metrics, qmodel
-    from mohaq_jax.models import sru
+    from mohaq_jax.models import qmodel, sru
+    from mohaq_jax.numerics import metrics
 
     problem = tiny_runs["second"]["problem"]
     ev = problem.evaluator

@@ -22,9 +22,12 @@ import jax
 import numpy as np
 import pytest
 
-from mohaq_jax import atomic, checkpoint, cli, evaluate, genome, hardware, train
+from mohaq_jax import hardware, train
 from mohaq_jax.data.corpus import Corpus, Split
+from mohaq_jax.evaluation import evaluate, genome
 from mohaq_jax.models import sru
+from mohaq_jax.orchestration import cli
+from mohaq_jax.runtime import atomic, checkpoint
 from mohaq_jax.search import mohaq
 from tests.conftest import tiny_speech
 
@@ -340,7 +343,7 @@ def test_interrupted_training_resumes_to_the_same_bytes(corpus, baseline, tmp_pa
 WRITER = textwrap.dedent(
     """
     import sys
-    from mohaq_jax import atomic
+    from mohaq_jax.runtime import atomic
     path, first, second = sys.argv[1:]
     versions = [open(first, "rb").read(), open(second, "rb").read()]
     n = 0
@@ -377,7 +380,7 @@ def test_a_writer_killed_mid_write_leaves_a_whole_checkpoint(tmp_path):
 LOCKED_BUILD = textwrap.dedent(
     """
     import os, sys
-    from mohaq_jax import atomic
+    from mohaq_jax.runtime import atomic
     path, log = sys.argv[1:]
     with atomic.locked(path, waiting="waiting"):
         print("locked", flush=True)
@@ -416,7 +419,8 @@ def test_get_baseline_trains_under_the_lock(monkeypatch, tmp_path):
     """prepare.get_baseline holds the baseline's lock while it loads or trains."""
     import fcntl
 
-    from mohaq_jax import config, prepare
+    from mohaq_jax.orchestration import prepare
+    from mohaq_jax.settings import config
 
     seen = {}
 
@@ -456,7 +460,7 @@ def test_a_damaged_search_checkpoint_is_refused_before_any_work(
 ):
     import importlib
 
-    from mohaq_jax import pipeline, vision_search
+    from mohaq_jax.orchestration import pipeline, vision_search
 
     def work(*args):
         raise AssertionError("work started before the checkpoint was read")
@@ -478,7 +482,7 @@ def test_vgg_baseline_trains_under_the_lock(monkeypatch, tmp_path):
     """vision_search.float_baseline holds the VGG baseline's lock while it trains."""
     import fcntl
 
-    from mohaq_jax import vision_search
+    from mohaq_jax.orchestration import vision_search
     from mohaq_jax.retrain import vision
 
     seen = {}

@@ -15,9 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import adapt, evaluate, genome, qmodel, quantize
+from mohaq_jax import adapt
 from mohaq_jax.adapt import flax_model, qwix_export
-from mohaq_jax.models import sru
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
+from mohaq_jax.numerics import quantize
 
 #: The MLP runs one NSGA-II generation; the other examples score their initial
 #: population and take its front (each NSGA-II generation compiles per genome length).

@@ -21,10 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, models, qmodel, quantize
+from mohaq_jax import hardware, models
+from mohaq_jax.evaluation import evaluate, genome
 from mohaq_jax.hardware import Metric, Platform
+from mohaq_jax.models import qmodel
+from mohaq_jax.models.sites import Site
+from mohaq_jax.numerics import quantize
 from mohaq_jax.search import mohaq, report
-from mohaq_jax.sites import Site
 
 # ------------------------------------------------------------ the toy model (contract)
 
@@ -282,8 +285,8 @@ def test_toy_model_and_toy_platform_through_the_cli(registered, tmp_path, monkey
     """The same two registry lines suffice for the command line: ``--model toy_mlp``
     on an experiment of platform ``toy_npu`` trains, searches and reports; its
     baseline is cached under a key holding the model's name."""
-    from mohaq_jax import cli, prepare
-    from mohaq_jax.pipeline import SearchExperiment
+    from mohaq_jax.orchestration import cli, prepare
+    from mohaq_jax.orchestration.pipeline import SearchExperiment
 
     monkeypatch.setenv("MOHAQ_CACHE", str(tmp_path / "cache"))
     experiment = SearchExperiment(

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from mohaq_jax import genome
+from mohaq_jax.evaluation import genome
 from mohaq_jax.models import sru
 
 

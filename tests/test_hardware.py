@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mohaq_jax import genome, hardware
+from mohaq_jax import hardware
+from mohaq_jax.evaluation import genome
 from mohaq_jax.hardware import base
 from mohaq_jax.models import sru
 from mohaq_jax.models.sru import paper_config

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, sites, train
+from mohaq_jax import hardware, train
 from mohaq_jax.data.batching import Batch
-from mohaq_jax.models import get_model, lstm, model_of
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import get_model, lstm, model_of, sites
 from tests.conftest import loop_reference, tiny_speech
 
 

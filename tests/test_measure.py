@@ -14,7 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from mohaq_jax import bootstrap, measure, train
+from mohaq_jax import train
+from mohaq_jax.numerics import bootstrap
+from mohaq_jax.orchestration import measure
 
 TINY = ["--espeak-size", "tiny", "--hidden", "16", "--layers", "2", "--proj", "8"]
 TINY += ["--epochs", "1", "--pop", "6", "--offspring", "3", "--generations", "2"]
@@ -26,7 +28,7 @@ BEACONS += ["--verify-retrain", "2", "--beacon-threshold", "2"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from experiments import timit_bitfusion
-    from mohaq_jax import cli
+    from mohaq_jax.orchestration import cli
 
     root = tmp_path_factory.mktemp("beacons")
     argv = TINY + BEACONS + ["--out", str(root / "out")]

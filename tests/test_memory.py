@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mohaq_jax import genome, hardware
+from mohaq_jax import hardware
+from mohaq_jax.evaluation import genome
 from mohaq_jax.hardware import memory
 from mohaq_jax.models import lstm, sru
 

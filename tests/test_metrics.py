@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mohaq_jax import metrics
+from mohaq_jax.numerics import metrics
 from tests.conftest import python_levenshtein
 
 

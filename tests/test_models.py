@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import quantize, sites
-from mohaq_jax.models import MODELS, get_model, model_of
+from mohaq_jax.models import MODELS, get_model, model_of, sites
+from mohaq_jax.numerics import quantize
 
 CONTRACT = (
     "Config",

@@ -551,7 +551,7 @@ def test_benchmarks_hypervolume_not_worse_than_pymoo():
 
 
 def _silago_problem():
-    from mohaq_jax import genome
+    from mohaq_jax.evaluation import genome
     from mohaq_jax.hardware import get_platform
     from mohaq_jax.models import sru
 

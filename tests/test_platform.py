@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import genome, hardware
+from mohaq_jax import hardware
+from mohaq_jax.evaluation import genome
 from mohaq_jax.hardware import Metric, Platform
 from mohaq_jax.models import sru
 from mohaq_jax.search import pareto

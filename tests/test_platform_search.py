@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware
+from mohaq_jax import hardware
+from mohaq_jax.evaluation import evaluate, genome
 from mohaq_jax.hardware import Metric, Platform
 from mohaq_jax.models import sru
 from mohaq_jax.search import mohaq, report

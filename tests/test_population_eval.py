@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from benchmarks import population_eval
-from mohaq_jax import genome
+from mohaq_jax.evaluation import genome
 from mohaq_jax.models import sru
 
 # 2 bidirectional layers of 4 (outputs 8), projection 6 before both (7 and 8 inputs):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import quantize
+from mohaq_jax.numerics import quantize
 
 
 def numpy_fake_quant(x, bits, clip):

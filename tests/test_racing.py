@@ -8,8 +8,8 @@ against the full evaluation); the work counted is the work the device ran.
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome
 from mohaq_jax.data.batching import bucketed_batches
+from mohaq_jax.evaluation import evaluate, genome
 from mohaq_jax.models import sru
 from tests.conftest import SPLIT_FOLD, split_sru
 

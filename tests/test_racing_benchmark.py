@@ -30,11 +30,20 @@ def test_compare_counts_frames_stops_and_front_differences(tmp_path):
     _write(  # fmt: skip
         race / "archive.csv",
         [
-            {"genome": g, "error": e, "error_partial": p, "dev_frames": f,
-             "dev_frames_full": "100"}
-            for g, e, p, f in [("a", "0.20", "0", "100"), ("b", "0.95", "1", "25"),
-                               ("c", "0.50", "1", "50"), ("d", "0.70", "1", "25"),
-                               ("e", "0.12", "1", "10")]
+            {
+                "genome": g,
+                "error": e,
+                "error_partial": p,
+                "dev_frames": f,
+                "dev_frames_full": "100",
+            }
+            for g, e, p, f in [
+                ("a", "0.20", "0", "100"),
+                ("b", "0.95", "1", "25"),
+                ("c", "0.50", "1", "50"),
+                ("d", "0.70", "1", "25"),
+                ("e", "0.12", "1", "10"),
+            ]
         ],
     )
     _write(plain / "pareto.csv", [{"genome": "a"}, {"genome": "c"}])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 
-from mohaq_jax import genome
+from mohaq_jax.evaluation import genome
 from mohaq_jax.models import sru
 from mohaq_jax.search import mohaq, nsga2, scalarized
 

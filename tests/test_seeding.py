@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from mohaq_jax import genome, quantize
+from mohaq_jax.evaluation import genome
 from mohaq_jax.models import sru
+from mohaq_jax.numerics import quantize
 from mohaq_jax.search import nsga2, seeding
 
 #: The paper's topology: 4 SRU layers, projections before layers 2-4, output layer.

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from mohaq_jax import evaluate, genome, sharding
+from mohaq_jax.evaluation import evaluate, genome
 from mohaq_jax.models import sru
+from mohaq_jax.runtime import sharding
 from tests.conftest import tiny_speech
 
 EIGHT = os.environ.get("MOHAQ_EIGHT_DEVICES") == "1"

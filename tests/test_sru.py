@@ -139,9 +139,9 @@ def test_bad_config_rejected():
 def test_default_experiment_model_has_the_papers_eight_sites():
     """4 SRU layers, projections before layers 2-4 only, output: 8 sites, 3**8
     SiLago genomes, even when --proj (64) is below the 69 input features."""
-    from mohaq_jax import genome
-    from mohaq_jax.config import ModelSettings
-    from mohaq_jax.prepare import model_config
+    from mohaq_jax.evaluation import genome
+    from mohaq_jax.orchestration.prepare import model_config
+    from mohaq_jax.settings.config import ModelSettings
 
     class Corpus:  # the default corpus' sizes (69 features, 39 phones)
         n_features, n_classes = 69, 39

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, genome, hardware, train
+from mohaq_jax import hardware, train
 from mohaq_jax.data.batching import BucketedSplit, bucketed_batches
+from mohaq_jax.evaluation import evaluate, genome
 from mohaq_jax.models import sru
 from mohaq_jax.search import beacon, mohaq
 from mohaq_jax.train import core

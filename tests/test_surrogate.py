@@ -167,7 +167,7 @@ def test_make_run_vmaps_over_seeds():
 
 
 def test_assisted_search_refused_with_beacons():
-    from mohaq_jax import config as config_lib
+    from mohaq_jax.settings import config as config_lib
 
     cfg = config_lib.ExperimentConfig(
         search=config_lib.SearchSettings(surrogate=True),

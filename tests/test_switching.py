@@ -8,11 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from mohaq_jax import qmodel, quantize, train
+from mohaq_jax import train
 from mohaq_jax.data.batching import Batch
 from mohaq_jax.hardware import reconfig
-from mohaq_jax.models import sru
+from mohaq_jax.models import qmodel, sru
 from mohaq_jax.models.sru import init_params, kernel_paths
+from mohaq_jax.numerics import quantize
 from mohaq_jax.retrain import speech, switching
 
 # -------------------------------------------------------------------------- quantizer

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from mohaq_jax import bootstrap, switching_study
+from mohaq_jax.numerics import bootstrap
+from mohaq_jax.orchestration import switching_study
 
 
 def _paired_reference(errors, reference, n_resamples, confidence, seed=0):
@@ -150,7 +151,8 @@ def test_run_vgg_with_seeds_writes_the_study(tmp_path, monkeypatch):
     """--seeds 2 wiring: every seed run once, the study report, JSON and plot."""
     import types
 
-    from mohaq_jax import config, switching_runs
+    from mohaq_jax.orchestration import switching_runs
+    from mohaq_jax.settings import config
 
     data = types.SimpleNamespace(name="digits", notice="hand-made", settings={})
     model = types.SimpleNamespace(to_dict=lambda: {"vgg": "tiny"})

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from benchmarks import torch_sru
-from mohaq_jax import evaluate, genome, qmodel
-from mohaq_jax.models import sru
+from mohaq_jax.evaluation import evaluate, genome
+from mohaq_jax.models import qmodel, sru
 
 pytestmark = pytest.mark.skipif(
     not torch_sru.available(), reason="torch and sru not installed (bench extra)"

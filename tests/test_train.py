@@ -13,11 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import checkpoint, qmodel, quantize, train
+from mohaq_jax import train
 from mohaq_jax.data.batching import iterate_batches
 from mohaq_jax.data.corpus import Corpus, Split
-from mohaq_jax.models import sru
+from mohaq_jax.models import qmodel, sru
 from mohaq_jax.models.sru import init_params
+from mohaq_jax.numerics import quantize
+from mohaq_jax.runtime import checkpoint
 
 N_CLASSES, N_FEATURES = 6, 8
 

@@ -82,7 +82,8 @@ def test_config_validation():
 
 def test_sites_feed_genome_spaces_and_cost_models():
     """VGG-9 describes itself with the model-neutral sites: spaces and costs apply."""
-    from mohaq_jax import genome, hardware
+    from mohaq_jax import hardware
+    from mohaq_jax.evaluation import genome
 
     space = genome.bitfusion_space(vgg.sites(TINY_VGG))
     assert space.gene_names[:7] == ("w_conv1",) + tuple(

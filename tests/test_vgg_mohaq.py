@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mohaq_jax import evaluate, evaluate_tasks, genome, hardware, qmodel, quantize
+from mohaq_jax import hardware
+from mohaq_jax.evaluation import evaluate, evaluate_tasks, genome
 from mohaq_jax.hardware import bitfusion
-from mohaq_jax.models import MODELS, get_model, model_of, vgg
+from mohaq_jax.models import MODELS, get_model, model_of, qmodel, vgg
+from mohaq_jax.numerics import quantize
 from mohaq_jax.retrain import vision
 from mohaq_jax.search import mohaq
 from tests.conftest import TINY_VGG

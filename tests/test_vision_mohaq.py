@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from experiments import vision_mohaq
-from mohaq_jax import cli, config, flags, genome, hardware, vision_search
+from mohaq_jax import hardware
 from mohaq_jax.data.images import ImageSplit
+from mohaq_jax.evaluation import genome
 from mohaq_jax.models import vgg
+from mohaq_jax.orchestration import cli, vision_search
+from mohaq_jax.settings import config, flags
 
 TINY_FLAGS = [
     "--image-size", "8", "--conv-widths", "2,2,3,3,4,4", "--fc-widths", "8,8",

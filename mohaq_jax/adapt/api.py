@@ -22,16 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import genome as genome_lib
-from mohaq_jax import hardware, quantize
-from mohaq_jax import sites as sites_lib
+from mohaq_jax import hardware
 from mohaq_jax.adapt import flax_model, trace
 from mohaq_jax.adapt.flax_model import Config
-from mohaq_jax.evaluate import PopulationEvaluator
-from mohaq_jax.qmodel import Calibration
+from mohaq_jax.evaluation import genome as genome_lib
+from mohaq_jax.evaluation.evaluate import PopulationEvaluator
+from mohaq_jax.models import sites as sites_lib
+from mohaq_jax.models.qmodel import Calibration
+from mohaq_jax.models.sites import Site
+from mohaq_jax.numerics import quantize
 from mohaq_jax.search import mohaq
 from mohaq_jax.search.problem import objective_bounds
-from mohaq_jax.sites import Site
 
 
 def _key_name(key) -> str:
@@ -287,7 +288,7 @@ def calibrate(
     act_method: str = "mse",
     per_channel: bool = True,
 ) -> Calibration:
-    """Clipping tables of every site, for every bit-width (as :mod:`mohaq_jax.qmodel`).
+    """Clipping tables of every site, for every bit-width (as :mod:`mohaq_jax.models.qmodel`).
 
     Weights: one clip per output channel (:func:`flax_model.per_channel_shape`) or
     per tensor; activations: per tensor, from every input the site's ops saw on

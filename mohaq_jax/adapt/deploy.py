@@ -6,7 +6,7 @@ qtype, the search's activation clips), qwix's PTQ is applied to the float model,
 qwix's error is read on dev and test exactly as the search reads its own: the run's
 error metric (decoded phone error by default: the search's decoder, phone folding and
 ``--per``), per utterance, with the same percentile bootstrap draws as the search's
-intervals (:func:`mohaq_jax.bootstrap.bootstrap_intervals`, ``--seed``,
+intervals (:func:`mohaq_jax.numerics.bootstrap.bootstrap_intervals`, ``--seed``,
 ``--bootstrap``, ``--confidence``). The report gives per solution the search's
 fake-quant error with its interval, qwix's, whether qwix's lies inside the search's
 interval, and per site what qwix could not express (16 bits kept float; MSE weight
@@ -30,10 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import atomic, bootstrap, metrics, models
+from mohaq_jax import models
 from mohaq_jax.adapt import api, qwix_export
-from mohaq_jax.console import say
 from mohaq_jax.data import pad_batch
+from mohaq_jax.numerics import bootstrap, metrics
+from mohaq_jax.runtime import atomic
+from mohaq_jax.runtime.console import say
 
 #: Speech models that are a Flax Linen module, and the module's class name.
 LINEN_MODULES = {"sru": "AcousticModel"}
@@ -72,7 +74,7 @@ def make_scorer(forward, fold, decoder, per_mode):
     """``score(params, batch) -> dict``: the counts the search reads, of one batch.
 
     ``phone_edits``, ``n_phones`` and ``frame_error`` (a rate), from the outputs
-    ``forward(params, batch)`` by :func:`mohaq_jax.metrics.error_counts` with the
+    ``forward(params, batch)`` by :func:`mohaq_jax.numerics.metrics.error_counts` with the
     search's decoder, folding and ``--per``.
     """
 
@@ -124,9 +126,9 @@ def export_front(
     """qwix's PTQ of every Pareto solution beside the search's error; the report.
 
     Args:
-      cfg: the :class:`~mohaq_jax.config.ExperimentConfig` (model name, metric,
+      cfg: the :class:`~mohaq_jax.settings.config.ExperimentConfig` (model name, metric,
         bootstrap settings).
-      setup: the prepared :class:`~mohaq_jax.prepare.Setup` (float params, the
+      setup: the prepared :class:`~mohaq_jax.orchestration.prepare.Setup` (float params, the
         search's calibration, dev and test).
       problem: the search's problem (genome space, evaluator: fold, decoder).
       genomes: int ``(g, n_genes)``, the Pareto set.
@@ -215,7 +217,7 @@ def front_section(cfg, setup, problem, result, test_error, intervals, out_dir):
       cfg, setup, problem: as :func:`export_front`.
       result: the :class:`~mohaq_jax.search.mohaq.SearchResult`.
       test_error: ``(g,)`` test error of the Pareto set (front order).
-      intervals: the search's intervals (:func:`mohaq_jax.measure.error_intervals`;
+      intervals: the search's intervals (:func:`mohaq_jax.orchestration.measure.error_intervals`;
         None without ``--bootstrap``).
       out_dir: the run's folder (None: no files, e.g. not the main process).
     """

@@ -40,11 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax import metrics, quantize
 from mohaq_jax.adapt import trace
 from mohaq_jax.data import batching
-from mohaq_jax.evaluate_tasks import TASKS, Task, classification_counts
-from mohaq_jax.sites import Site
+from mohaq_jax.evaluation.evaluate_tasks import TASKS, Task, classification_counts
+from mohaq_jax.models.sites import Site
+from mohaq_jax.numerics import metrics, quantize
 
 #: The task name of every adapted model (registered in ``evaluate_tasks.TASKS``).
 TASK = "flax"

@@ -9,7 +9,7 @@ writes one rule per site (``module_path`` = the escaped path) with
 * ``weight_calibration_method = "absmax,<s>"`` with ``s = (qmax + 0.5) / qmax``:
   qwix's symmetric bound is ``qmax + 0.5``
   (``qwix/_src/core/numerics.py: get_symmetric_bound``), so this makes its step
-  ``absmax / qmax``, MOHAQ's (:mod:`mohaq_jax.quantize`), and every weight lands
+  ``absmax / qmax``, MOHAQ's (:mod:`mohaq_jax.numerics.quantize`), and every weight lands
   on the same level ``-qmax..qmax``; per channel over the weight's non-contracted
   axes, as :func:`mohaq_jax.adapt.flax_model.per_channel_shape`;
 * ``act_qtype`` and ``act_calibration_method = "fixed,-r,r"``: the search's static
@@ -40,11 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import bootstrap, metrics, qmodel, quantize
-from mohaq_jax import sites as sites_lib
 from mohaq_jax.adapt import flax_model
 from mohaq_jax.adapt.api import module_path
 from mohaq_jax.adapt.flax_model import Config
+from mohaq_jax.models import qmodel
+from mohaq_jax.models import sites as sites_lib
+from mohaq_jax.numerics import bootstrap, metrics, quantize
 
 #: Bits at or above which a site is left in float (qwix has no 16-bit integer qtype).
 FLOAT_FROM = 16
@@ -259,7 +260,7 @@ def compare(
       genomes: int ``(g, n_genes)`` (e.g. the default front).
       splits: name -> batches (e.g. ``{"dev": dev, "test": test}``).
       n_resamples, confidence, seed: of the percentile bootstrap over examples
-        (:func:`mohaq_jax.bootstrap.bootstrap_intervals`, the same draws for both).
+        (:func:`mohaq_jax.numerics.bootstrap.bootstrap_intervals`, the same draws for both).
 
     Returns:
       One dict per (genome, split): bits, the exported sites' notes, and for

@@ -42,9 +42,9 @@ import numpy as np
 import scipy.signal
 from tqdm.auto import tqdm
 
-from mohaq_jax import checkpoint
 from mohaq_jax.data import corpus as corpus_lib
 from mohaq_jax.data.phone_times import PhoneInterval
+from mohaq_jax.runtime import checkpoint
 
 #: pocketsphinx's acoustic model works on 16 kHz audio.
 ALIGN_RATE = 16000

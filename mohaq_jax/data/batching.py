@@ -363,7 +363,7 @@ def accumulate_sums(
     Args:
       fn: batch -> pytree of per-batch sums (device or numpy arrays).
       batches: the batches (any iterable, consumed once).
-      to_host: array -> numpy array (e.g. :func:`mohaq_jax.sharding.to_host` for
+      to_host: array -> numpy array (e.g. :func:`mohaq_jax.runtime.sharding.to_host` for
         arrays spread over hosts).
 
     Returns:

@@ -1,7 +1,7 @@
 """Decoder estimation: class priors and the smoothed phone bigram LM.
 
 Estimated on the training transcripts after merging repeated frame labels (as
-:mod:`mohaq_jax.metrics` does before folding), with sentence boundaries, smoothed
+:mod:`mohaq_jax.numerics.metrics` does before folding), with sentence boundaries, smoothed
 towards the add-one unigram: ``P(q|p) = (n(p,q) + alpha P_uni(q)) / (n(p) + alpha)``
 (Lee & Hon 1989 use a bigram on TIMIT). See :mod:`mohaq_jax.decode`.
 """

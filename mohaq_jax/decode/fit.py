@@ -18,11 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import checkpoint, metrics
 from mohaq_jax.data.batching import iterate_batches
 from mohaq_jax.data.corpus import DamagedCacheError, read_cache
 from mohaq_jax.decode.bigram import DEFAULT_ALPHA, estimate
 from mohaq_jax.decode.phone_loop import DEFAULT_N_STATES, Decoder
+from mohaq_jax.numerics import metrics
+from mohaq_jax.runtime import checkpoint
 
 #: Starting dev grid of LM weights and insertion penalties (log domain, nats per
 #: phone; a negative penalty is a bonus that offsets the LM's cost per phone at high

@@ -1,12 +1,12 @@
 """What every hardware cost model shares: per-layer arrays, memory size, speedups.
 
 A cost model is a pure function of per-layer bit-widths and the model's own layers
-(:class:`mohaq_jax.sites.Site`): parameter counts, MACs per frame, biases.
+(:class:`mohaq_jax.models.sites.Site`): parameter counts, MACs per frame, biases.
 No layer size is typed into this package, and no layer kind is read: the biases a
 model stores are the ``n_bias`` its sites declare, whichever model it is. A
 :class:`~mohaq_jax.hardware.platform.Platform` bundles a frozen spec of constants with
 such a function, declares the metrics it returns, and turns it into a cost function of
-ONE genome of a :class:`~mohaq_jax.genome.GenomeSpace`; callers ``jax.vmap`` it over
+ONE genome of a :class:`~mohaq_jax.evaluation.genome.GenomeSpace`; callers ``jax.vmap`` it over
 the population.
 """
 
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax.sites import Site
+from mohaq_jax.models.sites import Site
 
 #: Bytes per MB in the MOHAQ authors' memory formula (``/ 8 / 1024 / 1024``).
 BITS_PER_MB = 8 * 2**20
@@ -31,7 +31,7 @@ CostFn = Callable[[jax.Array], dict[str, jax.Array]]
 class LayerArrays:
     """The quantizable layers of a model as arrays, forward order (one entry a layer).
 
-    Built from :class:`~mohaq_jax.sites.Site` by :func:`layer_arrays`; a
+    Built from :class:`~mohaq_jax.models.sites.Site` by :func:`layer_arrays`; a
     custom model or genome space can fill it from its own counts.
     """
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from mohaq_jax.hardware import base
 from mohaq_jax.hardware.platform import Metric, Platform
-from mohaq_jax.quantize import BIT_OPTIONS
+from mohaq_jax.numerics.quantize import BIT_OPTIONS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ import numpy as np
 from mohaq_jax.hardware.base import CostFn, check_bits_supported, layer_arrays
 
 if TYPE_CHECKING:  # genome spaces sit above hardware; only their type is named here
-    from mohaq_jax.genome import GenomeSpace
+    from mohaq_jax.evaluation.genome import GenomeSpace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Platform:
 
     Attributes:
       name: registry name.
-      spaces: names of the genome spaces (``mohaq_jax.genome.SPACES``) this platform
+      spaces: names of the genome spaces (``mohaq_jax.evaluation.genome.SPACES``) this platform
         runs; the first is the one searched by default.
       spec: frozen dataclass of constants, each field citing its source.
       costs: ``costs(bits_w, bits_a, layers, spec) -> dict`` of scalar arrays, pure

@@ -5,14 +5,14 @@ A model is one file under ``mohaq_jax/models/`` providing (``config`` is its fro
 
 * ``Config``: frozen, hashable dataclass of the static structure.
 * ``TASK`` (optional, default ``"frames"``): what the population evaluator measures
-  and what a batch is (:mod:`mohaq_jax.evaluate_tasks`).
-* ``sites(config) -> tuple[mohaq_jax.sites.Site, ...]``: quantizable layers, forward
+  and what a batch is (:mod:`mohaq_jax.evaluation.evaluate_tasks`).
+* ``sites(config) -> tuple[mohaq_jax.models.sites.Site, ...]``: quantizable layers, forward
   order (weight at ``site.weight_path`` in the params).
 * ``init_params(key, config) -> params``.
 * ``apply(params, config, example..., act_bits=None, act_clip=None, train=False,
   rngs=None) -> logits``: float forward of ONE example, or activation-quantized with
   ``(n_sites,)`` bits/clips (weights are quantized by the caller,
-  :func:`mohaq_jax.qmodel.quantize_params`).
+  :func:`mohaq_jax.models.qmodel.quantize_params`).
 * ``capture(params, config, example...) -> [site input]``: calibration.
 * The population evaluator's fast path, for one genome and one batch:
   ``first_stage_sites(config) -> tuple[int, ...]`` (sites whose bits decide the first
@@ -25,7 +25,7 @@ The example and the batch depend on the task:
   (T, n_features), length``; ``apply`` gives ``(T, n_classes)``, ``capture`` one
   ``(T, ...)`` per site; a batch is ``(features (B, T, F), labels (B, T), lengths
   (B,))`` and ``rest_stages`` gives ``(B, T, n_classes)``. The speech pipeline
-  (:mod:`mohaq_jax.qmodel`, :mod:`mohaq_jax.train`) uses these.
+  (:mod:`mohaq_jax.models.qmodel`, :mod:`mohaq_jax.train`) uses these.
 * ``"classification"`` (images: ``vgg``): an example is one image ``(H, W, C)``;
   ``apply`` gives ``(n_classes,)``, ``capture`` each site's input for that image; a
   batch is ``(images (B, H, W, C), labels (B,))`` with label ``-1`` for padding,
@@ -33,7 +33,7 @@ The example and the batch depend on the task:
   :mod:`mohaq_jax.retrain.vision`.
 
 ``Config`` must take ``n_features`` and ``n_classes`` (the speech pipeline,
-:func:`mohaq_jax.prepare.model_config`, passes the corpus's, plus whichever of
+:func:`mohaq_jax.orchestration.prepare.model_config`, passes the corpus's, plus whichever of
 ``hidden``, ``n_layers``, ``bidirectional``, ``n_proj``, ``proj_first`` and ``dropout``
 it declares, from ``--hidden``, ``--layers``, ``--unidirectional``, ``--proj``,
 ``--proj-first``, ``--dropout``) and

@@ -29,8 +29,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mohaq_jax import quantize
-from mohaq_jax.sites import Site
+from mohaq_jax.models.sites import Site
+from mohaq_jax.numerics import quantize
 
 
 @dataclasses.dataclass(frozen=True)

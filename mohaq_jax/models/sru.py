@@ -24,7 +24,7 @@ one utterance) calls it with a batch of one, the population evaluator
 (:func:`first_stage`, :func:`rest_stages`) with whole batches.
 Padding frames never influence valid frames. Every site quantizes its *input
 activation* here (bits and clips are arrays); its *weight* is quantized by the caller
-(:mod:`mohaq_jax.qmodel`, :mod:`mohaq_jax.evaluate`). Implements the model contract of
+(:mod:`mohaq_jax.models.qmodel`, :mod:`mohaq_jax.evaluation.evaluate`). Implements the model contract of
 :mod:`mohaq_jax.models`.
 """
 
@@ -38,9 +38,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mohaq_jax import quantize
+from mohaq_jax.models.sites import Site
 from mohaq_jax.models.sru_cell import sru_layer
-from mohaq_jax.sites import Site
+from mohaq_jax.numerics import quantize
 
 #: Gene groups: the MOHAQ paper's gene order [sru1..4, proj1..3, fc].
 _GROUP = {"sru": 0, "proj": 1, "fc": 2}

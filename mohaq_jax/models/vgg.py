@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mohaq_jax import quantize
-from mohaq_jax.sites import Site
+from mohaq_jax.models.sites import Site
+from mohaq_jax.numerics import quantize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,7 @@ def cifar_config() -> Config:
 
 
 def sites(config: Config) -> tuple[Site, ...]:
-    """The nine quantizable layers in forward order (:class:`mohaq_jax.sites.Site`).
+    """The nine quantizable layers in forward order (:class:`mohaq_jax.models.sites.Site`).
 
     A conv site's weight is ``(3, 3, c_in, c_out)``, its matmul ``n_in`` is the
     im2col patch ``9 c_in`` and its MACs per image are its weights times its output
@@ -206,7 +206,7 @@ def capture_inputs(params, config: Config, images) -> list[jax.Array]:
 # population evaluator.
 # --------------------------------------------------------------------------------------
 
-#: What the population evaluator measures (:mod:`mohaq_jax.evaluate_tasks`).
+#: What the population evaluator measures (:mod:`mohaq_jax.evaluation.evaluate_tasks`).
 TASK = "classification"
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax import quantize
+from mohaq_jax.numerics import quantize
 
 GRIDS = ("nested", "uniform")
 

@@ -1,7 +1,7 @@
 """Switching-aware retraining of MOHAQ's acoustic models (Kim et al. 2021).
 
-The weight sites are the model's :mod:`mohaq_jax.sites` (any registered model); their
-clipping values come from the MOHAQ calibration tables (:mod:`mohaq_jax.qmodel`) at
+The weight sites are the model's :mod:`mohaq_jax.models.sites` (any registered model); their
+clipping values come from the MOHAQ calibration tables (:mod:`mohaq_jax.models.qmodel`) at
 the base bits and stay fixed, as in :func:`mohaq_jax.train.qat_finetune`. Activations
 are fake-quantized by the model at ``bits_a`` exactly as in MOHAQ's QAT. The loss is
 :func:`mohaq_jax.train.make_loss`, called with already-quantized kernels and float
@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import metrics, qmodel, quantize, sites, train
+from mohaq_jax import train
 from mohaq_jax.hardware import reconfig
-from mohaq_jax.models import model_of
+from mohaq_jax.models import model_of, qmodel, sites
+from mohaq_jax.numerics import metrics, quantize
 from mohaq_jax.retrain import switching
 
 

@@ -18,7 +18,7 @@ Definitions used here (our reading of the method, stated so it can be checked):
 
 * **Base grid** of a weight site with ``b`` bits and clipping value ``c`` (per tensor,
   or per output channel against the kernel's last axis): the quantizer of
-  :func:`mohaq_jax.quantize.fake_quant`, ``qmax = 2**(b-1) - 1``, ``step = c / qmax``,
+  :func:`mohaq_jax.numerics.quantize.fake_quant`, ``qmax = 2**(b-1) - 1``, ``step = c / qmax``,
   integer level ``k = clip(round(w / step), -qmax, qmax)``, value ``k * step``.
 * **Extra-bit weights** (a boolean mask per weight) are quantized with ``b + 1`` bits
   and the *same clip* ``c``. ``grid="nested"`` (default) halves the step:

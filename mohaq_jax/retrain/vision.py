@@ -25,13 +25,14 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from mohaq_jax import qmodel, quantize, sites, train
+from mohaq_jax import train
 from mohaq_jax.data.batching import accumulate_sums
 from mohaq_jax.data.images import ImageDataset, ImageSplit, iterate_image_batches
-from mohaq_jax.evaluate_tasks import classification_counts
+from mohaq_jax.evaluation.evaluate_tasks import classification_counts
 from mohaq_jax.hardware import reconfig
-from mohaq_jax.models import vgg
-from mohaq_jax.qmodel import Calibration
+from mohaq_jax.models import qmodel, sites, vgg
+from mohaq_jax.models.qmodel import Calibration
+from mohaq_jax.numerics import quantize
 from mohaq_jax.retrain import switching
 
 
@@ -173,7 +174,7 @@ def calibration(
     False; activation clips per layer on the calibration images ``(B, H, W, C)``.
 
     Returns:
-      A :class:`mohaq_jax.qmodel.Calibration`, as the speech models' for MOHAQ.
+      A :class:`mohaq_jax.models.qmodel.Calibration`, as the speech models' for MOHAQ.
     """
     if weight_method not in ("max", "mse") or act_method not in ("max", "mse"):
         raise ValueError("calibration methods must be 'max' or 'mse'")

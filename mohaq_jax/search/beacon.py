@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import evaluate as evaluate_lib
 from mohaq_jax import train
 from mohaq_jax.data import batching
+from mohaq_jax.evaluation import evaluate as evaluate_lib
 from mohaq_jax.search import score_cache
 from mohaq_jax.search.beacon_state import (
     BeaconConfig,

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import evaluate as evaluate_lib
-from mohaq_jax.genome import GenomeSpace
+from mohaq_jax.evaluation import evaluate as evaluate_lib
+from mohaq_jax.evaluation.genome import GenomeSpace
 
 __all__ = [
     "BeaconConfig",
@@ -161,12 +161,12 @@ def make_beacon_eval(
 ):
     """Jitted ``evaluate(stacked_params, calib, genomes, beacon_index, batch)``.
 
-    The population evaluator (:func:`mohaq_jax.evaluate.make_population_eval`) in its
+    The population evaluator (:func:`mohaq_jax.evaluation.evaluate.make_population_eval`) in its
     stacked mode: ``stacked_params`` leaves are ``(capacity, ...)``; genome ``i`` is
     evaluated with the params of slot ``beacon_index[i]`` (weights quantized once per
     (beacon, site, bits) into tables, then gathered; first stages shared per beacon;
     the population split over ``mesh``). Returns
-    :class:`~mohaq_jax.evaluate.PopulationMetrics`, or with ``return_sums`` the per-genome
+    :class:`~mohaq_jax.evaluation.evaluate.PopulationMetrics`, or with ``return_sums`` the per-genome
     metric sums (added up over batches).
     """
     fn = evaluate_lib.make_population_eval(

@@ -4,10 +4,10 @@ A search checkpoint holds scores (dev errors, hardware costs) and a population r
 by them. They stay valid only for the same float baseline, calibration, dev data,
 error metric and decoder, constraints, platform, genome space, seed and search
 settings; :func:`identity_fields` names each of these and
-:func:`mohaq_jax.checkpoint.identity` digests them, so ``--resume`` refuses a
+:func:`mohaq_jax.runtime.checkpoint.identity` digests them, so ``--resume`` refuses a
 checkpoint from any other setup, naming the field (the driver stores the digests in
 the checkpoint's meta and compares them with
-:func:`mohaq_jax.checkpoint.check_identity`).
+:func:`mohaq_jax.runtime.checkpoint.check_identity`).
 Settings that change no score (chunk size, devices, batch frames) are left out, so a
 search may resume on another machine.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from mohaq_jax import checkpoint
-from mohaq_jax.evaluate import task_of
+from mohaq_jax.evaluation.evaluate import task_of
+from mohaq_jax.runtime import checkpoint
 
 __all__ = ["search_identity"]
 
@@ -31,7 +31,7 @@ def data_rows(task, batches) -> list[str]:
     gives the same list, so only the examples themselves count.
 
     Args:
-      task: the model's :class:`~mohaq_jax.evaluate_tasks.Task`: ``"frames"``
+      task: the model's :class:`~mohaq_jax.evaluation.evaluate_tasks.Task`: ``"frames"``
         batches are ``(features, labels, lengths)`` (a row is its first ``length``
         frames), ``"classification"`` ones ``(images, labels)`` (label -1: padding).
       batches: one batch or a sequence of them.

@@ -7,7 +7,7 @@ objectives, under a memory-size and a maximum-error constraint; the final Pareto
 re-evaluated on the test set.
 
 Here a :class:`~mohaq_jax.search.problem.QuantizationProblem` (immutable) scores whole
-populations at once with the batched evaluator (:mod:`mohaq_jax.evaluate`) and a
+populations at once with the batched evaluator (:mod:`mohaq_jax.evaluation.evaluate`) and a
 vmapped platform cost model (:mod:`mohaq_jax.hardware`), never evaluating a genome twice
 (its score cache lives in an explicit :class:`~mohaq_jax.search.problem.ProblemState`).
 The one driver, :class:`Searcher`, runs any algorithm of
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from mohaq_jax import checkpoint
+from mohaq_jax.runtime import checkpoint
 from mohaq_jax.search import hypervolume, nsga2, pareto, score_cache, seeding, surrogate
 from mohaq_jax.search.algorithm import default_budget
 from mohaq_jax.search.identity import search_identity

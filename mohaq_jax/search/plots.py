@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from mohaq_jax import atomic  # noqa: E402
+from mohaq_jax.runtime import atomic  # noqa: E402
 
 OBJECTIVE_LABELS = {
     "error": "error (dev)",

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax.evaluate import PopulationEvaluator
-from mohaq_jax.genome import GenomeSpace
+from mohaq_jax.evaluation.evaluate import PopulationEvaluator
+from mohaq_jax.evaluation.genome import GenomeSpace
 from mohaq_jax.search import pareto, score_cache
 
 __all__ = [

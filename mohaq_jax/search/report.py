@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from mohaq_jax import atomic
-from mohaq_jax.genome import GenomeSpace
+from mohaq_jax.evaluation.genome import GenomeSpace
+from mohaq_jax.runtime import atomic
 from mohaq_jax.search.plots import axis_label, plot_fronts, plot_history
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mohaq_jax.genome import GenomeSpace
+from mohaq_jax.evaluation.genome import GenomeSpace
 
 __all__ = ["seed_problem", "seed_uniform", "uniform_genomes"]
 

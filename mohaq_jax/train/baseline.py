@@ -24,13 +24,13 @@ import numpy as np
 from flax import struct
 from tqdm.auto import tqdm
 
-from mohaq_jax import checkpoint
 from mohaq_jax.data.batching import accumulate_sums
 from mohaq_jax.models import (
     ContractConfig,  # the model contract (type hints)
     get_model,
     model_of,
 )
+from mohaq_jax.runtime import checkpoint
 from mohaq_jax.train.core import (
     TrainConfig,
     _as_key,
@@ -136,7 +136,7 @@ def fit(
       ckpt_path: checkpoint file written after every epoch (None = none).
       resume: continue from ``ckpt_path`` if it exists (its model config, data
         settings and training config must match, else
-        :class:`~mohaq_jax.checkpoint.CheckpointMismatch`).
+        :class:`~mohaq_jax.runtime.checkpoint.CheckpointMismatch`).
       until_epoch: stop after this many completed epochs (an interruption that a
         later ``resume=True`` call continues; the checkpoint is marked unfinished).
       progress: show a tqdm bar with the loss and the dev PER.

@@ -12,7 +12,7 @@ The training step is one pure function
         -> (params, opt_state, loss)
 
 with ``bits_w = bits_a = calib = None`` for float training. With bit-widths it trains
-through :func:`mohaq_jax.qmodel.apply_quantized`, whose fake quantizer passes gradients
+through :func:`mohaq_jax.models.qmodel.apply_quantized`, whose fake quantizer passes gradients
 straight through (QAT). Bit-widths are arrays and the learning rate lives in the
 optimizer state (``optax.inject_hyperparams``), so ``jax.vmap`` over stacked params,
 optimizer states and bits retrains several genomes with one compiled step.
@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mohaq_jax import metrics, qmodel
 from mohaq_jax.data.batching import (
     DEFAULT_BATCH_FRAMES,
     BucketedSplit,
@@ -43,7 +42,9 @@ from mohaq_jax.data.batching import (
 from mohaq_jax.models import (
     ContractConfig,  # the model contract (type hints)
     model_of,
+    qmodel,
 )
+from mohaq_jax.numerics import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +203,7 @@ def make_step(
       ``step(params, opt_state, batch, key, bits_w=None, bits_a=None, calib=None)
       -> (params, opt_state, loss)``. ``bits_w``/``bits_a`` are int ``(n_layers,)``
       arrays (``None`` = float training) and ``calib`` a
-      :class:`~mohaq_jax.qmodel.Calibration`; gradients pass the fake quantizer
+      :class:`~mohaq_jax.models.qmodel.Calibration`; gradients pass the fake quantizer
       straight through.
     """
     loss_fn = make_loss(config)
@@ -253,7 +254,7 @@ def make_error_counts(config: ContractConfig, fold39, per_mode=None) -> Callable
     The four counts are (phone errors, reference phones, frame errors, valid frames)
     summed over the batch; PER and frame error rate are ratios of them. ``decoder``
     (a :class:`mohaq_jax.decode.Decoder`) and ``per_mode`` choose how phones are read
-    (:func:`mohaq_jax.metrics.error_counts`).
+    (:func:`mohaq_jax.numerics.metrics.error_counts`).
     """
     logits_fn = _logits_fn(config)
     fold = jnp.asarray(fold39, jnp.int32)

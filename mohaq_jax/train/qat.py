@@ -17,9 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import metrics, qmodel, quantize
 from mohaq_jax.data.batching import iterate_batches, pad_rows
-from mohaq_jax.models import ContractConfig  # the model contract (type hints)
+from mohaq_jax.models import (
+    ContractConfig,  # the model contract (type hints)
+    qmodel,
+)
+from mohaq_jax.numerics import metrics, quantize
 from mohaq_jax.train.core import (
     TrainConfig,
     _as_key,
@@ -220,7 +223,7 @@ def qat_finetune(
       patience: dev evaluations without improvement before a genome stops.
       progress: tqdm bar.
       decoder, per_mode: how the dev PER reads phones, as in the search's evaluator
-        (:func:`mohaq_jax.metrics.resolve_per_mode`: decoded with a decoder, else
+        (:func:`mohaq_jax.numerics.metrics.resolve_per_mode`: decoded with a decoder, else
         smoothed), so that the monitored and reported errors are the search's.
 
     Returns:

@@ -1,12 +1,12 @@
 """One configuration for every experiment: frozen, documented dataclasses.
 
-The command line (:mod:`mohaq_jax.cli`) builds an :class:`ExperimentConfig` in one
-place; library code (:mod:`mohaq_jax.pipeline`) takes these dataclasses, never an
+The command line (:mod:`mohaq_jax.orchestration.cli`) builds an :class:`ExperimentConfig` in one
+place; library code (:mod:`mohaq_jax.orchestration.pipeline`) takes these dataclasses, never an
 argparse Namespace. Every field below is one flag, named in its comment, with the same
 name in every experiment. The default model lives in :class:`ModelSettings` only:
 changing the default model is a one-line change there.
 
-:func:`validate` (in :mod:`mohaq_jax.config_checks`, re-exported here) checks
+:func:`validate` (in :mod:`mohaq_jax.settings.config_checks`, re-exported here) checks
 everything a user can get wrong (values, folders, features that are not available
 yet) before any work starts, and raises :class:`ConfigError` naming the flag and the
 value.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mohaq_jax.config_checks import (
+from mohaq_jax.settings.config_checks import (
     AVAILABLE,
     SWITCHING_RUNS,
     ConfigError,

@@ -15,7 +15,7 @@ per genome:
 Nothing here knows a model: the model comes from its config
 (:func:`mohaq_jax.models.model_of`) and is used only through the model contract (its
 sites and its ``first_stage``/``rest_stages`` fast path); what a batch is and which
-metrics its logits give is the model's task (:mod:`mohaq_jax.evaluate_tasks`: speech
+metrics its logits give is the model's task (:mod:`mohaq_jax.evaluation.evaluate_tasks`: speech
 frames or image classification). With ``stacked=True`` several
 param sets (retrained beacons) are evaluated in the same pass, each genome with its own.
 
@@ -34,9 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import metrics, quantize, sharding, sites
 from mohaq_jax.data import batching
-from mohaq_jax.evaluate_tasks import (  # noqa: F401  (public names of this module)
+from mohaq_jax.evaluation.evaluate_tasks import (  # noqa: F401  (public names of this module)
     ClassificationMetrics,
     PopulationMetrics,
     Task,
@@ -45,9 +44,11 @@ from mohaq_jax.evaluate_tasks import (  # noqa: F401  (public names of this modu
     host_metrics,
     metrics_from_sums,
 )
-from mohaq_jax.genome import GenomeSpace
-from mohaq_jax.models import model_of
-from mohaq_jax.qmodel import Calibration, act_clips
+from mohaq_jax.evaluation.genome import GenomeSpace
+from mohaq_jax.models import model_of, sites
+from mohaq_jax.models.qmodel import Calibration, act_clips
+from mohaq_jax.numerics import metrics, quantize
+from mohaq_jax.runtime import sharding
 
 
 def weight_tables(
@@ -199,12 +200,12 @@ def make_population_eval(
         a classification model.
       chunk_size: genomes evaluated together by ``lax.map``; ``None`` = one ``vmap``
         over the whole population (per device).
-      mesh: optional :func:`mohaq_jax.sharding.population_mesh`; the population is
+      mesh: optional :func:`mohaq_jax.runtime.sharding.population_mesh`; the population is
         split over its ``pop`` axis (padded to a multiple, padding dropped) and the
         batch over its ``batch`` axis. ``None`` = one device.
       decoder: :class:`mohaq_jax.decode.Decoder` of the baseline (decoded PER).
       per_mode: "decoded" (default with a decoder), "smoothed" (default without) or
-        "raw"; see :func:`mohaq_jax.metrics.error_counts`.
+        "raw"; see :func:`mohaq_jax.numerics.metrics.error_counts`.
       stacked: params are ``n_sets`` param sets stacked on a leading axis (e.g. the
         retrained beacons), and genome ``i`` is evaluated with set ``index[i]``;
         weights are quantized once per (set, site, bits) and first stages shared per

@@ -3,18 +3,18 @@ measure -> report.
 
 :func:`run_mohaq` is the whole experiment as a short list of named steps. Only the
 first one is task-specific: the experiment's ``prepare`` (speech:
-:func:`mohaq_jax.prepare.prepare`; images: :func:`mohaq_jax.vision_search.prepare`)
+:func:`mohaq_jax.orchestration.prepare.prepare`; images: :func:`mohaq_jax.orchestration.vision_search.prepare`)
 gives the data, the error metric's evaluator settings, the float model and its
-calibration (:class:`~mohaq_jax.prepare.Setup`). Then the problem
-(:func:`~mohaq_jax.problem_builder.build_problem`: platform, genome space, batched
+calibration (:class:`~mohaq_jax.orchestration.prepare.Setup`). Then the problem
+(:func:`~mohaq_jax.orchestration.problem_builder.build_problem`: platform, genome space, batched
 evaluator, constraints), the search of ``--algorithm`` and each of ``--compare``
 (:func:`~mohaq_jax.search.mohaq.run_search`, checkpointed every generation), the
-measurements (:mod:`mohaq_jax.measure`: test errors, bootstrap intervals, the 16-bit
-baseline, the compression sweep) and the files (:mod:`mohaq_jax.reporting`,
+measurements (:mod:`mohaq_jax.orchestration.measure`: test errors, bootstrap intervals, the 16-bit
+baseline, the compression sweep) and the files (:mod:`mohaq_jax.orchestration.reporting`,
 :func:`mohaq_jax.search.report.write_outputs`), which train and evaluate nothing. With
 beacons it runs an inference-only and a beacon-based search with the same seed and
 budget, retrains a few Pareto solutions to check the beacon estimates, and compares
-the two. Every function takes the :class:`~mohaq_jax.config.ExperimentConfig`.
+the two. Every function takes the :class:`~mohaq_jax.settings.config.ExperimentConfig`.
 """
 
 from __future__ import annotations
@@ -24,29 +24,31 @@ import time
 
 import numpy as np
 
-from mohaq_jax import atomic, metrics, reporting, sharding
-from mohaq_jax import config as config_lib
-from mohaq_jax.config import ExperimentConfig
-from mohaq_jax.console import say
-from mohaq_jax.evaluate import task_of
-from mohaq_jax.measure import (
+from mohaq_jax.evaluation.evaluate import task_of
+from mohaq_jax.numerics import metrics
+from mohaq_jax.orchestration import reporting
+from mohaq_jax.orchestration.measure import (
     beacon_gains,
     best_within_margin,
     compression_sweep,
     error_intervals,
     test_errors,
 )
-from mohaq_jax.prepare import Setup
-from mohaq_jax.problem_builder import (
+from mohaq_jax.orchestration.prepare import Setup
+from mohaq_jax.orchestration.problem_builder import (
     Assembled,
     SearchExperiment,
     beacon_config,
     build_problem,
 )
+from mohaq_jax.runtime import atomic, sharding
+from mohaq_jax.runtime.console import say
 from mohaq_jax.search import compilation, mohaq, report
 from mohaq_jax.search.beacon import BeaconConfig
 from mohaq_jax.search.scalarized import target_objective
 from mohaq_jax.search.sensitivity_report import sensitivity_section
+from mohaq_jax.settings import config as config_lib
+from mohaq_jax.settings.config import ExperimentConfig
 
 __all__ = ["retrain_front", "run_mohaq", "run_searches", "search_one"]
 

@@ -1,6 +1,6 @@
 """Genome spaces: integer genomes -> bits per quantization site.
 
-The sites (:mod:`mohaq_jax.sites`: each layer's weight and input activation, with its
+The sites (:mod:`mohaq_jax.models.sites`: each layer's weight and input activation, with its
 parameter count and MACs per frame) come from the model's ``sites(config)``; the gene
 order comes from the sites' ``group`` (no layer kind is named here). A *genome* is an
 integer vector of gene levels; a :class:`GenomeSpace` maps it to bits per site.
@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import quantize
-from mohaq_jax.sites import Site, gene_order, groups
+from mohaq_jax.models.sites import Site, gene_order, groups
+from mohaq_jax.numerics import quantize
 
 
 @dataclasses.dataclass(frozen=True)

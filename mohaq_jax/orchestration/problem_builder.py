@@ -1,11 +1,11 @@
 """Problem assembly: a MOHAQ search problem from an experiment's settings and data.
 
 :func:`build_problem` turns the prepared data, baseline and calibration
-(:class:`~mohaq_jax.prepare.Setup`) and an experiment's choices
+(:class:`~mohaq_jax.orchestration.prepare.Setup`) and an experiment's choices
 (:class:`SearchExperiment`: platform, objectives) into the search problem: the genome
 space of the model's sites on the platform, the batched evaluators, the constraints
 (error bound from the float model's dev error, memory limit scaled from the paper's)
-and the objectives' normalization points. :mod:`mohaq_jax.pipeline` runs it.
+and the objectives' normalization points. :mod:`mohaq_jax.orchestration.pipeline` runs it.
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mohaq_jax import genome as genome_lib
-from mohaq_jax import hardware, sharding
-from mohaq_jax.config import ExperimentConfig
-from mohaq_jax.console import say
-from mohaq_jax.evaluate import PopulationEvaluator
+from mohaq_jax import hardware
+from mohaq_jax.evaluation import genome as genome_lib
+from mohaq_jax.evaluation.evaluate import PopulationEvaluator
 from mohaq_jax.models import model_of
-from mohaq_jax.prepare import Setup, prepare, whole_split
+from mohaq_jax.orchestration.prepare import Setup, prepare, whole_split
+from mohaq_jax.runtime import sharding
+from mohaq_jax.runtime.console import say
 from mohaq_jax.search import mohaq
 from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
 from mohaq_jax.search.problem import objective_bounds
+from mohaq_jax.settings.config import ExperimentConfig
 
 __all__ = [
     "Assembled",

@@ -1,11 +1,11 @@
 """What the pipeline measures after a search: test errors, intervals, sweeps.
 
-Helpers of :mod:`mohaq_jax.pipeline`, each taking the search's problem (its evaluator),
+Helpers of :mod:`mohaq_jax.orchestration.pipeline`, each taking the search's problem (its evaluator),
 the problem's final state (score cache, beacons: ``SearchResult.state``) and the
 prepared data: the Pareto set's test error (each genome with the model, PTQ or its
 beacon's, chosen on dev), bootstrap confidence intervals of dev and test error per
 Pareto solution and for the float model (per-utterance or per-image counts, the
-task's resampling units, :mod:`mohaq_jax.bootstrap`), and the compression
+task's resampling units, :mod:`mohaq_jax.numerics.bootstrap`), and the compression
 experiment's uniform-bit sweep.
 """
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from mohaq_jax import bootstrap
-from mohaq_jax.console import say
-from mohaq_jax.evaluate import PopulationEvaluator, task_of
-from mohaq_jax.prepare import Setup
+from mohaq_jax.evaluation.evaluate import PopulationEvaluator, task_of
+from mohaq_jax.numerics import bootstrap
+from mohaq_jax.orchestration.prepare import Setup
+from mohaq_jax.runtime.console import say
 
 
 def chosen_models(problem, state, genomes) -> np.ndarray:
@@ -105,7 +105,7 @@ def error_intervals(
     (its beacon's retrained weights in a beacon-based search, when they won on dev).
 
     Returns:
-      ``{"dev": ..., "test": ...}`` as :func:`mohaq_jax.bootstrap.split_intervals`
+      ``{"dev": ..., "test": ...}`` as :func:`mohaq_jax.numerics.bootstrap.split_intervals`
       gives them (arrays in the order of ``genomes``), or None when
       ``--bootstrap 0``, no genomes, or an error metric without per-example counts.
     """
@@ -193,7 +193,7 @@ def beacon_gains(cfg, setup, plain: dict, beacons: dict) -> list[dict]:
     example of the model's task (utterance, image) on dev and test; the reduction
     (inference-only error minus beacon-based error) gets a paired percentile
     bootstrap interval (the same draws for both,
-    :func:`mohaq_jax.bootstrap.bootstrap_intervals`).
+    :func:`mohaq_jax.numerics.bootstrap.bootstrap_intervals`).
 
     Args:
       cfg: the experiment config (bootstrap resamples, confidence, seed, metric).

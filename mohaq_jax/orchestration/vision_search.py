@@ -3,7 +3,7 @@
 Rashed et al. 2021, Sec. IV, applied to the CIFAR-10 network of Kim et al. 2021. Only
 the pipeline's first step is the image task's own (:func:`prepare`): the images, the
 float VGG-9 (:func:`mohaq_jax.retrain.vision.fit`, trained once and cached by its
-settings) and its clipping tables. The rest is :func:`mohaq_jax.pipeline.run_mohaq`:
+settings) and its clipping tables. The rest is :func:`mohaq_jax.orchestration.pipeline.run_mohaq`:
 the problem (the model-neutral population evaluator, task ``"classification"``, and a
 platform's cost model: Bitfusion (error, speedup, energy) or the 2-4-bit
 reconfigurable accelerator (error, energy, compression)), the search of
@@ -26,16 +26,17 @@ import os
 import jax
 import numpy as np
 
-from mohaq_jax import atomic, checkpoint, hardware
-from mohaq_jax.config import ConfigError, DataSettings, ExperimentConfig
-from mohaq_jax.console import PhaseClock, say
+from mohaq_jax import hardware
 from mohaq_jax.data.corpus import default_cache_dir
 from mohaq_jax.data.images import ImageDataset, ImageSplit, load_images
-from mohaq_jax.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
 from mohaq_jax.models import vgg
-from mohaq_jax.prepare import Setup
-from mohaq_jax.problem_builder import SearchExperiment
+from mohaq_jax.orchestration.prepare import Setup
+from mohaq_jax.orchestration.problem_builder import SearchExperiment
 from mohaq_jax.retrain import vision
+from mohaq_jax.runtime import atomic, checkpoint
+from mohaq_jax.runtime.console import PhaseClock, say
+from mohaq_jax.settings.config import ConfigError, DataSettings, ExperimentConfig
+from mohaq_jax.settings.flags import IMAGE_SEARCH_DEFAULTS, IMAGE_SEARCH_FIELDS
 
 #: platform -> (objectives, maximized ones): the platform's speed/energy/size metrics.
 OBJECTIVES = {
@@ -49,9 +50,9 @@ OBJECTIVES = {
 
 def default_config(**sections) -> ExperimentConfig:
     """The image search's config with the flags' defaults
-    (:data:`~mohaq_jax.flags.IMAGE_SEARCH_DEFAULTS`); ``sections`` (e.g.
+    (:data:`~mohaq_jax.settings.flags.IMAGE_SEARCH_DEFAULTS`); ``sections`` (e.g.
     ``data={"max_train_images": 96}``) override fields, as their flags would."""
-    from mohaq_jax.flags import FLAGS
+    from mohaq_jax.settings.flags import FLAGS
 
     by_flag = {f.flag: f for f in FLAGS if f.section != "switching"}
     values: dict[str, dict] = {}
@@ -183,7 +184,7 @@ class ImageData:
 
 def prepare(cfg: ExperimentConfig) -> Setup:
     """The image task's first pipeline step: the images, the float VGG-9 (trained
-    once, cached) and its calibration, as a :class:`~mohaq_jax.prepare.Setup`."""
+    once, cached) and its calibration, as a :class:`~mohaq_jax.orchestration.prepare.Setup`."""
     search = cfg.search
     clock = PhaseClock()
     with clock.phase("data"):
@@ -256,15 +257,15 @@ def experiment(cfg: ExperimentConfig) -> SearchExperiment:
 
 
 def run(cfg: ExperimentConfig) -> dict:
-    """The whole image MOHAQ experiment (:func:`mohaq_jax.pipeline.run_mohaq`).
+    """The whole image MOHAQ experiment (:func:`mohaq_jax.orchestration.pipeline.run_mohaq`).
 
     Args:
-      cfg: the settings of :data:`~mohaq_jax.flags.IMAGE_SEARCH_FIELDS` (the image
+      cfg: the settings of :data:`~mohaq_jax.settings.flags.IMAGE_SEARCH_FIELDS` (the image
         flags of ``cli.build_parser`` with their defaults, or :func:`default_config`);
         validated by the caller (``config.validate``), except that ``--platform``
         must name a cost model.
     """
-    from mohaq_jax import pipeline  # the pipeline sits above the tasks
+    from mohaq_jax.orchestration import pipeline  # the pipeline sits above the tasks
 
     search = dataclasses.replace(cfg.search, error_metric="class_error")
     cfg = dataclasses.replace(cfg, search=search)

@@ -6,9 +6,9 @@ The library side of ``experiments/switching_sru.py`` and
 retrains the float model and reports test error, compression (vs uniform 4-bit and vs
 float32, counting extra bits and their index) and energy on the 2-4-bit reconfigurable
 accelerator model. The SRU run starts from the same cached float baseline as the
-searches (:func:`mohaq_jax.prepare.get_baseline`: same flags, same checkpoint). The
+searches (:func:`mohaq_jax.orchestration.prepare.get_baseline`: same flags, same checkpoint). The
 VGG run repeats everything for ``--seeds`` training seeds on one data split and, with
-more than one, reports the seed study of :mod:`mohaq_jax.switching_study`.
+more than one, reports the seed study of :mod:`mohaq_jax.orchestration.switching_study`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import atomic, console, prepare, train
-from mohaq_jax.config import SWITCHING_RUNS, ExperimentConfig, SwitchingSettings
+from mohaq_jax import train
+from mohaq_jax.orchestration import prepare
 from mohaq_jax.retrain import switching
+from mohaq_jax.runtime import atomic, console
+from mohaq_jax.settings.config import (
+    SWITCHING_RUNS,
+    ExperimentConfig,
+    SwitchingSettings,
+)
 
 
 def schedule(sw: SwitchingSettings, is_switching: bool) -> switching.SwitchingConfig:
@@ -299,9 +305,9 @@ def run_vgg(cfg: ExperimentConfig) -> dict:
     """The VGG-9 experiment: float training, then every run, for every seed.
 
     With ``--seeds`` above 1 the report is the seed study
-    (:mod:`mohaq_jax.switching_study`: paired intervals, operating points, plot).
+    (:mod:`mohaq_jax.orchestration.switching_study`: paired intervals, operating points, plot).
     """
-    from mohaq_jax import switching_study
+    from mohaq_jax.orchestration import switching_study
 
     sw = cfg.switching
     os.makedirs(cfg.output.out, exist_ok=True)

@@ -19,15 +19,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from mohaq_jax import atomic, checkpoint, qmodel, train
-from mohaq_jax.config import (
-    DataSettings,
-    ExperimentConfig,
-    ModelSettings,
-    TrainingSettings,
-    data_name,
-)
-from mohaq_jax.console import PhaseClock, say
+from mohaq_jax import train
 from mohaq_jax.data import load_corpus, pad_batch, provenance
 from mohaq_jax.data.batching import (
     DEFAULT_BATCH_FRAMES,
@@ -35,8 +27,17 @@ from mohaq_jax.data.batching import (
     bucketed_batches,
 )
 from mohaq_jax.data.corpus import default_cache_dir
-from mohaq_jax.models import get_model
+from mohaq_jax.models import get_model, qmodel
 from mohaq_jax.models.sru import paper_config, sites
+from mohaq_jax.runtime import atomic, checkpoint
+from mohaq_jax.runtime.console import PhaseClock, say
+from mohaq_jax.settings.config import (
+    DataSettings,
+    ExperimentConfig,
+    ModelSettings,
+    TrainingSettings,
+    data_name,
+)
 
 
 @dataclasses.dataclass

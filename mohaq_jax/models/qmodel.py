@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mohaq_jax import quantize, sites
-from mohaq_jax.models import model_of
+from mohaq_jax.models import model_of, sites
+from mohaq_jax.numerics import quantize
 
 
 @struct.dataclass

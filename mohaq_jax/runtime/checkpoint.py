@@ -9,7 +9,7 @@ as one msgpack blob and a SHA-256 of meta and blob is stored beside them, so a
 truncated or corrupted file is refused (:class:`CheckpointDamaged`, naming the file
 and the way out) instead of being read as different numbers; files written before the
 checksum existed are still read. Files are written through
-:func:`mohaq_jax.atomic.atomic_open` (temporary file, fsync, ``os.replace``), so a
+:func:`mohaq_jax.runtime.atomic.atomic_open` (temporary file, fsync, ``os.replace``), so a
 reader never sees a half-written checkpoint and an interrupted write leaves the old
 one.
 
@@ -32,10 +32,10 @@ import jax
 import numpy as np
 from flax import serialization
 
-from mohaq_jax import atomic
+from mohaq_jax.runtime import atomic
 
 #: Version tag stored in every checkpoint's meta.
-FORMAT = "mohaq_jax.checkpoint/1"
+FORMAT = "mohaq_jax.runtime.checkpoint/1"
 
 #: How to start over, for the kinds of checkpoint the experiments write.
 WAY_OUT = (
@@ -61,7 +61,7 @@ def _to_numpy(tree: Any) -> Any:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically (:func:`mohaq_jax.atomic.write_bytes`)."""
+    """Writes ``data`` to ``path`` atomically (:func:`mohaq_jax.runtime.atomic.write_bytes`)."""
     atomic.write_bytes(path, data)
 
 

@@ -104,7 +104,7 @@ def shard_population(
     """Splits a population-batched function over a mesh axis, padding as needed.
 
     ``fn`` must already work on a whole population (e.g. ``jax.vmap`` of a per-genome
-    function, or :func:`mohaq_jax.evaluate.make_population_eval`'s inner function);
+    function, or :func:`mohaq_jax.evaluation.evaluate.make_population_eval`'s inner function);
     each device runs it on its slice. Arguments with ``in_axes`` 0 (every leaf of that
     argument's pytree has the population as its leading axis: genomes, stacked params,
     optimizer states, per-genome keys) are padded to a multiple of the axis size and

@@ -6,7 +6,7 @@ MOHAQ (Rashed et al. 2021, Sec. III-IV) derives the genome, the memory size and 
 speedup of a candidate from per-site counts only: parameters, MACs per frame (or per
 sample, for an image model) and the 16-bit biases that stay unquantized. Models
 (``mohaq_jax.models.*``) describe themselves with a tuple of :class:`Site`, forward
-order; genome spaces (:mod:`mohaq_jax.genome`) and cost models
+order; genome spaces (:mod:`mohaq_jax.evaluation.genome`) and cost models
 (:mod:`mohaq_jax.hardware`) read only these, so neither depends on a model file.
 
 ``kind`` is a free label (``"sru"``, ``"proj"``, ``"fc"``, ``"lstm"`` ...) for

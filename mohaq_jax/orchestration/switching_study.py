@@ -7,7 +7,7 @@ the weights that keep switching buys the accuracy of uniform 4-bit at less stora
 on one fixed data split) into the numbers that test that claim:
 
 * per model (float, each ``uN``/``sN`` run): dev and test error averaged over seeds,
-  with a percentile bootstrap interval over images (:mod:`mohaq_jax.bootstrap`);
+  with a percentile bootstrap interval over images (:mod:`mohaq_jax.numerics.bootstrap`);
 * paired comparisons, the same image draws for both models: each uniform run vs the
   float model (does QAT lose accuracy at all?), each switching run vs uniform at the
   same base bits (a little less storage), vs uniform with one more bit (more
@@ -31,7 +31,8 @@ import io
 
 import numpy as np
 
-from mohaq_jax import bootstrap, checkpoint
+from mohaq_jax.numerics import bootstrap
+from mohaq_jax.runtime import checkpoint
 
 SPLITS = ("dev", "test")
 
@@ -76,7 +77,7 @@ def paired_difference(
 
     Args:
       errors, reference: per-image errors ``(N,)`` (0/1, or means over seeds).
-      n_resamples, confidence, seed: as :func:`mohaq_jax.bootstrap.bootstrap_intervals`.
+      n_resamples, confidence, seed: as :func:`mohaq_jax.numerics.bootstrap.bootstrap_intervals`.
 
     Returns:
       ``{"diff", "low", "high", "excludes_zero"}`` (floats, bool).

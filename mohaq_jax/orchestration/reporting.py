@@ -1,6 +1,6 @@
 """Markdown sections of the experiment reports (they compute and train nothing).
 
-The pipeline (:mod:`mohaq_jax.pipeline`) measures; these functions only format what it
+The pipeline (:mod:`mohaq_jax.orchestration.pipeline`) measures; these functions only format what it
 measured: the compression sweep, the beacons, and the inference-only vs beacon-based
 comparison. The files of one search are written by :mod:`mohaq_jax.search.report`.
 """
@@ -143,7 +143,7 @@ def compare_searches(
       corpus: the data (for the synthetic-speech notice).
       plain, beacons: summaries of the inference-only and beacon-based searches.
       retrained: archive index -> dev error after retraining (beacon search).
-      gains: :func:`mohaq_jax.measure.beacon_gains` rows.
+      gains: :func:`mohaq_jax.orchestration.measure.beacon_gains` rows.
       reading: the error metric in words.
       confidence: level of the intervals.
       resampled: what the intervals resample (the task's examples, plural).

@@ -1,6 +1,6 @@
 """What a population evaluation measures, per task: batch layout, metric sums, rates.
 
-The population evaluator (:mod:`mohaq_jax.evaluate`) is model-neutral: it quantizes,
+The population evaluator (:mod:`mohaq_jax.evaluation.evaluate`) is model-neutral: it quantizes,
 gathers, chunks and shards, and asks the model's *task* how one batch's logits become
 per-genome metric sums and how summed counts become rates. A model declares its task
 with a module-level ``TASK`` string (absent = ``"frames"``); see
@@ -8,14 +8,14 @@ with a module-level ``TASK`` string (absent = ``"frames"``); see
 
 * ``"frames"`` (speech: SRU, LSTM): a batch is ``(features (B, T, F), labels (B, T),
   lengths (B,))``; sums ``(loss_sum, n_frames, frame_wrong, phone_edits, n_phones)``
-  (:func:`mohaq_jax.metrics.error_counts`), rates :class:`PopulationMetrics`.
+  (:func:`mohaq_jax.numerics.metrics.error_counts`), rates :class:`PopulationMetrics`.
 * ``"classification"`` (images: VGG-9): a batch is ``(images (B, H, W, C), labels
   (B,))``, label ``-1`` = padding (not scored); sums ``(loss_sum, n_samples,
   n_wrong)``, rates :class:`ClassificationMetrics` (``class_error`` is the fraction of
   misclassified images).
 
 Each task also says how a split is cut into its resampling units for the bootstrap
-intervals (:mod:`mohaq_jax.bootstrap`): an utterance (speech) or an image, each
+intervals (:mod:`mohaq_jax.numerics.bootstrap`): an utterance (speech) or an image, each
 scored as a batch of one, with the error counts the search's metric is the ratio of.
 
 Adding a task is one :class:`Task` in :data:`TASKS`.
@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mohaq_jax import bootstrap, metrics
 from mohaq_jax.data import batching
+from mohaq_jax.numerics import bootstrap, metrics
 
 
 @struct.dataclass
@@ -231,7 +231,7 @@ class Task:
       ratios: ``(metric name, numerator, denominator)`` rows, indices into the sums:
         the metric is ``sums[numerator] / sums[denominator]``, the numerator is never
         negative and the denominator does not depend on the model's outputs (racing,
-        :meth:`mohaq_jax.evaluate.PopulationEvaluator.race`, relies on both).
+        :meth:`mohaq_jax.evaluation.evaluate.PopulationEvaluator.race`, relies on both).
       unit: index of the sum that counts scored units (frames, images).
       reference_logits: ``(batch, n_classes) -> logits`` of a model that is always
         right; its sums give a batch's denominators by the same code as ``sums``.

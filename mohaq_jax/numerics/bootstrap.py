@@ -12,7 +12,7 @@ at that confidence.
 Per-utterance counts come from the population evaluator called on one utterance at a
 time (:func:`per_utterance_counts`): their sums are exactly the whole-split counts the
 search reports. An image task resamples images the same way (its per-image 0/1 errors,
-:func:`per_example_counts` with the task's units, :mod:`mohaq_jax.evaluate_tasks`).
+:func:`per_example_counts` with the task's units, :mod:`mohaq_jax.evaluation.evaluate_tasks`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def per_example_counts(
 
     Args:
       evaluate: ``evaluate(genomes, batch) -> dict`` of ``(g,)`` arrays, e.g. a
-        :class:`~mohaq_jax.evaluate.PopulationEvaluator`.
+        :class:`~mohaq_jax.evaluation.evaluate.PopulationEvaluator`.
       genomes: int ``(g, n_genes)``.
       examples: the units, each a batch of one (one shape: one compile).
       counts: ``counts(results, one) -> (errors (g,), totals (g,))``.
@@ -100,7 +100,7 @@ def per_utterance_counts(
     Args:
       evaluate: ``evaluate(genomes, batch) -> dict`` of ``(pop,)`` arrays with
         ``phone_edits`` and ``n_phones`` (phone error) or ``frame_error`` (frame
-        error), e.g. a :class:`~mohaq_jax.evaluate.PopulationEvaluator`.
+        error), e.g. a :class:`~mohaq_jax.evaluation.evaluate.PopulationEvaluator`.
       genomes: int ``(g, n_genes)``.
       batch: the split, ``(features (B, T, F), labels (B, T), lengths (B,))``.
       metric: "phone_error" or "frame_error".

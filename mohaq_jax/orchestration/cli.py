@@ -1,10 +1,10 @@
 """The command line of every experiment, built in one place.
 
-Every flag is declared once in :data:`mohaq_jax.flags.FLAGS` (config field, flag name,
-kind, help); its default comes from the dataclass in :mod:`mohaq_jax.config` unless an
+Every flag is declared once in :data:`mohaq_jax.settings.flags.FLAGS` (config field, flag name,
+kind, help); its default comes from the dataclass in :mod:`mohaq_jax.settings.config` unless an
 experiment overrides it, and ``--help`` shows it. :func:`build_parser` adds the
 sections an experiment uses; :func:`parse_config` turns the parsed flags into an
-:class:`~mohaq_jax.config.ExperimentConfig` and validates it before any work;
+:class:`~mohaq_jax.settings.config.ExperimentConfig` and validates it before any work;
 :func:`guarded` turns user errors into one line on stderr and exit status 2
 (``--debug`` shows the traceback instead).
 """
@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from mohaq_jax import config as config_lib
-from mohaq_jax.flags import FLAGS, INTS, SWITCH, Flag
+from mohaq_jax.settings import config as config_lib
+from mohaq_jax.settings.flags import FLAGS, INTS, SWITCH, Flag
 
 SECTION_TYPES = {
     "data": config_lib.DataSettings,
@@ -176,7 +176,7 @@ def parse_config(
 #: Where the user-error exception types live (module, class name); a module that was
 #: never imported raised none of them, so none is imported only to be caught.
 USER_ERRORS = (
-    ("mohaq_jax.checkpoint", "CheckpointError"),
+    ("mohaq_jax.runtime.checkpoint", "CheckpointError"),
     ("mohaq_jax.data", "TimitError"),  # the package imports all its loaders
     ("mohaq_jax.data", "TranscribedError"),
     ("mohaq_jax.data", "EspeakUnavailableError"),
@@ -221,7 +221,7 @@ def check_devices(search: config_lib.SearchSettings) -> None:
     """
     if search.devices <= 1:
         return
-    from mohaq_jax import sharding
+    from mohaq_jax.runtime import sharding
 
     available = sharding.device_count()
     if search.devices > available:
@@ -241,7 +241,7 @@ def check_resume(output: config_lib.OutputSettings, folders=("",)) -> None:
     """
     if not output.resume:
         return
-    from mohaq_jax import checkpoint
+    from mohaq_jax.runtime import checkpoint
     from mohaq_jax.search.mohaq import STATE_FILE
 
     for folder in folders:
@@ -260,7 +260,7 @@ def search_main(argv, description: str, experiment, out: str, margin: bool = Fal
       argv: command-line arguments (None: ``sys.argv[1:]``).
       description: the experiment's docstring (``--help``).
       experiment: a function returning the
-        :class:`mohaq_jax.pipeline.SearchExperiment` (called after the flags are
+        :class:`mohaq_jax.orchestration.pipeline.SearchExperiment` (called after the flags are
         checked, so that a flag error imports no JAX), or the SearchExperiment.
       out: default output folder.
       margin: offer ``--margin`` (the compression experiment).
@@ -283,7 +283,7 @@ def search_main(argv, description: str, experiment, out: str, margin: bool = Fal
     guarded(lambda: check_devices(cfg.search), cfg.output.debug, parser.prog)
     folders = ("inference_only", "beacons") if cfg.beacons.enabled else ("",)
     guarded(lambda: check_resume(cfg.output, folders), cfg.output.debug, parser.prog)
-    from mohaq_jax import pipeline
+    from mohaq_jax.orchestration import pipeline
 
     if callable(experiment):
         experiment = experiment()

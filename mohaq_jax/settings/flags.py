@@ -1,6 +1,6 @@
 """Every command-line flag of the experiments, declared once.
 
-One row per flag: ``"section.field"`` of :class:`mohaq_jax.config.ExperimentConfig`
+One row per flag: ``"section.field"`` of :class:`mohaq_jax.settings.config.ExperimentConfig`
 that it sets, its one name (the same in every experiment), its kind (``int``,
 ``float``, ``str``, ``SWITCH`` for an on/off flag, ``INTS`` for comma-separated ints,
 or a tuple of choices) and its help. Defaults are the dataclass defaults (shown by
@@ -148,7 +148,7 @@ FLAGS: tuple[Flag, ...] = (
 
 
 #: The image search's defaults where they differ from the speech experiments' (by
-#: flag name, for :func:`mohaq_jax.cli.build_parser`): MOHAQ's 40/10/15 search,
+#: flag name, for :func:`mohaq_jax.orchestration.cli.build_parser`): MOHAQ's 40/10/15 search,
 #: Kim et al.'s VGG training, a 5-point error margin.
 IMAGE_SEARCH_DEFAULTS = {
     "--out": "results/vision_mohaq",

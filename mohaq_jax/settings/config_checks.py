@@ -1,10 +1,10 @@
-"""Checks of an :class:`~mohaq_jax.config.ExperimentConfig`, one per settings section.
+"""Checks of an :class:`~mohaq_jax.settings.config.ExperimentConfig`, one per settings section.
 
 :func:`validate` checks everything a user can get wrong (values, folders, features
 that are not available yet) before any work starts, and raises :class:`ConfigError`
 naming the flag and the value. The values some flags accept (:data:`AVAILABLE`,
 :data:`SWITCHING_RUNS`) live here too. The settings dataclasses are in
-:mod:`mohaq_jax.config`, which re-exports every name of this module.
+:mod:`mohaq_jax.settings.config`, which re-exports every name of this module.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from mohaq_jax.search.algorithms import ALGORITHMS
 
 if TYPE_CHECKING:
-    from mohaq_jax.config import (
+    from mohaq_jax.settings.config import (
         BeaconSettings,
         DataSettings,
         ExperimentConfig,

@@ -1,0 +1,1 @@
+"""Evaluation: genome spaces and the batched population evaluator."""

@@ -1,0 +1,1 @@
+"""Numerics: fake quantization, error metrics, bootstrap intervals."""

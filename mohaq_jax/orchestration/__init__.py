@@ -1,0 +1,1 @@
+"""Orchestration: the experiment pipeline, its steps and the CLI."""

@@ -1,0 +1,1 @@
+"""Runtime: checkpoints, device meshes, console messages."""

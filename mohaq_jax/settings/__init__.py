@@ -1,0 +1,1 @@
+"""Settings: the experiment configs, their checks and the flag table."""
