@@ -455,6 +455,22 @@ FIGURES = (
         _JSON,
     ),
     Figure(
+        "vision_beacons",
+        "VGG-9 on digits: inference-only vs beacon-based search on Bitfusion",
+        (
+            "-m",
+            "experiments.vision_mohaq",
+            "--platform",
+            "bitfusion",
+            "--beacons",
+            "--verify-retrain",
+            "2",
+            "--out",
+            "{dir}",
+        ),
+        beacon_values,
+    ),
+    Figure(
         "switching",
         "Switching-aware vs uniform QAT on digits at 2-4 bits, 3 seeds, intervals",
         (
