@@ -342,7 +342,7 @@ def validate_export_qwix(config: ExperimentConfig) -> None:
 
     if importlib.util.find_spec("qwix") is None:
         raise ConfigError(
-            "--export-qwix needs qwix: pip install 'mohaq_jax[deploy]' (qwix>=0.1.8)"
+            "--export-qwix needs qwix (a dependency of mohaq_jax: pip install -e .)"
         )
     _check(
         config.model.name in QWIX_MODELS,

@@ -141,7 +141,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("output.out", "--out", str, "output folder"),
     Flag("output.resume", "--resume", SWITCH, "continue the search checkpointed in --out after a crash or kill"),
     Flag("output.progress", "--no-progress", SWITCH, "no progress bars and no phase messages", invert=True),
-    Flag("output.export_qwix", "--export-qwix", SWITCH, "after the search, quantize the float model with qwix's PTQ for every Pareto solution (its bits as qwix rules) and report qwix's dev and test error beside the search's, with intervals, and what qwix cannot express (qwix.csv, qwix.json; needs pip install mohaq_jax[deploy])"),
+    Flag("output.export_qwix", "--export-qwix", SWITCH, "after the search, quantize the float model with qwix's PTQ for every Pareto solution (its bits as qwix rules) and report qwix's dev and test error beside the search's, with intervals, and what qwix cannot express (qwix.csv, qwix.json)"),
     Flag("output.debug", "--debug", SWITCH, "show the full traceback of a user error (else one line, exit status 2)"),
 )
 # fmt: on
