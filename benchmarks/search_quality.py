@@ -352,7 +352,8 @@ def main(argv=None) -> list[str]:
             gaps, args.budget, "gap to max speedup s.t. error (normalized)"
         ),
     ]
-    lines += ["", *assisted_lines(args, space, metrics, objectives, violation)]
+    assisted, assisted_md = assisted_rows(args, space, metrics, objectives, violation)
+    lines += ["", *assisted_md]
     print("\n".join(lines))
     os.makedirs(args.out, exist_ok=True)
     with atomic.atomic_open(os.path.join(args.out, "search_quality.md")) as f:
@@ -368,6 +369,7 @@ def main(argv=None) -> list[str]:
             "budget": args.budget,
             "hv_share": {m: _summary(v) for m, v in shares.items()},
             "speedup_gap": {m: _summary(v) for m, v in gaps.items()},
+            "assisted": assisted,
         }
         with atomic.atomic_open(args.json) as f:
             f.write(json.dumps(doc, indent=1) + "\n")
@@ -385,8 +387,12 @@ def _summary(values) -> dict:
     }
 
 
-def assisted_lines(args, space, metrics, objectives, violation) -> list[str]:
-    """Proxy seeding / surrogate rows at each budget, and the proxy's fidelity."""
+def assisted_rows(
+    args, space, metrics, objectives, violation
+) -> tuple[dict, list[str]]:
+    """Proxy seeding / surrogate rows at each budget, and the proxy's fidelity: the
+    numbers (``{"hv_share": {budget: {method: summary}}, "proxy_fidelity": ...}``)
+    and their markdown."""
     max_error = float(metrics["float_error"][0]) + args.error_margin
     fidelity, stage = search_quality_assisted.proxy_fidelity(space, metrics)
     rows, model_fidelity = search_quality_assisted.run_assisted(
@@ -400,9 +406,20 @@ def assisted_lines(args, space, metrics, objectives, violation) -> list[str]:
         }
         for budget, methods in rows.items()
     }
-    return search_quality_assisted.lines(
+    doc = {
+        "hv_share": {
+            str(b): {m: _summary(v) for m, v in methods.items()}
+            for b, methods in shares.items()
+        },
+        "proxy_fidelity": {k: float(v) for k, v in fidelity.items()},
+        "surrogate_kendall_tau": {
+            f"{b}.{m}": _summary(taus) for (b, m), taus in model_fidelity.items()
+        },
+    }
+    md = search_quality_assisted.lines(
         shares, model_fidelity, fidelity, stage, len(objectives)
     )
+    return doc, md
 
 
 if __name__ == "__main__":
