@@ -151,3 +151,9 @@ def test_check_identity_names_each_differing_field():
     checkpoint.check_identity(saved, dict(saved), "p")
     with pytest.raises(checkpoint.CheckpointMismatch, match="older version"):
         checkpoint.check_identity(None, asked, "p")
+
+
+def test_the_file_format_name_is_pinned():
+    """Every cached baseline and search checkpoint on users' disks carries this name;
+    moving the module must not change it (the reader refuses any other)."""
+    assert checkpoint.FORMAT == "mohaq_jax.checkpoint/1"

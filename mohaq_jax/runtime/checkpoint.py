@@ -35,7 +35,7 @@ from flax import serialization
 from mohaq_jax.runtime import atomic
 
 #: Version tag stored in every checkpoint's meta.
-FORMAT = "mohaq_jax.runtime.checkpoint/1"
+FORMAT = "mohaq_jax.checkpoint/1"  # a file format, kept when the module moved
 
 #: How to start over, for the kinds of checkpoint the experiments write.
 WAY_OUT = (
