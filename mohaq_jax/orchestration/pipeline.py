@@ -346,31 +346,10 @@ def search_one(
         "total": time.perf_counter() - t_start,
     }
     settings["peak_rss_gb"] = dict(clock.peak_rss_gb)
-    paths = {}
-    if sharding.is_main_process():
-        paths = report.write_outputs(
-            out_dir,
-            built.space,
-            result,
-            experiment.objectives,
-            {"error": test_err},
-            baselines,
-            settings,
-            notice=setup.corpus.notice if setup.corpus.synthetic else "",
-            title=title,
-            extra_sections=extra,
-            details=report.Details(
-                float_dev=float(built.float_dev),
-                max_error=float(built.max_error),
-                memory_limit_mb=built.memory_limit,
-                error_metric=cfg.search.error_metric,
-                intervals=intervals,
-                confidence=cfg.search.confidence,
-                resampled=f"{task_of(built.problem.evaluator.config).example_name}s",
-                sweep=sweep,
-                placeholders=built.platform.placeholders(),
-            ),
-        )
+    paths = write_files(
+        cfg, setup, experiment, built, result, out_dir, title, extra, sweep,
+        test_err, baselines, settings, intervals,
+    )  # fmt: skip
     summary = {
         "out": out_dir,
         "n_pareto": int(result.front.sum()),
@@ -388,6 +367,39 @@ def search_one(
     }
     announce(cfg, setup, title, summary)
     return summary
+
+
+def write_files(
+    cfg, setup, experiment, built, result, out_dir, title, extra, sweep,
+    test_err, baselines, settings, intervals,
+) -> dict:  # fmt: skip
+    """The run's files (report.md, CSV, JSON, plots) from the main process; their
+    paths ({} elsewhere)."""
+    if not sharding.is_main_process():
+        return {}
+    return report.write_outputs(
+        out_dir,
+        built.space,
+        result,
+        experiment.objectives,
+        {"error": test_err},
+        baselines,
+        settings,
+        notice=setup.corpus.notice if setup.corpus.synthetic else "",
+        title=title,
+        extra_sections=extra,
+        details=report.Details(
+            float_dev=float(built.float_dev),
+            max_error=float(built.max_error),
+            memory_limit_mb=built.memory_limit,
+            error_metric=cfg.search.error_metric,
+            intervals=intervals,
+            confidence=cfg.search.confidence,
+            resampled=f"{task_of(built.problem.evaluator.config).example_name}s",
+            sweep=sweep,
+            placeholders=built.platform.placeholders(),
+        ),
+    )
 
 
 def announce(cfg, setup: Setup, title: str, summary: dict) -> None:

@@ -83,10 +83,57 @@ def _run_row(name, sw, sc, info, seconds, test: dict) -> dict:
     }
 
 
-def run_sru(cfg: ExperimentConfig) -> dict:
-    """The SRU experiment: float baseline (shared cache), then every run."""
+def _sru_run(name, sw, params, config, calib, qat_corpus, qat_train, corpus, progress):
+    """One switching or uniform run of the SRU: retraining, then its test PER.
+    Returns ``(its row, its switch counts or None)``."""
     from mohaq_jax.models import sru
     from mohaq_jax.retrain import speech
+
+    n_layers = len(sru.sites(config))
+    bits, is_switching = SWITCHING_RUNS[name]
+    sc = schedule(sw, is_switching)
+    console.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
+    t0 = time.perf_counter()
+    bits_a = [sw.bits_a] * n_layers
+    _, info = speech.switching_finetune(
+        params,
+        config,
+        calib,
+        [bits] * n_layers,
+        bits_a,
+        qat_corpus,
+        sc,
+        lr=sw.qat_lr,
+        train_config=qat_train,
+        progress=progress,
+    )
+    test = train.evaluate(
+        info["quantized_params"],
+        config,
+        corpus.test,
+        corpus.fold39,
+        speech.float_bits(config),
+        jnp.asarray(bits_a, jnp.int32),
+        calib,
+    )
+    seconds = time.perf_counter() - t0
+    rates = {
+        "dev_per": info["per"],
+        "dev_fer": info["fer"],
+        "test_per": test["per"],
+        "test_fer": test["fer"],
+    }
+    print(
+        f"{name}: test PER (smoothed) {test['per']:.4f}, compression vs u4 "
+        f"{info['compression']['compression_vs_uniform4']:.3f}x, energy vs u4 "
+        f"{info['compression']['energy_rel_uniform4']:.3f} ({seconds:.0f} s)"
+    )
+    row = _run_row(name, sw, sc, info, seconds, rates)
+    return row, (info["window_counts"] if is_switching else None)
+
+
+def run_sru(cfg: ExperimentConfig) -> dict:
+    """The SRU experiment: float baseline (shared cache), then every run."""
 
     progress, sw = cfg.output.progress, cfg.switching
     os.makedirs(cfg.output.out, exist_ok=True)
@@ -105,57 +152,13 @@ def run_sru(cfg: ExperimentConfig) -> dict:
     qat_train = dataclasses.replace(
         prepare.train_config(cfg.training, cfg.search.batch_frames), seed=sw.seed
     )
-    n_layers = len(sru.sites(config))
-    fbits = speech.float_bits(config)
     runs, counts_by_run = {}, {}
     for name in sw.runs.split(","):
-        bits, is_switching = SWITCHING_RUNS[name]
-        sc = schedule(sw, is_switching)
-        console.say(progress, f"run {name}: retraining ({sc.epochs} epochs)")
-        t0 = time.perf_counter()
-        bits_a = [sw.bits_a] * n_layers
-        _, info = speech.switching_finetune(
-            params,
-            config,
-            calib,
-            [bits] * n_layers,
-            bits_a,
-            qat_corpus,
-            sc,
-            lr=sw.qat_lr,
-            train_config=qat_train,
-            progress=progress,
+        runs[name], counts = _sru_run(
+            name, sw, params, config, calib, qat_corpus, qat_train, corpus, progress
         )
-        test = train.evaluate(
-            info["quantized_params"],
-            config,
-            corpus.test,
-            corpus.fold39,
-            fbits,
-            jnp.asarray(bits_a, jnp.int32),
-            calib,
-        )
-        seconds = time.perf_counter() - t0
-        if is_switching:
-            counts_by_run[name] = info["window_counts"]
-        runs[name] = _run_row(
-            name,
-            sw,
-            sc,
-            info,
-            seconds,
-            {
-                "dev_per": info["per"],
-                "dev_fer": info["fer"],
-                "test_per": test["per"],
-                "test_fer": test["fer"],
-            },
-        )
-        print(
-            f"{name}: test PER (smoothed) {test['per']:.4f}, compression vs u4 "
-            f"{info['compression']['compression_vs_uniform4']:.3f}x, energy vs u4 "
-            f"{info['compression']['energy_rel_uniform4']:.3f} ({seconds:.0f} s)"
-        )
+        if counts is not None:
+            counts_by_run[name] = counts
     res = {
         "dataset": corpus.name,
         "notice": corpus.notice,
