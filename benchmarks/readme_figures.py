@@ -593,6 +593,23 @@ FIGURES = (
         ),
         _JSON,
     ),
+    Figure(
+        "search_quality_default",
+        "Search quality against the true front of the main job's model (all dev)",
+        (
+            "-m",
+            "benchmarks.search_quality",
+            "--model",
+            "default",
+            "--seeds",
+            "10",
+            "--out",
+            "{dir}",
+            "--json",
+            "{dir}/result.json",
+        ),
+        _JSON,
+    ),
 )
 
 

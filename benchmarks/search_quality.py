@@ -16,9 +16,16 @@ algorithm of the registry (:data:`mohaq_jax.search.algorithms.ALGORITHMS`, rows 
 scalarizing wrapper) run by the one search driver on the table, plus how close each
 gets to the single-objective optimum.
 
+``--model small`` (the default) trains a small SRU for ``--epochs``; ``--model
+default`` takes the main job's model and float baseline (``experiments.timit_silago``'s
+defaults, trained once and cached) with its calibration: a trained model and, with the
+whole dev set, a front set by quantization rather than by the noise of a few
+utterances.
+
 Run (``--tiny`` for a minutes-long smoke setting)::
 
     nice -n 10 python -m benchmarks.search_quality [--hidden 64 --proj 96] [--tiny]
+    nice -n 10 python -m benchmarks.search_quality --model default --seeds 10
 """
 
 from __future__ import annotations
@@ -38,15 +45,29 @@ from mohaq_jax import hardware, train
 from mohaq_jax.data import default_cache_dir, load_corpus, pad_batch
 from mohaq_jax.evaluation import evaluate, genome
 from mohaq_jax.models import qmodel, sru
+from mohaq_jax.orchestration import prepare
 from mohaq_jax.runtime import atomic
 from mohaq_jax.search import compilation, hypervolume, mohaq, nsga2, pareto
 from mohaq_jax.search.algorithms import ALGORITHMS
+from mohaq_jax.settings.config import (
+    ExperimentConfig,
+    ModelSettings,
+    OutputSettings,
+    TrainingSettings,
+)
 
 OBJECTIVES, MAXIMIZE = ("error", "speedup", "energy_pj"), ("speedup",)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model",
+        default="small",
+        choices=("small", "default"),
+        help="small: --hidden/--proj/--epochs below; default: the main job's model "
+        "and float baseline (experiments.timit_silago's defaults, its cache)",
+    )
     parser.add_argument("--hidden", type=int, default=64, help="SRU units/direction")
     parser.add_argument("--proj", type=int, default=96, help="projection size")
     parser.add_argument("--espeak-size", default="default", help="default | tiny")
@@ -100,29 +121,44 @@ def genome_index(genomes, upper):
 def table(args):
     """(space, metrics of every genome, baseline dev error), cached on disk."""
     corpus = load_corpus("espeak", size=args.espeak_size, verbose=False)
-    cfg = model_config(corpus, args.hidden, args.proj)
+    if args.model == "default":
+        experiment = ExperimentConfig(output=OutputSettings(progress=False))
+        cfg = prepare.model_config(experiment.model, corpus)
+        train_config = prepare.train_config(experiment.training)
+        ckpt = args.ckpt_dir or prepare.baseline_dir(
+            experiment, corpus, cfg, train_config
+        )
+        digest = "default-" + os.path.basename(ckpt)
+    else:
+        cfg = model_config(corpus, args.hidden, args.proj)
+        train_config = train.TrainConfig(epochs=args.epochs)
+        ident = json.dumps(
+            [cfg.to_dict(), train_config.to_dict(), train.data_settings(corpus)],
+            sort_keys=True,
+            default=str,
+        )
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+        ckpt = args.ckpt_dir or os.path.join(default_cache_dir(), "baselines", digest)
     layers = sru.sites(cfg)
     assert len(layers) == 8, [layer.name for layer in layers]
     space = genome.silago_space(layers)
-    train_config = train.TrainConfig(epochs=args.epochs)
-    ident = json.dumps(
-        [cfg.to_dict(), train_config.to_dict(), train.data_settings(corpus)],
-        sort_keys=True,
-        default=str,
-    )
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
-    ckpt = args.ckpt_dir or os.path.join(default_cache_dir(), "baselines", digest)
     path = os.path.join(args.out, f"table-{digest}-dev{args.dev_utts}.npz")
     if os.path.exists(path):
         saved = np.load(path)
         return space, {k: saved[k] for k in saved.files}
-    params, _ = train.get_or_train_baseline(corpus, cfg, train_config, ckpt)
-    rng = np.random.default_rng(0)
-    n_cal = min(32, len(corpus.train))
-    cal = pad_batch(corpus.train, rng.choice(len(corpus.train), n_cal, replace=False))
-    calib = qmodel.calibrate(
-        params, cfg, jnp.asarray(cal.features), jnp.asarray(cal.lengths)
-    )
+    if args.model == "default":  # the main job's baseline and calibration
+        _, params, _ = prepare.get_baseline(experiment, corpus)
+        calib = prepare.calibrate_on_train(experiment.search, corpus, params, cfg)
+    else:
+        params, _ = train.get_or_train_baseline(corpus, cfg, train_config, ckpt)
+        rng = np.random.default_rng(0)
+        n_cal = min(32, len(corpus.train))
+        cal = pad_batch(
+            corpus.train, rng.choice(len(corpus.train), n_cal, replace=False)
+        )
+        calib = qmodel.calibrate(
+            params, cfg, jnp.asarray(cal.features), jnp.asarray(cal.lengths)
+        )
     n_dev = args.dev_utts or len(corpus.dev)
     dev = tuple(jnp.asarray(x) for x in pad_batch(corpus.dev, range(n_dev)))
     evaluator = evaluate.PopulationEvaluator(
@@ -139,7 +175,11 @@ def table(args):
     for i in range(0, len(genomes), args.chunk):
         errors.append(evaluator(genomes[i : i + args.chunk], dev)["phone_error"])
         if (i // args.chunk) % 10 == 0:
-            print(f"{i + args.chunk}/{len(genomes)} genomes evaluated", flush=True)
+            print(
+                f"{i + args.chunk}/{len(genomes)} genomes evaluated "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
     print(f"{len(genomes)} genomes evaluated in {time.perf_counter() - start:.0f} s")
     platform = hardware.get_platform("silago")
     costs = jax.jit(jax.vmap(platform.make_cost_fn(space)))(jnp.asarray(genomes))
@@ -339,7 +379,7 @@ def main(argv=None) -> list[str]:
             found = objectives[ok, 1].min() if len(ok) else np.inf
             gaps[method].append(found - best_speed)
     lines = [
-        f"Model: 4 x bidirectional SRU, hidden {args.hidden}, projection {args.proj} "
+        f"Model: {_model_text(args)} "
         f"(8 sites, {len(objectives)} genomes); eSpeak {args.espeak_size}, dev "
         f"{args.dev_utts or 'all'} utterances; float dev PER "
         f"{float(metrics['float_error'][0]):.3f}, max error {max_error:.3f}, memory "
@@ -360,11 +400,14 @@ def main(argv=None) -> list[str]:
         f.write("\n".join(lines) + "\n")
     if args.json:
         doc = {
+            "model": _model_text(args),
+            "dev_utterances": args.dev_utts or "all",
             "genomes": len(objectives),
             "feasible_genomes": int(feasible.sum()),
             "float_dev_error": float(metrics["float_error"][0]),
             "max_error": max_error,
             "true_front_hypervolume": float(true_volume),
+            "true_front_points": _front_size(objectives, violation),
             "seeds": args.seeds,
             "budget": args.budget,
             "hv_share": {m: _summary(v) for m, v in shares.items()},
@@ -374,6 +417,25 @@ def main(argv=None) -> list[str]:
         with atomic.atomic_open(args.json) as f:
             f.write(json.dumps(doc, indent=1) + "\n")
     return lines
+
+
+def _front_size(objectives, violation) -> int:
+    feasible = np.flatnonzero(violation <= 0)
+    return int(np.asarray(pareto.pareto_mask(jnp.asarray(objectives[feasible]))).sum())
+
+
+def _model_text(args) -> str:
+    if args.model == "default":
+        model, training = ModelSettings(), TrainingSettings()
+        return (
+            f"the main job's float baseline (4 x bidirectional SRU, hidden "
+            f"{model.hidden}, projection {model.proj}, at most {training.epochs} "
+            f"epochs)"
+        )
+    return (
+        f"4 x bidirectional SRU, hidden {args.hidden}, projection {args.proj}, "
+        f"{args.epochs} epochs"
+    )
 
 
 def _summary(values) -> dict:

@@ -177,6 +177,40 @@ def test_assisted_search_refused_with_beacons():
         config_lib.validate(cfg, ("search", "beacons"))
 
 
+@pytest.mark.parametrize(
+    "argv, beacons, expected",
+    [
+        ([], False, (True, True)),  # auto: an inference-only NSGA-II search
+        ([], True, (False, False)),  # auto: beacon-based
+        (["--algorithm", "moead"], False, (False, False)),  # auto: not NSGA-II
+        (["--no-surrogate"], False, (False, True)),
+        (["--no-seed-proxy", "--no-surrogate"], False, (False, False)),
+        (["--surrogate", "--no-seed-proxy"], False, (True, False)),
+    ],
+)
+def test_assistance_flags(argv, beacons, expected):
+    from mohaq_jax.orchestration import cli
+    from mohaq_jax.settings import config as config_lib
+
+    parser = cli.build_parser("t", ["search"])
+    search = cli.config_from_args(parser.parse_args(argv)).search
+    assert config_lib.assistance(search, beacons) == expected
+
+
+def test_assisted_search_refused_with_other_algorithms():
+    from mohaq_jax.settings import config as config_lib
+
+    for flags in ({"surrogate": True}, {"seed_proxy": True}):
+        cfg = config_lib.ExperimentConfig(
+            search=config_lib.SearchSettings(algorithm="de", **flags)
+        )
+        with pytest.raises(config_lib.ConfigError, match="wrap NSGA-II"):
+            config_lib.validate(cfg, ("search",))
+    # not asked for: nothing to refuse (auto turns assistance off for DE)
+    plain = config_lib.SearchSettings(algorithm="de")
+    config_lib.validate(config_lib.ExperimentConfig(search=plain), ("search",))
+
+
 def test_assisted_resume_gives_same_front(problem_parts, tmp_path):
     problem = make_problem(
         problem_parts, pop_size=14, n_generations=3, surrogate=True, seed_proxy=True

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mohaq_jax.settings import config as config_lib
-from mohaq_jax.settings.flags import FLAGS, INTS, SWITCH, Flag
+from mohaq_jax.settings.flags import FLAGS, INTS, ONOFF, SWITCH, Flag
 
 SECTION_TYPES = {
     "data": config_lib.DataSettings,
@@ -60,6 +60,8 @@ def comma_ints(text: str) -> tuple[int, ...]:
 def _argparse_kwargs(flag: Flag) -> dict:
     if flag.kind == SWITCH:
         return {"action": "store_true"}
+    if flag.kind == ONOFF:
+        return {"action": argparse.BooleanOptionalAction}
     if flag.kind == INTS:
         return {"type": comma_ints, "metavar": "N,N,..."}
     if isinstance(flag.kind, tuple):

@@ -148,7 +148,8 @@ def retrain_front(cfg: ExperimentConfig, setup: Setup, summary: dict, bcfg) -> d
 def run_searches(cfg: ExperimentConfig, built: Assembled, out_dir: str) -> dict:
     """The search of ``--algorithm`` (checkpointed in ``out_dir``; ``--resume``), then
     each of ``--compare`` on the same problem, seed and budget, each starting from
-    the scores of the one before (no genome evaluated twice). Returns name ->
+    the scores of the one before (no genome evaluated twice; each compared run is the
+    algorithm's plain search, no surrogate or proxy seeding). Returns name ->
     :class:`~mohaq_jax.search.mohaq.SearchResult`, ``--algorithm`` first."""
     s, progress = cfg.search, cfg.output.progress
     main = sharding.is_main_process()  # only host 0 writes checkpoints and files
@@ -181,6 +182,7 @@ def run_searches(cfg: ExperimentConfig, built: Assembled, out_dir: str) -> dict:
             progress=progress and main,
             algorithm=name,
             problem_state=list(runs.values())[-1].state,
+            assist=False,
         )
     return runs
 
@@ -288,8 +290,8 @@ def extra_sections(cfg, setup, experiment, built, runs, settings, beacon_cfg, ou
             problem,
             result,
             out_dir if sharding.is_main_process() else None,
-            cfg.search.surrogate,
-            cfg.search.seed_proxy,
+            problem.config.surrogate,
+            problem.config.seed_proxy,
         )
         settings["sensitivity"] = sens.summary
         extra = list(extra) + sens.lines

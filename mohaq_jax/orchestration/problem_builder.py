@@ -25,7 +25,7 @@ from mohaq_jax.runtime.console import say
 from mohaq_jax.search import mohaq
 from mohaq_jax.search.beacon import BeaconConfig, BeaconProblem
 from mohaq_jax.search.problem import objective_bounds
-from mohaq_jax.settings.config import ExperimentConfig
+from mohaq_jax.settings.config import ExperimentConfig, assistance
 
 __all__ = [
     "Assembled",
@@ -167,6 +167,7 @@ def build_problem(
         else default_memory_limit(platform, space, setup.paper_sites)
     )
     memory_limit = float(memory_limit) if np.isfinite(memory_limit) else None
+    surrogate, seed_proxy = assistance(s, cfg.beacons.enabled)
     search_config = mohaq.SearchConfig(
         objectives=tuple(objectives),
         maximize=tuple(maximize),
@@ -182,8 +183,8 @@ def build_problem(
         race=s.race,
         race_confidence=s.race_confidence,
         seed_uniform=s.seed_uniform,
-        surrogate=s.surrogate,
-        seed_proxy=s.seed_proxy,
+        surrogate=surrogate,
+        seed_proxy=seed_proxy,
     )
     ideal, nadir = objective_bounds(cost_fn, space, objectives, maximize, max_error)
     if beacon_config is None:

@@ -163,6 +163,8 @@ class Searcher:
       problem_state: the problem's state to start from (None: a fresh one); a state
         from an earlier search of the same problem lends its scores, so genomes both
         searches ask for are evaluated once. The budget counts this search's genomes.
+      assist: False runs the algorithm plain whatever the config's ``surrogate`` and
+        ``seed_proxy`` say (a compared run).
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class Searcher:
         problem: QuantizationProblem,
         algorithm: str = "nsga2",
         problem_state: ProblemState | None = None,
+        assist: bool = True,
     ):
         from mohaq_jax.search.algorithms import get_algorithm  # they sit above
 
@@ -181,7 +184,7 @@ class Searcher:
         self._identity = None  # what the scores depend on, digested on first use
         self.assisted = None  # the surrogate wrapper, with --surrogate / --seed-proxy
         cfg = problem.config
-        if cfg.surrogate or cfg.seed_proxy:
+        if assist and (cfg.surrogate or cfg.seed_proxy):
             if algorithm != "nsga2":
                 raise ValueError(
                     "--surrogate and --seed-proxy wrap NSGA-II (--algorithm nsga2)"
@@ -436,6 +439,7 @@ def run_search(
     stop_after: int | None = None,
     algorithm: str = "nsga2",
     problem_state: ProblemState | None = None,
+    assist: bool = True,
 ) -> SearchResult:
     """Runs (or resumes) a search of ``problem`` by a registered algorithm.
 
@@ -448,12 +452,12 @@ def run_search(
       progress: show a progress bar (best error, hypervolume, evaluations/s).
       stop_after: stop after this generation (to simulate a crash in tests).
       algorithm: a name in :data:`~mohaq_jax.search.algorithms.ALGORITHMS`.
-      problem_state: see :class:`Searcher`.
+      problem_state, assist: see :class:`Searcher`.
 
     Returns:
       :class:`SearchResult` (its ``state``: the problem's final state).
     """
-    searcher = Searcher(problem, algorithm, problem_state)
+    searcher = Searcher(problem, algorithm, problem_state, assist)
     path = None if out_dir is None else os.path.join(os.fspath(out_dir), STATE_FILE)
     resumed = resume and path is not None and os.path.exists(path)
     if resumed:

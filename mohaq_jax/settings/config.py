@@ -116,8 +116,12 @@ class SearchSettings:
     platform: str | None = None  # --platform: image search's cost model (speech: own)
     algorithm: str = "nsga2"  # --algorithm: search algorithm
     compare: str = ""  # --compare: comma list of algorithms also run, same budget
-    surrogate: bool = False  # --surrogate: surrogate pre-screens offspring
-    seed_proxy: bool = False  # --seed-proxy: initial population from the proxy
+    # --surrogate / --no-surrogate: a surrogate pre-screens offspring; None (auto): on
+    # for inference-only NSGA-II searches (see assistance)
+    surrogate: bool | None = None
+    # --seed-proxy / --no-seed-proxy: initial population from the sensitivity proxy;
+    # None (auto) as surrogate
+    seed_proxy: bool | None = None
     pop: int = 40  # --pop: population size (paper: 40)
     offspring: int = 10  # --offspring: genomes evaluated per generation (paper: 10)
     generations: int = 15  # --generations: after the initial population (paper: 15)
@@ -148,6 +152,19 @@ class SearchSettings:
     confidence: float = 0.95  # --confidence: level of the bootstrap intervals
     n_bootstrap: int = 1000  # --bootstrap: bootstrap resamples of utterances (0 = off)
     margin: float = 0.01  # --margin: compression within this of the 16-bit error
+
+
+def assistance(search: SearchSettings, beacons_enabled: bool) -> tuple[bool, bool]:
+    """``(surrogate, seed_proxy)`` a search uses: what the flags say, and where they
+    say nothing (None) on for inference-only NSGA-II searches, the combination that won
+    on the true-front referee (``benchmarks/search_quality.py --model default``), off
+    for other algorithms and beacon-based searches."""
+    auto = search.algorithm == "nsga2" and not beacons_enabled
+
+    def pick(value):
+        return auto if value is None else bool(value)
+
+    return pick(search.surrogate), pick(search.seed_proxy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +245,7 @@ __all__ = [
     "SwitchingSettings",
     "TrainingSettings",
     "VGGSettings",
+    "assistance",
     "check_folder",
     "compared",
     "data_name",

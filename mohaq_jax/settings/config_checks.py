@@ -243,6 +243,11 @@ def validate_search(search: SearchSettings) -> None:
             f"(choose from {', '.join(AVAILABLE['algorithm'])}, "
             f"besides --algorithm {search.algorithm})",
         )
+    _check(
+        search.algorithm == "nsga2" or not (search.surrogate or search.seed_proxy),
+        f"--surrogate and --seed-proxy wrap NSGA-II: use them with --algorithm nsga2 "
+        f"(got --algorithm {search.algorithm})",
+    )
     if search.per not in AVAILABLE["per"]:
         raise NotAvailableError(
             f"--per {search.per}: not available yet in this version "

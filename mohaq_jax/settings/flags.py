@@ -2,7 +2,8 @@
 
 One row per flag: ``"section.field"`` of :class:`mohaq_jax.settings.config.ExperimentConfig`
 that it sets, its one name (the same in every experiment), its kind (``int``,
-``float``, ``str``, ``SWITCH`` for an on/off flag, ``INTS`` for comma-separated ints,
+``float``, ``str``, ``SWITCH`` for an on/off flag, ``ONOFF`` for a ``--x`` /
+``--no-x`` pair over a field whose None means "decided by the other settings", ``INTS`` for comma-separated ints,
 or a tuple of choices) and its help. Defaults are the dataclass defaults (shown by
 ``--help``); experiments override a few. Flags marked ``images`` are offered only by
 the image experiments (``cli.build_parser(..., images=True)``).
@@ -17,6 +18,7 @@ from mohaq_jax.search.algorithms import ALGORITHMS
 
 SWITCH = "switch"  # an on/off flag (argparse store_true)
 INTS = "ints"  # comma-separated ints, e.g. "16,16,32" -> (16, 16, 32)
+ONOFF = "onoff"  # --name sets True, --no-name False, neither None (the field decides)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Flag:
 
     target: str  # "section.field" of ExperimentConfig
     flag: str  # the flag's one name, e.g. "--pop"
-    kind: Any  # int, float, str, SWITCH, INTS, or a tuple of choices
+    kind: Any  # int, float, str, SWITCH, ONOFF, INTS, or a tuple of choices
     help: str  # what it does (the default is appended by --help)
     invert: bool = False  # a SWITCH that sets the field to False (--no-progress)
     images: bool = False  # offered by the image experiments only
@@ -83,8 +85,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("search.algorithm", "--algorithm", tuple(ALGORITHMS), "nsga2 / moead: the Pareto front; simple_ga / de / cma_es: evosax single-objective search, maximize speedup subject to the error and memory limits, at the same budget"),
     Flag("search.compare", "--compare", str, f"comma list of other algorithms ({', '.join(ALGORITHMS)}) to run on the same problem with the same seed and budget after the main search; the report compares them (not with --beacons)"),
     Flag("search.platform", "--platform", ("bitfusion", "reconfig"), "accelerator cost model of the image search: bitfusion (error, speedup, energy; 2/4/8/16 bits) or reconfig (error, energy, compression; 2/3/4 bits); each speech experiment has its own", images=True),
-    Flag("search.surrogate", "--surrogate", SWITCH, "surrogate-assisted search: a ridge model of the error (sensitivity proxy as prior) pre-screens 30x the offspring each generation and only the most promising by predicted rank are evaluated (the budget counts real evaluations)"),
-    Flag("search.seed_proxy", "--seed-proxy", SWITCH, "start from the sensitivity stage: its genomes plus the Pareto set its additive error proxy predicts form the initial population"),
+    Flag("search.surrogate", "--surrogate", ONOFF, "surrogate-assisted search: a ridge model of the error (sensitivity proxy as prior) pre-screens 30x the offspring each generation and only the most promising by predicted rank are evaluated (the budget counts real evaluations); default (None): on for inference-only NSGA-II searches, off otherwise"),
+    Flag("search.seed_proxy", "--seed-proxy", ONOFF, "start from the sensitivity stage: its genomes plus the Pareto set its additive error proxy predicts form the initial population; default (None): on for inference-only NSGA-II searches, off otherwise"),
     Flag("search.pop", "--pop", int, "population size (paper: 40)"),
     Flag("search.offspring", "--offspring", int, "genomes evaluated per generation (paper: 10)"),
     Flag("search.generations", "--generations", int, "generations after the initial population (paper: 15)"),
