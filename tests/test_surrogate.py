@@ -93,6 +93,25 @@ def test_assisted_run_is_deterministic_and_counts_real_evaluations(problem_parts
     np.testing.assert_array_equal(first.genomes[: len(sens)], sens)
 
 
+def test_report_counts_the_stage_run_inside_the_search(problem_parts):
+    from mohaq_jax.search import sensitivity_report
+
+    problem, counting = assisted_problem(problem_parts)
+    result = mohaq.run_search(problem, progress=False)
+    n_scored = len(counting.rows)
+    stage_seconds = result.history[0]["sensitivity_seconds"]
+    assert 0 < stage_seconds <= result.seconds
+    report = sensitivity_report.sensitivity_section(problem, result, None, True, True)
+    summary = report.summary
+    # Every stage genome was scored by the search: the report evaluates nothing more.
+    assert len(counting.rows) == n_scored
+    assert summary["in_search"] and summary["n_scored_for_report"] == 0
+    n_stage = len(sensitivity.genomes(problem.space.upper))
+    assert summary["share_of_evaluations"] == n_stage / len(result.genomes)
+    assert stage_seconds <= summary["seconds"] < stage_seconds + 1.0
+    assert summary["share_of_search_seconds"] == summary["seconds"] / result.seconds
+
+
 def test_screening_prefers_predicted_front():
     """With an exact model (additive error, proxy = truth), every chosen offspring is
     non-dominated among the candidates the wrapped algorithm proposed."""

@@ -203,12 +203,12 @@ class Searcher:
         t0 = time.perf_counter()
         key_sample, key_init = nsga2.initial_keys(self.key)
         start = self.problem_state or self.problem.initial_state()
-        extra = ()
+        extra, stage_seconds = (), None
         if self.assisted is not None:  # sensitivity stage, then the population
             start, population, proxy = surrogate.start(
                 self.problem, start, self.assisted, key_sample
             )
-            extra = (proxy,)
+            extra, stage_seconds = (proxy,), time.perf_counter() - t0
         else:
             population = self.algorithm.sample(key_sample)
             if self.problem.config.seed_uniform:  # every uniform genome, random rows
@@ -219,6 +219,8 @@ class Searcher:
         seconds = time.perf_counter() - t0
         n_asked = len(population)
         row = self._row(pstate, archive, 0, n_asked, seconds)
+        if stage_seconds is not None:  # its genomes were scored before the rest
+            row["sensitivity_seconds"] = stage_seconds
         return SearchState(strategy, pstate, archive, 0, n_asked, (row,), seconds)
 
     def step(self, state: SearchState) -> SearchState:
