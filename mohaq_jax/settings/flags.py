@@ -92,7 +92,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("search.generations", "--generations", int, "generations after the initial population (paper: 15)"),
     Flag("search.seed", "--seed", int, "search seed (same seed, same front)"),
     Flag("search.budget", "--budget", int, "stop after this many genome evaluations (None: no limit)"),
-    Flag("search.seed_uniform", "--no-seed-uniform", SWITCH, "a purely random initial population (by default it holds every uniform genome: all-4, all-8, all-16 bits, ...)", invert=True),
+    Flag("search.seed_uniform", "--no-seed-uniform", SWITCH, "a purely random initial population for plain searches (by default it holds every uniform genome: all-4, all-8, all-16 bits, ...; a proxy-seeded one holds the sensitivity genomes and the proxy's front instead)", invert=True),
     Flag("search.max_error", "--max-error", float, "error constraint as a fraction (paper: 0.24 on TIMIT); None: float dev error + --error-margin"),
     Flag("search.error_margin", "--error-margin", float, "default error constraint above the float model's dev error (the paper's 24% was about 7 points above its float PER)"),
     Flag("search.memory_limit_mb", "--memory-limit-mb", float, "memory constraint in MB; None: the speech searches scale the platform's paper limit by this model's 16-bit size relative to the paper model's, the image search has no memory constraint"),
