@@ -231,3 +231,43 @@ def test_problem_race_stops_memory_infeasible_genomes(setup):
     )
     _, g = problem.fitness(res)
     assert np.all(np.asarray(g[over, 0]) > 0)
+
+
+def test_assisted_search_fits_its_surrogate_on_full_measurements_only(setup):
+    """With racing, a stopped genome's partial estimate steers NSGA-II (as in a plain
+    raced search) but the surrogate's error model stores NaN for it and skips it."""
+    from mohaq_jax import hardware
+    from mohaq_jax.search import mohaq
+
+    ev, stream, genomes = setup
+    cost_fn = hardware.get_platform("bitfusion").make_cost_fn(ev.space)
+    full = ev(genomes, stream)["phone_error"]
+    config = mohaq.SearchConfig(
+        objectives=("error", "speedup"),
+        maximize=("speedup",),
+        pop_size=40,
+        n_offspring=4,
+        n_generations=1,
+        max_error=float(np.median(full)),
+        memory_limit_mb=None,
+        race=True,
+        surrogate=True,
+        seed_proxy=True,
+    )
+    problem = mohaq.QuantizationProblem(ev, cost_fn, stream, config)
+    searcher = mohaq.Searcher(problem)
+    state = searcher.step(searcher.init())
+    result, strategy = searcher.result(state), state.strategy  # the assisted state
+    count = int(strategy.count)
+    stored = np.asarray(strategy.genomes)[:count]
+    errors = np.asarray(strategy.errors)[:count]
+    partial = dict(
+        zip(
+            map(tuple, result.genomes.tolist()),
+            result.metrics["error_partial"] > 0,
+            strict=True,
+        )
+    )
+    expected = np.asarray([partial[tuple(g)] for g in stored.tolist()])
+    assert expected.any() and (~expected).any()  # the run raced some genomes
+    np.testing.assert_array_equal(np.isnan(errors), expected)

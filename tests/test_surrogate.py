@@ -280,3 +280,36 @@ def test_neighbours_of_the_best_evaluations_by_hand():
     np.testing.assert_array_equal(got, expected)
     with pytest.raises(ValueError, match="neighbours"):
         surrogate.SurrogateOptions(neighbours=-1)
+
+
+def test_unreliable_rows_do_not_move_the_model():
+    """Rows told as not reliable (a raced partial estimate) are stored as NaN and
+    left out of the fit: their errors change nothing; told as reliable they do."""
+    upper = np.asarray([2, 2, 2])
+
+    def fitness_fn(genomes, error):
+        size = genomes.sum(1).astype(jnp.float32)
+        return jnp.stack([error, size], 1), jnp.zeros((genomes.shape[0], 1)) - 1.0
+
+    wrapped = surrogate.assisted(nsga2.NSGA2(8, 4, upper), fitness_fn)
+    params = wrapped.default_params
+    population = jnp.asarray(sensitivity.genomes(upper)[:7].tolist() + [[0, 0, 0]])
+    errors = jnp.linspace(0.1, 0.8, 8)
+    state = wrapped.init(
+        jax.random.key(0), population, fitness_fn(population, errors), params
+    )
+    offspring = jnp.asarray([[0, 1, 0], [1, 0, 1], [0, 0, 1], [1, 1, 0]])
+    reliable = jnp.asarray([True, False, True, False])
+
+    def told(offspring_errors, mask):
+        fitness = fitness_fn(offspring, offspring_errors)
+        return wrapped.tell(jax.random.key(1), offspring, fitness, state, params, mask)[
+            0
+        ]
+
+    a = told(jnp.asarray([0.3, 0.2, 0.5, 0.4]), reliable)
+    b = told(jnp.asarray([0.3, 9.0, 0.5, -9.0]), reliable)  # other partial errors
+    c = told(jnp.asarray([0.3, 9.0, 0.5, -9.0]), None)  # all reliable
+    np.testing.assert_array_equal(np.isnan(np.asarray(a.errors)[8:12]), ~reliable)
+    np.testing.assert_allclose(np.asarray(a.weights), np.asarray(b.weights))
+    assert not np.allclose(np.asarray(a.weights), np.asarray(c.weights))

@@ -214,8 +214,10 @@ class Searcher:
             if self.problem.config.seed_uniform:  # every uniform genome, random rows
                 population = jnp.asarray(seeding.seed_problem(self.problem, population))
         empty = Archive.empty(self.problem.space.n_genes)
-        pstate, archive, fitness, _ = self._score(start, empty, population, 0)
-        strategy = self.algorithm.init(key_init, population, fitness, *extra)
+        pstate, archive, fitness, _, reliable = self._score(start, empty, population, 0)
+        strategy = self.algorithm.init(
+            key_init, population, self._told(fitness, reliable), *extra
+        )
         seconds = time.perf_counter() - t0
         n_asked = len(population)
         row = self._row(pstate, archive, 0, n_asked, seconds)
@@ -229,7 +231,7 @@ class Searcher:
         generation = state.generation + 1
         key_ask, key_tell = nsga2.generation_keys(self.key, generation)
         genomes, strategy = self.algorithm.ask(key_ask, state.strategy)
-        pstate, archive, fitness, changed = self._score(
+        pstate, archive, fitness, changed, reliable = self._score(
             state.problem, state.archive, genomes, generation
         )
         if changed and self.algorithm.rescore is not None:
@@ -240,7 +242,8 @@ class Searcher:
                 return self.problem.fitness(results)
 
             strategy = self.algorithm.rescore(strategy, score)
-        strategy = self.algorithm.tell(key_tell, genomes, fitness, strategy)
+        told = self._told(fitness, reliable)
+        strategy = self.algorithm.tell(key_tell, genomes, told, strategy)
         elapsed = time.perf_counter() - t0
         n_asked = state.n_asked + len(genomes)
         row = self._row(pstate, archive, generation, n_asked, state.seconds + elapsed)
@@ -257,7 +260,9 @@ class Searcher:
 
     def _score(self, pstate, archive, genomes, generation):
         """Scores the asked ``genomes`` within the budget and applies the problem's
-        policy (beacons). Returns ``(problem state, archive, fitness, changed)``."""
+        policy (beacons). Returns ``(problem state, archive, fitness, changed,
+        reliable)``; ``reliable``: per genome, scored in full (not unscored for the
+        budget, not a raced genome's partial estimate)."""
         problem, budget = self.problem, self.algorithm.budget
         genomes = np.asarray(genomes, np.int32)
         keys = [g.tobytes() for g in genomes]
@@ -277,13 +282,24 @@ class Searcher:
         if changed:
             updated, results = problem.evaluate(updated, genomes[rows])
         fitness = problem.fitness(results)
+        # a full measurement: scored, and not a raced genome's partial estimate
+        reliable = np.zeros(len(genomes), bool)
+        partial = np.asarray(results.get("error_partial", np.zeros(rows.sum())))
+        reliable[rows] = partial == 0
         if not rows.all():  # unscored: the budget is spent
             index = jnp.asarray(np.flatnonzero(rows))
             fitness = tuple(
                 jnp.full((len(genomes), part.shape[1]), jnp.inf).at[index].set(part)
                 for part in fitness
             )
-        return updated, archive, fitness, changed
+        return updated, archive, fitness, changed, reliable
+
+    def _told(self, fitness, reliable):
+        """What the algorithm's init/tell gets: the fitness, and with the surrogate
+        which of its rows are full measurements (the model fits those only)."""
+        if self.assisted is None:
+            return fitness
+        return (*fitness, jnp.asarray(reliable))
 
     def done(self, state: SearchState) -> bool:
         """Whether the search has run its generations or spent its budget."""
@@ -402,7 +418,9 @@ class Searcher:
         population = jnp.zeros_like(self.algorithm.sample(key))
         n = population.shape[0]
         fitness = (jnp.zeros((n, n_obj)), jnp.zeros((n, N_CONSTRAINTS)))
-        state = self.algorithm.init(key, population, fitness)
+        state = self.algorithm.init(
+            key, population, self._told(fitness, np.ones(n, bool))
+        )
         return jax.tree.map(np.asarray, state)
 
     def _row(self, pstate, archive, generation: int, n_asked: int, seconds: float):

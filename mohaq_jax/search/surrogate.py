@@ -221,7 +221,11 @@ class Assisted:
         return mean, jnp.sqrt(state.noise * (1.0 + spread))
 
     def _refit(self, state: State) -> State:
-        valid = jnp.arange(state.errors.shape[0]) < state.count
+        # rows stored without a reliable error (NaN: a raced genome's partial
+        # estimate, or a genome left unscored once the budget was spent) are not fitted
+        valid = (jnp.arange(state.errors.shape[0]) < state.count) & jnp.isfinite(
+            state.errors
+        )
         features = design_matrix(self.upper, state.proxy, state.genomes)
         residual = state.errors - sensitivity.predict(state.proxy, state.genomes)
         weights, covariance, noise = fit_ridge(
@@ -229,15 +233,16 @@ class Assisted:
         )
         return state.replace(weights=weights, covariance=covariance, noise=noise)
 
-    def _store(self, state: State, genomes, fitness: Fitness) -> State:
+    def _store(self, state: State, genomes, fitness: Fitness, reliable=None) -> State:
         objectives, _ = split_fitness(fitness)
+        errors = objectives[:, self.error_index]
+        if reliable is not None:
+            errors = jnp.where(jnp.asarray(reliable, bool), errors, jnp.nan)
         n = genomes.shape[0]
         rows = state.count + jnp.arange(n, dtype=jnp.int32)
         return state.replace(
             genomes=state.genomes.at[rows].set(genomes, mode="drop"),
-            errors=state.errors.at[rows].set(
-                objectives[:, self.error_index], mode="drop"
-            ),
+            errors=state.errors.at[rows].set(errors, mode="drop"),
             count=jnp.minimum(state.count + n, state.genomes.shape[0]),
         )
 
@@ -300,10 +305,14 @@ class Assisted:
             n_screened=jnp.int32(0),
         )
 
-    def init(self, key, population, fitness: Fitness, params, proxy=None) -> State:
+    def init(
+        self, key, population, fitness: Fitness, params, proxy=None, reliable=None
+    ) -> State:
         """The wrapped ``init``. ``proxy``: the sensitivity proxy in error-objective
         units; None reads it off the sensitivity genomes in ``population``
-        (:meth:`initial_population` puts them there when they fit)."""
+        (:meth:`initial_population` puts them there when they fit). ``reliable``:
+        per genome, whether its error is a full measurement (None: all are); the
+        model is fitted on those only, the wrapped algorithm sees every one."""
         population = jnp.asarray(population, jnp.int32)
         objectives, _ = split_fitness(fitness)
         inner = self.strategy.init(key, population, fitness, params)
@@ -312,7 +321,7 @@ class Assisted:
             proxy, _ = sensitivity.proxy_from_population(
                 self.upper, population, objectives[:, self.error_index]
             )
-        state = self._store(state.replace(proxy=proxy), population, fitness)
+        state = self._store(state.replace(proxy=proxy), population, fitness, reliable)
         return self._refit(state)
 
     def ask(self, key, state: State, params) -> tuple[jax.Array, State]:
@@ -330,7 +339,11 @@ class Assisted:
         pool = pools.reshape(-1, self.n_genes)
         known = jnp.arange(state.errors.shape[0]) < state.count
         old_objectives, old_constraints = self.fitness_fn(state.genomes, state.errors)
-        old_violation = jnp.where(known, total_violation(old_constraints), _EXCLUDED)
+        old_violation = jnp.where(
+            known & jnp.isfinite(state.errors),
+            total_violation(old_constraints),
+            _EXCLUDED,
+        )
         if opts.neighbours:
             pool = jnp.concatenate(
                 [pool, self._neighbours(state, old_objectives, old_violation)]
@@ -374,13 +387,16 @@ class Assisted:
         upper = jnp.asarray(self.upper)[None, None]
         return jnp.clip(moved, 0, upper).reshape(-1, self.n_genes)
 
-    def tell(self, key, population, fitness: Fitness, state: State, params):
-        """The wrapped ``tell`` with the real fitness, then the model refitted."""
+    def tell(
+        self, key, population, fitness: Fitness, state: State, params, reliable=None
+    ):
+        """The wrapped ``tell`` with the real fitness, then the model refitted on the
+        ``reliable`` rows (see :meth:`init`)."""
         population = jnp.asarray(population, jnp.int32)
         inner, metrics = self.strategy.tell(
             key, population, fitness, state.inner, params
         )
-        state = self._store(state.replace(inner=inner), population, fitness)
+        state = self._store(state.replace(inner=inner), population, fitness, reliable)
         state = self._refit(state)
         return state, {**metrics, "n_screened": state.n_screened}
 
@@ -493,12 +509,13 @@ def assisted_nsga2(problem):
     tell = jax.jit(wrapped.tell)
     algorithm = Algorithm(
         sample=lambda key: wrapped.initial_population(key, None),
+        # the driver hands (objectives, constraints, reliable): see Assisted.init
         init=lambda key, genomes, fitness, proxy=None: init(
-            key, genomes, fitness, params, proxy
+            key, genomes, fitness[:2], params, proxy, fitness[2]
         ),
         ask=lambda key, state: ask(key, state, params),
         tell=lambda key, genomes, fitness, state: tell(
-            key, genomes, fitness, state, params
+            key, genomes, fitness[:2], state, params, fitness[2]
         )[0],
         max_generations=cfg.n_generations,
         budget=cfg.budget,
