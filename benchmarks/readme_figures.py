@@ -325,6 +325,10 @@ class Figure:
 
 
 _JSON = _in("result.json", json_values)
+#: the tail of a benchmark's command: its numbers to ``{dir}/result.json``
+JSON_OUT = ("--json", "{dir}/result.json")
+#: the same, with the benchmark's other outputs in ``{dir}``
+OUT_JSON = ("--out", "{dir}", *JSON_OUT)
 
 FIGURES = (
     Figure(
@@ -354,8 +358,7 @@ FIGURES = (
             "benchmarks.decoded_per",
             "--front",
             "{out}/silago/pareto.json",
-            "--json",
-            "{dir}/result.json",
+            *JSON_OUT,
         ),
         _JSON,
     ),
@@ -398,10 +401,7 @@ FIGURES = (
         (
             "-m",
             "benchmarks.racing",
-            "--out",
-            "{dir}",
-            "--json",
-            "{dir}/result.json",
+            *OUT_JSON,
             "--memory-limit-mb",
             "0.15",
         ),
@@ -413,10 +413,7 @@ FIGURES = (
         (
             "-m",
             "benchmarks.racing",
-            "--out",
-            "{dir}",
-            "--json",
-            "{dir}/result.json",
+            *OUT_JSON,
         ),
         _JSON,
     ),
@@ -426,10 +423,7 @@ FIGURES = (
         (
             "-m",
             "benchmarks.rehearsal",
-            "--out",
-            "{dir}",
-            "--json",
-            "{dir}/result.json",
+            *OUT_JSON,
         ),
         _JSON,
     ),
@@ -449,8 +443,7 @@ FIGURES = (
             "15",
             "--warmup",
             "2",
-            "--json",
-            "{dir}/result.json",
+            *JSON_OUT,
         ),
         _JSON,
     ),
@@ -502,13 +495,13 @@ FIGURES = (
     Figure(
         "domain_gap",
         "The default float baseline on the shared real recordings (given phone times)",
-        ("-m", "experiments.eval_transcribed", "--json", "{dir}/result.json"),
+        ("-m", "experiments.eval_transcribed", *JSON_OUT),
         _JSON,
     ),
     Figure(
         "aligner",
         "pocketsphinx forced alignment vs independent phone boundaries",
-        ("-m", "benchmarks.aligner_error", "--json", "{dir}/result.json"),
+        ("-m", "benchmarks.aligner_error", *JSON_OUT),
         _JSON,
     ),
     Figure(
@@ -525,15 +518,14 @@ FIGURES = (
             "1,2,4,8,full",
             "--repeats",
             "3",
-            "--json",
-            "{dir}/result.json",
+            *JSON_OUT,
         ),
         _JSON,
     ),
     Figure(
         "nsga2",
         "NSGA-II generation step vs pymoo",
-        ("-m", "benchmarks.nsga2", "--json", "{dir}/result.json"),
+        ("-m", "benchmarks.nsga2", *JSON_OUT),
         _JSON,
     ),
     Figure(
@@ -546,8 +538,7 @@ FIGURES = (
             "400",
             "--pop",
             "2",
-            "--json",
-            "{dir}/result.json",
+            *JSON_OUT,
         ),
         _JSON,
     ),
@@ -565,8 +556,7 @@ FIGURES = (
             "1",
             "--part",
             "eval",
-            "--json",
-            "{dir}/result.json",
+            *JSON_OUT,
         ),
         _JSON,
     ),
@@ -586,10 +576,7 @@ FIGURES = (
             "8",
             "--seeds",
             "10",
-            "--out",
-            "{dir}",
-            "--json",
-            "{dir}/result.json",
+            *OUT_JSON,
         ),
         _JSON,
     ),
@@ -603,10 +590,7 @@ FIGURES = (
             "default",
             "--seeds",
             "10",
-            "--out",
-            "{dir}",
-            "--json",
-            "{dir}/result.json",
+            *OUT_JSON,
         ),
         _JSON,
     ),
